@@ -1,0 +1,33 @@
+# One task runner; CI calls `make test`. `make help` lists the targets.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+SCENARIO ?= scenarios/default.toml
+RUNS ?= runs
+
+.PHONY: help install sweep test lint clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install mmbench with its dev extras
+
+sweep: $(STAMP) ## run scenarios/default.toml with the embedded engine, print the table, write results
+	$(VENV)/bin/mmbench sweep $(SCENARIO) --out $(RUNS)/$(notdir $(basename $(SCENARIO)))-$$(date -u +%Y%m%dT%H%M%SZ)
+
+test: $(STAMP) ## run the whole test suite
+	$(PY) -m pytest -q
+
+lint: $(STAMP) ## ruff and mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy mmbench
+
+clean: ## remove the venv and run outputs
+	rm -rf $(VENV) $(RUNS)
