@@ -1,0 +1,113 @@
+"""One point's parameters: the single definition that the CLI, scenario files, the worker and the
+results share. Validation lives here so that every entry point gives the same one-line errors."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, get_type_hints
+
+from mmbench.errors import MmbenchError
+from mmbench.transports.base import DEFAULT_SENT_HASHES_MAX
+from mmbench.transports.registry import MODES, check_mode
+from mmbench.units import GIB
+from mmbench.world.codec import CODECS, DEFAULT_CODEC
+from mmbench.world.geometry import DEFAULT_MODEL, get_geometry, parse_image_size
+from mmbench.world.images import CONTENTS, IMAGE_FORMATS
+
+MAX_ROLLOUTS = 100_000
+MAX_TURNS = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class PointConfig:
+    mode: str = "full"
+    rollouts: int = 1
+    turns: int = 8
+    images_per_turn: int = 1
+    image_size: str = "512"
+    model: str = DEFAULT_MODEL
+    image_format: str = "png"
+    content: str = "photo"
+    pool_size: int = 1
+    image_cache_max: int = 32
+    engine_cache_gb: float = 4.0
+    sent_hashes_max: int = DEFAULT_SENT_HASHES_MAX
+    codec: str = DEFAULT_CODEC
+    text_tokens_per_turn: int = 32
+    completion_tokens: int = 16
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    @property
+    def image_wh(self) -> tuple[int, int]:
+        return parse_image_size(self.image_size)
+
+    @property
+    def engine_cache_bytes(self) -> int:
+        return int(self.engine_cache_gb * GIB)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "point") -> PointConfig:
+        known = field_names()
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise MmbenchError(
+                f"{where}: unknown key {unknown[0]!r}; known keys: {', '.join(known)}"
+            )
+        return cls(**{k: coerce(k, v, where) for k, v in data.items()})
+
+
+def field_names() -> list[str]:
+    return [f.name for f in fields(PointConfig)]
+
+
+_TYPES: dict[str, type] = get_type_hints(PointConfig)
+
+
+def coerce(key: str, value: Any, where: str = "point") -> Any:
+    """Accept a value of the field's type (an int for a float field too); reject anything else."""
+    want = _TYPES[key]
+    if key == "image_size" and isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if want is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, bool) or not isinstance(value, want):
+        raise MmbenchError(f"{where}: {key} must be {want.__name__}, got {value!r}")
+    return value
+
+
+def _at_least(name: str, value: int, low: int, high: int | None = None) -> None:
+    if value < low or (high is not None and value > high):
+        bound = f">= {low}" if high is None else f"between {low} and {high}"
+        raise MmbenchError(f"{name} must be {bound}, got {value}")
+
+
+def validate(c: PointConfig) -> None:
+    check_mode(c.mode)
+    get_geometry(c.model)
+    _at_least("rollouts", c.rollouts, 1, MAX_ROLLOUTS)
+    _at_least("turns", c.turns, 1, MAX_TURNS)
+    _at_least("images_per_turn", c.images_per_turn, 1, 64)
+    _at_least("pool_size", c.pool_size, 1, 256)
+    _at_least("image_cache_max", c.image_cache_max, 0)
+    _at_least("sent_hashes_max", c.sent_hashes_max, 1)
+    _at_least("text_tokens_per_turn", c.text_tokens_per_turn, 0)
+    _at_least("completion_tokens", c.completion_tokens, 1)
+    _at_least("seed", c.seed, 0)
+    if not (c.engine_cache_gb >= 0 and c.engine_cache_gb < 1e6):
+        raise MmbenchError(f"engine_cache_gb must be >= 0 (0 disables the engine cache), got {c.engine_cache_gb}")
+    if c.image_format not in IMAGE_FORMATS:
+        raise MmbenchError(f"unknown image_format {c.image_format!r}; choose one of: {', '.join(IMAGE_FORMATS)}")
+    if c.content not in CONTENTS:
+        raise MmbenchError(f"unknown content {c.content!r}; choose one of: {', '.join(CONTENTS)}")
+    if c.codec not in CODECS:
+        raise MmbenchError(f"unknown codec {c.codec!r}; choose one of: {', '.join(CODECS)}")
+    parse_image_size(c.image_size)
+
+
+__all__ = ["MODES", "PointConfig", "coerce", "field_names", "validate"]

@@ -1,0 +1,1 @@
+"""The simulated system: images, renderer pool, sidecars, engine and the rollout driver."""

@@ -1,0 +1,79 @@
+"""The client side of the wire: build a request body as the real client does, post it, read it.
+
+Full items are built with torch as the real client builds them: `torch.as_tensor` of each item,
+`torch.cat` of all full items (so a request transiently holds the pixels again), then each item
+serialized and base64-encoded into the JSON body (4/3 x), then the body itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import numpy as np
+import torch
+
+from mmbench.world.codec import Codec, encode_item
+from mmbench.world.sidecar import MultiModalData
+from mmbench.world.wire import GENERATE_PATH, request_object
+
+
+def build_body(
+    codec: Codec,
+    model: str,
+    token_ids: list[int],
+    sidecar: MultiModalData,
+    full_mask: list[bool],
+    max_tokens: int,
+) -> bytes:
+    """The exact request body bytes for this turn. Items with full_mask True must carry pixels."""
+    kwargs: list[str | None] = [None] * len(sidecar)
+    full = [i for i, f in enumerate(full_mask) if f]
+    if full:
+        pixel_arrays: list[np.ndarray] = []
+        for i in full:
+            pv = sidecar.items[i].pixel_values
+            if pv is None:
+                raise ValueError(f"item {i} is shipped in full but carries no pixel_values")
+            pixel_arrays.append(pv)
+        batch = torch.cat([torch.as_tensor(pv) for pv in pixel_arrays])
+        offset = 0
+        for i, pv in zip(full, pixel_arrays, strict=True):
+            rows = pv.shape[0]
+            part = batch[offset : offset + rows].numpy()
+            raw = encode_item(part, "float32", sidecar.items[i].image_grid_thw)
+            kwargs[i] = codec.b64encode(raw).decode("ascii")
+            del raw
+            offset += rows
+        del batch, pixel_arrays
+    placeholders = [(p.offset, p.length) for p in sidecar.placeholders]
+    obj = request_object(model, token_ids, list(sidecar.hashes), placeholders, kwargs, max_tokens)
+    return codec.dumps(obj)
+
+
+@dataclass(frozen=True, slots=True)
+class EngineReply:
+    status: int
+    body: dict[str, Any]
+
+    @property
+    def ok(self) -> bool:
+        return self.status < 400
+
+    @property
+    def error(self) -> str:
+        return str(self.body.get("error", f"HTTP {self.status}"))
+
+
+async def post_generate(http: httpx.AsyncClient, url: str, body: bytes, codec: Codec) -> EngineReply:
+    response = await http.post(
+        url + GENERATE_PATH, content=body, headers={"content-type": "application/json"}
+    )
+    try:
+        parsed = codec.loads(response.content)
+    except ValueError:
+        parsed = {"error": f"HTTP {response.status_code}: unreadable reply"}
+    if not isinstance(parsed, dict):
+        parsed = {"error": f"HTTP {response.status_code}: reply is not a JSON object"}
+    return EngineReply(response.status_code, parsed)

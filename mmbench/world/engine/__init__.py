@@ -1,0 +1,1 @@
+"""The inference engine stand-in: a separate process serving POST /inference/v1/generate."""

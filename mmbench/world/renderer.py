@@ -1,0 +1,161 @@
+"""The renderer: decode, hash, resize, normalize and patchify a source image; its FIFO cache; a pool.
+
+As in the real renderer, each instance keeps its own cache keyed by image hash holding the whole
+processor output, FIFO by insertion and bounded by a count (no byte bound). A hit does not reorder
+and still decodes the image (to hash it) but skips preprocessing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import io
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from mmbench.world.codec import pixel_checksum
+from mmbench.world.geometry import Geometry
+from mmbench.world.sidecar import MMItem
+
+# OpenAI CLIP statistics, which the Qwen-VL processors use.
+IMAGE_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)
+IMAGE_STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)
+
+
+def image_hash(image: Image.Image) -> str:
+    """SHA-256 over the decoded RGB bytes followed by the text of the (width, height) tuple."""
+    h = hashlib.sha256(image.tobytes())
+    h.update(str(image.size).encode())
+    return h.hexdigest()[:32]
+
+
+def preprocess(image: Image.Image, geometry: Geometry) -> tuple[np.ndarray, np.ndarray]:
+    """pixel_values (rows, C*T*P*P) float32 and image_grid_thw (1, 3) int64 for an RGB image."""
+    layout = geometry.layout(*image.size)
+    resized = image.resize((layout.resized_width, layout.resized_height), Image.Resampling.BICUBIC)
+    arr = np.asarray(resized, dtype=np.float32)  # (H, W, C)
+    arr *= 1.0 / 255.0
+    arr -= IMAGE_MEAN
+    arr /= IMAGE_STD
+    p, m, t = geometry.patch_size, geometry.merge_size, geometry.temporal_patch_size
+    _, gh, gw = layout.grid_thw
+    chw = arr.transpose(2, 0, 1)[None]  # (1, C, H, W)
+    frames = np.repeat(chw, t, axis=0)  # a still image repeated over the temporal axis
+    c = geometry.channels
+    patches = frames.reshape(1, t, c, gh // m, m, p, gw // m, m, p)
+    patches = patches.transpose(0, 3, 6, 4, 7, 2, 1, 5, 8)
+    pixel_values = np.ascontiguousarray(patches.reshape(gh * gw, c * t * p * p))
+    grid = np.array([layout.grid_thw], dtype=np.int64)
+    return pixel_values, grid
+
+
+class FifoCache:
+    """Bounded by a count; FIFO by insertion; a hit does not reorder. max_items 0 disables it."""
+
+    def __init__(self, max_items: int) -> None:
+        if max_items < 0:
+            raise ValueError(f"image_cache_max must be >= 0, got {max_items}")
+        self.max_items = max_items
+        self._data: OrderedDict[str, MMItem] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._data
+
+    def get(self, key: str) -> MMItem | None:
+        value = self._data.get(key)
+        if value is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return value
+
+    def put(self, key: str, value: MMItem) -> None:
+        if self.max_items == 0 or key in self._data:
+            return
+        self._data[key] = value
+        while len(self._data) > self.max_items:
+            self._data.popitem(last=False)
+
+    def keys(self) -> list[str]:
+        return list(self._data)
+
+    def values(self) -> Iterator[MMItem]:
+        return iter(self._data.values())
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    mm_hash: str
+    item: MMItem  # with pixel_values
+    cache_hit: bool
+
+
+class Renderer:
+    def __init__(self, geometry: Geometry, image_cache_max: int = 32) -> None:
+        self.geometry = geometry
+        self.cache = FifoCache(image_cache_max)
+
+    def process(self, source: bytes) -> Rendered:
+        with Image.open(io.BytesIO(source)) as opened:
+            image = opened.convert("RGB")
+        mm_hash = image_hash(image)
+        cached = self.cache.get(mm_hash)
+        if cached is not None:
+            return Rendered(mm_hash, cached, True)
+        pixel_values, grid = preprocess(image, self.geometry)
+        item = MMItem(grid, pixel_checksum(pixel_values), pixel_values)
+        self.cache.put(mm_hash, item)
+        return Rendered(mm_hash, item, False)
+
+
+class RendererPool:
+    """`pool_size` renderers, checked out per render (a lock for one, a queue for several)."""
+
+    def __init__(self, geometry: Geometry, pool_size: int = 1, image_cache_max: int = 32) -> None:
+        if pool_size < 1:
+            raise ValueError(f"pool_size must be >= 1, got {pool_size}")
+        self.renderers = [Renderer(geometry, image_cache_max) for _ in range(pool_size)]
+        self._lock = asyncio.Lock() if pool_size == 1 else None
+        self._queue: asyncio.Queue[Renderer] | None = None
+
+    @contextlib.asynccontextmanager
+    async def checkout(self) -> AsyncIterator[Renderer]:
+        if self._lock is not None:
+            async with self._lock:
+                yield self.renderers[0]
+            return
+        if self._queue is None:
+            self._queue = asyncio.Queue()
+            for r in self.renderers:
+                self._queue.put_nowait(r)
+        renderer = await self._queue.get()
+        try:
+            yield renderer
+        finally:
+            self._queue.put_nowait(renderer)
+
+    async def render(self, source: bytes) -> Rendered:
+        async with self.checkout() as renderer:
+            return await asyncio.to_thread(renderer.process, source)
+
+    @property
+    def hits(self) -> int:
+        return sum(r.cache.hits for r in self.renderers)
+
+    @property
+    def misses(self) -> int:
+        return sum(r.cache.misses for r in self.renderers)
+
+    def cached_items(self) -> Iterator[MMItem]:
+        for r in self.renderers:
+            yield from r.cache.values()

@@ -1,0 +1,230 @@
+"""The rollout driver: K rollouts of N turns at once on one asyncio loop and one httpx client.
+
+Each turn the environment adds its image(s) to the conversation, the renderer renders them
+(pool, thread), the transport decides what ships, the request is built and posted, the reply is
+checked, and the step is stored as the mode says. All K trajectories stay alive until every
+rollout is done (as in an env worker) and are then handed to the caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from array import array
+from dataclasses import dataclass, field
+
+import httpx
+import numpy as np
+
+from mmbench.config import PointConfig
+from mmbench.transports.base import Transport
+from mmbench.world.client import EngineReply, build_body, post_generate
+from mmbench.world.codec import Codec, get_codec
+from mmbench.world.geometry import get_geometry
+from mmbench.world.images import SourceSpec, make_source
+from mmbench.world.renderer import RendererPool
+from mmbench.world.sidecar import MMItem, MultiModalData, Placeholder
+
+IMAGE_PAD_TOKEN = 151_655  # Qwen's <|image_pad|>
+VOCAB = 150_000
+HTTP_TIMEOUT_S = 600.0
+
+
+class RolloutFailed(Exception):
+    """A rollout that cannot complete; recorded with its cause, never raised past the driver."""
+
+
+@dataclass(slots=True)
+class Step:
+    prompt_len: int
+    completion_ids: list[int]
+    logprobs: list[float]
+    sidecar: MultiModalData  # as the transport stores it
+
+
+@dataclass(slots=True)
+class Conversation:
+    """What the env worker holds for one rollout besides the steps: sources and the token stream."""
+
+    sources: list[bytes] = field(default_factory=list)  # every encoded source, for the whole rollout
+    tokens: array = field(default_factory=lambda: array("l"))
+
+
+@dataclass(slots=True)
+class RolloutCounters:
+    requests: int = 0
+    bytes_shipped: int = 0
+    bytes_per_turn: list[int] = field(default_factory=list)
+    full_items_sent: int = 0
+    null_items_sent: int = 0
+    fallbacks: int = 0
+    wrong_results: int = 0
+    cache_hits: int = 0
+    cache_misses: int = 0
+    rederived: int = 0
+    failed: bool = False
+    failure: str | None = None
+
+
+@dataclass(slots=True)
+class Trajectory:
+    rollout: int
+    conversation: Conversation
+    steps: list[Step]
+    counters: RolloutCounters
+
+
+SUM_FIELDS = (
+    "requests", "bytes_shipped", "full_items_sent", "null_items_sent", "fallbacks",
+    "wrong_results", "cache_hits", "cache_misses", "rederived",
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    requests: int
+    bytes_shipped: int
+    full_items_sent: int
+    null_items_sent: int
+    fallbacks: int
+    wrong_results: int
+    cache_hits: int
+    cache_misses: int
+    rederived: int
+    failed_rollouts: int
+    bytes_per_turn: list[int]  # summed over rollouts, turn 1..N
+    failures: list[str]
+
+    @classmethod
+    def of(cls, trajectories: list[Trajectory]) -> Totals:
+        sums = {k: sum(getattr(t.counters, k) for t in trajectories) for k in SUM_FIELDS}
+        width = max((len(t.counters.bytes_per_turn) for t in trajectories), default=0)
+        per_turn = [
+            sum(t.counters.bytes_per_turn[i] for t in trajectories if i < len(t.counters.bytes_per_turn))
+            for i in range(width)
+        ]
+        failures = [f"rollout {t.rollout}: {t.counters.failure}" for t in trajectories if t.counters.failed]
+        return cls(**sums, failed_rollouts=len(failures), bytes_per_turn=per_turn, failures=failures)
+
+
+class World:
+    """Everything one point needs in the client process: renderer pool, transport, codec."""
+
+    def __init__(self, config: PointConfig, transport: Transport) -> None:
+        self.config = config
+        self.geometry = get_geometry(config.model)
+        self.pool = RendererPool(self.geometry, config.pool_size, config.image_cache_max)
+        self.transport = transport
+        self.codec: Codec = get_codec(config.codec)
+        w, h = config.image_wh
+        self.source_spec = SourceSpec(w, h, config.image_format, config.content, config.seed)
+
+    def text_tokens(self, rollout: int, turn: int) -> np.ndarray:
+        rng = np.random.default_rng([self.config.seed, rollout, turn, 1_000_003])
+        return rng.integers(0, VOCAB, size=self.config.text_tokens_per_turn)
+
+    async def _with_pixels(
+        self, conv: Conversation, sidecar: MultiModalData, full_mask: list[bool], c: RolloutCounters
+    ) -> MultiModalData:
+        """Re-derive, through the renderer, the pixels of every full slot that has none."""
+        items = list(sidecar.items)
+        for i, (item, full) in enumerate(zip(items, full_mask, strict=True)):
+            if full and not item.has_pixels:
+                rendered = await self.pool.render(conv.sources[i])
+                c.cache_hits += rendered.cache_hit
+                c.cache_misses += not rendered.cache_hit
+                c.rederived += 1
+                items[i] = rendered.item
+        return sidecar.with_items(items)
+
+    async def _ship(
+        self, http: httpx.AsyncClient, url: str, conv: Conversation, sidecar: MultiModalData,
+        full_mask: list[bool], c: RolloutCounters, turn_bytes: list[int],
+    ) -> tuple[MultiModalData, EngineReply]:  # fmt: skip
+        sidecar = await self._with_pixels(conv, sidecar, full_mask, c)
+        body = await asyncio.to_thread(
+            build_body, self.codec, self.config.model, conv.tokens.tolist(), sidecar, full_mask,
+            self.config.completion_tokens,
+        )  # fmt: skip
+        c.requests += 1
+        c.bytes_shipped += len(body)
+        turn_bytes[0] += len(body)
+        c.full_items_sent += sum(full_mask)
+        c.null_items_sent += len(full_mask) - sum(full_mask)
+        try:
+            reply = await post_generate(http, url, body, self.codec)
+        except httpx.HTTPError as exc:
+            raise RolloutFailed(f"request failed: {type(exc).__name__}: {exc}") from None
+        return sidecar, reply
+
+    async def rollout(self, http: httpx.AsyncClient, url: str, r: int) -> Trajectory:
+        cfg = self.config
+        conv = Conversation()
+        steps: list[Step] = []
+        c = RolloutCounters()
+        stored = MultiModalData()
+        try:
+            for t in range(cfg.turns):
+                conv.tokens.extend(self.text_tokens(r, t).tolist())
+                new_h: list[str] = []
+                new_p: list[Placeholder] = []
+                new_i: list[MMItem] = []
+                for i in range(cfg.images_per_turn):
+                    source = await asyncio.to_thread(make_source, self.source_spec, r, t, i)
+                    conv.sources.append(source)
+                    rendered = await self.pool.render(source)
+                    c.cache_hits += rendered.cache_hit
+                    c.cache_misses += not rendered.cache_hit
+                    n = self.geometry.layout(*self.source_spec_size).tokens
+                    new_h.append(rendered.mm_hash)
+                    new_p.append(Placeholder(len(conv.tokens), n))
+                    new_i.append(rendered.item)
+                    conv.tokens.extend([IMAGE_PAD_TOKEN] * n)
+                sidecar = stored.extended(new_h, new_p, new_i)
+                hashes = sidecar.hashes
+                prompt_len = len(conv.tokens)
+                turn_bytes = [0]
+                mask = self.transport.plan(url, cfg.model, hashes)
+                sent, reply = await self._ship(http, url, conv, sidecar, mask, c, turn_bytes)
+                if not reply.ok and not all(mask):
+                    # The engine could not serve a null slot: forget, re-render, resend all once.
+                    self.transport.on_error(url, cfg.model, hashes)
+                    c.fallbacks += 1
+                    mask = [True] * len(hashes)
+                    sent, reply = await self._ship(http, url, conv, sent, mask, c, turn_bytes)
+                c.bytes_per_turn.append(turn_bytes[0])
+                if not reply.ok:
+                    self.transport.on_error(url, cfg.model, hashes)
+                    raise RolloutFailed(f"turn {t + 1}: engine answered {reply.status}: {reply.error}")
+                self.transport.on_success(url, cfg.model, hashes)
+                c.wrong_results += _wrong(reply, sent)
+                completion = [int(x) for x in reply.body.get("token_ids", [])]
+                conv.tokens.extend(completion)
+                stored = self.transport.stored(sent, mask)
+                steps.append(Step(prompt_len, completion, list(reply.body.get("logprobs", [])), stored))
+                del sent, sidecar
+        except RolloutFailed as exc:
+            c.failed, c.failure = True, str(exc)
+        return Trajectory(r, conv, steps, c)
+
+    @property
+    def source_spec_size(self) -> tuple[int, int]:
+        return self.source_spec.width, self.source_spec.height
+
+    async def run_async(self, url: str) -> list[Trajectory]:
+        k = self.config.rollouts
+        limits = httpx.Limits(max_connections=k, max_keepalive_connections=k)
+        timeout = httpx.Timeout(HTTP_TIMEOUT_S, connect=30.0)
+        async with httpx.AsyncClient(limits=limits, timeout=timeout) as http:
+            return list(await asyncio.gather(*(self.rollout(http, url, r) for r in range(k))))
+
+    def run(self, url: str) -> list[Trajectory]:
+        return asyncio.run(self.run_async(url))
+
+
+def _wrong(reply: EngineReply, sent: MultiModalData) -> int:
+    """Items whose pixels, as the engine resolved them, differ from what the client meant."""
+    got = reply.body.get("item_checksums")
+    want = [item.checksum for item in sent.items]
+    if not isinstance(got, list) or len(got) != len(want):
+        return len(want)
+    return sum(1 for g, w in zip(got, want, strict=True) if g != w)
