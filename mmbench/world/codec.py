@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import struct
 import zlib
 from collections.abc import Callable
@@ -67,7 +68,7 @@ class DecodedItem:
 
 def pixel_checksum(pixels: np.ndarray) -> int:
     """crc32 of the pixel bytes: what the client and the engine compare per item."""
-    return zlib.crc32(memoryview(np.ascontiguousarray(pixels)).cast("B"))
+    return zlib.crc32(np.ascontiguousarray(pixels).reshape(-1).view(np.uint8))
 
 
 def decode_item(raw: bytes) -> DecodedItem:
@@ -76,9 +77,14 @@ def decode_item(raw: bytes) -> DecodedItem:
     (hlen,) = _LEN.unpack_from(raw, 4)
     try:
         spec = json.loads(raw[8 : 8 + hlen])["tensors"]
-        names = [s[0] for s in spec]
-    except (ValueError, KeyError, TypeError, IndexError):
+    except (ValueError, KeyError, TypeError):
         raise CodecError("item header is not valid JSON with a tensors list") from None
+    if not (
+        isinstance(spec, list)
+        and all(isinstance(s, list) and len(s) == 3 and isinstance(s[0], str) for s in spec)
+    ):
+        raise CodecError("item header tensors must be [name, dtype, shape] triples")
+    names = [s[0] for s in spec]
     if names != list(TENSOR_ORDER):
         raise CodecError(f"item tensors must be {list(TENSOR_ORDER)}, got {names}")
     view = memoryview(raw)
@@ -86,13 +92,15 @@ def decode_item(raw: bytes) -> DecodedItem:
     arrays: dict[str, np.ndarray] = {}
     dtypes: dict[str, str] = {}
     for name, dtype_name, shape in spec:
-        if dtype_name not in _DTYPES:
+        if not isinstance(dtype_name, str) or dtype_name not in _DTYPES:
             raise CodecError(f"tensor {name} has unsupported dtype {dtype_name!r}")
-        if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)):
+        if not (
+            isinstance(shape, list)
+            and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+        ):
             raise CodecError(f"tensor {name} has a bad shape {shape!r}")
         dtype = np.dtype(_DTYPES[dtype_name])
-        count = int(np.prod(shape)) if shape else 1
-        size = count * dtype.itemsize
+        size = math.prod(shape) * dtype.itemsize  # Python ints: no overflow on absurd shapes
         if pos + size > len(raw):
             raise CodecError(f"item is truncated inside tensor {name}")
         arrays[name] = np.frombuffer(view[pos : pos + size], dtype=dtype).reshape(shape)
@@ -100,6 +108,8 @@ def decode_item(raw: bytes) -> DecodedItem:
         pos += size
     if pos != len(raw):
         raise CodecError(f"item has {len(raw) - pos} trailing bytes")
+    if dtypes["image_grid_thw"] != "int64":
+        raise CodecError(f"image_grid_thw must be int64, got {dtypes['image_grid_thw']}")
     grid = arrays["image_grid_thw"]
     if grid.shape != (1, 3):
         raise CodecError(f"image_grid_thw must have shape (1, 3), got {grid.shape}")

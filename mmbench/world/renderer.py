@@ -125,19 +125,31 @@ class RendererPool:
         if pool_size < 1:
             raise ValueError(f"pool_size must be >= 1, got {pool_size}")
         self.renderers = [Renderer(geometry, image_cache_max) for _ in range(pool_size)]
-        self._lock = asyncio.Lock() if pool_size == 1 else None
+        # asyncio primitives bind to the loop that first waits on them: made per loop, lazily.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock: asyncio.Lock | None = None
         self._queue: asyncio.Queue[Renderer] | None = None
+
+    def _bind(self) -> None:
+        loop = asyncio.get_running_loop()
+        if loop is self._loop:
+            return
+        self._loop = loop
+        if len(self.renderers) == 1:
+            self._lock = asyncio.Lock()
+        else:
+            self._queue = asyncio.Queue()
+            for r in self.renderers:
+                self._queue.put_nowait(r)
 
     @contextlib.asynccontextmanager
     async def checkout(self) -> AsyncIterator[Renderer]:
+        self._bind()
         if self._lock is not None:
             async with self._lock:
                 yield self.renderers[0]
             return
-        if self._queue is None:
-            self._queue = asyncio.Queue()
-            for r in self.renderers:
-                self._queue.put_nowait(r)
+        assert self._queue is not None
         renderer = await self._queue.get()
         try:
             yield renderer

@@ -1,0 +1,120 @@
+"""Linux memory probes: RSS and its high-water mark, USS, malloc_trim, and allocator settings."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+import threading
+from dataclasses import dataclass
+
+import psutil
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def _status_kb(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def rss_bytes() -> int:
+    """Resident set size now (VmRSS), falling back to psutil off Linux."""
+    value = _status_kb("VmRSS")
+    return value if value is not None else psutil.Process().memory_info().rss
+
+
+def hwm_bytes() -> int | None:
+    """The RSS high-water mark (VmHWM) since start or the last reset_peak()."""
+    return _status_kb("VmHWM")
+
+
+def reset_peak() -> bool:
+    """Reset VmHWM to the current RSS (write 5 to clear_refs). False where that is not allowed."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def uss_bytes() -> int | None:
+    try:
+        return int(psutil.Process().memory_full_info().uss)
+    except (psutil.Error, AttributeError):
+        return None
+
+
+_libc: ctypes.CDLL | None = None
+
+
+def malloc_trim() -> bool:
+    """glibc malloc_trim(0): give freed heap pages back to the kernel. False off glibc."""
+    global _libc
+    try:
+        if _libc is None:
+            _libc = ctypes.CDLL("libc.so.6")
+        return bool(_libc.malloc_trim(0))
+    except (OSError, AttributeError):
+        return False
+
+
+def glibc_version() -> str | None:
+    try:
+        return os.confstr("CS_GNU_LIBC_VERSION")
+    except (ValueError, OSError, AttributeError):
+        lib, version = platform.libc_ver()
+        return f"{lib} {version}" if lib else None
+
+
+@dataclass(frozen=True, slots=True)
+class AllocatorSettings:
+    malloc_mmap_threshold: str | None
+    malloc_arena_max: str | None
+    malloc_trim_threshold: str | None
+    glibc: str | None
+
+    @classmethod
+    def current(cls) -> AllocatorSettings:
+        env = os.environ
+        return cls(
+            env.get("MALLOC_MMAP_THRESHOLD_"),
+            env.get("MALLOC_ARENA_MAX"),
+            env.get("MALLOC_TRIM_THRESHOLD_"),
+            glibc_version(),
+        )
+
+
+class PeakSampler:
+    """The fallback where VmHWM cannot be reset: sample RSS every `interval_s` on a thread.
+
+    It misses spikes shorter than the interval, which is why results record the method used.
+    """
+
+    def __init__(self, interval_s: float = 0.001) -> None:
+        self.interval_s = interval_s
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="mmbench-peak", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, rss_bytes())
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self) -> PeakSampler:
+        self.peak = rss_bytes()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, rss_bytes())

@@ -1,0 +1,146 @@
+"""The worker: one measured point in a fresh process (`python -m mmbench.measure.worker JOB OUT`).
+
+It sets the world up, takes the baseline, runs the K rollouts against the engine the harness
+started, and reads RSS at each phase. It writes one JSON object to OUT and prints nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import os
+import sys
+import time
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from mmbench.config import PointConfig
+from mmbench.measure import probes
+from mmbench.measure.accounting import account
+from mmbench.transports import make_transport
+from mmbench.world.client import build_body
+from mmbench.world.codec import get_codec
+from mmbench.world.geometry import get_geometry
+from mmbench.world.images import SourceSpec, make_source
+from mmbench.world.renderer import Renderer
+from mmbench.world.rollout import Totals, World
+from mmbench.world.sidecar import MultiModalData, Placeholder
+
+
+def _warm_up(config: PointConfig) -> None:
+    """Run every code path once on a tiny input, so one-time costs (lazy library state, the thread
+    pool, the HTTP client's SSL context) land in the baseline and not in what the rollouts retain."""
+    renderer = Renderer(get_geometry(config.model), image_cache_max=1)
+    rendered = renderer.process(make_source(SourceSpec(64, 64, config.image_format, "flat"), 0, 0, 0))
+    sidecar = MultiModalData([rendered.mm_hash], [Placeholder(0, 1)], [rendered.item])
+
+    async def once() -> None:
+        await asyncio.to_thread(build_body, get_codec(config.codec), config.model, [1], sidecar, [True], 1)
+        async with httpx.AsyncClient():
+            pass
+
+    asyncio.run(once())
+
+
+def _settle() -> int:
+    gc.collect()
+    return probes.rss_bytes()
+
+
+def _trimmed() -> int:
+    gc.collect()
+    probes.malloc_trim()
+    return probes.rss_bytes()
+
+
+def measure(config: PointConfig, url: str, memray_path: str | None = None) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    world = World(config, make_transport(config.mode, config.sent_hashes_max))
+    _warm_up(config)
+    tracker: AbstractContextManager[Any] = nullcontext()
+    if memray_path:
+        import memray
+
+        tracker = memray.Tracker(memray_path, native_traces=False, follow_fork=False)
+    with tracker:
+        rss_baseline_raw = _settle()
+        rss_baseline = _trimmed()
+        peak_method = "vmhwm" if probes.reset_peak() else "sampler"
+        sampler: AbstractContextManager[Any] = (
+            probes.PeakSampler() if peak_method == "sampler" else nullcontext()
+        )
+        t_run = time.perf_counter()
+        with sampler as s:
+            trajectories = world.run(url)
+        rollout_wall = time.perf_counter() - t_run
+        hwm = probes.hwm_bytes() if peak_method == "vmhwm" else None
+        rss_peak = int(hwm if hwm is not None else s.peak)
+        rss_retained = _settle()
+        uss_retained = probes.uss_bytes()
+        ledger = account(trajectories, world.pool.cached_items())
+        rss_retained_trimmed = _trimmed()
+        totals = Totals.of(trajectories)
+        del trajectories
+        rss_released = _settle()
+        rss_released_trimmed = _trimmed()
+    memray_peak: int | None = None
+    if memray_path:
+        import memray
+
+        memray_peak = int(memray.FileReader(memray_path).metadata.peak_memory)
+    return {
+        "rss_baseline_raw_bytes": rss_baseline_raw,
+        "rss_baseline_bytes": rss_baseline,
+        "rss_peak_bytes": max(rss_peak, rss_retained),
+        "peak_method": peak_method,
+        "rss_retained_bytes": rss_retained,
+        "rss_retained_trimmed_bytes": rss_retained_trimmed,
+        "rss_released_bytes": rss_released,
+        "rss_released_trimmed_bytes": rss_released_trimmed,
+        "uss_retained_bytes": uss_retained,
+        "accounting": ledger.to_dict(),
+        "totals": {
+            "requests": totals.requests,
+            "bytes_shipped": totals.bytes_shipped,
+            "full_items_sent": totals.full_items_sent,
+            "null_items_sent": totals.null_items_sent,
+            "fallbacks": totals.fallbacks,
+            "wrong_results": totals.wrong_results,
+            "renderer_cache_hits": totals.cache_hits,
+            "renderer_cache_misses": totals.cache_misses,
+            "rederived": totals.rederived,
+            "failed_rollouts": totals.failed_rollouts,
+            "bytes_per_turn": totals.bytes_per_turn,
+            "failures": totals.failures[:20],
+        },
+        "allocator": {
+            "malloc_mmap_threshold": os.environ.get("MALLOC_MMAP_THRESHOLD_"),
+            "malloc_arena_max": os.environ.get("MALLOC_ARENA_MAX"),
+            "glibc": probes.glibc_version(),
+        },
+        "memray_peak_bytes": memray_peak,
+        "rollout_wall_s": rollout_wall,
+        "worker_wall_s": time.perf_counter() - t0,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    job = json.loads(Path(args[0]).read_text())
+    config = PointConfig.from_dict(job["config"], where="worker job")
+    np.random.seed(config.seed)
+    result = measure(config, job["url"], job.get("memray_path"))
+    out = Path(args[1])
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result))
+    os.replace(tmp, out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
