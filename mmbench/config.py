@@ -56,9 +56,7 @@ class PointConfig:
         known = field_names()
         unknown = sorted(set(data) - set(known))
         if unknown:
-            raise MmbenchError(
-                f"{where}: unknown key {unknown[0]!r}; known keys: {', '.join(known)}"
-            )
+            raise MmbenchError(f"{where}: unknown key {unknown[0]!r}; known keys: {', '.join(known)}")
         return cls(**{k: coerce(k, v, where) for k, v in data.items()})
 
 
@@ -100,9 +98,13 @@ def validate(c: PointConfig) -> None:
     _at_least("completion_tokens", c.completion_tokens, 1)
     _at_least("seed", c.seed, 0)
     if not (c.engine_cache_gb >= 0 and c.engine_cache_gb < 1e6):
-        raise MmbenchError(f"engine_cache_gb must be >= 0 (0 disables the engine cache), got {c.engine_cache_gb}")
+        raise MmbenchError(
+            f"engine_cache_gb must be >= 0 (0 disables the engine cache), got {c.engine_cache_gb}"
+        )
     if c.image_format not in IMAGE_FORMATS:
-        raise MmbenchError(f"unknown image_format {c.image_format!r}; choose one of: {', '.join(IMAGE_FORMATS)}")
+        raise MmbenchError(
+            f"unknown image_format {c.image_format!r}; choose one of: {', '.join(IMAGE_FORMATS)}"
+        )
     if c.content not in CONTENTS:
         raise MmbenchError(f"unknown content {c.content!r}; choose one of: {', '.join(CONTENTS)}")
     if c.codec not in CODECS:

@@ -66,6 +66,47 @@ def malloc_trim() -> bool:
         return False
 
 
+M_TRIM_THRESHOLD = -1
+_ARENA_PROBE_THREADS = 64  # more than glibc's arena cap on this machine kind (8 x cores)
+_ARENA_PROBE_BYTES = 1 << 18  # >= FASTBIN_CONSOLIDATION_THRESHOLD, so free() runs heap_trim
+
+
+def deep_trim() -> bool:
+    """malloc_trim(0), and also release the top chunk of every per-thread arena.
+
+    malloc_trim(0) returns free pages inside every arena's bins and the main arena's top, but
+    glibc leaves a per-thread arena's top chunk resident below the trim threshold, which the
+    dynamic mmap threshold raises to 2 x the largest freed block (12 MiB for 512x512 pixels).
+    With one such top per arena the trimmed reading could sit ~100 MB above the live data. Here
+    the trim threshold is set to 0 and a thread per arena frees one block, so that glibc trims
+    each arena's top. This freezes the dynamic thresholds for the rest of the process, so it is
+    only called after the raw readings.
+    """
+    global _libc
+    try:
+        if _libc is None:
+            _libc = ctypes.CDLL("libc.so.6")
+        libc = _libc
+        libc.malloc.restype = ctypes.c_void_p
+        libc.free.argtypes = [ctypes.c_void_p]
+        libc.mallopt(M_TRIM_THRESHOLD, 0)
+    except (OSError, AttributeError):
+        return malloc_trim()
+    barrier = threading.Barrier(_ARENA_PROBE_THREADS)
+
+    def touch_arena() -> None:
+        barrier.wait()  # all alive at once: each thread takes a different free arena
+        libc.free(libc.malloc(_ARENA_PROBE_BYTES))
+        barrier.wait()
+
+    threads = [threading.Thread(target=touch_arena) for _ in range(_ARENA_PROBE_THREADS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return malloc_trim()
+
+
 def glibc_version() -> str | None:
     try:
         return os.confstr("CS_GNU_LIBC_VERSION")

@@ -20,6 +20,7 @@ import httpx
 import numpy as np
 
 from mmbench.config import PointConfig
+from mmbench.lifecycle import die_with_parent
 from mmbench.measure import probes
 from mmbench.measure.accounting import account
 from mmbench.transports import make_transport
@@ -52,9 +53,12 @@ def _settle() -> int:
     return probes.rss_bytes()
 
 
-def _trimmed() -> int:
+def _trimmed(deep: bool = False) -> int:
     gc.collect()
-    probes.malloc_trim()
+    if deep:
+        probes.deep_trim()
+    else:
+        probes.malloc_trim()
     return probes.rss_bytes()
 
 
@@ -83,11 +87,11 @@ def measure(config: PointConfig, url: str, memray_path: str | None = None) -> di
         rss_retained = _settle()
         uss_retained = probes.uss_bytes()
         ledger = account(trajectories, world.pool.cached_items())
-        rss_retained_trimmed = _trimmed()
+        rss_retained_trimmed = _trimmed(deep=True)
         totals = Totals.of(trajectories)
         del trajectories
         rss_released = _settle()
-        rss_released_trimmed = _trimmed()
+        rss_released_trimmed = _trimmed(deep=True)
     memray_peak: int | None = None
     if memray_path:
         import memray
@@ -131,6 +135,7 @@ def measure(config: PointConfig, url: str, memray_path: str | None = None) -> di
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    die_with_parent(int(args[2]) if len(args) > 2 else None)
     job = json.loads(Path(args[0]).read_text())
     config = PointConfig.from_dict(job["config"], where="worker job")
     np.random.seed(config.seed)

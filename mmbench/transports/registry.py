@@ -13,8 +13,7 @@ from mmbench.transports.full import FullTransport
 from mmbench.transports.hash_only import HashOnlyTransport
 
 TRANSPORTS: dict[str, type[Transport]] = {
-    t.name: t
-    for t in (FullTransport, EphemeralTransport, HashOnlyTransport, EphemeralHashOnlyTransport)
+    t.name: t for t in (FullTransport, EphemeralTransport, HashOnlyTransport, EphemeralHashOnlyTransport)
 }
 MODES: tuple[str, ...] = tuple(TRANSPORTS)
 

@@ -113,8 +113,14 @@ def decode_item(raw: bytes) -> DecodedItem:
     grid = arrays["image_grid_thw"]
     if grid.shape != (1, 3):
         raise CodecError(f"image_grid_thw must have shape (1, 3), got {grid.shape}")
+    if (grid <= 0).any():
+        raise CodecError(f"image_grid_thw must be positive, got {grid.tolist()}")
     pixels = arrays["pixel_values"]
-    return DecodedItem(pixels, dtypes["pixel_values"], grid, zlib.crc32(view[8 + hlen : 8 + hlen + pixels.nbytes]))
+    if pixels.ndim != 2:
+        raise CodecError(f"pixel_values must be 2-D, got shape {list(pixels.shape)}")
+    return DecodedItem(
+        pixels, dtypes["pixel_values"], grid, zlib.crc32(view[8 + hlen : 8 + hlen + pixels.nbytes])
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,9 +156,7 @@ def get_codec(name: str) -> Codec:
     try:
         return CODECS[name]
     except KeyError:
-        raise MmbenchError(
-            f"unknown codec {name!r}; choose one of: {', '.join(sorted(CODECS))}"
-        ) from None
+        raise MmbenchError(f"unknown codec {name!r}; choose one of: {', '.join(sorted(CODECS))}") from None
 
 
 def b64_len(n: int) -> int:

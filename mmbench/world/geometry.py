@@ -77,9 +77,7 @@ def get_geometry(name: str) -> Geometry:
     try:
         return MODELS[name]
     except KeyError:
-        raise MmbenchError(
-            f"unknown model {name!r}; choose one of: {', '.join(sorted(MODELS))}"
-        ) from None
+        raise MmbenchError(f"unknown model {name!r}; choose one of: {', '.join(sorted(MODELS))}") from None
 
 
 def validate_source_size(width: int, height: int) -> None:
@@ -89,7 +87,8 @@ def validate_source_size(width: int, height: int) -> None:
             raise MmbenchError(f"image {side_name} must be > 0, got {side}")
         if side > MAX_SOURCE_SIDE:
             raise MmbenchError(
-                f"image {side_name} {side} is beyond the supported {MAX_SOURCE_SIDE}; use a smaller --image-size"
+                f"image {side_name} {side} is beyond the supported {MAX_SOURCE_SIDE}; "
+                "use a smaller --image-size"
             )
     ratio = max(width, height) / min(width, height)
     if ratio > MAX_ASPECT_RATIO:
@@ -98,9 +97,7 @@ def validate_source_size(width: int, height: int) -> None:
         )
 
 
-def smart_resize(
-    height: int, width: int, factor: int, min_pixels: int, max_pixels: int
-) -> tuple[int, int]:
+def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
     """Round both sides to multiples of `factor`, keeping the area within [min_pixels, max_pixels]."""
     validate_source_size(width, height)
     h_bar = round(height / factor) * factor
@@ -128,8 +125,6 @@ def parse_image_size(text: str | int) -> tuple[int, int]:
         else:
             raise ValueError
     except ValueError:
-        raise MmbenchError(
-            f"image size {text!r} is not a side (512) or WIDTHxHEIGHT (1200x300)"
-        ) from None
+        raise MmbenchError(f"image size {text!r} is not a side (512) or WIDTHxHEIGHT (1200x300)") from None
     validate_source_size(w, h)
     return w, h

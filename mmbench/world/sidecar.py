@@ -49,9 +49,7 @@ class MultiModalData:
         self, hashes: list[str], placeholders: list[Placeholder], items: list[MMItem]
     ) -> MultiModalData:
         """A new sidecar: these lists copied, the new entries appended (arrays shared)."""
-        return MultiModalData(
-            self.hashes + hashes, self.placeholders + placeholders, self.items + items
-        )
+        return MultiModalData(self.hashes + hashes, self.placeholders + placeholders, self.items + items)
 
     def with_items(self, items: list[MMItem]) -> MultiModalData:
         assert len(items) == len(self.items)

@@ -12,6 +12,7 @@ from typing import Any
 
 GENERATE_PATH = "/inference/v1/generate"
 MODALITY = "image"
+MAX_TOKEN_ID = 2**31
 
 
 class WireError(ValueError):
@@ -52,7 +53,7 @@ def _modality_list(features: dict[str, Any], key: str, allow_null: bool = False)
     if value is None and allow_null:
         return None
     if not isinstance(value, dict) or set(value) != {MODALITY} or not isinstance(value[MODALITY], list):
-        raise WireError(f"features.{key} must be an object {{\"{MODALITY}\": [...]}}")
+        raise WireError(f'features.{key} must be an object {{"{MODALITY}": [...]}}')
     return value[MODALITY]
 
 
@@ -65,9 +66,9 @@ def parse_request(obj: Any) -> GenerateRequest:
         raise WireError("model must be a non-empty string")
     token_ids = obj.get("token_ids")
     if not isinstance(token_ids, list) or not all(
-        isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in token_ids
+        isinstance(t, int) and not isinstance(t, bool) and 0 <= t < MAX_TOKEN_ID for t in token_ids
     ):
-        raise WireError("token_ids must be a list of non-negative integers")
+        raise WireError(f"token_ids must be a list of integers in [0, {MAX_TOKEN_ID})")
     features = obj.get("features")
     if features is None:
         return GenerateRequest(model, token_ids, [], [], [])
@@ -79,11 +80,15 @@ def parse_request(obj: Any) -> GenerateRequest:
     raw_ph = _modality_list(features, "mm_placeholders") or []
     placeholders: list[tuple[int, int]] = []
     for ph in raw_ph:
-        if not (isinstance(ph, dict) and isinstance(ph.get("offset"), int) and isinstance(ph.get("length"), int)):
-            raise WireError("each placeholder must be {\"offset\": int, \"length\": int}")
+        if not (
+            isinstance(ph, dict) and isinstance(ph.get("offset"), int) and isinstance(ph.get("length"), int)
+        ):
+            raise WireError('each placeholder must be {"offset": int, "length": int}')
         offset, length = ph["offset"], ph["length"]
         if offset < 0 or length <= 0 or offset + length > len(token_ids):
-            raise WireError(f"placeholder ({offset}, {length}) lies outside the {len(token_ids)} prompt tokens")
+            raise WireError(
+                f"placeholder ({offset}, {length}) lies outside the {len(token_ids)} prompt tokens"
+            )
         placeholders.append((offset, length))
     kwargs_list = _modality_list(features, "kwargs_data", allow_null=True)
     kwargs: list[str | None] = [None] * len(hashes) if kwargs_list is None else kwargs_list
@@ -91,6 +96,7 @@ def parse_request(obj: Any) -> GenerateRequest:
         raise WireError("kwargs_data items must be base64 strings or null")
     if not (len(hashes) == len(placeholders) == len(kwargs)):
         raise WireError(
-            f"misaligned features: {len(hashes)} hashes, {len(placeholders)} placeholders, {len(kwargs)} kwargs_data items"
+            f"misaligned features: {len(hashes)} hashes, {len(placeholders)} placeholders, "
+            f"{len(kwargs)} kwargs_data items"
         )
     return GenerateRequest(model, token_ids, hashes, placeholders, kwargs)

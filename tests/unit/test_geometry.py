@@ -259,9 +259,7 @@ def _rgb(width: int, height: int, seed: int = 0) -> Image.Image:
     return Image.fromarray(rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8), "RGB")
 
 
-@pytest.mark.parametrize(
-    ("width", "height"), [(56, 56), (84, 112), (65, 97), (333, 777), (300, 120)]
-)
+@pytest.mark.parametrize(("width", "height"), [(56, 56), (84, 112), (65, 97), (333, 777), (300, 120)])
 def test_preprocess_shapes_follow_layout(width: int, height: int) -> None:
     for geo in (QWEN2, QWEN3):
         layout = geo.layout(width, height)

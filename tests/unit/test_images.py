@@ -98,10 +98,7 @@ def test_png_is_lossless_flat_colour() -> None:
 
 
 def test_encoded_size_ordering_png_256() -> None:
-    sizes = {
-        content: len(make_source(SourceSpec(256, 256, "png", content), 0, 0, 0))
-        for content in CONTENTS
-    }
+    sizes = {content: len(make_source(SourceSpec(256, 256, "png", content), 0, 0, 0)) for content in CONTENTS}
     assert sizes["noise"] > sizes["photo"] > sizes["flat"]
     raw = 256 * 256 * 3
     assert sizes["noise"] >= raw  # noise does not compress

@@ -21,7 +21,7 @@ HASHES = ["a" * 32, "b" * 32, "c" * 32]
 
 
 def make_sidecar(n: int = 3, seed: int = 0) -> MultiModalData:
-    """n items of 16 pixel rows (grid 1x4x4, 4 placeholder tokens each), placed one after another."""
+    """n items of 16 pixel rows (grid 1x4x4, 4 placeholder tokens each), one after another."""
     rng = np.random.default_rng(seed)
     items: list[MMItem] = []
     placeholders: list[Placeholder] = []

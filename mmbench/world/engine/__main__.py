@@ -7,40 +7,27 @@ Started and stopped by mmbench.world.engine.process; not meant to be run by hand
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
-import signal
 import socket
 import sys
 
 import uvicorn
 
+from mmbench.lifecycle import die_with_parent
 from mmbench.world.engine.app import EngineConfig, create_app
-
-PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """Linux: get SIGTERM when the process that started us dies, so no engine is orphaned."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:
-        pass
 
 
 def main(argv: list[str] | None = None) -> None:
+    defaults = EngineConfig()
     parser = argparse.ArgumentParser(prog="python -m mmbench.world.engine")
-    parser.add_argument("--cache-bytes", type=int, default=EngineConfig.cache_bytes)
-    parser.add_argument("--max-body-bytes", type=int, default=EngineConfig.max_body_bytes)
-    parser.add_argument("--codec", default=EngineConfig.codec)
+    parser.add_argument("--cache-bytes", type=int, default=defaults.cache_bytes)
+    parser.add_argument("--max-body-bytes", type=int, default=defaults.max_body_bytes)
+    parser.add_argument("--codec", default=defaults.codec)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--parent-pid", type=int, default=0)
     args = parser.parse_args(argv)
-    _die_with_parent()
-    if args.parent_pid and os.getppid() != args.parent_pid:
-        sys.exit(1)  # the parent died before prctl took effect
+    die_with_parent(args.parent_pid or None)
     config = EngineConfig(
         cache_bytes=args.cache_bytes,
         max_body_bytes=args.max_body_bytes,

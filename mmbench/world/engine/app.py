@@ -116,7 +116,10 @@ class Engine:
 
     async def generate(self, request: Request) -> Response:
         self.counters.requests += 1
-        response = await self._generate(request)
+        try:
+            response = await self._generate(request)
+        except Exception as exc:  # a bug, not bad input: answered, counted, and the engine stays up
+            response = _error(500, f"engine error: {type(exc).__name__}: {exc}")
         self._count(response.status_code)
         return response
 

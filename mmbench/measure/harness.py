@@ -1,0 +1,202 @@
+"""The harness: one point = a fresh engine process + a fresh worker process, then a record.
+
+The harness owns both processes, so it can stop them on any failure: a worker that dies is
+recorded as failed with its cause, and the engine is always stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from mmbench.config import PointConfig
+from mmbench.errors import MmbenchError
+from mmbench.measure.model import Prediction, predict
+from mmbench.results import PointRecord
+from mmbench.world.engine.app import EngineConfig
+from mmbench.world.engine.process import EngineProcess
+from mmbench.world.images import SourceSpec, make_source
+
+DEFAULT_TIMEOUT_S = 3600.0
+# Readings the worker reports that go into the record as they are.
+WORKER_FIELDS = (
+    "rss_baseline_bytes", "rss_peak_bytes", "rss_retained_bytes", "rss_retained_trimmed_bytes",
+    "rss_released_bytes", "rss_released_trimmed_bytes", "uss_retained_bytes", "peak_method",
+    "memray_peak_bytes", "rollout_wall_s",
+)  # fmt: skip
+SOURCE_SAMPLES = 4
+
+
+@dataclass(frozen=True, slots=True)
+class HarnessOptions:
+    memray_dir: Path | None = None
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    # Called with the worker's pid once it is started (tests use it to kill a worker).
+    on_worker_start: Callable[[int], None] | None = None
+
+
+@lru_cache(maxsize=64)
+def source_bytes_per_image(spec: SourceSpec) -> float:
+    """The model's source-size input: the mean encoded size of a few sources of this spec."""
+    sizes = [len(make_source(spec, 10_000 + i, 0, 0)) for i in range(SOURCE_SAMPLES)]
+    return sum(sizes) / len(sizes)
+
+
+def prediction_for(config: PointConfig) -> tuple[float, Prediction]:
+    w, h = config.image_wh
+    spec = SourceSpec(w, h, config.image_format, config.content, config.seed)
+    per_image = source_bytes_per_image(spec)
+    return per_image, predict(config, per_image)
+
+
+def _describe_exit(code: int, stderr_tail: str) -> str:
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"worker killed by {name}"
+    return f"worker exited with code {code}: {stderr_tail or '(no output)'}"
+
+
+def _tail(path: Path, limit: int = 300) -> str:
+    try:
+        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return lines[-1][-limit:] if lines else ""
+
+
+def _record(
+    config: PointConfig, repeat: int, per_image: float, pred: Prediction, status: str = "ok",
+    cause: str | None = None, worker: dict[str, Any] | None = None, engine: dict[str, Any] | None = None,
+    wall_s: float | None = None,
+) -> PointRecord:  # fmt: skip
+    fields: dict[str, Any] = dict(config.to_dict(), repeat=repeat, status=status, cause=cause)
+    fields.update(
+        source_bytes_per_image=per_image,
+        predicted_retained_bytes=pred.retained_bytes,
+        predicted_bytes_shipped=pred.bytes_shipped,
+        predicted_peak_bytes=pred.peak_bytes,
+        wall_s=wall_s,
+    )
+    if engine:
+        fields.update(
+            engine_rss_bytes=engine.get("rss_bytes"),
+            engine_cache_bytes=engine.get("cache_bytes"),
+            engine_cache_items=engine.get("cache_items"),
+            engine_bytes_received=engine.get("bytes_received"),
+            engine_cache_hits=engine.get("cache_hits"),
+            engine_cache_misses=engine.get("cache_misses"),
+            engine_errors=engine.get("errors"),
+        )
+    if worker:
+        base = worker["rss_baseline_bytes"]
+        acc, tot, alloc = worker["accounting"], worker["totals"], worker["allocator"]
+        retained = worker["rss_retained_bytes"] - base
+        live = worker["rss_retained_trimmed_bytes"] - base
+        fields.update(
+            {k: worker[k] for k in WORKER_FIELDS},
+            retained_bytes=retained,
+            retained_live_bytes=live,
+            allocator_retention_bytes=retained - live,
+            peak_bytes=worker["rss_peak_bytes"] - base,
+            released_bytes=worker["rss_released_bytes"] - base,
+            stored_pixel_bytes=acc["stored_pixel_bytes"],
+            source_bytes=acc["source_bytes"],
+            descriptor_bytes=acc["descriptor_bytes"],
+            other_bytes=acc["other_bytes"],
+            renderer_cache_bytes=acc["renderer_cache_bytes"],
+            renderer_cache_only_bytes=acc["renderer_cache_only_bytes"],
+            live_data_bytes=acc["live_bytes"],
+            bytes_shipped=tot["bytes_shipped"],
+            bytes_per_turn=tot["bytes_per_turn"],
+            requests=tot["requests"],
+            full_items_sent=tot["full_items_sent"],
+            null_items_sent=tot["null_items_sent"],
+            fallbacks=tot["fallbacks"],
+            wrong_results=tot["wrong_results"],
+            failed_rollouts=tot["failed_rollouts"],
+            renderer_cache_hits=tot["renderer_cache_hits"],
+            renderer_cache_misses=tot["renderer_cache_misses"],
+            rederived=tot["rederived"],
+            retained_ratio=live / pred.retained_bytes if pred.retained_bytes else None,
+            shipped_ratio=tot["bytes_shipped"] / pred.bytes_shipped if pred.bytes_shipped else None,
+            malloc_mmap_threshold=alloc["malloc_mmap_threshold"],
+            malloc_arena_max=alloc["malloc_arena_max"],
+            glibc=alloc["glibc"],
+        )
+        if tot["failed_rollouts"]:
+            fields.update(
+                status="failed", cause=f"{tot['failed_rollouts']} rollout(s) failed: {tot['failures'][0]}"
+            )
+    return PointRecord(**fields)
+
+
+def measure_point(config: PointConfig, repeat: int = 0, options: HarnessOptions | None = None) -> PointRecord:
+    """Measure one point in fresh processes. Never raises for a worker failure: it is recorded."""
+    opts = options or HarnessOptions()
+    per_image, pred = prediction_for(config)
+    t0 = time.perf_counter()
+    engine_config = EngineConfig(cache_bytes=config.engine_cache_bytes, codec=config.codec, seed=config.seed)
+    with tempfile.TemporaryDirectory(prefix="mmbench-point-") as tmp:
+        job, out, err = Path(tmp, "job.json"), Path(tmp, "out.json"), Path(tmp, "stderr.txt")
+        memray_path = None
+        if opts.memray_dir is not None:
+            opts.memray_dir.mkdir(parents=True, exist_ok=True)
+            memray_path = opts.memray_dir / f"{config.mode}-K{config.rollouts}-r{repeat}.bin"
+            memray_path.unlink(missing_ok=True)
+        with EngineProcess(engine_config) as engine:
+            assert engine.url is not None
+            job.write_text(json.dumps({
+                "config": config.to_dict(), "url": engine.url,
+                "memray_path": str(memray_path) if memray_path else None,
+            }))  # fmt: skip
+            with open(err, "wb") as err_file:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "mmbench.measure.worker", str(job), str(out), str(_pid())],
+                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err_file,
+                )  # fmt: skip
+                try:
+                    if opts.on_worker_start:
+                        opts.on_worker_start(proc.pid)
+                    try:
+                        code = proc.wait(timeout=opts.timeout_s)
+                        cause = None if code == 0 else _describe_exit(code, _tail(err))
+                    except subprocess.TimeoutExpired:
+                        cause = f"worker timed out after {opts.timeout_s:.0f} s"
+                finally:
+                    if proc.poll() is None:
+                        proc.kill()
+                        proc.wait()
+            engine_stats = engine.stats() if engine.alive() else None
+            if engine_stats is None and cause is None:
+                cause = "engine process died during the point"
+        wall = time.perf_counter() - t0
+        if cause is not None:
+            return _record(config, repeat, per_image, pred, "failed", cause, engine=engine_stats, wall_s=wall)
+        try:
+            worker = json.loads(out.read_text())
+        except (OSError, json.JSONDecodeError):
+            return _record(config, repeat, per_image, pred, "failed", "worker wrote no result", wall_s=wall)
+    return _record(config, repeat, per_image, pred, worker=worker, engine=engine_stats, wall_s=wall)
+
+
+def _pid() -> int:
+    import os
+
+    return os.getpid()
+
+
+def check_worker_result(record: PointRecord) -> None:
+    if not record.ok:
+        raise MmbenchError(f"point failed: {record.cause}", exit_code=1)

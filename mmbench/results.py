@@ -1,0 +1,265 @@
+"""Results: one frozen record per measured point, and the one boundary to JSON and CSV.
+
+A results directory holds `results.json` (schema_version, environment, scenario, points),
+`results.csv` (one row per point) and `points.jsonl` (an append-only log, one line per finished
+point, from which the other two are rebuilt). Files are written atomically and sorted, so that
+they diff well and a crash loses at most the point in flight.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from mmbench.config import PointConfig, field_names
+from mmbench.errors import MmbenchError
+
+SCHEMA_VERSION = 1
+RESULTS_JSON = "results.json"
+RESULTS_CSV = "results.csv"
+POINTS_LOG = "points.jsonl"
+STATUSES = ("ok", "failed", "skipped", "extrapolated")
+
+
+@dataclass(frozen=True, slots=True)
+class PointRecord:
+    # --- the point (PointConfig fields, flattened) and its repeat
+    mode: str
+    model: str
+    image_size: str
+    turns: int
+    images_per_turn: int
+    rollouts: int
+    image_format: str
+    content: str
+    pool_size: int
+    image_cache_max: int
+    engine_cache_gb: float
+    sent_hashes_max: int
+    codec: str
+    text_tokens_per_turn: int
+    completion_tokens: int
+    seed: int
+    repeat: int = 0
+    status: str = "ok"
+    cause: str | None = None
+    # --- client RSS at each phase (bytes)
+    rss_baseline_bytes: int | None = None
+    rss_peak_bytes: int | None = None
+    rss_retained_bytes: int | None = None
+    rss_retained_trimmed_bytes: int | None = None
+    rss_released_bytes: int | None = None
+    rss_released_trimmed_bytes: int | None = None
+    uss_retained_bytes: int | None = None
+    peak_method: str | None = None
+    # --- derived from the RSS readings
+    retained_bytes: int | None = None
+    retained_live_bytes: int | None = None
+    allocator_retention_bytes: int | None = None
+    peak_bytes: int | None = None
+    released_bytes: int | None = None
+    # --- the program's own accounting (client)
+    stored_pixel_bytes: int | None = None
+    source_bytes: int | None = None
+    descriptor_bytes: int | None = None
+    other_bytes: int | None = None
+    renderer_cache_bytes: int | None = None
+    renderer_cache_only_bytes: int | None = None
+    live_data_bytes: int | None = None
+    # --- traffic and correctness
+    bytes_shipped: int | None = None
+    bytes_per_turn: list[int] = field(default_factory=list)
+    requests: int | None = None
+    full_items_sent: int | None = None
+    null_items_sent: int | None = None
+    fallbacks: int | None = None
+    wrong_results: int | None = None
+    failed_rollouts: int | None = None
+    renderer_cache_hits: int | None = None
+    renderer_cache_misses: int | None = None
+    rederived: int | None = None
+    # --- the engine
+    engine_rss_bytes: int | None = None
+    engine_cache_bytes: int | None = None
+    engine_cache_items: int | None = None
+    engine_bytes_received: int | None = None
+    engine_cache_hits: int | None = None
+    engine_cache_misses: int | None = None
+    engine_errors: int | None = None
+    # --- the model
+    source_bytes_per_image: float | None = None
+    predicted_retained_bytes: int | None = None
+    predicted_bytes_shipped: int | None = None
+    predicted_peak_bytes: int | None = None
+    retained_ratio: float | None = None  # retained_live_bytes / predicted_retained_bytes
+    shipped_ratio: float | None = None  # bytes_shipped / predicted_bytes_shipped
+    # --- allocator and tools
+    malloc_mmap_threshold: str | None = None
+    malloc_arena_max: str | None = None
+    glibc: str | None = None
+    memray_peak_bytes: int | None = None
+    # --- time
+    wall_s: float | None = None
+    rollout_wall_s: float | None = None
+
+    @property
+    def config(self) -> PointConfig:
+        return PointConfig.from_dict({k: getattr(self, k) for k in field_names()})
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def key(self) -> tuple[Any, ...]:
+        """Identifies the point across files: every config field and the repeat."""
+        return (*(getattr(self, k) for k in field_names()), self.repeat)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "record") -> PointRecord:
+        if not isinstance(data, dict):
+            raise MmbenchError(f"{where}: a point must be a JSON object")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise MmbenchError(f"{where}: unknown field {unknown[0]!r}; was it written by a newer mmbench?")
+        missing = [k for k in field_names() if k not in data]
+        if missing:
+            raise MmbenchError(f"{where}: missing field {missing[0]!r}")
+        if data.get("status", "ok") not in STATUSES:
+            raise MmbenchError(f"{where}: status {data.get('status')!r} is not one of {', '.join(STATUSES)}")
+        try:
+            record = cls(**data)
+            record.config  # noqa: B018 - validates the point's parameters
+        except MmbenchError as exc:
+            raise MmbenchError(f"{where}: {exc}") from None
+        except TypeError as exc:
+            raise MmbenchError(f"{where}: {exc}") from None
+        return record
+
+
+CSV_COLUMNS = [f.name for f in fields(PointRecord)]
+
+
+@dataclass(frozen=True, slots=True)
+class ResultsFile:
+    environment: dict[str, Any]
+    scenario: dict[str, Any]
+    points: list[PointRecord]
+    schema_version: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": self.schema_version,
+            "environment": self.environment,
+            "scenario": self.scenario,
+            "points": [p.to_dict() for p in self.points],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str) -> ResultsFile:
+        if not isinstance(data, dict) or "schema_version" not in data:
+            raise MmbenchError(f"{where}: not an mmbench results file (no schema_version)")
+        version = data["schema_version"]
+        if version != SCHEMA_VERSION:
+            newer = isinstance(version, int) and version > SCHEMA_VERSION
+            hint = "upgrade mmbench to read it" if newer else "re-run the sweep with this mmbench"
+            raise MmbenchError(
+                f"{where}: schema_version {version!r} is not supported "
+                f"(this mmbench reads {SCHEMA_VERSION}); {hint}"
+            )
+        points = data.get("points")
+        if not isinstance(points, list):
+            raise MmbenchError(f"{where}: 'points' must be a list")
+        env, scenario = data.get("environment", {}), data.get("scenario", {})
+        if not isinstance(env, dict) or not isinstance(scenario, dict):
+            raise MmbenchError(f"{where}: 'environment' and 'scenario' must be objects")
+        recs = [PointRecord.from_dict(p, f"{where}: point {i}") for i, p in enumerate(points)]
+        return cls(env, scenario, recs, version)
+
+
+def atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def to_json(results: ResultsFile) -> str:
+    return json.dumps(results.to_dict(), indent=2, sort_keys=True) + "\n"
+
+
+def to_csv(points: list[PointRecord]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for p in points:
+        row = p.to_dict()
+        row["bytes_per_turn"] = ";".join(str(b) for b in p.bytes_per_turn)
+        writer.writerow(row)
+    return buf.getvalue()
+
+
+def save(directory: Path, results: ResultsFile) -> None:
+    """Write results.json and results.csv, each atomically."""
+    atomic_write(directory / RESULTS_JSON, to_json(results))
+    atomic_write(directory / RESULTS_CSV, to_csv(results.points))
+
+
+def append_point(directory: Path, record: PointRecord) -> None:
+    """Append one finished point to the log, durably, before anything else is written."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / POINTS_LOG, "a") as f:
+        f.write(json.dumps(record.to_dict(), sort_keys=True) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_points_log(directory: Path) -> list[PointRecord]:
+    """Finished points from the log; a torn last line (a crash mid-write) is ignored."""
+    path = directory / POINTS_LOG
+    if not path.exists():
+        return []
+    records: list[PointRecord] = []
+    lines = path.read_text().splitlines()
+    for i, line in enumerate(lines):
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError:
+            if i == len(lines) - 1:
+                break
+            raise MmbenchError(f"{path}: line {i + 1} is not JSON; the log is damaged") from None
+        records.append(PointRecord.from_dict(data, f"{path}: line {i + 1}"))
+    return records
+
+
+def load(path: str | Path) -> ResultsFile:
+    """Read a results directory (or its results.json); any problem is one MmbenchError line."""
+    p = Path(path)
+    file = p / RESULTS_JSON if p.is_dir() else p
+    if not file.exists():
+        raise MmbenchError(f"{path}: no results here (expected a results directory or a results.json)")
+    try:
+        data = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise MmbenchError(
+            f"{file}: not valid JSON ({exc.__class__.__name__} at {getattr(exc, 'pos', '?')})"
+        ) from None
+    except OSError as exc:
+        raise MmbenchError(f"{file}: cannot read ({exc.strerror})") from None
+    return ResultsFile.from_dict(data, str(file))
