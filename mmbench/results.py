@@ -169,7 +169,7 @@ class ResultsFile:
         if not isinstance(data, dict) or "schema_version" not in data:
             raise MmbenchError(f"{where}: not an mmbench results file (no schema_version)")
         version = data["schema_version"]
-        if version != SCHEMA_VERSION:
+        if type(version) is not int or version != SCHEMA_VERSION:
             newer = isinstance(version, int) and version > SCHEMA_VERSION
             hint = "upgrade mmbench to read it" if newer else "re-run the sweep with this mmbench"
             raise MmbenchError(
@@ -224,10 +224,22 @@ def save(directory: Path, results: ResultsFile) -> None:
 def append_point(directory: Path, record: PointRecord) -> None:
     """Append one finished point to the log, durably, before anything else is written."""
     directory.mkdir(parents=True, exist_ok=True)
+    _drop_torn_tail(directory / POINTS_LOG)
     with open(directory / POINTS_LOG, "a") as f:
         f.write(json.dumps(record.to_dict(), sort_keys=True) + "\n")
         f.flush()
         os.fsync(f.fileno())
+
+
+def _drop_torn_tail(path: Path) -> None:
+    """A crash mid-append leaves a last line without its newline: that point was lost, cut it."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with open(path, "rb+") as f:
+        data = f.read()
+        if data.endswith(b"\n"):
+            return
+        f.truncate(data.rfind(b"\n") + 1)
 
 
 def read_points_log(directory: Path) -> list[PointRecord]:

@@ -10,7 +10,7 @@ KIB = 1024
 MIB = 1024**2
 GIB = 1024**3
 
-_SIZE_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([kmgt]?i?b?)\s*$", re.IGNORECASE)
+_SIZE_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(?:([kmgt])i?)?b?\s*$", re.IGNORECASE)
 _FACTORS = {"": 1, "b": 1, "k": KIB, "m": MIB, "g": GIB, "t": 1024**4}
 
 
@@ -29,6 +29,13 @@ def fmt_bytes(n: float | None, precision: int = 1) -> str:
     raise AssertionError("unreachable")
 
 
+def fmt_in(n: float | None, unit: str = "MiB", precision: int = 1) -> str:
+    """A number in a fixed unit, for table columns whose header names the unit."""
+    if n is None:
+        return "-"
+    return f"{n / {'KiB': KIB, 'MiB': MIB, 'GiB': GIB}[unit]:,.{precision}f}"
+
+
 def gib(n: float) -> float:
     return n / GIB
 
@@ -39,4 +46,4 @@ def parse_size(text: str, what: str = "size") -> int:
     if not m:
         raise MmbenchError(f"{what}: cannot read {text!r} as a size; use e.g. 512MiB, 8GiB or bytes")
     number, unit = m.groups()
-    return int(float(number) * _FACTORS[unit[:1].lower()])
+    return int(float(number) * _FACTORS[(unit or "").lower()])

@@ -71,7 +71,7 @@ _ARENA_PROBE_THREADS = 64  # more than glibc's arena cap on this machine kind (8
 _ARENA_PROBE_BYTES = 1 << 18  # >= FASTBIN_CONSOLIDATION_THRESHOLD, so free() runs heap_trim
 
 
-def deep_trim() -> bool:
+def deep_trim(freeze_thresholds: bool = True) -> bool:
     """malloc_trim(0), and also release the top chunk of every per-thread arena.
 
     malloc_trim(0) returns free pages inside every arena's bins and the main arena's top, but
@@ -80,7 +80,9 @@ def deep_trim() -> bool:
     With one such top per arena the trimmed reading could sit ~100 MB above the live data. Here
     the trim threshold is set to 0 and a thread per arena frees one block, so that glibc trims
     each arena's top. This freezes the dynamic thresholds for the rest of the process, so it is
-    only called after the raw readings.
+    only called after the raw readings. With freeze_thresholds False (for the baseline, before any
+    large block was freed, while the trim threshold is still glibc's 128 KiB default) the arenas are
+    trimmed at the current threshold and nothing is changed.
     """
     global _libc
     try:
@@ -89,7 +91,8 @@ def deep_trim() -> bool:
         libc = _libc
         libc.malloc.restype = ctypes.c_void_p
         libc.free.argtypes = [ctypes.c_void_p]
-        libc.mallopt(M_TRIM_THRESHOLD, 0)
+        if freeze_thresholds:
+            libc.mallopt(M_TRIM_THRESHOLD, 0)
     except (OSError, AttributeError):
         return malloc_trim()
     barrier = threading.Barrier(_ARENA_PROBE_THREADS)

@@ -53,12 +53,9 @@ def _settle() -> int:
     return probes.rss_bytes()
 
 
-def _trimmed(deep: bool = False) -> int:
+def _trimmed(freeze_thresholds: bool) -> int:
     gc.collect()
-    if deep:
-        probes.deep_trim()
-    else:
-        probes.malloc_trim()
+    probes.deep_trim(freeze_thresholds)
     return probes.rss_bytes()
 
 
@@ -66,6 +63,10 @@ def measure(config: PointConfig, url: str, memray_path: str | None = None) -> di
     t0 = time.perf_counter()
     world = World(config, make_transport(config.mode, config.sent_hashes_max))
     _warm_up(config)
+    # Everything alive now (modules, the world) is moved out of the collector's way, so that the
+    # gc.collect() before each reading scans only what the rollouts made.
+    gc.collect()
+    gc.freeze()
     tracker: AbstractContextManager[Any] = nullcontext()
     if memray_path:
         import memray
@@ -73,7 +74,7 @@ def measure(config: PointConfig, url: str, memray_path: str | None = None) -> di
         tracker = memray.Tracker(memray_path, native_traces=False, follow_fork=False)
     with tracker:
         rss_baseline_raw = _settle()
-        rss_baseline = _trimmed()
+        rss_baseline = _trimmed(freeze_thresholds=False)
         peak_method = "vmhwm" if probes.reset_peak() else "sampler"
         sampler: AbstractContextManager[Any] = (
             probes.PeakSampler() if peak_method == "sampler" else nullcontext()
@@ -87,11 +88,11 @@ def measure(config: PointConfig, url: str, memray_path: str | None = None) -> di
         rss_retained = _settle()
         uss_retained = probes.uss_bytes()
         ledger = account(trajectories, world.pool.cached_items())
-        rss_retained_trimmed = _trimmed(deep=True)
+        rss_retained_trimmed = _trimmed(freeze_thresholds=True)
         totals = Totals.of(trajectories)
         del trajectories
         rss_released = _settle()
-        rss_released_trimmed = _trimmed(deep=True)
+        rss_released_trimmed = _trimmed(freeze_thresholds=True)
     memray_peak: int | None = None
     if memray_path:
         import memray

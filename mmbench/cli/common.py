@@ -1,0 +1,154 @@
+"""What every command shares: the one error edge, consoles, and the point flags."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import Annotated, Any, ParamSpec, TypeVar, get_type_hints
+
+import typer
+from rich.console import Console
+
+from mmbench.config import PointConfig
+from mmbench.errors import MmbenchError
+from mmbench.transports.registry import MODES
+from mmbench.world.codec import CODECS
+from mmbench.world.geometry import MODELS
+from mmbench.world.images import CONTENTS, IMAGE_FORMATS
+
+console = Console()
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
+    """Expected failures become one line on stderr and their exit code; Ctrl-C exits 130."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except MmbenchError as exc:
+            err_console.print(f"mmbench: error: {exc}", markup=False)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            err_console.print("mmbench: interrupted", markup=False)
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _choices(values: object) -> str:
+    return ", ".join(str(v) for v in values)  # type: ignore[attr-defined]
+
+
+# The point flags, shared by run, sweep and profile. Each takes text so that sweep can take a
+# comma-separated list; `point_values` parses and checks it against PointConfig's field types.
+Mode = Annotated[
+    str | None,
+    typer.Option(
+        "--mode",
+        "--modes",
+        help=f"transport mode(s): {_choices(MODES)} (default: run full, sweep all)",
+        show_default=False,
+    ),
+]
+Rollouts = Annotated[
+    str | None,
+    typer.Option(
+        "--rollouts", "-k", help="K: concurrent rollouts (default: run 1, sweep 1,2,4,8)", show_default=False
+    ),
+]
+Turns = Annotated[str | None, typer.Option(help="N: turns per rollout (default 8)", show_default=False)]
+ImagesPerTurn = Annotated[
+    str | None, typer.Option(help="new images per turn (default 1)", show_default=False)
+]
+ImageSize = Annotated[
+    str | None, typer.Option(help="source side or WIDTHxHEIGHT (default 512)", show_default=False)
+]
+Model = Annotated[
+    str | None,
+    typer.Option(help=f"geometry preset: {_choices(MODELS)} (default qwen3-vl)", show_default=False),
+]
+ImageFormat = Annotated[
+    str | None,
+    typer.Option(help=f"source encoding: {_choices(IMAGE_FORMATS)} (default png)", show_default=False),
+]
+Content = Annotated[
+    str | None,
+    typer.Option(
+        help=f"source content (sets compressibility): {_choices(CONTENTS)} (default photo)",
+        show_default=False,
+    ),
+]
+PoolSize = Annotated[str | None, typer.Option(help="renderers in the pool (default 1)", show_default=False)]
+ImageCacheMax = Annotated[
+    str | None, typer.Option(help="renderer FIFO cache entries, 0 = off (default 32)", show_default=False)
+]
+EngineCacheGb = Annotated[
+    str | None, typer.Option(help="engine mm cache GiB, 0 = none (default 4)", show_default=False)
+]
+SentHashesMax = Annotated[
+    str | None, typer.Option(help="hash-only sent-hash LRU bound (default 16384)", show_default=False)
+]
+Codec = Annotated[
+    str | None, typer.Option(help=f"body codec: {_choices(CODECS)} (default fast)", show_default=False)
+]
+Seed = Annotated[str | None, typer.Option(help="seed of images and tokens (default 0)", show_default=False)]
+
+FLAG_FIELDS = {
+    "mode": "mode", "rollouts": "rollouts", "turns": "turns", "images_per_turn": "images_per_turn",
+    "image_size": "image_size", "model": "model", "image_format": "image_format", "content": "content",
+    "pool_size": "pool_size", "image_cache_max": "image_cache_max", "engine_cache_gb": "engine_cache_gb",
+    "sent_hashes_max": "sent_hashes_max", "codec": "codec", "seed": "seed",
+}  # fmt: skip
+_FIELD_TYPES = get_type_hints(PointConfig)
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _parse_one(name: str, text: str) -> Any:
+    want = _FIELD_TYPES[FLAG_FIELDS[name]]
+    text = text.strip()
+    try:
+        if want is int:
+            return int(text)
+        if want is float:
+            return float(text)
+    except ValueError:
+        kind = "an integer" if want is int else "a number"
+        raise MmbenchError(f"{_flag(name)}: {text!r} is not {kind}") from None
+    if not text:
+        raise MmbenchError(f"{_flag(name)}: empty value")
+    return text
+
+
+def point_values(flags: dict[str, str | None]) -> dict[str, list[Any]]:
+    """Flag text -> {field: [values]}, for the flags that were given."""
+    out: dict[str, list[Any]] = {}
+    for name, text in flags.items():
+        if text is None:
+            continue
+        values = [_parse_one(name, part) for part in text.split(",")]
+        out[FLAG_FIELDS[name]] = values
+    return out
+
+
+def single_point(flags: dict[str, str | None], defaults: dict[str, Any] | None = None) -> PointConfig:
+    values = point_values(flags)
+    fields: dict[str, Any] = dict(defaults or {})
+    for key, vals in values.items():
+        if len(vals) != 1:
+            raise MmbenchError(f"{_flag(key)}: one value for a single point (use `mmbench sweep` for a list)")
+        fields[key] = vals[0]
+    return PointConfig(**fields)
+
+
+def exit_with(code: int) -> None:
+    sys.stdout.flush()
+    raise typer.Exit(code)

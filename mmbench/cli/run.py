@@ -1,0 +1,55 @@
+"""`mmbench run`: measure one point in fresh processes and print what it retained, peaked at and shipped."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mmbench.cli import common as c
+from mmbench.measure.environment import environment
+from mmbench.measure.harness import HarnessOptions, measure_point
+from mmbench.reporters.table import point_table
+from mmbench.results import ResultsFile, atomic_write, to_json
+
+
+@c.handle_errors
+def run(
+    mode: c.Mode = None,
+    rollouts: c.Rollouts = None,
+    turns: c.Turns = None,
+    images_per_turn: c.ImagesPerTurn = None,
+    image_size: c.ImageSize = None,
+    model: c.Model = None,
+    image_format: c.ImageFormat = None,
+    content: c.Content = None,
+    pool_size: c.PoolSize = None,
+    image_cache_max: c.ImageCacheMax = None,
+    engine_cache_gb: c.EngineCacheGb = None,
+    sent_hashes_max: c.SentHashesMax = None,
+    codec: c.Codec = None,
+    seed: c.Seed = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="write the point as a results file (same schema as sweep)")
+    ] = None,
+    memray: Annotated[
+        bool, typer.Option(help="also track the worker with memray (heap high-water mark)")
+    ] = False,
+) -> None:
+    """Measure one point (one mode, one parameter set) in a fresh worker and engine process."""
+    flags = {k: v for k, v in locals().items() if k in c.FLAG_FIELDS}
+    config = c.single_point(flags)
+    memray_dir = (json_out.parent if json_out else Path.cwd()) / "memray" if memray else None
+    with c.console.status(f"measuring {config.mode}, K={config.rollouts}, N={config.turns} ..."):
+        record = measure_point(config, 0, HarnessOptions(memray_dir=memray_dir))
+    c.console.print(point_table(record))
+    if json_out is not None:
+        results = ResultsFile(
+            environment(), {"name": "run", "description": "one point from mmbench run"}, [record]
+        )
+        atomic_write(json_out, to_json(results))
+        c.console.print(f"wrote {json_out}")
+    if not record.ok:
+        c.err_console.print(f"mmbench: point failed: {record.cause}", markup=False)
+        c.exit_with(1)

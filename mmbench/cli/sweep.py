@@ -1,0 +1,99 @@
+"""`mmbench sweep`: a grid of points from a scenario file and/or flags, with progress and a table."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from mmbench.cli import common as c
+from mmbench.measure.harness import HarnessOptions
+from mmbench.reporters.table import sweep_table
+from mmbench.results import PointRecord
+from mmbench.scenarios import Scenario, load_scenario
+from mmbench.sweep import PlannedPoint, plan, run_sweep
+from mmbench.transports.registry import MODES
+
+DEFAULT_GRID = {"mode": list(MODES), "rollouts": [1, 2, 4, 8]}
+
+
+def default_out(name: str) -> Path:
+    return Path("runs") / f"{name}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}"
+
+
+@c.handle_errors
+def sweep(
+    scenario: Annotated[
+        str | None, typer.Argument(help="scenario name (see `mmbench scenarios`) or path to a .toml file")
+    ] = None,
+    mode: c.Mode = None,
+    rollouts: c.Rollouts = None,
+    turns: c.Turns = None,
+    images_per_turn: c.ImagesPerTurn = None,
+    image_size: c.ImageSize = None,
+    model: c.Model = None,
+    image_format: c.ImageFormat = None,
+    content: c.Content = None,
+    pool_size: c.PoolSize = None,
+    image_cache_max: c.ImageCacheMax = None,
+    engine_cache_gb: c.EngineCacheGb = None,
+    sent_hashes_max: c.SentHashesMax = None,
+    codec: c.Codec = None,
+    seed: c.Seed = None,
+    repeats: Annotated[int | None, typer.Option(min=1, max=100, help="repeats of every point [1]")] = None,
+    out: Annotated[Path | None, typer.Option(help="results directory [runs/SCENARIO-UTCTIME]")] = None,
+    memray: Annotated[bool, typer.Option(help="also track every worker with memray")] = False,
+) -> None:
+    """Measure a grid of points (modes x rollouts x any other list); every flag takes a comma list."""
+    flags = {k: v for k, v in locals().items() if k in c.FLAG_FIELDS}
+    overrides = c.point_values(flags)
+    if scenario is None:
+        base = Scenario("flags", "a sweep from command-line flags", dict(DEFAULT_GRID))
+    else:
+        base = load_scenario(scenario)
+    chosen = base.with_overrides(overrides, repeats)
+    out_dir = out or default_out(chosen.name)
+    if (out_dir / "results.json").exists() or (out_dir / "points.jsonl").exists():
+        raise c.MmbenchError(f"{out_dir} already holds results; choose another --out")
+    planned = plan(chosen)
+    c.console.print(
+        f"[bold]{chosen.name}[/bold]: {chosen.description} — {len(planned)} points -> {out_dir}",
+        highlight=False,
+    )
+    options = HarnessOptions(memray_dir=out_dir / "memray" if memray else None)
+    columns = (
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn("ETA"), TimeRemainingColumn(),
+    )  # fmt: skip
+    failed: list[PointRecord] = []
+    with Progress(*columns, console=c.console, transient=False) as progress:
+        task = progress.add_task("starting", total=len(planned))
+
+        def on_start(p: PlannedPoint) -> None:
+            progress.update(
+                task,
+                description=f"point {p.index}/{p.total}: {p.config.mode} K={p.config.rollouts} r{p.repeat}",
+            )
+
+        def on_done(p: PlannedPoint, record: PointRecord) -> None:
+            progress.advance(task)
+            if not record.ok:
+                failed.append(record)
+                progress.console.print(f"[red]point {p.index} failed[/red]: {record.cause}", highlight=False)
+
+        results = run_sweep(chosen, out_dir, options, on_start, on_done)
+    c.console.print(sweep_table(results.points, title=f"{chosen.name} ({out_dir})"))
+    c.console.print(f"results: {out_dir / 'results.json'} and {out_dir / 'results.csv'}", highlight=False)
+    if failed:
+        c.err_console.print(f"mmbench: {len(failed)} of {len(planned)} points failed", markup=False)
+        c.exit_with(1)

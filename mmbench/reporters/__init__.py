@@ -1,0 +1,1 @@
+"""Reporters turn results into tables, markdown and plots; they never run anything."""

@@ -1,0 +1,159 @@
+"""Rich tables for the terminal: the sweep summary and one point's detail."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+from mmbench.analysis import PointGroup, Stat, group
+from mmbench.results import PointRecord
+from mmbench.units import fmt_bytes, fmt_in
+
+
+def fmt_stat(stat: Stat | None, show_range: bool = True, unit: str = "MiB") -> str:
+    """Median of the repeats in `unit`, with the min-max range when there are several."""
+    if stat is None:
+        return "-"
+    text = fmt_in(stat.median, unit)
+    if show_range and stat.n > 1:
+        text += f" ({fmt_in(stat.lo, unit)}–{fmt_in(stat.hi, unit)})"
+    return text
+
+
+def fmt_ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _ratio(g: PointGroup, metric: str) -> str:
+    s = g.stat(metric)
+    return "-" if s is None else fmt_ratio(s.median)
+
+
+def _count(g: PointGroup, metric: str) -> str:
+    s = g.stat(metric)
+    return "-" if s is None else f"{int(s.median)}"
+
+
+def sweep_table(records: list[PointRecord], title: str | None = None) -> Table:
+    """One row per point (repeats folded into median and range): measured beside predicted."""
+    table = Table(title=title, header_style="bold", caption=SWEEP_CAPTION, caption_justify="left")
+    for name in (
+        "mode",
+        "K",
+        "live",
+        "pred.",
+        "ratio",
+        "raw",
+        "peak",
+        "shipped",
+        "ship/pred",
+        "fb/wrong",
+        "s",
+    ):
+        table.add_column(name, justify="left" if name == "mode" else "right", no_wrap=True)
+    for g in group(records):
+        c = g.config
+        wall = g.stat("wall_s")
+        cells = [c.mode, str(c.rollouts)]
+        if not g.ok_records:
+            cells += [f"[red]{g.status}[/red]: {(g.causes or ['-'])[0][:70]}"] + [""] * 8
+        else:
+            cells += [
+                fmt_stat(g.stat("retained_live_bytes")),
+                fmt_in(g.first("predicted_retained_bytes")),  # type: ignore[arg-type]
+                _ratio(g, "retained_ratio"),
+                fmt_stat(g.stat("retained_bytes")),
+                fmt_stat(g.stat("peak_bytes"), show_range=False),
+                fmt_stat(g.stat("bytes_shipped"), show_range=False),
+                _ratio(g, "shipped_ratio"),
+                f"{_count(g, 'fallbacks')}/{_count(g, 'wrong_results')}",
+                "-" if wall is None else f"{wall.median:.0f}",
+            ]
+        table.add_row(*cells)
+    return table
+
+
+SWEEP_CAPTION = (
+    "live: retained RSS after malloc_trim minus baseline (what the live data occupies); pred.: the model; "
+    "raw: retained RSS minus baseline, allocator retention included; peak: VmHWM minus baseline; "
+    "fb/wrong: fallbacks / wrong results; s: wall seconds"
+)
+
+
+PHASES = (
+    ("baseline (after setup)", "rss_baseline_bytes"),
+    ("peak during rollouts", "rss_peak_bytes"),
+    ("retained, K trajectories alive", "rss_retained_bytes"),
+    ("retained after malloc_trim", "rss_retained_trimmed_bytes"),
+    ("released (trajectories dropped)", "rss_released_bytes"),
+    ("released after malloc_trim", "rss_released_trimmed_bytes"),
+    ("USS at retained time", "uss_retained_bytes"),
+)
+LEDGER = (
+    ("stored pixel_values (distinct)", "stored_pixel_bytes"),
+    ("encoded sources", "source_bytes"),
+    ("descriptors and sidecar lists", "descriptor_bytes"),
+    ("tokens, completions, steps", "other_bytes"),
+    ("renderer caches (only holder)", "renderer_cache_only_bytes"),
+    ("live data (sum)", "live_data_bytes"),
+)
+
+
+def point_table(r: PointRecord) -> Table:
+    """One point: RSS by phase, the derived figures beside the prediction, the ledger, traffic."""
+    title = f"{r.mode}  K={r.rollouts}  N={r.turns}  {r.image_size}px  {r.model}  [{r.status}]"
+    table = Table(title=title, header_style="bold", show_header=True)
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    table.add_column("note")
+
+    def row(label: str, value: object, note: str = "") -> None:
+        text = (
+            fmt_bytes(value) if isinstance(value, int | float) else str(value if value is not None else "-")
+        )
+        table.add_row(label, text, note)
+
+    for label, key in PHASES:
+        row(label, getattr(r, key), "RSS" if key.startswith("rss") else "")
+    table.add_section()
+    row("retained (raw) = retained - baseline", r.retained_bytes)
+    row(
+        "retained (live) = trimmed - baseline",
+        r.retained_live_bytes,
+        f"predicted {fmt_bytes(r.predicted_retained_bytes)}, ratio {fmt_ratio(r.retained_ratio)}",
+    )
+    row("allocator retention = raw - live", r.allocator_retention_bytes)
+    row(
+        "peak = peak - baseline",
+        r.peak_bytes,
+        f"method {r.peak_method}; predicted {fmt_bytes(r.predicted_peak_bytes)}",
+    )
+    table.add_section()
+    for label, key in LEDGER:
+        row(label, getattr(r, key), "accounting")
+    table.add_section()
+    row(
+        "bytes shipped",
+        r.bytes_shipped,
+        f"predicted {fmt_bytes(r.predicted_bytes_shipped)}, ratio {fmt_ratio(r.shipped_ratio)}; engine received {fmt_bytes(r.engine_bytes_received)}",
+    )
+    table.add_row(
+        "requests / full items / null items", f"{r.requests} / {r.full_items_sent} / {r.null_items_sent}", ""
+    )
+    table.add_row(
+        "fallbacks / wrong results / failed rollouts",
+        f"{r.fallbacks} / {r.wrong_results} / {r.failed_rollouts}",
+        "",
+    )
+    table.add_row(
+        "renderer cache hits / misses / re-derived",
+        f"{r.renderer_cache_hits} / {r.renderer_cache_misses} / {r.rederived}",
+        "",
+    )
+    row("engine RSS at end", r.engine_rss_bytes)
+    row("engine cache", r.engine_cache_bytes, f"{r.engine_cache_items} items, {r.engine_cache_hits} hits")
+    if r.memray_peak_bytes is not None:
+        row("memray heap high-water mark", r.memray_peak_bytes)
+    table.add_row("wall time", "-" if r.wall_s is None else f"{r.wall_s:.1f} s", "")
+    if r.cause:
+        table.add_row("cause", r.cause, "")
+    return table

@@ -1,0 +1,518 @@
+"""mmbench.results: PointRecord/ResultsFile round trips, files on disk, load errors and the golden."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import mmbench.results as results_mod
+from mmbench.config import PointConfig, field_names
+from mmbench.errors import MmbenchError
+from mmbench.results import (
+    CSV_COLUMNS,
+    POINTS_LOG,
+    RESULTS_CSV,
+    RESULTS_JSON,
+    SCHEMA_VERSION,
+    PointRecord,
+    ResultsFile,
+    append_point,
+    atomic_write,
+    load,
+    read_points_log,
+    save,
+    to_json,
+)
+
+GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "results_schema_v1.json"
+
+# Fixed so that the golden file does not depend on the machine or on PointConfig defaults.
+ENVIRONMENT: dict[str, Any] = {
+    "cpu_count": 2,
+    "glibc": "glibc 2.36",
+    "mmbench": "0.1.0",
+    "platform": "Linux-x86_64",
+    "python": "3.11.9",
+}
+SCENARIO: dict[str, Any] = {"name": "golden", "repeats": 1}
+
+GOLDEN_REQUIRED = [
+    "mode",
+    "model",
+    "image_size",
+    "turns",
+    "images_per_turn",
+    "rollouts",
+    "repeat",
+    "status",
+    "rss_baseline_bytes",
+    "rss_peak_bytes",
+    "rss_retained_bytes",
+    "rss_retained_trimmed_bytes",
+    "rss_released_bytes",
+    "retained_bytes",
+    "retained_live_bytes",
+    "allocator_retention_bytes",
+    "peak_bytes",
+    "predicted_retained_bytes",
+    "stored_pixel_bytes",
+    "source_bytes",
+    "bytes_shipped",
+    "predicted_bytes_shipped",
+    "requests",
+    "full_items_sent",
+    "null_items_sent",
+    "fallbacks",
+    "wrong_results",
+    "engine_rss_bytes",
+    "engine_cache_bytes",
+    "wall_s",
+]
+
+
+def _config(**overrides: Any) -> PointConfig:
+    """Every field spelled out, so that a change of a default does not move the golden."""
+    values: dict[str, Any] = {
+        "mode": "full",
+        "rollouts": 4,
+        "turns": 3,
+        "images_per_turn": 1,
+        "image_size": "512",
+        "model": "qwen3-vl",
+        "image_format": "png",
+        "content": "photo",
+        "pool_size": 1,
+        "image_cache_max": 32,
+        "engine_cache_gb": 4.0,
+        "sent_hashes_max": 16_384,
+        "codec": "fast",
+        "text_tokens_per_turn": 32,
+        "completion_tokens": 16,
+        "seed": 0,
+    }
+    values.update(overrides)
+    assert set(values) == set(field_names())  # a new config field must be added here too
+    return PointConfig(**values)
+
+
+def _record(config: PointConfig | None = None, repeat: int = 0, **measured: Any) -> PointRecord:
+    config = config or _config()
+    fields_: dict[str, Any] = {
+        "status": "ok",
+        "rss_baseline_bytes": 50_000_000,
+        "rss_peak_bytes": 200_000_000,
+        "rss_retained_bytes": 140_000_000,
+        "rss_retained_trimmed_bytes": 130_000_000,
+        "rss_released_bytes": 60_000_000,
+        "rss_released_trimmed_bytes": 52_000_000,
+        "uss_retained_bytes": 120_000_000,
+        "peak_method": "vmhwm",
+        "retained_bytes": 90_000_000,
+        "retained_live_bytes": 80_000_000,
+        "allocator_retention_bytes": 10_000_000,
+        "peak_bytes": 150_000_000,
+        "released_bytes": 2_000_000,
+        "stored_pixel_bytes": 75_497_472,
+        "source_bytes": 3_600_000,
+        "descriptor_bytes": 12_345,
+        "other_bytes": 6_789,
+        "renderer_cache_bytes": 0,
+        "renderer_cache_only_bytes": 0,
+        "live_data_bytes": 79_116_606,
+        "bytes_shipped": 201_326_592,
+        "bytes_per_turn": [33_554_432, 67_108_864, 100_663_296],
+        "requests": 12,
+        "full_items_sent": 24,
+        "null_items_sent": 0,
+        "fallbacks": 0,
+        "wrong_results": 0,
+        "failed_rollouts": 0,
+        "renderer_cache_hits": 0,
+        "renderer_cache_misses": 12,
+        "rederived": 0,
+        "engine_rss_bytes": 300_000_000,
+        "engine_cache_bytes": 75_497_472,
+        "engine_cache_items": 12,
+        "engine_bytes_received": 201_000_000,
+        "engine_cache_hits": 12,
+        "engine_cache_misses": 12,
+        "engine_errors": 0,
+        "source_bytes_per_image": 300_000.5,
+        "predicted_retained_bytes": 79_000_000,
+        "predicted_bytes_shipped": 201_000_000,
+        "predicted_peak_bytes": 400_000_000,
+        "retained_ratio": 1.0126,
+        "shipped_ratio": 1.0016,
+        "malloc_mmap_threshold": None,
+        "malloc_arena_max": "2",
+        "glibc": "glibc 2.36",
+        "memray_peak_bytes": None,
+        "wall_s": 3.25,
+        "rollout_wall_s": 2.5,
+    }
+    fields_.update(measured)
+    return PointRecord(**config.to_dict(), repeat=repeat, **fields_)
+
+
+def _results() -> ResultsFile:
+    return ResultsFile(
+        dict(ENVIRONMENT),
+        dict(SCENARIO),
+        [
+            _record(),
+            _record(
+                _config(mode="ephemeral", image_size="256", codec="stdlib"),
+                repeat=1,
+                status="failed",
+                cause="engine returned 500",
+                bytes_per_turn=[1, 2],
+                wall_s=0.5,
+            ),
+        ],
+    )
+
+
+def _write_results_json(directory: Path, data: Any) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / RESULTS_JSON
+    path.write_text(json.dumps(data))
+    return path
+
+
+def _valid_dict() -> dict[str, Any]:
+    return json.loads(to_json(_results()))
+
+
+# --- records and round trips ------------------------------------------------------------------
+
+
+def test_record_dict_round_trip() -> None:
+    record = _record()
+    data = record.to_dict()
+    assert data["mode"] == "full" and data["repeat"] == 0 and data["status"] == "ok"
+    assert data["bytes_per_turn"] == [33_554_432, 67_108_864, 100_663_296]
+    back = PointRecord.from_dict(data)
+    assert back == record
+    assert back.config == _config()
+    assert back.ok
+    assert back.key() == (*_config().to_dict().values(), 0)
+
+
+def test_record_round_trip_through_json_text() -> None:
+    record = _record(_config(engine_cache_gb=0.5, image_size="1200x300"), repeat=3, status="skipped")
+    back = PointRecord.from_dict(json.loads(json.dumps(record.to_dict())))
+    assert back == record
+    assert not back.ok
+    assert back.config.image_wh == (1200, 300)
+
+
+def test_save_then_load_gives_equal_results(tmp_path: Path) -> None:
+    results = _results()
+    save(tmp_path, results)
+    assert load(tmp_path) == results
+    # load also takes the results.json path itself
+    assert load(tmp_path / RESULTS_JSON) == results
+    assert load(str(tmp_path)) == results
+
+
+def test_results_json_is_sorted_indented_and_deterministic(tmp_path: Path) -> None:
+    save(tmp_path / "a", _results())
+    save(tmp_path / "b", _results())
+    first = (tmp_path / "a" / RESULTS_JSON).read_bytes()
+    assert first == (tmp_path / "b" / RESULTS_JSON).read_bytes()
+    save(tmp_path / "a", _results())  # overwriting gives the same bytes again
+    assert (tmp_path / "a" / RESULTS_JSON).read_bytes() == first
+    text = first.decode()
+    assert text.endswith("}\n")
+    assert text.startswith('{\n  "environment": {')  # indent 2 and sorted: environment first
+    data = json.loads(text)
+    assert list(data) == sorted(data)
+    assert list(data["points"][0]) == sorted(data["points"][0])
+    assert data["schema_version"] == SCHEMA_VERSION
+
+
+def test_results_csv_header_and_rows(tmp_path: Path) -> None:
+    results = _results()
+    save(tmp_path, results)
+    text = (tmp_path / RESULTS_CSV).read_text()
+    rows = list(csv.reader(io.StringIO(text)))
+    assert rows[0] == CSV_COLUMNS
+    assert len(rows) == 1 + len(results.points)
+    assert sum(1 for r in rows if r == CSV_COLUMNS) == 1
+    records = [dict(zip(CSV_COLUMNS, r, strict=True)) for r in rows[1:]]
+    assert records[0]["bytes_per_turn"] == "33554432;67108864;100663296"
+    assert records[1]["bytes_per_turn"] == "1;2"
+    assert records[0]["mode"] == "full" and records[1]["mode"] == "ephemeral"
+    assert records[1]["cause"] == "engine returned 500"
+    assert records[0]["cause"] == ""  # None is an empty cell
+    assert records[1]["repeat"] == "1"
+    assert records[0]["rss_peak_bytes"] == "200000000"
+
+
+def test_csv_columns_are_the_record_fields() -> None:
+    assert list(_record().to_dict()) == CSV_COLUMNS
+    assert len(CSV_COLUMNS) == len(set(CSV_COLUMNS))
+
+
+# --- load errors ------------------------------------------------------------------------------
+
+
+def _load_error(path: Path | str) -> MmbenchError:
+    with pytest.raises(MmbenchError) as info:
+        load(path)
+    err = info.value
+    assert err.exit_code == 2
+    message = str(err)
+    assert message and "\n" not in message
+    return err
+
+
+def test_load_missing_path(tmp_path: Path) -> None:
+    missing = tmp_path / "nope"
+    err = _load_error(missing)
+    assert str(missing) in str(err)
+    assert "no results" in str(err)
+
+
+def test_load_directory_without_results_json(tmp_path: Path) -> None:
+    (tmp_path / RESULTS_CSV).write_text("mode\n")
+    err = _load_error(tmp_path)
+    assert "no results" in str(err)
+
+
+def test_load_truncated_json(tmp_path: Path) -> None:
+    save(tmp_path, _results())
+    path = tmp_path / RESULTS_JSON
+    text = path.read_text()
+    path.write_text(text[: len(text) // 2])
+    err = _load_error(tmp_path)
+    assert "not valid JSON" in str(err)
+    assert RESULTS_JSON in str(err)
+
+
+def test_load_non_utf8(tmp_path: Path) -> None:
+    (tmp_path / RESULTS_JSON).write_bytes(b'{"schema_version": 1, "x": "\xff\xfe"}')
+    assert "not valid JSON" in str(_load_error(tmp_path))
+
+
+def test_load_json_list(tmp_path: Path) -> None:
+    _write_results_json(tmp_path, [_valid_dict()])
+    assert "no schema_version" in str(_load_error(tmp_path))
+
+
+def test_load_without_schema_version(tmp_path: Path) -> None:
+    data = _valid_dict()
+    del data["schema_version"]
+    _write_results_json(tmp_path, data)
+    assert "no schema_version" in str(_load_error(tmp_path))
+
+
+def test_load_newer_schema_says_upgrade(tmp_path: Path) -> None:
+    data = _valid_dict()
+    data["schema_version"] = 999
+    _write_results_json(tmp_path, data)
+    message = str(_load_error(tmp_path))
+    assert "999" in message
+    assert "upgrade" in message
+
+
+def test_load_older_schema_says_rerun(tmp_path: Path) -> None:
+    data = _valid_dict()
+    data["schema_version"] = 0
+    _write_results_json(tmp_path, data)
+    message = str(_load_error(tmp_path))
+    assert "schema_version 0" in message
+    assert "upgrade" not in message
+    assert "re-run" in message
+
+
+@pytest.mark.parametrize("version", [True, 1.0])
+def test_load_rejects_a_non_int_schema_version(tmp_path: Path, version: Any) -> None:
+    data = _valid_dict()
+    data["schema_version"] = version
+    _write_results_json(tmp_path, data)
+    assert "schema_version" in str(_load_error(tmp_path))
+
+
+def test_load_points_not_a_list(tmp_path: Path) -> None:
+    data = _valid_dict()
+    data["points"] = {"0": data["points"][0]}
+    _write_results_json(tmp_path, data)
+    assert "'points' must be a list" in str(_load_error(tmp_path))
+
+
+def test_load_point_with_unknown_field(tmp_path: Path) -> None:
+    data = _valid_dict()
+    data["points"][1]["gpu_bytes"] = 1
+    _write_results_json(tmp_path, data)
+    message = str(_load_error(tmp_path))
+    assert "point 1" in message
+    assert "'gpu_bytes'" in message
+
+
+def test_load_point_missing_config_field(tmp_path: Path) -> None:
+    data = _valid_dict()
+    del data["points"][0]["turns"]
+    _write_results_json(tmp_path, data)
+    message = str(_load_error(tmp_path))
+    assert "point 0" in message
+    assert "missing field 'turns'" in message
+
+
+def test_load_point_with_bad_status(tmp_path: Path) -> None:
+    data = _valid_dict()
+    data["points"][0]["status"] = "great"
+    _write_results_json(tmp_path, data)
+    message = str(_load_error(tmp_path))
+    assert "'great'" in message
+    assert "point 0" in message
+
+
+def test_load_point_with_zero_rollouts(tmp_path: Path) -> None:
+    data = _valid_dict()
+    data["points"][1]["rollouts"] = 0
+    _write_results_json(tmp_path, data)
+    message = str(_load_error(tmp_path))
+    assert "point 1" in message
+    assert "rollouts" in message and "got 0" in message
+
+
+def test_load_point_with_wrong_config_type(tmp_path: Path) -> None:
+    data = _valid_dict()
+    data["points"][0]["turns"] = "3"
+    _write_results_json(tmp_path, data)
+    message = str(_load_error(tmp_path))
+    assert "turns must be int" in message
+
+
+# --- the points log ---------------------------------------------------------------------------
+
+
+def test_points_log_round_trip(tmp_path: Path) -> None:
+    assert read_points_log(tmp_path) == []
+    first, second = _results().points
+    out = tmp_path / "new" / "dir"
+    append_point(out, first)
+    append_point(out, second)
+    assert read_points_log(out) == [first, second]
+    lines = (out / POINTS_LOG).read_text().splitlines()
+    assert len(lines) == 2
+    assert json.loads(lines[0]) == first.to_dict()
+
+
+def test_points_log_torn_last_line_is_ignored(tmp_path: Path) -> None:
+    first, second = _results().points
+    append_point(tmp_path, first)
+    line = json.dumps(second.to_dict(), sort_keys=True)
+    with open(tmp_path / POINTS_LOG, "a") as f:
+        f.write(line[: len(line) // 2])  # a crash in the middle of the write
+    assert read_points_log(tmp_path) == [first]
+
+
+def test_points_log_torn_middle_line_raises(tmp_path: Path) -> None:
+    first, second = _results().points
+    append_point(tmp_path, first)
+    line = json.dumps(second.to_dict(), sort_keys=True)
+    with open(tmp_path / POINTS_LOG, "a") as f:
+        f.write(line[: len(line) // 2] + "\n")
+    append_point(tmp_path, second)
+    with pytest.raises(MmbenchError) as info:
+        read_points_log(tmp_path)
+    assert "line 2" in str(info.value)
+    assert "damaged" in str(info.value)
+    assert info.value.exit_code == 2
+
+
+def test_points_log_invalid_record_raises(tmp_path: Path) -> None:
+    data = _record().to_dict()
+    data["rollouts"] = 0
+    (tmp_path / POINTS_LOG).write_text(json.dumps(data) + "\n")
+    with pytest.raises(MmbenchError, match="line 1"):
+        read_points_log(tmp_path)
+
+
+# --- atomic_write -----------------------------------------------------------------------------
+
+
+def test_atomic_write_leaves_no_temp_files(tmp_path: Path) -> None:
+    target = tmp_path / "sub" / "out.txt"
+    atomic_write(target, "one\n")
+    atomic_write(target, "two\n")
+    assert target.read_text() == "two\n"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["out.txt"]
+
+
+def test_atomic_write_failure_keeps_old_content(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "out.txt"
+    atomic_write(target, "old\n")
+
+    def failing_replace(src: object, dst: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(results_mod.os, "replace", failing_replace)
+    with pytest.raises(OSError, match="No space"):
+        atomic_write(target, "new content that must not land\n")
+    monkeypatch.undo()
+    assert target.read_text() == "old\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"]
+    assert os.replace is not failing_replace
+
+
+def test_save_failure_keeps_old_results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    results = _results()
+    save(tmp_path, results)
+    before = (tmp_path / RESULTS_JSON).read_bytes()
+
+    def failing_replace(src: object, dst: object) -> None:
+        raise OSError("boom")
+
+    monkeypatch.setattr(results_mod.os, "replace", failing_replace)
+    with pytest.raises(OSError):
+        save(tmp_path, ResultsFile(dict(ENVIRONMENT), {}, results.points[:1]))
+    monkeypatch.undo()
+    assert (tmp_path / RESULTS_JSON).read_bytes() == before
+    assert load(tmp_path) == results
+    assert sorted(p.name for p in tmp_path.iterdir()) == [RESULTS_CSV, RESULTS_JSON]
+
+
+# --- the golden file --------------------------------------------------------------------------
+
+
+def test_golden_results_file(tmp_path: Path) -> None:
+    """The schema v1 file format, byte for byte.
+
+    To regenerate after an intended format change: MMBENCH_UPDATE_GOLDEN=1 pytest this test,
+    then read the diff.
+    """
+    save(tmp_path, _results())
+    produced = (tmp_path / RESULTS_JSON).read_bytes()
+    if os.environ.get("MMBENCH_UPDATE_GOLDEN") == "1":
+        GOLDEN.parent.mkdir(parents=True, exist_ok=True)
+        GOLDEN.write_bytes(produced)
+    assert produced == GOLDEN.read_bytes()
+
+
+def test_golden_has_schema_v1_and_required_fields() -> None:
+    data = json.loads(GOLDEN.read_text())
+    assert data["schema_version"] == 1
+    assert data["environment"] == ENVIRONMENT
+    assert len(data["points"]) == 2
+    for point in data["points"]:
+        missing = [name for name in GOLDEN_REQUIRED if name not in point]
+        assert missing == []
+    assert load(GOLDEN) == _results()
+
+
+def test_append_after_a_torn_line_drops_the_torn_point_and_keeps_the_new_one(tmp_path: Path) -> None:
+    first, second = _record(repeat=0), _record(repeat=1)
+    append_point(tmp_path, first)
+    with open(tmp_path / POINTS_LOG, "a") as f:
+        f.write('{"mode": "full", "rollo')  # a crash mid-append
+    append_point(tmp_path, second)
+    assert read_points_log(tmp_path) == [first, second]
