@@ -134,7 +134,8 @@ def point_table(r: PointRecord) -> Table:
     row(
         "bytes shipped",
         r.bytes_shipped,
-        f"predicted {fmt_bytes(r.predicted_bytes_shipped)}, ratio {fmt_ratio(r.shipped_ratio)}; engine received {fmt_bytes(r.engine_bytes_received)}",
+        f"predicted {fmt_bytes(r.predicted_bytes_shipped)}, ratio {fmt_ratio(r.shipped_ratio)}; "
+        f"engine received {fmt_bytes(r.engine_bytes_received)}",
     )
     table.add_row(
         "requests / full items / null items", f"{r.requests} / {r.full_items_sent} / {r.null_items_sent}", ""

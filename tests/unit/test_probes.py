@@ -16,9 +16,7 @@ from mmbench.measure.probes import (
     AllocatorSettings,
     PeakSampler,
     glibc_version,
-    hwm_bytes,
     malloc_trim,
-    reset_peak,
     rss_bytes,
     uss_bytes,
 )
