@@ -86,3 +86,47 @@ def fit_line(xs: list[float], ys: list[float]) -> Fit | None:
     ss_res = sum((y - (intercept + slope * x)) ** 2 for x, y in zip(xs, ys, strict=True))
     r2 = 1.0 - ss_res / ss_tot if ss_tot else 1.0
     return Fit(slope, intercept, r2, n)
+
+
+@dataclass(frozen=True, slots=True)
+class ModeFit:
+    """retained_live over K for one mode (other parameters fixed), past the K that fills the caches."""
+
+    mode: str
+    fit: Fit
+    k_from: int  # the smallest K in the fit
+    floor_per_rollout: float  # stored pixels + sources + descriptors per rollout (the ledger)
+
+    @property
+    def vs_floor(self) -> float:
+        return self.fit.slope / self.floor_per_rollout if self.floor_per_rollout else float("nan")
+
+
+def cache_full_k(config: PointConfig) -> int:
+    """The smallest K at which the renderer caches hold as many images as they can."""
+    per_rollout = config.turns * config.images_per_turn
+    capacity = config.pool_size * config.image_cache_max
+    return max(1, -(-capacity // per_rollout))
+
+
+def mode_fits(records: list[PointRecord], metric: str = "retained_live_bytes") -> list[ModeFit]:
+    """Per mode, least squares of `metric` (median of repeats) over K, from the cache-full K on
+    (or over every K when fewer than two points lie past it)."""
+    by_mode: dict[str, list[PointGroup]] = {}
+    for g in group(records):
+        if g.stat(metric) is not None:
+            by_mode.setdefault(g.config.mode, []).append(g)
+    fits: list[ModeFit] = []
+    for mode, groups in by_mode.items():
+        past = [g for g in groups if g.config.rollouts >= cache_full_k(g.config)]
+        chosen = past if len({g.config.rollouts for g in past}) >= 2 else groups
+        xs = [float(g.config.rollouts) for g in chosen]
+        ys = [g.stat(metric).median for g in chosen]  # type: ignore[union-attr]
+        fit = fit_line(xs, ys)
+        if fit is None:
+            continue
+        top = max(chosen, key=lambda g: g.config.rollouts)
+        ledger = ("stored_pixel_bytes", "source_bytes", "descriptor_bytes")
+        floor = sum((top.stat(k).median if top.stat(k) else 0.0) for k in ledger) / top.config.rollouts
+        fits.append(ModeFit(mode, fit, min(g.config.rollouts for g in chosen), floor))
+    return fits

@@ -50,7 +50,7 @@ class Scenario:
         return [PointConfig(**dict(zip(keys, values, strict=True))) for values in combos]
 
     def with_overrides(self, overrides: dict[str, list[Any]], repeats: int | None = None) -> Scenario:
-        grid = {**self.grid, **overrides}
+        grid = {**self.grid, **{k: _values(k, v, "override") for k, v in overrides.items()}}
         out = Scenario(self.name, self.description, grid, repeats or self.repeats, self.version, self.path)
         out.check()
         return out

@@ -17,7 +17,11 @@ from mmbench.world.codec import CODECS
 from mmbench.world.geometry import MODELS
 from mmbench.world.images import CONTENTS, IMAGE_FORMATS
 
+# Not a terminal (CI logs, pipes): rich would assume 80 columns and squeeze the tables.
+NON_TTY_WIDTH = 150
 console = Console()
+if not console.is_terminal:
+    console = Console(width=NON_TTY_WIDTH)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 P = ParamSpec("P")

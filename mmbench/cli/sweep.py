@@ -18,7 +18,7 @@ from rich.progress import (
 
 from mmbench.cli import common as c
 from mmbench.measure.harness import HarnessOptions
-from mmbench.reporters.table import sweep_table
+from mmbench.reporters.table import fits_table, sweep_table
 from mmbench.results import PointRecord
 from mmbench.scenarios import Scenario, load_scenario
 from mmbench.sweep import PlannedPoint, plan, run_sweep
@@ -93,6 +93,9 @@ def sweep(
 
         results = run_sweep(chosen, out_dir, options, on_start, on_done)
     c.console.print(sweep_table(results.points, title=f"{chosen.name} ({out_dir})"))
+    fits = fits_table(results.points)
+    if fits is not None:
+        c.console.print(fits)
     c.console.print(f"results: {out_dir / 'results.json'} and {out_dir / 'results.csv'}", highlight=False)
     if failed:
         c.err_console.print(f"mmbench: {len(failed)} of {len(planned)} points failed", markup=False)

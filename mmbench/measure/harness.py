@@ -147,7 +147,7 @@ def measure_point(config: PointConfig, repeat: int = 0, options: HarnessOptions 
     opts = options or HarnessOptions()
     per_image, pred = prediction_for(config)
     t0 = time.perf_counter()
-    engine_config = EngineConfig(cache_bytes=config.engine_cache_bytes, codec=config.codec, seed=config.seed)
+    engine_config = EngineConfig(cache_bytes=config.engine_cache_bytes, seed=config.seed)
     with tempfile.TemporaryDirectory(prefix="mmbench-point-") as tmp:
         job, out, err = Path(tmp, "job.json"), Path(tmp, "out.json"), Path(tmp, "stderr.txt")
         memray_path = None

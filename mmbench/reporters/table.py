@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from mmbench.analysis import PointGroup, Stat, group
+from mmbench.analysis import PointGroup, Stat, group, mode_fits
 from mmbench.results import PointRecord
 from mmbench.units import fmt_bytes, fmt_in
 
@@ -77,6 +77,32 @@ SWEEP_CAPTION = (
     "raw: retained RSS minus baseline, allocator retention included; peak: VmHWM minus baseline; "
     "fb/wrong: fallbacks / wrong results; s: wall seconds"
 )
+
+
+def fits_table(records: list[PointRecord]) -> Table | None:
+    """Per mode: the per-rollout slope of retained (live) over K, beside its physical floor."""
+    fits = mode_fits(records)
+    if not fits:
+        return None
+    table = Table(title="retained (live) per rollout, least squares over K", header_style="bold")
+    for name in (
+        "mode",
+        "K used",
+        "slope MiB/rollout",
+        "R²",
+        "intercept MiB",
+        "floor MiB/rollout",
+        "slope/floor",
+    ):
+        table.add_column(name, justify="left" if name == "mode" else "right")
+    for f in fits:
+        table.add_row(
+            f.mode, f">= {f.k_from} ({f.fit.n} pts)", fmt_in(f.fit.slope, precision=2), f"{f.fit.r2:.4f}",
+            fmt_in(f.fit.intercept), fmt_in(f.floor_per_rollout, precision=2), f"{f.vs_floor:.3f}",
+        )  # fmt: skip
+    table.caption = "floor: stored pixels + sources + descriptors per rollout (the ledger at the largest K)"
+    table.caption_justify = "left"
+    return table
 
 
 PHASES = (

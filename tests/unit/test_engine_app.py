@@ -210,7 +210,7 @@ def _malformed() -> list[tuple[str, bytes, str]]:
         (
             "placeholder negative",
             feats(mm_placeholders={"image": [{"offset": -1, "length": 4}]}),
-            "outside",
+            "offset",
         ),
         (
             "placeholder not ints",

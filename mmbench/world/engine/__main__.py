@@ -23,7 +23,6 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m mmbench.world.engine")
     parser.add_argument("--cache-bytes", type=int, default=defaults.cache_bytes)
     parser.add_argument("--max-body-bytes", type=int, default=defaults.max_body_bytes)
-    parser.add_argument("--codec", default=defaults.codec)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--parent-pid", type=int, default=0)
     args = parser.parse_args(argv)
@@ -31,7 +30,6 @@ def main(argv: list[str] | None = None) -> None:
     config = EngineConfig(
         cache_bytes=args.cache_bytes,
         max_body_bytes=args.max_body_bytes,
-        codec=args.codec,
         seed=args.seed,
     )
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

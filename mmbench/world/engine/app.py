@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from mmbench.world.codec import CodecError, DecodedItem, decode_item, get_codec
+from mmbench.world.codec import CodecError, DecodedItem, decode_item
 from mmbench.world.engine.cache import MMItemCache
 from mmbench.world.wire import GENERATE_PATH, WireError, parse_request
 
@@ -32,7 +32,6 @@ class EngineConfig:
     cache_bytes: int = 4 * 1024**3
     max_body_bytes: int = 2 * 1024**3
     completion_tokens: int = 16
-    codec: str = "fast"
     seed: int = 0
 
 
@@ -60,7 +59,6 @@ class Engine:
         self.config = config
         self.cache = MMItemCache(config.cache_bytes)
         self.counters = EngineCounters()
-        self.codec = get_codec(config.codec)
         self._process = psutil.Process()
 
     def _count(self, status: int) -> None:
@@ -90,7 +88,7 @@ class Engine:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    def _resolve(self, mm_hash: str, kw: str | None, placeholder_len: int) -> DecodedItem | Response:
+    def _resolve(self, mm_hash: str, kw: bytes | None, placeholder_len: int) -> DecodedItem | Response:
         if kw is None:
             self.counters.items_null += 1
             cached = self.cache.get(mm_hash)
@@ -99,11 +97,9 @@ class Engine:
             return cached
         self.counters.items_full += 1
         try:
-            item = decode_item(self.codec.b64decode(kw))
+            item = decode_item(kw)
         except CodecError as exc:
             return _error(400, f"item for mm_hash {mm_hash}: {exc}")
-        except ValueError:
-            return _error(400, f"item for mm_hash {mm_hash} is not valid base64")
         _, gh, gw = (int(x) for x in item.image_grid_thw[0])
         if gh * gw != item.pixel_values.shape[0] or placeholder_len * MERGE_TOKENS != gh * gw:
             return _error(
@@ -128,15 +124,10 @@ class Engine:
         if isinstance(body, Response):
             return body
         try:
-            obj = self.codec.loads(body)
-        except ValueError:
-            return _error(400, "body is not valid JSON")
-        del body
-        try:
-            req = parse_request(obj)
+            req = parse_request(body)
         except WireError as exc:
             return _error(400, str(exc))
-        del obj
+        del body
         checksums: list[int] = []
         for mm_hash, kw, (_, length) in zip(req.hashes, req.kwargs, req.placeholders, strict=True):
             item = self._resolve(mm_hash, kw, length)

@@ -71,7 +71,6 @@ class EngineProcess:
             sys.executable, "-m", "mmbench.world.engine",
             "--cache-bytes", str(cfg.cache_bytes),
             "--max-body-bytes", str(cfg.max_body_bytes),
-            "--codec", cfg.codec,
             "--seed", str(cfg.seed),
             "--parent-pid", str(os.getpid()),
         ]  # fmt: skip

@@ -1,0 +1,50 @@
+"""The Python API for notebooks: run a point, run a sweep, load results as a DataFrame."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from mmbench.config import PointConfig
+from mmbench.measure.harness import HarnessOptions, measure_point
+from mmbench.results import CSV_COLUMNS, PointRecord, ResultsFile, load
+from mmbench.scenarios import Scenario, load_scenario, parse_scenario
+
+
+def run_point(repeat: int = 0, memray_dir: str | Path | None = None, **params: Any) -> PointRecord:
+    """Measure one point, e.g. run_point(mode="full", rollouts=8, image_size="512")."""
+    config = PointConfig.from_dict(params, where="run_point")
+    options = HarnessOptions(memray_dir=Path(memray_dir) if memray_dir else None)
+    return measure_point(config, repeat, options)
+
+
+def run_sweep(
+    scenario: str | Scenario | dict[str, Any],
+    out: str | Path | None = None,
+    repeats: int | None = None,
+    **overrides: Any,
+) -> ResultsFile:
+    """Run a scenario (a name, a path, a Scenario, or a dict in the TOML's shape); keyword
+    arguments override its axes (a value or a list)."""
+    from mmbench.sweep import run_sweep as _run
+
+    if isinstance(scenario, dict):
+        chosen = parse_scenario(scenario, "notebook", "scenario dict")
+    elif isinstance(scenario, Scenario):
+        chosen = scenario
+    else:
+        chosen = load_scenario(scenario)
+    axes = {k: v if isinstance(v, list) else [v] for k, v in overrides.items()}
+    chosen = chosen.with_overrides(axes, repeats)
+    return _run(chosen, Path(out) if out is not None else None)
+
+
+def to_dataframe(results: ResultsFile) -> pd.DataFrame:
+    return pd.DataFrame([p.to_dict() for p in results.points], columns=CSV_COLUMNS)
+
+
+def load_results(path: str | Path) -> pd.DataFrame:
+    """A results directory (or results.json) as a DataFrame, one row per point."""
+    return to_dataframe(load(path))

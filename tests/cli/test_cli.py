@@ -1,0 +1,119 @@
+"""The command line through Typer's CliRunner: help, bad input (exit 2, one line, nothing written)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from mmbench.cli import app
+from mmbench.transports import MODES
+
+runner = CliRunner()
+
+
+def invoke(*args: str):  # type: ignore[no-untyped-def]
+    return runner.invoke(app, list(args), catch_exceptions=False)
+
+
+def test_help_lists_commands_and_modes() -> None:
+    out = invoke("--help")
+    assert out.exit_code == 0
+    for cmd in ("run", "sweep", "scenarios"):
+        assert cmd in out.stdout
+    run_help = invoke("run", "--help").stdout
+    for mode in MODES:
+        assert mode in run_help
+    for flag in ("--rollouts", "--turns", "--images-per-turn", "--image-size", "--model", "--image-format",
+                 "--content", "--pool-size", "--image-cache-max", "--engine-cache-gb", "--seed", "--json"):  # fmt: skip
+        assert flag in run_help, flag
+    sweep_help = invoke("sweep", "--help").stdout
+    for flag in ("--repeats", "--out", "--modes"):
+        assert flag in sweep_help
+
+
+def test_version() -> None:
+    out = invoke("--version")
+    assert out.exit_code == 0 and out.stdout.startswith("mmbench ")
+
+
+BAD_RUN = [
+    (["--mode", "nope"], "unknown mode 'nope'"),
+    (["--rollouts", "0"], "rollouts must be between 1"),
+    (["--rollouts", "x"], "--rollouts: 'x' is not an integer"),
+    (["--rollouts", "1,2"], "one value for a single point"),
+    (["--turns", "-1"], "turns must be between 1"),
+    (["--image-size", "0"], "must be > 0"),
+    (["--image-size", "1x300"], "aspect ratio"),
+    (["--image-size", "99999"], "beyond the supported"),
+    (["--image-size", "abc"], "is not a side"),
+    (["--model", "llava"], "unknown model 'llava'"),
+    (["--content", "cats"], "unknown content"),
+    (["--image-format", "gif"], "unknown image_format"),
+    (["--engine-cache-gb", "-1"], "engine_cache_gb must be >= 0"),
+    (["--codec", "msgpack"], "unknown codec"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), BAD_RUN)
+def test_run_bad_input_is_one_line_exit_2(args: list[str], message: str, tmp_path: Path) -> None:
+    out = invoke("run", *args, "--json", str(tmp_path / "p.json"))
+    assert out.exit_code == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert lines[0].startswith("mmbench: error: ")
+    assert message in lines[0]
+    assert "Traceback" not in out.stdout + out.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+BAD_SCENARIOS = [
+    ("version = 2\ndescription = 'x'\n", "version must be 1"),
+    ("description = 'x'\n", "version must be 1"),
+    ("version = 1\n", "description must be a non-empty string"),
+    ("version = 1\ndescription = 'x'\nrollout = [1]\n", "unknown key 'rollout'; known keys:"),
+    ("version = 1\ndescription = 'x'\nrollouts = []\n", "empty list"),
+    ("version = 1\ndescription = 'x'\nrollouts = ['a']\n", "rollouts must be int"),
+    ("version = 1\ndescription = 'x'\nmode = ['full', 'x']\n", "unknown mode 'x'"),
+    ("version = 1\ndescription = 'x'\nrepeats = 0\n", "repeats must be an integer"),
+    ("version = 1\ndescription = 'x'\nrollouts = [1, 1]\n", "lists a value twice"),
+    ("version = 1\ndescription = \n", "not valid TOML"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), BAD_SCENARIOS)
+def test_sweep_bad_scenario_is_one_line_exit_2(text: str, message: str, tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    out_dir = tmp_path / "out"
+    out = invoke("sweep", str(path), "--out", str(out_dir))
+    assert out.exit_code == 2, out.stdout
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], out.stderr
+    assert not out_dir.exists()
+
+
+def test_sweep_unknown_scenario_lists_known_ones(tmp_path: Path) -> None:
+    out = invoke("sweep", "no-such-scenario", "--out", str(tmp_path / "o"))
+    assert out.exit_code == 2
+    assert "unknown scenario 'no-such-scenario'; known:" in out.stderr
+    assert "default" in out.stderr and "ci" in out.stderr
+
+
+def test_sweep_bad_flag_value(tmp_path: Path) -> None:
+    out = invoke("sweep", "ci", "--rollouts", "1,zero", "--out", str(tmp_path / "o"))
+    assert out.exit_code == 2 and "--rollouts: 'zero' is not an integer" in out.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_sweep_refuses_an_out_dir_with_results(tmp_path: Path) -> None:
+    (tmp_path / "results.json").write_text("{}")
+    out = invoke("sweep", "ci", "--out", str(tmp_path))
+    assert out.exit_code == 2 and "already holds results" in out.stderr
+
+
+def test_scenarios_lists_the_bundled_ones() -> None:
+    out = invoke("scenarios")
+    assert out.exit_code == 0
+    assert "default" in out.stdout and "ci" in out.stdout

@@ -1,0 +1,145 @@
+"""The instrument end to end: a point in fresh processes, a killed worker, a sweep through the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import psutil
+import pytest
+from typer.testing import CliRunner
+
+from mmbench.api import load_results, run_point
+from mmbench.cli import app
+from mmbench.config import PointConfig
+from mmbench.measure.harness import HarnessOptions, measure_point
+from mmbench.results import POINTS_LOG, RESULTS_CSV, RESULTS_JSON, load
+from mmbench.scenarios import parse_scenario
+from mmbench.sweep import run_sweep
+
+SMALL = {"image_size": "256", "turns": 3, "rollouts": 2}
+REQUIRED = (
+    "mode", "model", "image_size", "turns", "images_per_turn", "rollouts", "repeat", "status",
+    "rss_baseline_bytes", "rss_peak_bytes", "rss_retained_bytes", "rss_retained_trimmed_bytes",
+    "rss_released_bytes", "retained_bytes", "retained_live_bytes", "allocator_retention_bytes", "peak_bytes",
+    "predicted_retained_bytes", "stored_pixel_bytes", "source_bytes", "bytes_shipped", "predicted_bytes_shipped",
+    "requests", "full_items_sent", "null_items_sent", "fallbacks", "wrong_results", "engine_rss_bytes",
+    "engine_cache_bytes", "wall_s",
+)  # fmt: skip
+
+
+def no_children() -> list[psutil.Process]:
+    return [p for p in psutil.Process().children(recursive=True) if p.is_running()]
+
+
+def test_a_point_is_measured_in_fresh_processes() -> None:
+    record = measure_point(PointConfig(mode="full", **SMALL))
+    assert record.status == "ok", record.cause
+    d = record.to_dict()
+    for key in REQUIRED:
+        assert d[key] is not None, key
+    assert record.retained_bytes == record.rss_retained_bytes - record.rss_baseline_bytes
+    assert record.retained_live_bytes == record.rss_retained_trimmed_bytes - record.rss_baseline_bytes
+    assert record.allocator_retention_bytes == record.retained_bytes - record.retained_live_bytes
+    assert record.peak_bytes == record.rss_peak_bytes - record.rss_baseline_bytes
+    assert record.peak_method in ("vmhwm", "sampler")
+    assert record.rss_peak_bytes >= record.rss_retained_bytes
+    # full keeps N distinct pixel arrays per rollout: 2 x 3 x 256x256 pixels
+    assert record.stored_pixel_bytes == 2 * 3 * 1024 * 1536
+    assert record.bytes_shipped == record.engine_bytes_received
+    assert record.shipped_ratio == pytest.approx(1.0, abs=0.01)
+    assert record.wrong_results == 0 and record.failed_rollouts == 0
+    assert record.requests == 6 and record.full_items_sent == 2 * (1 + 2 + 3)
+    assert record.glibc and record.glibc.startswith("glibc")
+    assert not no_children()
+
+
+def test_a_killed_worker_is_recorded_and_nothing_is_left_behind() -> None:
+    def kill(pid: int) -> None:
+        os.kill(pid, signal.SIGKILL)
+
+    record = measure_point(PointConfig(mode="full", **SMALL), options=HarnessOptions(on_worker_start=kill))
+    assert record.status == "failed"
+    assert record.cause == "worker killed by SIGKILL"
+    assert record.retained_bytes is None
+    assert not no_children()  # the engine was stopped too
+
+
+def test_a_sweep_goes_on_after_a_killed_worker(tmp_path: Path) -> None:
+    scenario = parse_scenario(
+        {"version": 1, "description": "kill test", "mode": ["full", "hash-only"], "rollouts": [1, 2],
+         "image_size": 256, "turns": 2},
+        "kill", "test",
+    )  # fmt: skip
+    started: list[int] = []
+
+    def kill_second(pid: int) -> None:
+        started.append(pid)
+        if len(started) == 2:
+            os.kill(pid, signal.SIGKILL)
+
+    results = run_sweep(scenario, tmp_path, HarnessOptions(on_worker_start=kill_second))
+    assert [p.status for p in results.points] == ["ok", "failed", "ok", "ok"]
+    assert "SIGKILL" in (results.points[1].cause or "")
+    on_disk = load(tmp_path)
+    assert on_disk.points == results.points
+    assert len((tmp_path / POINTS_LOG).read_text().splitlines()) == 4
+    assert not no_children()
+
+
+def test_sweep_through_the_cli_writes_the_results_directory(tmp_path: Path) -> None:
+    scenario = tmp_path / "tiny.toml"
+    scenario.write_text(
+        'version = 1\ndescription = "tiny"\nmode = ["full", "ephemeral+hash-only"]\n'
+        "rollouts = [1, 2]\nimage_size = 256\nturns = 2\n"
+    )
+    out_dir = tmp_path / "out"
+    result = CliRunner().invoke(app, ["sweep", str(scenario), "--out", str(out_dir)], catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    assert "tiny" in result.stdout and "ephemeral+hash-only" in result.stdout
+    data = json.loads((out_dir / RESULTS_JSON).read_text())
+    assert data["schema_version"] == 1
+    for key in ("python", "numpy", "torch", "cpu_model", "cpu_count", "memory_total_bytes", "kernel",
+                "git_commit", "mmbench", "timestamp_utc"):  # fmt: skip
+        assert key in data["environment"], key
+    assert [(p["mode"], p["rollouts"]) for p in data["points"]] == [
+        ("full", 1), ("full", 2), ("ephemeral+hash-only", 1), ("ephemeral+hash-only", 2),
+    ]  # fmt: skip
+    assert len((out_dir / RESULTS_CSV).read_text().splitlines()) == 5
+    df = load_results(out_dir)
+    assert list(df["rollouts"]) == [1, 2, 1, 2]
+    assert (df["wrong_results"] == 0).all()
+
+
+def test_run_json_writes_the_sweep_schema(tmp_path: Path) -> None:
+    target = tmp_path / "point.json"
+    result = CliRunner().invoke(
+        app,
+        [
+            "run",
+            "--mode",
+            "hash-only",
+            "-k",
+            "1",
+            "--turns",
+            "2",
+            "--image-size",
+            "256",
+            "--json",
+            str(target),
+        ],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.stderr
+    loaded = load(target)
+    assert len(loaded.points) == 1 and loaded.points[0].mode == "hash-only"
+    assert loaded.points[0].null_items_sent == 1
+
+
+def test_api_run_point_rejects_unknown_parameters() -> None:
+    from mmbench.errors import MmbenchError
+
+    with pytest.raises(MmbenchError, match="unknown key 'rollout'"):
+        run_point(rollout=2)
