@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from mmbench.config import PointConfig
@@ -39,6 +40,17 @@ def run_sweep(
     on_done: OnDone | None = None,
 ) -> ResultsFile:
     """Measure every planned point; after each one, append it to the log and rewrite the files."""
+    with tempfile.TemporaryDirectory(prefix="mmbench-sources-") as tmp:
+        opts = options or HarnessOptions()
+        if opts.source_cache is None:
+            opts = replace(opts, source_cache=Path(tmp))
+        return _run(scenario, out_dir, opts, on_start, on_done)
+
+
+def _run(
+    scenario: Scenario, out_dir: Path | None, options: HarnessOptions, on_start: OnStart | None,
+    on_done: OnDone | None,
+) -> ResultsFile:  # fmt: skip
     env = environment()
     records: list[PointRecord] = []
     results = ResultsFile(env, scenario.to_dict(), records)

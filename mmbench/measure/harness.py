@@ -40,6 +40,8 @@ SOURCE_SAMPLES = 4
 class HarnessOptions:
     memray_dir: Path | None = None
     timeout_s: float = DEFAULT_TIMEOUT_S
+    # Encoded sources are kept here and reused by later points of the same sweep.
+    source_cache: Path | None = None
     # Called with the worker's pid once it is started (tests use it to kill a worker).
     on_worker_start: Callable[[int], None] | None = None
 
@@ -160,6 +162,7 @@ def measure_point(config: PointConfig, repeat: int = 0, options: HarnessOptions 
             job.write_text(json.dumps({
                 "config": config.to_dict(), "url": engine.url,
                 "memray_path": str(memray_path) if memray_path else None,
+                "source_cache": str(opts.source_cache) if opts.source_cache else None,
             }))  # fmt: skip
             with open(err, "wb") as err_file:
                 proc = subprocess.Popen(

@@ -59,9 +59,12 @@ def _trimmed(freeze_thresholds: bool) -> int:
     return probes.rss_bytes()
 
 
-def measure(config: PointConfig, url: str, memray_path: str | None = None) -> dict[str, Any]:
+def measure(
+    config: PointConfig, url: str, memray_path: str | None = None, source_cache: str | None = None
+) -> dict[str, Any]:
     t0 = time.perf_counter()
-    world = World(config, make_transport(config.mode, config.sent_hashes_max))
+    cache = Path(source_cache) if source_cache else None
+    world = World(config, make_transport(config.mode, config.sent_hashes_max), cache)
     _warm_up(config)
     # Everything alive now (modules, the world) is moved out of the collector's way, so that the
     # gc.collect() before each reading scans only what the rollouts made.
@@ -140,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     job = json.loads(Path(args[0]).read_text())
     config = PointConfig.from_dict(job["config"], where="worker job")
     np.random.seed(config.seed)
-    result = measure(config, job["url"], job.get("memray_path"))
+    result = measure(config, job["url"], job.get("memray_path"), job.get("source_cache"))
     out = Path(args[1])
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps(result))

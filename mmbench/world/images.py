@@ -7,7 +7,9 @@ source for the whole rollout (in every mode), and in ephemeral mode that is most
 from __future__ import annotations
 
 import io
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -79,3 +81,30 @@ def make_source(spec: SourceSpec, rollout: int, turn: int, index: int) -> bytes:
     else:
         image.save(buf, format="JPEG", quality=90)
     return buf.getvalue()
+
+
+class SourceStore:
+    """Where the environment's images come from: made on demand, or read back from a directory
+    where an earlier point of the same sweep left them (the sources are deterministic, and making
+    them is the environment's work, not the client's that mmbench measures)."""
+
+    def __init__(self, spec: SourceSpec, cache_dir: Path | None = None) -> None:
+        self.spec = spec
+        self.dir: Path | None = None
+        if cache_dir is not None:
+            s = spec
+            self.dir = cache_dir / f"{s.width}x{s.height}-{s.fmt}-{s.content}-seed{s.seed}"
+            self.dir.mkdir(parents=True, exist_ok=True)
+
+    def get(self, rollout: int, turn: int, index: int) -> bytes:
+        if self.dir is None:
+            return make_source(self.spec, rollout, turn, index)
+        path = self.dir / f"r{rollout}-t{turn}-i{index}.{self.spec.fmt}"
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            data = make_source(self.spec, rollout, turn, index)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+            return data

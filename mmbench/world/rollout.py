@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from array import array
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -20,7 +21,7 @@ from mmbench.transports.base import Transport
 from mmbench.world.client import EngineReply, build_body, post_generate
 from mmbench.world.codec import Codec, get_codec
 from mmbench.world.geometry import get_geometry
-from mmbench.world.images import SourceSpec, make_source
+from mmbench.world.images import SourceSpec, SourceStore
 from mmbench.world.renderer import RendererPool
 from mmbench.world.sidecar import MMItem, MultiModalData, Placeholder
 
@@ -109,7 +110,7 @@ class Totals:
 class World:
     """Everything one point needs in the client process: renderer pool, transport, codec."""
 
-    def __init__(self, config: PointConfig, transport: Transport) -> None:
+    def __init__(self, config: PointConfig, transport: Transport, source_cache: Path | None = None) -> None:
         self.config = config
         self.geometry = get_geometry(config.model)
         self.pool = RendererPool(self.geometry, config.pool_size, config.image_cache_max)
@@ -117,6 +118,7 @@ class World:
         self.codec: Codec = get_codec(config.codec)
         w, h = config.image_wh
         self.source_spec = SourceSpec(w, h, config.image_format, config.content, config.seed)
+        self.sources = SourceStore(self.source_spec, source_cache)
 
     def text_tokens(self, rollout: int, turn: int) -> np.ndarray:
         rng = np.random.default_rng([self.config.seed, rollout, turn, 1_000_003])
@@ -169,7 +171,7 @@ class World:
                 new_p: list[Placeholder] = []
                 new_i: list[MMItem] = []
                 for i in range(cfg.images_per_turn):
-                    source = await asyncio.to_thread(make_source, self.source_spec, r, t, i)
+                    source = await asyncio.to_thread(self.sources.get, r, t, i)
                     conv.sources.append(source)
                     rendered = await self.pool.render(source)
                     c.cache_hits += rendered.cache_hit

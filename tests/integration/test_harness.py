@@ -24,7 +24,8 @@ REQUIRED = (
     "mode", "model", "image_size", "turns", "images_per_turn", "rollouts", "repeat", "status",
     "rss_baseline_bytes", "rss_peak_bytes", "rss_retained_bytes", "rss_retained_trimmed_bytes",
     "rss_released_bytes", "retained_bytes", "retained_live_bytes", "allocator_retention_bytes", "peak_bytes",
-    "predicted_retained_bytes", "stored_pixel_bytes", "source_bytes", "bytes_shipped", "predicted_bytes_shipped",
+    "predicted_retained_bytes", "stored_pixel_bytes", "source_bytes", "bytes_shipped",
+    "predicted_bytes_shipped",
     "requests", "full_items_sent", "null_items_sent", "fallbacks", "wrong_results", "engine_rss_bytes",
     "engine_cache_bytes", "wall_s",
 )  # fmt: skip
