@@ -3,6 +3,7 @@
     version = 1
     description = "what this scenario shows"
     repeats = 1                       # optional
+    extrapolate = false               # optional: estimate points preflight refuses from a fit
     mode = ["full", "ephemeral"]      # any point parameter: a value or a list of values
     rollouts = [1, 2, 4, 8]
     image_size = 512
@@ -22,7 +23,7 @@ from mmbench.config import PointConfig, coerce, field_names
 from mmbench.errors import MmbenchError
 
 SCENARIO_VERSION = 1
-META_KEYS = ("version", "description", "repeats")
+META_KEYS = ("version", "description", "repeats", "extrapolate")
 MAX_POINTS = 10_000
 
 
@@ -43,6 +44,8 @@ class Scenario:
     repeats: int = 1
     version: int = SCENARIO_VERSION
     path: str | None = None
+    # Points preflight refuses are estimated from a fit over the measured K instead of skipped.
+    extrapolate: bool = False
 
     def points(self) -> list[PointConfig]:
         keys = sorted(self.grid, key=_axis_order)
@@ -51,7 +54,15 @@ class Scenario:
 
     def with_overrides(self, overrides: dict[str, list[Any]], repeats: int | None = None) -> Scenario:
         grid = {**self.grid, **{k: _values(k, v, "override") for k, v in overrides.items()}}
-        out = Scenario(self.name, self.description, grid, repeats or self.repeats, self.version, self.path)
+        out = Scenario(
+            self.name,
+            self.description,
+            grid,
+            repeats or self.repeats,
+            self.version,
+            self.path,
+            self.extrapolate,
+        )
         out.check()
         return out
 
@@ -73,6 +84,7 @@ class Scenario:
             "repeats": self.repeats,
             "grid": self.grid,
             "path": self.path,
+            "extrapolate": self.extrapolate,
         }
 
 
@@ -109,8 +121,11 @@ def parse_scenario(data: dict[str, Any], name: str, where: str, path: str | None
     repeats = data.get("repeats", 1)
     if not isinstance(repeats, int) or isinstance(repeats, bool) or not 1 <= repeats <= 100:
         raise MmbenchError(f"{where}: repeats must be an integer from 1 to 100, got {repeats!r}")
+    extrapolate = data.get("extrapolate", False)
+    if not isinstance(extrapolate, bool):
+        raise MmbenchError(f"{where}: extrapolate must be true or false, got {extrapolate!r}")
     grid = {k: _values(k, v, where) for k, v in data.items() if k not in META_KEYS}
-    scenario = Scenario(name, description.strip(), grid, repeats, version, path)
+    scenario = Scenario(name, description.strip(), grid, repeats, version, path, extrapolate)
     try:
         scenario.check()
     except MmbenchError as exc:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from mmbench.config import PointConfig
+from mmbench.extrapolate import extrapolate
 from mmbench.measure.environment import environment
 from mmbench.measure.harness import HarnessOptions, measure_point
 from mmbench.results import PointRecord, ResultsFile, append_point, save
@@ -59,7 +60,8 @@ def _run(
             on_start(point)
         record = measure_point(point.config, point.repeat, options)
         records.append(record)
-        results = ResultsFile(env, scenario.to_dict(), list(records))
+        shown = extrapolate(records) if scenario.extrapolate else list(records)
+        results = ResultsFile(env, scenario.to_dict(), shown)
         if out_dir is not None:
             append_point(out_dir, record)
             save(out_dir, results)

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from mmbench.cli import common as c
+from mmbench.errors import MmbenchError
 from mmbench.measure.environment import environment
 from mmbench.measure.harness import HarnessOptions, measure_point
 from mmbench.reporters.table import point_table
@@ -36,13 +37,16 @@ def run(
     memray: Annotated[
         bool, typer.Option(help="also track the worker with memray (heap high-water mark)")
     ] = False,
+    force: Annotated[bool, typer.Option(help="run even when preflight predicts it will not fit")] = False,
 ) -> None:
     """Measure one point (one mode, one parameter set) in a fresh worker and engine process."""
     flags = {k: v for k, v in locals().items() if k in c.FLAG_FIELDS}
     config = c.single_point(flags)
     memray_dir = (json_out.parent if json_out else Path.cwd()) / "memray" if memray else None
     with c.console.status(f"measuring {config.mode}, K={config.rollouts}, N={config.turns} ..."):
-        record = measure_point(config, 0, HarnessOptions(memray_dir=memray_dir))
+        record = measure_point(config, 0, HarnessOptions(memray_dir=memray_dir, force=force))
+    if record.status == "skipped":
+        raise MmbenchError(f"{record.cause}; use a smaller point, or --force to run it anyway")
     c.console.print(point_table(record))
     if json_out is not None:
         results = ResultsFile(

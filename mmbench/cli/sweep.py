@@ -53,6 +53,9 @@ def sweep(
     repeats: Annotated[int | None, typer.Option(min=1, max=100, help="repeats of every point [1]")] = None,
     out: Annotated[Path | None, typer.Option(help="results directory [runs/SCENARIO-UTCTIME]")] = None,
     memray: Annotated[bool, typer.Option(help="also track every worker with memray")] = False,
+    force: Annotated[
+        bool, typer.Option(help="run points even when preflight predicts they will not fit")
+    ] = False,
 ) -> None:
     """Measure a grid of points (modes x rollouts x any other list); every flag takes a comma list."""
     flags = {k: v for k, v in locals().items() if k in c.FLAG_FIELDS}
@@ -70,7 +73,7 @@ def sweep(
         f"[bold]{chosen.name}[/bold]: {chosen.description} — {len(planned)} points -> {out_dir}",
         highlight=False,
     )
-    options = HarnessOptions(memray_dir=out_dir / "memray" if memray else None)
+    options = HarnessOptions(memray_dir=out_dir / "memray" if memray else None, force=force)
     columns = (
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         TextColumn("ETA"), TimeRemainingColumn(),
@@ -87,9 +90,11 @@ def sweep(
 
         def on_done(p: PlannedPoint, record: PointRecord) -> None:
             progress.advance(task)
-            if not record.ok:
+            if record.status == "failed":
                 failed.append(record)
                 progress.console.print(f"[red]point {p.index} failed[/red]: {record.cause}", highlight=False)
+            elif record.status == "skipped":
+                progress.console.print(f"point {p.index} skipped: {record.cause}", highlight=False)
 
         results = run_sweep(chosen, out_dir, options, on_start, on_done)
     c.console.print(sweep_table(results.points, title=f"{chosen.name} ({out_dir})"))

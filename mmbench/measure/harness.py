@@ -7,6 +7,7 @@ recorded as failed with its cause, and the engine is always stopped.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -19,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from mmbench.config import PointConfig
-from mmbench.errors import MmbenchError
 from mmbench.measure.model import Prediction, predict
+from mmbench.measure.preflight import preflight
 from mmbench.results import PointRecord
 from mmbench.world.engine.app import EngineConfig
 from mmbench.world.engine.process import EngineProcess
@@ -42,6 +43,8 @@ class HarnessOptions:
     timeout_s: float = DEFAULT_TIMEOUT_S
     # Encoded sources are kept here and reused by later points of the same sweep.
     source_cache: Path | None = None
+    # Run a point even when preflight predicts it will not fit.
+    force: bool = False
     # Called with the worker's pid once it is started (tests use it to kill a worker).
     on_worker_start: Callable[[int], None] | None = None
 
@@ -147,7 +150,15 @@ def _record(
 def measure_point(config: PointConfig, repeat: int = 0, options: HarnessOptions | None = None) -> PointRecord:
     """Measure one point in fresh processes. Never raises for a worker failure: it is recorded."""
     opts = options or HarnessOptions()
+    if not opts.force:
+        quick = preflight(config)  # no source sampling: refuses the hopeless at once
+        if not quick.fits:
+            return _record(config, repeat, 0.0, predict(config, 0.0), "skipped", quick.reason)
     per_image, pred = prediction_for(config)
+    if not opts.force:
+        check = preflight(config, per_image)
+        if not check.fits:
+            return _record(config, repeat, per_image, pred, "skipped", check.reason)
     t0 = time.perf_counter()
     engine_config = EngineConfig(cache_bytes=config.engine_cache_bytes, seed=config.seed)
     with tempfile.TemporaryDirectory(prefix="mmbench-point-") as tmp:
@@ -166,7 +177,7 @@ def measure_point(config: PointConfig, repeat: int = 0, options: HarnessOptions 
             }))  # fmt: skip
             with open(err, "wb") as err_file:
                 proc = subprocess.Popen(
-                    [sys.executable, "-m", "mmbench.measure.worker", str(job), str(out), str(_pid())],
+                    [sys.executable, "-m", "mmbench.measure.worker", str(job), str(out), str(os.getpid())],
                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err_file,
                 )  # fmt: skip
                 try:
@@ -198,8 +209,3 @@ def _pid() -> int:
     import os
 
     return os.getpid()
-
-
-def check_worker_result(record: PointRecord) -> None:
-    if not record.ok:
-        raise MmbenchError(f"point failed: {record.cause}", exit_code=1)

@@ -18,7 +18,8 @@ hash/placeholder/null text, and each full item's base64 text. Full and ephemeral
 items; the hash-only modes m per turn (when the engine cache serves every null slot).
 Peak (a calibrated estimate, for preflight): retained with allocator slack, plus the transient
 copies of the request bodies in flight: the torch.cat batch, its base64 text and the JSON body
-(about 3.7 x the pixels of a request), for up to K requests at once.
+(about 3.7 x the pixels of a request) for the request being built and the bodies waiting for the
+engine. The engine's own peak (its cache plus a few bodies) is predicted beside it.
 """
 
 from __future__ import annotations
@@ -42,12 +43,17 @@ _PAD_TOKEN_CHARS = 7  # "151655,"
 _HASH_CHARS = 35  # "<32 hex>",
 _PLACEHOLDER_CHARS = 31  # {"offset":12345,"length":256},
 _NULL_CHARS = 5  # null,
-# Peak = _RETAINED_SLACK x retained + _TRANSIENT x K x (pixels of the largest request). The copies
-# of a request in flight (torch.cat batch, base64 bytes and text, JSON body) are ~3.7 x its pixels;
-# allocator retention during the run adds more. Calibrated on the 2-core reference machine
-# (512x512, K=8, N=8, all modes: measured peak within -5 %..+20 % of this); a preflight estimate.
-_RETAINED_SLACK = 2.2
-_TRANSIENT = 5.0
+# Peak = _RETAINED_SLACK x retained + _PEAK_FLOOR + (a + b K) x (pixels of the largest request).
+# The copies of a request being built (torch.cat batch, base64 bytes and text, JSON body) are ~3.7 x
+# its pixels; up to K finished bodies wait for the (serial) engine; the ephemeral modes also hold the
+# re-derived pixels of the request. Calibrated on the 2-core reference machine (default scenario,
+# 512x512, K=1..16, all modes): measured peaks fall 0-45 % below this, never above. It is the
+# preflight's estimate, deliberately on the safe side.
+_RETAINED_SLACK = 2.5
+_PEAK_FLOOR = 64 * 1024**2
+_TRANSIENT_BASE, _TRANSIENT_PER_K = 4.0, 2.2
+_EPHEMERAL_BASE, _EPHEMERAL_PER_K = 5.0, 2.6
+_ENGINE_FLOOR = 128 * 1024**2  # the engine process's own baseline
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +69,12 @@ class Prediction:
     peak_bytes: int
     pixel_bytes_per_image: int
     engine_cache_bytes: int
+    engine_peak_bytes: int
+
+    @property
+    def system_peak_bytes(self) -> int:
+        """What the point needs from the machine: the client's peak and the engine's."""
+        return self.peak_bytes + self.engine_peak_bytes
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -151,8 +163,12 @@ def predict(config: PointConfig, source_bytes_per_image: float) -> Prediction:
             + (elements if spaced else 0)
         )
         shipped_rollout += int(body)
-    transient = _TRANSIENT * k * largest_full * pixel
+    a, b = (_EPHEMERAL_BASE, _EPHEMERAL_PER_K) if ephemeral else (_TRANSIENT_BASE, _TRANSIENT_PER_K)
+    transient = (a + b * k) * largest_full * pixel
     engine_working_set = k * images * (pixel + 24)
+    engine_cache = min(engine_working_set, config.engine_cache_bytes)
+    # The engine holds its cache plus a few copies of the largest body it is decoding.
+    engine_peak = _ENGINE_FLOOR + engine_cache + 3 * largest_full * wire
     return Prediction(
         retained_bytes=int(retained),
         pixel_bytes=pixels,
@@ -162,7 +178,8 @@ def predict(config: PointConfig, source_bytes_per_image: float) -> Prediction:
         other_bytes=other,
         bytes_shipped=k * shipped_rollout,
         bytes_shipped_per_rollout=shipped_rollout,
-        peak_bytes=int(_RETAINED_SLACK * retained + transient),
+        peak_bytes=int(_RETAINED_SLACK * retained + _PEAK_FLOOR + transient),
         pixel_bytes_per_image=pixel,
-        engine_cache_bytes=min(engine_working_set, config.engine_cache_bytes),
+        engine_cache_bytes=engine_cache,
+        engine_peak_bytes=int(engine_peak),
     )

@@ -118,3 +118,17 @@ def test_scenarios_lists_the_bundled_ones() -> None:
     out = invoke("scenarios")
     assert out.exit_code == 0
     assert "default" in out.stdout and "ci" in out.stdout
+
+
+def test_run_refuses_a_point_that_cannot_fit_at_once_touching_nothing(tmp_path: Path) -> None:
+    import time
+
+    target = tmp_path / "p.json"
+    t0 = time.perf_counter()
+    out = invoke("run", "--mode", "full", "--image-size", "2048", "--rollouts", "256", "--json", str(target))
+    elapsed = time.perf_counter() - t0
+    assert out.exit_code == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "predicted" in lines[0] and "> available" in lines[0] and "--force" in lines[0]
+    assert list(tmp_path.iterdir()) == []
+    assert elapsed < 10  # preflight samples nothing and starts no process (the issue asks < 2 s; CI is noisy)

@@ -144,3 +144,11 @@ def test_api_run_point_rejects_unknown_parameters() -> None:
 
     with pytest.raises(MmbenchError, match="unknown key 'rollout'"):
         run_point(rollout=2)
+
+
+def test_preflight_skips_a_huge_point_without_starting_anything() -> None:
+    record = measure_point(PointConfig(mode="full", rollouts=256, image_size="2048"))
+    assert record.status == "skipped"
+    assert record.cause and record.cause.startswith("predicted ")
+    assert record.wall_s is None and record.rss_baseline_bytes is None
+    assert not no_children()

@@ -1,0 +1,72 @@
+"""Extrapolation: points preflight would not run, estimated from a fit over the measured K.
+
+Only where a scenario asks for it (`extrapolate = true`). The fit is the same least squares the
+reports use, over the K at which the renderer caches are already full, so that it measures the
+marginal cost of one more rollout; every extrapolated record says so in its status and cause.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from mmbench.analysis import Fit, cache_full_k, fit_line, group
+from mmbench.results import PointRecord
+
+EXTRAPOLATED_FIELDS = (
+    "retained_bytes", "retained_live_bytes", "allocator_retention_bytes", "peak_bytes", "bytes_shipped",
+    "stored_pixel_bytes", "source_bytes", "descriptor_bytes", "other_bytes", "live_data_bytes",
+    "renderer_cache_only_bytes", "requests", "full_items_sent", "null_items_sent",
+)  # fmt: skip
+
+
+def _family(record: PointRecord) -> tuple[object, ...]:
+    """Every parameter but K and the repeat."""
+    d = record.config.to_dict()
+    d.pop("rollouts")
+    return tuple(sorted(d.items()))
+
+
+def extrapolate(records: list[PointRecord]) -> list[PointRecord]:
+    """The records with every `skipped` one replaced by an `extrapolated` one where a fit exists."""
+    fits: dict[tuple[object, ...], tuple[dict[str, Fit], list[int]]] = {}
+    families: dict[tuple[object, ...], list[PointRecord]] = {}
+    for r in records:
+        if r.ok:
+            families.setdefault(_family(r), []).append(r)
+    for fam, recs in families.items():
+        groups = group(recs)
+        past = [g for g in groups if g.config.rollouts >= cache_full_k(g.config)]
+        if len({g.config.rollouts for g in past}) < 2:
+            continue
+        ks = sorted({g.config.rollouts for g in past})
+        per_field: dict[str, Fit] = {}
+        for name in EXTRAPOLATED_FIELDS:
+            pts = [(float(g.config.rollouts), g.stat(name)) for g in past]
+            usable = [(x, s.median) for x, s in pts if s is not None]
+            fit = fit_line([x for x, _ in usable], [y for _, y in usable])
+            if fit is not None:
+                per_field[name] = fit
+        fits[fam] = (per_field, ks)
+    out: list[PointRecord] = []
+    for r in records:
+        found = fits.get(_family(r)) if r.status == "skipped" else None
+        if found is None:
+            out.append(r)
+            continue
+        per_field, ks = found
+        k = float(r.rollouts)
+        values = {name: round(fit.at(k)) for name, fit in per_field.items()}
+        live = per_field.get("retained_live_bytes")
+        how = f"extrapolated from K={','.join(map(str, ks))}" + (f" (R²={live.r2:.4f})" if live else "")
+        out.append(
+            replace(
+                r,
+                status="extrapolated",
+                cause=f"{r.cause}; {how}" if r.cause else how,
+                retained_ratio=values["retained_live_bytes"] / r.predicted_retained_bytes
+                if "retained_live_bytes" in values and r.predicted_retained_bytes
+                else None,
+                **values,
+            )
+        )
+    return out
