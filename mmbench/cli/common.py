@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Annotated, Any, ParamSpec, TypeVar, get_type_hints
 
 import typer
@@ -13,6 +15,7 @@ from rich.console import Console
 from mmbench.config import PointConfig
 from mmbench.errors import MmbenchError
 from mmbench.transports.registry import MODES
+from mmbench.units import parse_size
 from mmbench.world.codec import CODECS
 from mmbench.world.geometry import MODELS
 from mmbench.world.images import CONTENTS, IMAGE_FORMATS
@@ -102,6 +105,33 @@ Codec = Annotated[
     str | None, typer.Option(help=f"body codec: {_choices(CODECS)} (default fast)", show_default=False)
 ]
 Seed = Annotated[str | None, typer.Option(help="seed of images and tokens (default 0)", show_default=False)]
+
+MaxMemory = Annotated[
+    str | None,
+    typer.Option(
+        help="kill a worker whose RSS passes this (e.g. 16GiB; 0 = off; default 80 % of RAM)",
+        show_default=False,
+    ),
+]
+
+
+def parse_max_memory(text: str | None) -> int | None:
+    return None if text is None else parse_size(text, "--max-memory")
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM stops a sweep as Ctrl-C does: the point in flight is stopped, what finished is kept."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
 
 FLAG_FIELDS = {
     "mode": "mode", "rollouts": "rollouts", "turns": "turns", "images_per_turn": "images_per_turn",

@@ -38,13 +38,18 @@ def run(
         bool, typer.Option(help="also track the worker with memray (heap high-water mark)")
     ] = False,
     force: Annotated[bool, typer.Option(help="run even when preflight predicts it will not fit")] = False,
+    max_memory: c.MaxMemory = None,
 ) -> None:
     """Measure one point (one mode, one parameter set) in a fresh worker and engine process."""
     flags = {k: v for k, v in locals().items() if k in c.FLAG_FIELDS}
     config = c.single_point(flags)
     memray_dir = (json_out.parent if json_out else Path.cwd()) / "memray" if memray else None
     with c.console.status(f"measuring {config.mode}, K={config.rollouts}, N={config.turns} ..."):
-        record = measure_point(config, 0, HarnessOptions(memray_dir=memray_dir, force=force))
+        record = measure_point(
+            config,
+            0,
+            HarnessOptions(memray_dir=memray_dir, force=force, max_memory=c.parse_max_memory(max_memory)),
+        )
     if record.status == "skipped":
         raise MmbenchError(f"{record.cause}; use a smaller point, or --force to run it anyway")
     c.console.print(point_table(record))

@@ -17,11 +17,12 @@ from rich.progress import (
 )
 
 from mmbench.cli import common as c
+from mmbench.errors import MmbenchError
 from mmbench.measure.harness import HarnessOptions
 from mmbench.reporters.table import fits_table, sweep_table
-from mmbench.results import PointRecord
+from mmbench.results import POINTS_LOG, RESULTS_JSON, PointRecord, read_points_log
 from mmbench.scenarios import Scenario, load_scenario
-from mmbench.sweep import PlannedPoint, plan, run_sweep
+from mmbench.sweep import PlannedPoint, plan, rebuild, run_sweep
 from mmbench.transports.registry import MODES
 
 DEFAULT_GRID = {"mode": list(MODES), "rollouts": [1, 2, 4, 8]}
@@ -56,6 +57,11 @@ def sweep(
     force: Annotated[
         bool, typer.Option(help="run points even when preflight predicts they will not fit")
     ] = False,
+    max_memory: c.MaxMemory = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(help="finish an interrupted sweep in this directory: only missing points run"),
+    ] = None,
 ) -> None:
     """Measure a grid of points (modes x rollouts x any other list); every flag takes a comma list."""
     flags = {k: v for k, v in locals().items() if k in c.FLAG_FIELDS}
@@ -65,22 +71,37 @@ def sweep(
     else:
         base = load_scenario(scenario)
     chosen = base.with_overrides(overrides, repeats)
-    out_dir = out or default_out(chosen.name)
-    if (out_dir / "results.json").exists() or (out_dir / "points.jsonl").exists():
-        raise c.MmbenchError(f"{out_dir} already holds results; choose another --out")
+    finished: list[PointRecord] = []
+    if resume is not None:
+        if out is not None and out != resume:
+            raise MmbenchError("--resume names the results directory; leave out --out or give the same one")
+        if not (resume / POINTS_LOG).exists():
+            raise MmbenchError(f"{resume} holds no {POINTS_LOG} to resume from")
+        out_dir = resume
+        finished = read_points_log(resume)
+    else:
+        out_dir = out or default_out(chosen.name)
+        if (out_dir / RESULTS_JSON).exists() or (out_dir / POINTS_LOG).exists():
+            raise MmbenchError(f"{out_dir} already holds results; choose another --out, or --resume it")
     planned = plan(chosen)
+    todo = len(planned) - len({r.key() for r in finished})
     c.console.print(
-        f"[bold]{chosen.name}[/bold]: {chosen.description} — {len(planned)} points -> {out_dir}",
+        f"[bold]{chosen.name}[/bold]: {chosen.description} — "
+        f"{todo} of {len(planned)} points to run -> {out_dir}",
         highlight=False,
     )
-    options = HarnessOptions(memray_dir=out_dir / "memray" if memray else None, force=force)
+    options = HarnessOptions(
+        memray_dir=out_dir / "memray" if memray else None,
+        force=force,
+        max_memory=c.parse_max_memory(max_memory),
+    )
     columns = (
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         TextColumn("ETA"), TimeRemainingColumn(),
     )  # fmt: skip
     failed: list[PointRecord] = []
-    with Progress(*columns, console=c.console, transient=False) as progress:
-        task = progress.add_task("starting", total=len(planned))
+    with Progress(*columns, console=c.console, transient=False) as progress, c.sigterm_as_interrupt():
+        task = progress.add_task("starting", total=len(planned), completed=len(planned) - todo)
 
         def on_start(p: PlannedPoint) -> None:
             progress.update(
@@ -96,7 +117,19 @@ def sweep(
             elif record.status == "skipped":
                 progress.console.print(f"point {p.index} skipped: {record.cause}", highlight=False)
 
-        results = run_sweep(chosen, out_dir, options, on_start, on_done)
+        try:
+            results = run_sweep(chosen, out_dir, options, on_start, on_done, finished)
+        except KeyboardInterrupt:
+            progress.stop()
+            done = rebuild(chosen, out_dir)
+            if done:
+                c.console.print(sweep_table(done, title=f"{chosen.name} ({out_dir}), interrupted"))
+            c.err_console.print(
+                f"mmbench: interrupted: {len(done)} of {len(planned)} points are in {out_dir}; "
+                f"finish with the same command and --resume {out_dir}",
+                markup=False,
+            )
+            raise typer.Exit(130) from None
     c.console.print(sweep_table(results.points, title=f"{chosen.name} ({out_dir})"))
     fits = fits_table(results.points)
     if fits is not None:

@@ -19,15 +19,20 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from mmbench.config import PointConfig
 from mmbench.measure.model import Prediction, predict
 from mmbench.measure.preflight import preflight
 from mmbench.results import PointRecord
+from mmbench.units import fmt_bytes
 from mmbench.world.engine.app import EngineConfig
 from mmbench.world.engine.process import EngineProcess
 from mmbench.world.images import SourceSpec, make_source
 
 DEFAULT_TIMEOUT_S = 3600.0
+MAX_MEMORY_SHARE = 0.8
+WATCH_INTERVAL_S = 0.02
 # Readings the worker reports that go into the record as they are.
 WORKER_FIELDS = (
     "rss_baseline_bytes", "rss_peak_bytes", "rss_retained_bytes", "rss_retained_trimmed_bytes",
@@ -45,6 +50,8 @@ class HarnessOptions:
     source_cache: Path | None = None
     # Run a point even when preflight predicts it will not fit.
     force: bool = False
+    # The watchdog kills a worker whose RSS passes this (None: a safe share of the machine; 0: off).
+    max_memory: int | None = None
     # Called with the worker's pid once it is started (tests use it to kill a worker).
     on_worker_start: Callable[[int], None] | None = None
 
@@ -61,6 +68,38 @@ def prediction_for(config: PointConfig) -> tuple[float, Prediction]:
     spec = SourceSpec(w, h, config.image_format, config.content, config.seed)
     per_image = source_bytes_per_image(spec)
     return per_image, predict(config, per_image)
+
+
+def default_max_memory() -> int:
+    """The watchdog's default: a safe share of the machine, leaving room for the engine and the OS."""
+    return int(psutil.virtual_memory().total * MAX_MEMORY_SHARE)
+
+
+def _watch(proc: subprocess.Popen[bytes], opts: HarnessOptions, err: Path) -> str | None:
+    """Wait for the worker, killing it when its RSS passes --max-memory or time runs out.
+    Returns the cause of a failure, or None for a clean exit."""
+    limit = opts.max_memory if opts.max_memory is not None else default_max_memory()
+    deadline = time.monotonic() + opts.timeout_s
+    try:
+        watched = psutil.Process(proc.pid)
+    except psutil.Error:
+        watched = None
+    while True:
+        try:
+            code = proc.wait(timeout=WATCH_INTERVAL_S)
+            return None if code == 0 else _describe_exit(code, _tail(err))
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            rss = watched.memory_info().rss if watched is not None else 0
+        except psutil.Error:
+            rss = 0
+        if limit and rss > limit:
+            proc.kill()
+            proc.wait()
+            return f"exceeded --max-memory {fmt_bytes(limit)}: worker RSS reached {fmt_bytes(rss)}"
+        if time.monotonic() > deadline:
+            return f"worker timed out after {opts.timeout_s:.0f} s"
 
 
 def _describe_exit(code: int, stderr_tail: str) -> str:
@@ -183,11 +222,7 @@ def measure_point(config: PointConfig, repeat: int = 0, options: HarnessOptions 
                 try:
                     if opts.on_worker_start:
                         opts.on_worker_start(proc.pid)
-                    try:
-                        code = proc.wait(timeout=opts.timeout_s)
-                        cause = None if code == 0 else _describe_exit(code, _tail(err))
-                    except subprocess.TimeoutExpired:
-                        cause = f"worker timed out after {opts.timeout_s:.0f} s"
+                    cause = _watch(proc, opts, err)
                 finally:
                     if proc.poll() is None:
                         proc.kill()
