@@ -9,7 +9,7 @@ from typing import Any, get_type_hints
 from mmbench.errors import MmbenchError
 from mmbench.transports.base import DEFAULT_SENT_HASHES_MAX
 from mmbench.transports.registry import MODES, check_mode
-from mmbench.units import GIB
+from mmbench.units import GIB, MIB
 from mmbench.world.codec import CODECS, DEFAULT_CODEC
 from mmbench.world.geometry import DEFAULT_MODEL, get_geometry, parse_image_size
 from mmbench.world.images import CONTENTS, IMAGE_FORMATS
@@ -31,6 +31,7 @@ class PointConfig:
     pool_size: int = 1
     image_cache_max: int = 32
     engine_cache_gb: float = 4.0
+    engine_max_body_mb: int = 2048
     sent_hashes_max: int = DEFAULT_SENT_HASHES_MAX
     codec: str = DEFAULT_CODEC
     text_tokens_per_turn: int = 32
@@ -47,6 +48,10 @@ class PointConfig:
     @property
     def engine_cache_bytes(self) -> int:
         return int(self.engine_cache_gb * GIB)
+
+    @property
+    def engine_max_body_bytes(self) -> int:
+        return self.engine_max_body_mb * MIB
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -97,6 +102,7 @@ def validate(c: PointConfig) -> None:
     _at_least("text_tokens_per_turn", c.text_tokens_per_turn, 0)
     _at_least("completion_tokens", c.completion_tokens, 1)
     _at_least("seed", c.seed, 0)
+    _at_least("engine_max_body_mb", c.engine_max_body_mb, 1, 1_000_000)
     if not (c.engine_cache_gb >= 0 and c.engine_cache_gb < 1e6):
         raise MmbenchError(
             f"engine_cache_gb must be >= 0 (0 disables the engine cache), got {c.engine_cache_gb}"

@@ -41,6 +41,7 @@ class PointRecord:
     pool_size: int
     image_cache_max: int
     engine_cache_gb: float
+    engine_max_body_mb: int
     sent_hashes_max: int
     codec: str
     text_tokens_per_turn: int

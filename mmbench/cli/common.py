@@ -98,6 +98,12 @@ ImageCacheMax = Annotated[
 EngineCacheGb = Annotated[
     str | None, typer.Option(help="engine mm cache GiB, 0 = none (default 4)", show_default=False)
 ]
+EngineMaxBodyMb = Annotated[
+    str | None,
+    typer.Option(
+        help="engine refuses bodies above this many MiB with 413 (default 2048)", show_default=False
+    ),
+]
 SentHashesMax = Annotated[
     str | None, typer.Option(help="hash-only sent-hash LRU bound (default 16384)", show_default=False)
 ]
@@ -137,6 +143,7 @@ FLAG_FIELDS = {
     "mode": "mode", "rollouts": "rollouts", "turns": "turns", "images_per_turn": "images_per_turn",
     "image_size": "image_size", "model": "model", "image_format": "image_format", "content": "content",
     "pool_size": "pool_size", "image_cache_max": "image_cache_max", "engine_cache_gb": "engine_cache_gb",
+    "engine_max_body_mb": "engine_max_body_mb",
     "sent_hashes_max": "sent_hashes_max", "codec": "codec", "seed": "seed",
 }  # fmt: skip
 _FIELD_TYPES = get_type_hints(PointConfig)

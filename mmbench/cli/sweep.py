@@ -48,6 +48,7 @@ def sweep(
     pool_size: c.PoolSize = None,
     image_cache_max: c.ImageCacheMax = None,
     engine_cache_gb: c.EngineCacheGb = None,
+    engine_max_body_mb: c.EngineMaxBodyMb = None,
     sent_hashes_max: c.SentHashesMax = None,
     codec: c.Codec = None,
     seed: c.Seed = None,

@@ -199,7 +199,9 @@ def measure_point(config: PointConfig, repeat: int = 0, options: HarnessOptions 
         if not check.fits:
             return _record(config, repeat, per_image, pred, "skipped", check.reason)
     t0 = time.perf_counter()
-    engine_config = EngineConfig(cache_bytes=config.engine_cache_bytes, seed=config.seed)
+    engine_config = EngineConfig(
+        cache_bytes=config.engine_cache_bytes, max_body_bytes=config.engine_max_body_bytes, seed=config.seed
+    )
     with tempfile.TemporaryDirectory(prefix="mmbench-point-") as tmp:
         job, out, err = Path(tmp, "job.json"), Path(tmp, "out.json"), Path(tmp, "stderr.txt")
         memray_path = None

@@ -90,6 +90,7 @@ def _config(**overrides: Any) -> PointConfig:
         "pool_size": 1,
         "image_cache_max": 32,
         "engine_cache_gb": 4.0,
+        "engine_max_body_mb": 2048,
         "sent_hashes_max": 16_384,
         "codec": "fast",
         "text_tokens_per_turn": 32,
