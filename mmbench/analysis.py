@@ -90,9 +90,11 @@ def fit_line(xs: list[float], ys: list[float]) -> Fit | None:
 
 @dataclass(frozen=True, slots=True)
 class ModeFit:
-    """retained_live over K for one mode (other parameters fixed), past the K that fills the caches."""
+    """retained_live over K for one mode and one setting of every other parameter, past the K that
+    fills the caches."""
 
     mode: str
+    label: str  # the mode, plus the parameters that tell this family from the others in the results
     fit: Fit
     k_from: int  # the smallest K in the fit
     floor_per_rollout: float  # stored pixels + sources + descriptors per rollout (the ledger)
@@ -109,15 +111,32 @@ def cache_full_k(config: PointConfig) -> int:
     return max(1, -(-capacity // per_rollout))
 
 
+def family(config: PointConfig) -> tuple[tuple[str, object], ...]:
+    """Every parameter but K: the points one fit over K may combine."""
+    return tuple((k, v) for k, v in config.to_dict().items() if k != "rollouts")
+
+
+def family_labels(configs: list[PointConfig]) -> dict[tuple[tuple[str, object], ...], str]:
+    """A short name per family: the mode, plus whatever else varies across the families."""
+    fams = {family(c) for c in configs}
+    varying = (
+        [k for k in dict(next(iter(fams))) if len({dict(f)[k] for f in fams}) > 1 and k != "mode"]
+        if fams
+        else []
+    )
+    return {f: " ".join([str(dict(f)["mode"]), *(f"{k}={dict(f)[k]}" for k in varying)]) for f in fams}
+
+
 def mode_fits(records: list[PointRecord], metric: str = "retained_live_bytes") -> list[ModeFit]:
-    """Per mode, least squares of `metric` (median of repeats) over K, from the cache-full K on
-    (or over every K when fewer than two points lie past it)."""
-    by_mode: dict[str, list[PointGroup]] = {}
+    """Per family (mode and every other parameter but K), least squares of `metric` (median of
+    repeats) over K, from the cache-full K on (or over every K when fewer than two lie past it)."""
+    by_family: dict[tuple[tuple[str, object], ...], list[PointGroup]] = {}
     for g in group(records):
         if g.stat(metric) is not None:
-            by_mode.setdefault(g.config.mode, []).append(g)
+            by_family.setdefault(family(g.config), []).append(g)
+    labels = family_labels([g.config for gs in by_family.values() for g in gs])
     fits: list[ModeFit] = []
-    for mode, groups in by_mode.items():
+    for fam, groups in by_family.items():
         past = [g for g in groups if g.config.rollouts >= cache_full_k(g.config)]
         chosen = past if len({g.config.rollouts for g in past}) >= 2 else groups
         xs = [float(g.config.rollouts) for g in chosen]
@@ -127,6 +146,6 @@ def mode_fits(records: list[PointRecord], metric: str = "retained_live_bytes") -
             continue
         top = max(chosen, key=lambda g: g.config.rollouts)
         ledger = ("stored_pixel_bytes", "source_bytes", "descriptor_bytes")
-        floor = sum((top.stat(k).median if top.stat(k) else 0.0) for k in ledger) / top.config.rollouts
-        fits.append(ModeFit(mode, fit, min(g.config.rollouts for g in chosen), floor))
+        floor = sum((s.median if (s := top.stat(k)) else 0.0) for k in ledger) / top.config.rollouts
+        fits.append(ModeFit(top.config.mode, labels[fam], fit, min(g.config.rollouts for g in chosen), floor))
     return fits

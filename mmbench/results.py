@@ -13,6 +13,7 @@ import io
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from typing import Any
 from mmbench.config import PointConfig, field_names
 from mmbench.errors import MmbenchError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 RESULTS_JSON = "results.json"
 RESULTS_CSV = "results.csv"
 POINTS_LOG = "points.jsonl"
@@ -150,6 +151,24 @@ class PointRecord:
 CSV_COLUMNS = [f.name for f in fields(PointRecord)]
 
 
+def _v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """v2 added the engine's body limit as a point parameter; v1 points ran with the default."""
+    points = [dict(p, engine_max_body_mb=p.get("engine_max_body_mb", 2048)) if isinstance(p, dict) else p
+              for p in data.get("points", [])]  # fmt: skip
+    return dict(data, schema_version=2, points=points)
+
+
+# schema_version -> the function that lifts such a file one version up.
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2}
+
+
+def migrate(data: dict[str, Any]) -> dict[str, Any]:
+    """Lift an older results file to this version, one step at a time."""
+    while type(data.get("schema_version")) is int and data["schema_version"] in MIGRATIONS:
+        data = MIGRATIONS[data["schema_version"]](data)
+    return data
+
+
 @dataclass(frozen=True, slots=True)
 class ResultsFile:
     environment: dict[str, Any]
@@ -169,6 +188,7 @@ class ResultsFile:
     def from_dict(cls, data: Any, where: str) -> ResultsFile:
         if not isinstance(data, dict) or "schema_version" not in data:
             raise MmbenchError(f"{where}: not an mmbench results file (no schema_version)")
+        data = migrate(data)
         version = data["schema_version"]
         if type(version) is not int or version != SCHEMA_VERSION:
             newer = isinstance(version, int) and version > SCHEMA_VERSION

@@ -97,7 +97,7 @@ def fits_table(records: list[PointRecord]) -> Table | None:
         table.add_column(name, justify="left" if name == "mode" else "right")
     for f in fits:
         table.add_row(
-            f.mode, f">= {f.k_from} ({f.fit.n} pts)", fmt_in(f.fit.slope, precision=2), f"{f.fit.r2:.4f}",
+            f.label, f">= {f.k_from} ({f.fit.n} pts)", fmt_in(f.fit.slope, precision=2), f"{f.fit.r2:.4f}",
             fmt_in(f.fit.intercept), fmt_in(f.floor_per_rollout, precision=2), f"{f.vs_floor:.3f}",
         )  # fmt: skip
     table.caption = "floor: stored pixels + sources + descriptors per rollout (the ledger at the largest K)"

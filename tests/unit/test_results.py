@@ -30,7 +30,8 @@ from mmbench.results import (
     to_json,
 )
 
-GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "results_schema_v1.json"
+GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "results_schema_v2.json"
+GOLDEN_V1 = Path(__file__).resolve().parent.parent / "golden" / "results_schema_v1.json"
 
 # Fixed so that the golden file does not depend on the machine or on PointConfig defaults.
 ENVIRONMENT: dict[str, Any] = {
@@ -499,9 +500,17 @@ def test_golden_results_file(tmp_path: Path) -> None:
     assert produced == GOLDEN.read_bytes()
 
 
-def test_golden_has_schema_v1_and_required_fields() -> None:
+def test_a_v1_file_is_migrated_to_the_current_schema(tmp_path: Path) -> None:
+    (tmp_path / RESULTS_JSON).write_text(GOLDEN_V1.read_text())
+    migrated = load(tmp_path)
+    assert migrated.schema_version == SCHEMA_VERSION == 2
+    assert all(p.engine_max_body_mb == 2048 for p in migrated.points)
+    assert load(GOLDEN).points == migrated.points  # v2 golden = the same points, migrated
+
+
+def test_golden_has_schema_v2_and_required_fields() -> None:
     data = json.loads(GOLDEN.read_text())
-    assert data["schema_version"] == 1
+    assert data["schema_version"] == 2
     assert data["environment"] == ENVIRONMENT
     assert len(data["points"]) == 2
     for point in data["points"]:
