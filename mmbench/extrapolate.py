@@ -8,6 +8,7 @@ marginal cost of one more rollout; every extrapolated record says so in its stat
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 from mmbench.analysis import Fit, cache_full_k, fit_line, group
 from mmbench.results import PointRecord
@@ -55,7 +56,7 @@ def extrapolate(records: list[PointRecord]) -> list[PointRecord]:
             continue
         per_field, ks = found
         k = float(r.rollouts)
-        values = {name: round(fit.at(k)) for name, fit in per_field.items()}
+        values: dict[str, Any] = {name: round(fit.at(k)) for name, fit in per_field.items()}
         live = per_field.get("retained_live_bytes")
         how = f"extrapolated from K={','.join(map(str, ks))}" + (f" (R²={live.r2:.4f})" if live else "")
         out.append(

@@ -6,6 +6,8 @@ from __future__ import annotations
 import typer
 
 from mmbench import __version__
+from mmbench.cli.compare import compare
+from mmbench.cli.report import report
 from mmbench.cli.run import run
 from mmbench.cli.scenarios import scenarios
 from mmbench.cli.sweep import sweep
@@ -21,6 +23,8 @@ app = typer.Typer(
 app.command()(run)
 app.command()(sweep)
 app.command()(scenarios)
+app.command()(report)
+app.command()(compare)
 
 
 def _version(value: bool) -> None:

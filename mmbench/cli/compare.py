@@ -13,6 +13,7 @@ from mmbench.cli import common as c
 from mmbench.compare import METRICS
 from mmbench.compare import compare as compare_results
 from mmbench.reporters.compare_report import compare_markdown, compare_table
+from mmbench.units import parse_size
 
 FORMATS = ("table", "markdown")
 
@@ -40,12 +41,17 @@ def compare(
         str, typer.Option(help="a significant increase above this percentage fails (10% or 10)")
     ] = "10%",
     output_format: Annotated[str, typer.Option("--format", help=f"output: {', '.join(FORMATS)}")] = "table",
+    min_change: Annotated[
+        str,
+        typer.Option(help="a point must also grow by more than this to fail (the noise floor of RSS deltas)"),
+    ] = "2MiB",
 ) -> None:
     """Compare HEAD against BASE point by point; exit 1 on a significant regression over the threshold."""
     if output_format not in FORMATS:
         raise c.MmbenchError(f"unknown format {output_format!r}; choose one of: {', '.join(FORMATS)}")
     limit = parse_threshold(threshold)
-    comparison = compare_results(results.load(base), results.load(head), metric, limit)
+    floor = parse_size(min_change, "--min-change")
+    comparison = compare_results(results.load(base), results.load(head), metric, limit, floor)
     if output_format == "markdown":
         # plain print: rich would wrap long rows and eat the markdown's square brackets
         typer.echo(compare_markdown(comparison), nl=False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.progress import (
@@ -25,7 +25,7 @@ from mmbench.scenarios import Scenario, load_scenario
 from mmbench.sweep import PlannedPoint, plan, rebuild, run_sweep
 from mmbench.transports.registry import MODES
 
-DEFAULT_GRID = {"mode": list(MODES), "rollouts": [1, 2, 4, 8]}
+DEFAULT_GRID: dict[str, list[Any]] = {"mode": list(MODES), "rollouts": [1, 2, 4, 8]}
 
 
 def default_out(name: str) -> Path:

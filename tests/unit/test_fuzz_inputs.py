@@ -18,7 +18,8 @@ from mmbench.world.wire import WireError, parse_request, request_object
 
 scalars = st.one_of(
     st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=True),
-    st.text(max_size=12), st.sampled_from(["full", "hash-only", "512", "1024x768", "qwen2-vl", "png", "noise"]),
+    st.text(max_size=12),
+    st.sampled_from(["full", "hash-only", "512", "1024x768", "qwen2-vl", "png", "noise"]),
 )  # fmt: skip
 values = st.one_of(
     scalars, st.lists(scalars, max_size=4), st.dictionaries(st.text(max_size=5), scalars, max_size=3)

@@ -1,0 +1,87 @@
+"""The report as rich tables for the terminal: the same text as the markdown, in columns."""
+
+from __future__ import annotations
+
+from rich.table import Table
+from rich.text import Text
+
+from mmbench.report import Report, Section
+from mmbench.reporters.markdown import (
+    EXTRAPOLATED_MARK,
+    HEAP_COLUMNS,
+    HEAP_GAP_NOTE,
+    SUMMARY_COLUMNS,
+    fixed_text,
+    footnotes,
+    measured_line,
+    row_cells,
+    section_heading,
+    summary_cells,
+    summary_note,
+    table_header,
+    title,
+)
+
+
+def _cell(text: str, extrapolated: bool) -> Text:
+    # Text, not markup: figures and causes may hold brackets that rich would read as tags.
+    if extrapolated and text != "-":
+        return Text(text, style="italic") + Text(EXTRAPOLATED_MARK)
+    return Text(text)
+
+
+def _head(report: Report) -> Table:
+    # A borderless grid, so that the title lines are as wide as the terminal, not as the first table.
+    grid = Table.grid()
+    grid.add_column()
+    grid.add_row(Text(title(report), style="bold"))
+    if report.description:
+        grid.add_row(Text(report.description))
+    grid.add_row(Text(fixed_text(report)))
+    return grid
+
+
+def _pr_table(report: Report, section: Section) -> Table:
+    table = Table(title=section_heading(report, section), header_style="bold", title_justify="left")
+    for name in table_header(section):
+        table.add_column(name, justify="right", no_wrap=True)
+    for row in section.rows:
+        k = Text(f"{row.rollouts}{EXTRAPOLATED_MARK}" if row.extrapolated else str(row.rollouts))
+        table.add_row(k, *(_cell(t, x) for t, x in row_cells(row, section)))
+    notes = footnotes(report, section)
+    if notes:
+        table.caption = "\n".join(notes)
+        table.caption_justify = "left"
+    return table
+
+
+def _summary_table(report: Report, section: Section, last: bool) -> Table:
+    with_heap = report.has_heap_peak
+    suffix = f" ({section.title})" if section.params else ""
+    table = Table(title=f"Per mode{suffix}", header_style="bold", title_justify="left")
+    for name in (*SUMMARY_COLUMNS, *(HEAP_COLUMNS if with_heap else ())):
+        # A range may go to a second line in a narrow terminal, but is never cut.
+        table.add_column(
+            name,
+            justify="left" if name == "mode" else "right",
+            no_wrap=name == "mode",
+            overflow="fold",
+        )
+    for s in section.summaries:
+        table.add_row(*(Text(c) for c in summary_cells(s, with_heap)))
+    if last:
+        notes = [summary_note(report), *([HEAP_GAP_NOTE] if with_heap else []), measured_line(report)]
+        table.caption = "\n".join(notes)
+        table.caption_justify = "left"
+    return table
+
+
+def report_tables(report: Report) -> list[Table]:
+    """The title lines, then per section the pull request's table and the per-mode summary; notes
+    in the captions."""
+    tables = [_head(report)]
+    n = len(report.sections)
+    for i, section in enumerate(report.sections):
+        tables.append(_pr_table(report, section))
+        tables.append(_summary_table(report, section, last=i == n - 1))
+    return tables
