@@ -7,6 +7,7 @@ import typer
 
 from mmbench import __version__
 from mmbench.cli.compare import compare
+from mmbench.cli.plot import plot
 from mmbench.cli.report import report
 from mmbench.cli.run import run
 from mmbench.cli.scenarios import scenarios
@@ -24,6 +25,7 @@ app.command()(run)
 app.command()(sweep)
 app.command()(scenarios)
 app.command()(report)
+app.command()(plot)
 app.command()(compare)
 
 

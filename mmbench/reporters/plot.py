@@ -1,0 +1,499 @@
+"""Figures of one results file, for a PR comment or a report: retained memory against K, bytes
+shipped per rollout and per turn, peak beside retained. The only module that imports matplotlib.
+
+`plot_data` computes every plotted series from the results (pure, tested on its own); the `_draw_*`
+functions only draw them. A results file may hold several values of parameters other than mode and
+K (image_size, turns, ...): the figures draw the first such combination that has data, in the order
+the points appear, and the subtitle names it and says how many were left out. Figures (b)-(d) show
+measured points only; figure (a) also shows extrapolated ones, hollow.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+# Files only: no display, and no GUI toolkit pulled in on a headless CI runner.
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
+from matplotlib.typing import RcKeyType
+
+from mmbench.analysis import Stat, group, mode_fits
+from mmbench.config import field_names
+from mmbench.errors import MmbenchError
+from mmbench.results import PointRecord, ResultsFile
+from mmbench.transports.registry import MODES
+from mmbench.units import GIB, MIB
+from mmbench.world.geometry import parse_image_size
+
+FORMATS = ("png", "svg")
+FIGSIZE = (9.0, 5.5)
+DPI = 100  # 900 x 550 px: the width of a PR comment, so nothing is scaled down
+# Okabe-Ito: told apart with the common colour-vision deficiencies; fixed so that a mode keeps its
+# colour across figures and across results files.
+MODE_COLOURS = {
+    "full": "#0072B2",
+    "ephemeral": "#E69F00",
+    "hash-only": "#009E73",
+    "ephemeral+hash-only": "#CC79A7",
+}
+EXTRA_COLOURS = ("#D55E00", "#56B4E9", "#000000", "#999999", "#8C564B", "#F0E442")
+RC: dict[RcKeyType, Any] = {
+    "font.size": 11,
+    "axes.titlesize": 11,
+    "axes.labelsize": 11,
+    "legend.fontsize": 10,
+    "figure.titlesize": 12,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "svg.hashsalt": "mmbench",  # stable element ids: an SVG re-rendered from the same data diffs clean
+}
+DRAWN = ("ok", "extrapolated")
+_NOT_A_COMBINATION = ("mode", "rollouts")
+
+
+# --- the series (pure) ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RetainedSeries:
+    """Figure (a), one mode, in GiB."""
+
+    mode: str
+    k: list[int]  # measured K
+    live: list[Stat]  # retained_live_bytes: median and min-max of the ok repeats
+    raw_k: list[int]  # one entry per ok repeat
+    raw: list[float]  # retained_bytes of that repeat
+    extrapolated_k: list[int]
+    extrapolated: list[float]  # retained_live_bytes of extrapolated records (median)
+    predicted_k: list[int]
+    predicted: list[float]  # predicted_retained_bytes
+    fit_k: list[float]  # the least-squares line's two ends (empty without a fit)
+    fit: list[float]
+
+
+@dataclass(frozen=True, slots=True)
+class ShippedBar:
+    """Figure (b), one mode at its largest measured K, in MiB per rollout."""
+
+    mode: str
+    k: int
+    per_rollout: Stat
+    predicted: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class TurnSeries:
+    """Figure (c), one mode at its largest measured K: MiB per rollout in each turn."""
+
+    mode: str
+    k: int
+    turns: list[int]
+    per_rollout: list[float]  # median over repeats of bytes_per_turn[t] / K
+
+
+@dataclass(frozen=True, slots=True)
+class PeakSeries:
+    """Figure (d), one mode, medians in GiB (None where a reading is missing)."""
+
+    mode: str
+    k: list[int]
+    peak: list[float | None]
+    retained: list[float | None]
+    live: list[float | None]
+
+
+@dataclass(frozen=True, slots=True)
+class PlotData:
+    scenario: str
+    machine: str
+    setting: str  # the fixed parameters of the drawn points
+    note: str | None  # which combination is drawn, when there are several
+    modes: list[str]
+    retained: list[RetainedSeries]
+    shipped: list[ShippedBar]
+    per_turn: list[TurnSeries]
+    peak: list[PeakSeries]
+
+    @property
+    def empty(self) -> bool:
+        return not (self.retained or self.shipped or self.per_turn or self.peak)
+
+
+def mode_colours(modes: Sequence[str]) -> dict[str, str]:
+    """The fixed colours for the four modes; others take the next ones in registry order, so that
+    a mode's colour does not depend on which other modes a file holds."""
+    extras = list(dict.fromkeys(m for m in (*MODES, *modes) if m not in MODE_COLOURS))
+    return {m: MODE_COLOURS.get(m) or EXTRA_COLOURS[extras.index(m) % len(EXTRA_COLOURS)] for m in modes}
+
+
+def _stat(values: Sequence[float | int | None], unit: float) -> Stat | None:
+    vs = [v / unit for v in values if v is not None]
+    return Stat(statistics.median(vs), min(vs), max(vs), len(vs)) if vs else None
+
+
+def _median(values: Sequence[float | int | None], unit: float) -> float | None:
+    s = _stat(values, unit)
+    return None if s is None else s.median
+
+
+def _combination(r: PointRecord) -> tuple[Any, ...]:
+    return tuple(getattr(r, k) for k in field_names() if k not in _NOT_A_COMBINATION)
+
+
+def select(points: list[PointRecord]) -> tuple[list[PointRecord], str | None]:
+    """The records of the first combination (of every parameter but mode and K) that has drawable
+    points, and a note naming it when the file holds others."""
+    combos: dict[tuple[Any, ...], list[PointRecord]] = {}
+    for p in points:
+        if p.status in DRAWN:
+            combos.setdefault(_combination(p), []).append(p)
+    if not combos:
+        return [], None
+    first = next(iter(combos))
+    if len(combos) == 1:
+        return combos[first], None
+    names = [k for k in field_names() if k not in _NOT_A_COMBINATION]
+    varying = [i for i, _ in enumerate(names) if len({c[i] for c in combos}) > 1]
+    shown = ", ".join(f"{names[i]}={first[i]}" for i in varying)
+    return combos[first], f"drawn: {shown} (first of {len(combos)} combinations; the others are not shown)"
+
+
+def _machine(env: dict[str, Any]) -> str:
+    parts = [str(env["cpu_model"])] if env.get("cpu_model") else []
+    if isinstance(env.get("cpu_count"), int):
+        parts.append(f"{env['cpu_count']} CPUs")
+    if isinstance(env.get("memory_total_bytes"), int | float):
+        parts.append(f"{env['memory_total_bytes'] / GIB:.1f} GiB RAM")
+    return ", ".join(parts) or "machine unknown"
+
+
+def _setting(r: PointRecord) -> str:
+    w, h = parse_image_size(r.image_size)
+    per_turn = f"{r.images_per_turn} image{'s' if r.images_per_turn != 1 else ''}/turn"
+    return f"{r.model}, {w}x{h} images, {r.turns} turns, {per_turn}"
+
+
+def _xy(pairs: list[tuple[int, float]]) -> tuple[list[int], list[float]]:
+    return [x for x, _ in pairs], [y for _, y in pairs]
+
+
+def _retained(records: list[PointRecord], modes: list[str]) -> list[RetainedSeries]:
+    fits = {f.mode: f for f in mode_fits(records)}
+    groups = sorted(group(records), key=lambda g: g.config.rollouts)
+    out: list[RetainedSeries] = []
+    for mode in modes:
+        mine = [g for g in groups if g.config.mode == mode]
+        live = [(g.config.rollouts, _stat([r.retained_live_bytes for r in g.ok_records], GIB)) for g in mine]
+        measured = [(k, s) for k, s in live if s is not None]
+        ok = [r for g in mine for r in g.ok_records]
+        raw = [(r.rollouts, r.retained_bytes / GIB) for r in ok if r.retained_bytes is not None]
+        ex: list[tuple[int, float]] = []
+        pred: list[tuple[int, float]] = []
+        for g in mine:
+            extra = [r.retained_live_bytes for r in g.records if r.status == "extrapolated"]
+            if (m := _median(extra, GIB)) is not None:
+                ex.append((g.config.rollouts, m))
+            if (m := _median([r.predicted_retained_bytes for r in g.records], GIB)) is not None:
+                pred.append((g.config.rollouts, m))
+        if not (measured or ex):
+            continue
+        ks = [k for k, _ in measured]
+        fit = fits.get(mode)
+        fit_k = [float(fit.k_from), float(max(ks))] if fit and ks and max(ks) > fit.k_from else []
+        fit_y = [fit.fit.at(x) / GIB for x in fit_k] if fit else []
+        series = (*_xy(raw), *_xy(ex), *_xy(pred))
+        out.append(RetainedSeries(mode, ks, [s for _, s in measured], *series, fit_k, fit_y))
+    return out
+
+
+def _largest_k(records: list[PointRecord], mode: str, has: Callable[[PointRecord], bool]) -> int | None:
+    ks = [r.rollouts for r in records if r.mode == mode and r.ok and has(r)]
+    return max(ks) if ks else None
+
+
+def _shipped(records: list[PointRecord], modes: list[str]) -> list[ShippedBar]:
+    out: list[ShippedBar] = []
+    for mode in modes:
+        k = _largest_k(records, mode, lambda r: r.bytes_shipped is not None)
+        if k is None:
+            continue
+        at_k = [r for r in records if r.mode == mode and r.rollouts == k]
+        s = _stat([r.bytes_shipped / k for r in at_k if r.ok and r.bytes_shipped is not None], MIB)
+        pred = [r.predicted_bytes_shipped / k for r in at_k if r.predicted_bytes_shipped is not None]
+        if s is not None:  # always: _largest_k found one
+            out.append(ShippedBar(mode, k, s, _median(pred, MIB)))
+    return out
+
+
+def _per_turn(records: list[PointRecord], modes: list[str]) -> list[TurnSeries]:
+    out: list[TurnSeries] = []
+    for mode in modes:
+        k = _largest_k(records, mode, lambda r: bool(r.bytes_per_turn))
+        if k is None:
+            continue
+        runs = [r.bytes_per_turn for r in records if r.mode == mode and r.rollouts == k and r.ok]
+        n = max(len(b) for b in runs)
+        values = [_median([b[t] / k for b in runs if len(b) > t], MIB) for t in range(n)]
+        out.append(TurnSeries(mode, k, list(range(1, n + 1)), [v or 0.0 for v in values]))
+    return out
+
+
+_PEAK_METRICS = ("peak_bytes", "retained_bytes", "retained_live_bytes")
+
+
+def _peak(records: list[PointRecord], modes: list[str]) -> list[PeakSeries]:
+    groups = sorted(group(records), key=lambda g: g.config.rollouts)
+    out: list[PeakSeries] = []
+    for mode in modes:
+        rows: list[tuple[int, list[float | None]]] = []
+        for g in (g for g in groups if g.config.mode == mode):
+            row = [_median([getattr(r, m) for r in g.ok_records], GIB) for m in _PEAK_METRICS]
+            if any(v is not None for v in row):
+                rows.append((g.config.rollouts, row))
+        if rows:
+            peak, raw, live = ([row[i] for _, row in rows] for i in range(3))
+            out.append(PeakSeries(mode, [k for k, _ in rows], peak, raw, live))
+    return out
+
+
+def plot_data(results: ResultsFile) -> PlotData:
+    """Every series the figures draw, in axis units, for the first drawable combination."""
+    records, note = select(results.points)
+    order = {m: i for i, m in enumerate(MODES)}
+    modes = sorted({r.mode for r in records}, key=lambda m: (order.get(m, len(order)), m))
+    return PlotData(
+        scenario=str(results.scenario.get("name") or "unnamed scenario"),
+        machine=_machine(results.environment),
+        setting=_setting(records[0]) if records else "",
+        note=note,
+        modes=modes,
+        retained=_retained(records, modes),
+        shipped=_shipped(records, modes),
+        per_turn=_per_turn(records, modes),
+        peak=_peak(records, modes),
+    )
+
+
+# --- drawing -------------------------------------------------------------------------------------
+
+
+def _figure(data: PlotData, what: str, **kwargs: Any) -> tuple[Figure, Any]:
+    fig, axes = plt.subplots(figsize=FIGSIZE, dpi=DPI, layout="constrained", **kwargs)
+    lines = [f"{what} — scenario {data.scenario}", f"{data.machine} · {data.setting}"]
+    fig.suptitle("\n".join([*lines, *([data.note] if data.note else [])]))
+    return fig, axes
+
+
+def _layer(i: int) -> dict[str, float]:
+    """Sizes by a mode's place in the order: modes often coincide (full and hash-only retain the
+    same live bytes, full and ephemeral ship the same), so the earlier ones are drawn larger
+    underneath and every series stays visible."""
+    return {"ms": max(4.0, 11.0 - 2.0 * i), "lw": max(1.2, 5.0 - 1.2 * i)}
+
+
+def _legend(ax: Any, handles: list[Any] | None = None) -> None:
+    # Beside the axes, not over them: the data may sit anywhere. Anchored to the axes (not the
+    # figure) so that it starts below the title; constrained layout makes room for it.
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+
+
+def _draw_retained(data: PlotData, colours: dict[str, str]) -> Figure | None:
+    if not data.retained:
+        return None
+    fig, ax = _figure(data, "Retained memory against K")
+    for i, s in enumerate(data.retained):
+        c, size = colours[s.mode], _layer(i)
+        ax.plot(s.raw_k, s.raw, ls="none", marker="D", ms=5, color=c, alpha=0.3)
+        # The fit translucent and the prediction opaque on top: where they agree both still show.
+        ax.plot(s.fit_k, s.fit, lw=size["lw"], color=c, alpha=0.5, solid_capstyle="butt")
+        ax.plot(s.predicted_k, s.predicted, ls="--", lw=1.5, color=c, zorder=2.5)
+        if s.k:
+            med = [st.median for st in s.live]
+            lo = [m - st.lo for m, st in zip(med, s.live, strict=True)]
+            hi = [st.hi - m for m, st in zip(med, s.live, strict=True)]
+            ax.errorbar(s.k, med, yerr=[lo, hi], ls="none", marker="o", ms=size["ms"], color=c, capsize=4)
+        hollow: dict[str, Any] = {"mfc": "white", "mec": c, "mew": 1.8}
+        ax.plot(s.extrapolated_k, s.extrapolated, ls="none", marker="o", ms=size["ms"], **hollow)
+    ax.set_xticks(sorted({k for s in data.retained for k in (*s.k, *s.extrapolated_k, *s.predicted_k)}))
+    ax.set_xlabel("K (concurrent rollouts)")
+    ax.set_ylabel("retained above baseline (GiB)")
+    ax.set_ylim(bottom=0)
+    grey = "#444444"
+    keys = [Line2D([], [], color=colours[s.mode], marker="o", lw=2.5, label=s.mode) for s in data.retained]
+    keys += [
+        Line2D([], [], ls="none", marker="o", color=grey, label="live (after trim):\nmedian, min–max"),
+        Line2D([], [], color=grey, lw=3, alpha=0.5, label="least-squares fit"),
+        Line2D([], [], color=grey, ls="--", lw=1.5, label="model prediction"),
+        Line2D([], [], ls="none", marker="D", color=grey, alpha=0.3, label="raw (before trim)"),
+    ]
+    if any(s.extrapolated_k for s in data.retained):
+        hollow = {"mfc": "white", "mec": grey, "mew": 1.8}
+        keys.append(Line2D([], [], ls="none", marker="o", label="extrapolated", **hollow))
+    _legend(ax, keys)
+    return fig
+
+
+def _draw_shipped(data: PlotData, colours: dict[str, str]) -> Figure | None:
+    if not data.shipped:
+        return None
+    ks = {b.k for b in data.shipped}
+    at = f" at K={ks.pop()}" if len(ks) == 1 else " at each mode's largest K"
+    fig, ax = _figure(data, f"Bytes shipped per rollout{at}")
+    x = list(range(len(data.shipped)))
+    med = [b.per_rollout.median for b in data.shipped]
+    err = [
+        [m - b.per_rollout.lo for m, b in zip(med, data.shipped, strict=True)],
+        [b.per_rollout.hi - m for m, b in zip(med, data.shipped, strict=True)],
+    ]
+    bars = ax.bar(x, med, width=0.6, color=[colours[b.mode] for b in data.shipped], yerr=err, capsize=4)
+    ax.bar_label(bars, labels=[f"{m:,.1f}" for m in med], padding=3)
+    pred = [(i, b.predicted) for i, b in enumerate(data.shipped) if b.predicted is not None]
+    if pred:
+        tick: dict[str, Any] = {"ls": "none", "marker": "_", "mew": 2, "color": "black"}
+        ax.plot([i for i, _ in pred], [p for _, p in pred], ms=40, **tick)
+        key = Line2D([], [], ms=18, label="model prediction", **tick)
+        ax.legend(handles=[key], loc="upper right")
+    labels = [b.mode if len(ks) <= 1 else f"{b.mode}\nK={b.k}" for b in data.shipped]
+    ax.set_xticks(x, labels)
+    ax.set_ylabel("request bytes per rollout (MiB)")
+    ax.set_ylim(0, max(med) * 1.15)
+    ax.grid(axis="x", visible=False)
+    return fig
+
+
+_MARKERS = ("o", "s", "^", "D", "v", "P")
+
+
+def _draw_per_turn(data: PlotData, colours: dict[str, str]) -> Figure | None:
+    if not data.per_turn:
+        return None
+    ks = {s.k for s in data.per_turn}
+    at = f" at K={next(iter(ks))}" if len(ks) == 1 else " at each mode's largest K"
+    fig, ax = _figure(data, f"Bytes shipped per rollout in each turn{at}")
+    for i, s in enumerate(data.per_turn):
+        label = s.mode if len(ks) == 1 else f"{s.mode} (K={s.k})"
+        style: dict[str, Any] = {"marker": _MARKERS[i % len(_MARKERS)], **_layer(i)}
+        ax.plot(s.turns, s.per_rollout, color=colours[s.mode], label=label, **style)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("turn")
+    ax.set_ylabel("request bytes per rollout (MiB)")
+    ax.set_ylim(bottom=0)
+    _legend(ax)
+    return fig
+
+
+def _draw_peak(data: PlotData, colours: dict[str, str]) -> Figure | None:
+    if not data.peak:
+        return None
+    n = len(data.peak)
+    cols = 1 if n == 1 else 2 if n <= 4 else 3
+    rows = -(-n // cols)
+    fig, axes = _figure(
+        data,
+        "Peak beside retained, per mode",
+        nrows=rows,
+        ncols=cols,
+        sharex=True,
+        sharey=True,
+        squeeze=False,
+    )
+    flat = list(axes.flat)
+    styles = (("peak", "-", "o"), ("retained raw", "--", "s"), ("retained live", ":", "^"))
+    for ax, s in zip(flat, data.peak, strict=False):
+        c = colours[s.mode]
+        for (_, ls, marker), ys in zip(styles, (s.peak, s.retained, s.live), strict=True):
+            ax.plot(
+                s.k, [float("nan") if y is None else y for y in ys], ls=ls, marker=marker, color=c, lw=1.8
+            )
+        ax.set_title(s.mode, color=c, fontweight="bold")
+        ax.set_xticks(sorted({k for p in data.peak for k in p.k}))
+        ax.set_ylim(bottom=0)
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    for ax in flat[max(0, n - cols) : n]:  # the lowest panel of each column (figure x-labels
+        ax.xaxis.set_tick_params(labelbottom=True)  # collide with the legend below)
+        ax.set_xlabel("K (concurrent rollouts)")
+    fig.supylabel("above baseline (GiB)")
+    keys = [Line2D([], [], color="#444444", ls=ls, marker=m, label=name) for name, ls, m in styles]
+    # Below the panels: beside them it would squeeze one column, above them it meets the title.
+    fig.legend(handles=keys, loc="outside lower center", ncols=len(keys))
+    return fig
+
+
+FIGURES: tuple[tuple[str, Callable[[PlotData, dict[str, str]], Figure | None]], ...] = (
+    ("retained-vs-k", _draw_retained),
+    ("shipped-per-rollout", _draw_shipped),
+    ("shipped-per-turn", _draw_per_turn),
+    ("peak-vs-retained", _draw_peak),
+)
+
+
+def check_format(fmt: str) -> str:
+    if fmt.lower() not in FORMATS:
+        raise MmbenchError(f"unknown format {fmt!r}; choose one of: {', '.join(FORMATS)}")
+    return fmt.lower()
+
+
+def figures(data: PlotData) -> Iterator[tuple[str, Figure]]:
+    """(name, figure) for every figure that has data; the caller saves and closes each."""
+    colours = mode_colours(data.modes)
+    for name, draw in FIGURES:
+        fig = draw(data, colours)
+        if fig is not None:
+            yield name, fig
+
+
+def _save(fig: Figure, path: Path, fmt: str) -> None:
+    """Temp file + rename, so that a reader never sees half a figure; the figure is closed."""
+    tmp: str | None = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        with os.fdopen(fd, "wb") as f:
+            # No date in the SVG: re-rendering the same results gives the same file.
+            fig.savefig(f, format=fmt, dpi=DPI, metadata={"Date": None} if fmt == "svg" else None)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise MmbenchError(f"{path}: cannot write the figure ({exc.strerror})") from None
+    finally:
+        plt.close(fig)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+
+
+def plot_results(
+    results: ResultsFile, out_dir: Path, fmt: str = "png", *, where: str | None = None
+) -> list[Path]:
+    """Write every figure that has data into `out_dir` as `fmt`; returns the paths written.
+
+    `where` names the results in the error raised when there is nothing to draw.
+    """
+    fmt = check_format(fmt)
+    data = plot_data(results)
+    if data.empty:
+        counts = Counter(p.status for p in results.points)
+        summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none"
+        raise MmbenchError(f"no measured points to plot in {where or 'the results'} (points: {summary})")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MmbenchError(f"{out_dir}: cannot create the plot directory ({exc.strerror})") from None
+    written: list[Path] = []
+    with plt.rc_context(RC):
+        for name, fig in figures(data):
+            path = out_dir / f"{name}.{fmt}"
+            _save(fig, path, fmt)
+            written.append(path)
+    return written
