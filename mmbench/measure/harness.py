@@ -57,16 +57,28 @@ class HarnessOptions:
 
 
 @lru_cache(maxsize=64)
+def estimated_source_bytes_per_image(spec: SourceSpec) -> float:
+    """A quick estimate for points preflight refuses: the compression ratio of a small source of
+    the same kind, scaled to the full size (no full-size image is made)."""
+    small = SourceSpec(min(spec.width, 256), min(spec.height, 256), spec.fmt, spec.content, spec.seed)
+    ratio = len(make_source(small, 10_000, 0, 0)) / (small.width * small.height * 3)
+    return ratio * spec.width * spec.height * 3
+
+
+@lru_cache(maxsize=64)
 def source_bytes_per_image(spec: SourceSpec) -> float:
     """The model's source-size input: the mean encoded size of a few sources of this spec."""
     sizes = [len(make_source(spec, 10_000 + i, 0, 0)) for i in range(SOURCE_SAMPLES)]
     return sum(sizes) / len(sizes)
 
 
-def prediction_for(config: PointConfig) -> tuple[float, Prediction]:
+def _spec(config: PointConfig) -> SourceSpec:
     w, h = config.image_wh
-    spec = SourceSpec(w, h, config.image_format, config.content, config.seed)
-    per_image = source_bytes_per_image(spec)
+    return SourceSpec(w, h, config.image_format, config.content, config.seed)
+
+
+def prediction_for(config: PointConfig) -> tuple[float, Prediction]:
+    per_image = source_bytes_per_image(_spec(config))
     return per_image, predict(config, per_image)
 
 
@@ -192,7 +204,8 @@ def measure_point(config: PointConfig, repeat: int = 0, options: HarnessOptions 
     if not opts.force:
         quick = preflight(config)  # no source sampling: refuses the hopeless at once
         if not quick.fits:
-            return _record(config, repeat, 0.0, predict(config, 0.0), "skipped", quick.reason)
+            estimate = estimated_source_bytes_per_image(_spec(config))
+            return _record(config, repeat, estimate, predict(config, estimate), "skipped", quick.reason)
     per_image, pred = prediction_for(config)
     if not opts.force:
         check = preflight(config, per_image)

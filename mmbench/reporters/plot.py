@@ -25,6 +25,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
@@ -327,7 +328,7 @@ def _draw_retained(data: PlotData, colours: dict[str, str]) -> Figure | None:
             ax.errorbar(s.k, med, yerr=[lo, hi], ls="none", marker="o", ms=size["ms"], color=c, capsize=4)
         hollow: dict[str, Any] = {"mfc": "white", "mec": c, "mew": 1.8}
         ax.plot(s.extrapolated_k, s.extrapolated, ls="none", marker="o", ms=size["ms"], **hollow)
-    ax.set_xticks(sorted({k for s in data.retained for k in (*s.k, *s.extrapolated_k, *s.predicted_k)}))
+    _k_axis(ax, sorted({k for s in data.retained for k in (*s.k, *s.extrapolated_k, *s.predicted_k)}))
     ax.set_xlabel("K (concurrent rollouts)")
     ax.set_ylabel("retained above baseline (GiB)")
     ax.set_ylim(bottom=0)
@@ -419,7 +420,7 @@ def _draw_peak(data: PlotData, colours: dict[str, str]) -> Figure | None:
                 s.k, [float("nan") if y is None else y for y in ys], ls=ls, marker=marker, color=c, lw=1.8
             )
         ax.set_title(s.mode, color=c, fontweight="bold")
-        ax.set_xticks(sorted({k for p in data.peak for k in p.k}))
+        _k_axis(ax, sorted({k for p in data.peak for k in p.k}))
         ax.set_ylim(bottom=0)
     for ax in flat[n:]:
         ax.set_visible(False)
@@ -471,6 +472,14 @@ def _save(fig: Figure, path: Path, fmt: str) -> None:
         plt.close(fig)
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
+
+
+def _k_axis(ax: Axes, ks: list[int]) -> None:
+    """K on a linear axis, or a log2 one when K spans more than 16x (4..256 would crowd the left)."""
+    if ks and ks[0] > 0 and ks[-1] / ks[0] > 16:
+        ax.set_xscale("log", base=2)
+        ax.minorticks_off()
+    ax.set_xticks(ks, [str(k) for k in ks])
 
 
 def plot_results(

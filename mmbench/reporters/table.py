@@ -35,7 +35,9 @@ def _count(g: PointGroup, metric: str) -> str:
 
 def sweep_table(records: list[PointRecord], title: str | None = None) -> Table:
     """One row per point (repeats folded into median and range): measured beside predicted."""
-    table = Table(title=title, header_style="bold", caption=SWEEP_CAPTION, caption_justify="left")
+    table = Table(
+        title=title, header_style="bold", caption=SWEEP_CAPTION, caption_justify="left", highlight=False
+    )
     for name in (
         "mode",
         "K",
@@ -50,12 +52,18 @@ def sweep_table(records: list[PointRecord], title: str | None = None) -> Table:
         "s",
     ):
         table.add_column(name, justify="left" if name == "mode" else "right", no_wrap=True)
+    notes: list[str] = []
     for g in group(records):
         c = g.config
         wall = g.stat("wall_s")
         cells = [c.mode, str(c.rollouts)]
         if not g.ok_records:
-            cells += [f"[red]{g.status}[/red]: {(g.causes or ['-'])[0][:70]}"] + [""] * 8
+            # Not measured: the status in place of the figures, the cause as a numbered note below.
+            notes.append(f"[{len(notes) + 1}] {c.mode} K={c.rollouts}: {(g.causes or ['-'])[0]}")
+            first = g.records[0]
+            live = fmt_in(first.retained_live_bytes) if g.status == "extrapolated" else "-"
+            cells += [f"{live} ({g.status} [{len(notes)}])", fmt_in(first.predicted_retained_bytes)]
+            cells += [""] * 7
         else:
             cells += [
                 fmt_stat(g.stat("retained_live_bytes")),
@@ -69,6 +77,8 @@ def sweep_table(records: list[PointRecord], title: str | None = None) -> Table:
                 "-" if wall is None else f"{wall.median:.0f}",
             ]
         table.add_row(*cells)
+    if notes:
+        table.caption = "\n".join([SWEEP_CAPTION, *notes])
     return table
 
 
