@@ -15,6 +15,8 @@ from mmbench.world.geometry import DEFAULT_MODEL, get_geometry, parse_image_size
 from mmbench.world.images import CONTENTS, IMAGE_FORMATS
 
 MAX_ROLLOUTS = 100_000
+TRIM_POLICIES = ("off", "auto", "always")
+DTYPES = ("float32", "bfloat16")
 MAX_TURNS = 10_000
 
 
@@ -37,6 +39,18 @@ class PointConfig:
     text_tokens_per_turn: int = 32
     completion_tokens: int = 16
     seed: int = 0
+    # --- engine faults (each off at its default)
+    engine_evict_rate: float = 0.0  # each cached item dropped with this probability per request
+    engine_restart_every: int = 0  # the engine process restarts after every N requests
+    engine_error_rate: float = 0.0  # this fraction of requests answered with HTTP 500
+    engine_delay_ms: float = 0.0  # added to every request, so that many are in flight at once
+    retry_budget: int = 8  # client retries of a failed request (not counting the hash-only resend)
+    # --- the knobs real clients turn
+    max_inflight_builds: int = 0  # cap on concurrent full-payload builds; 0 = no cap
+    trim_after_build: str = "off"  # gc.collect() + malloc_trim(0) after a build: auto, always, off
+    malloc_arena_max: int = 0  # MALLOC_ARENA_MAX for the worker; 0 = glibc's default
+    malloc_mmap_threshold: int = 0  # MALLOC_MMAP_THRESHOLD_ (bytes) for the worker; 0 = dynamic
+    dtype: str = "float32"  # pixel_values dtype: float32 or bfloat16
 
     def __post_init__(self) -> None:
         validate(self)
@@ -116,6 +130,24 @@ def validate(c: PointConfig) -> None:
     if c.codec not in CODECS:
         raise MmbenchError(f"unknown codec {c.codec!r}; choose one of: {', '.join(CODECS)}")
     parse_image_size(c.image_size)
+    for name in ("engine_evict_rate", "engine_error_rate"):
+        rate = getattr(c, name)
+        if not 0.0 <= rate <= 1.0:
+            raise MmbenchError(f"{name} must be a probability between 0 and 1, got {rate}")
+    _at_least("engine_restart_every", c.engine_restart_every, 0)
+    if not 0.0 <= c.engine_delay_ms <= 60_000:
+        raise MmbenchError(f"engine_delay_ms must be between 0 and 60000, got {c.engine_delay_ms}")
+    _at_least("retry_budget", c.retry_budget, 0, 100)
+    _at_least("max_inflight_builds", c.max_inflight_builds, 0, 10_000)
+    if c.trim_after_build not in TRIM_POLICIES:
+        raise MmbenchError(
+            f"unknown trim_after_build {c.trim_after_build!r}; choose one of: {', '.join(TRIM_POLICIES)}"
+        )
+    _at_least("malloc_arena_max", c.malloc_arena_max, 0, 1024)
+    # glibc refuses a fixed mmap threshold above HEAP_MAX_SIZE / 2 (32 MiB on 64-bit)
+    _at_least("malloc_mmap_threshold", c.malloc_mmap_threshold, 0, 32 * MIB)
+    if c.dtype not in DTYPES:
+        raise MmbenchError(f"unknown dtype {c.dtype!r}; choose one of: {', '.join(DTYPES)}")
 
 
 __all__ = ["MODES", "PointConfig", "coerce", "field_names", "validate"]

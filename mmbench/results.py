@@ -21,7 +21,7 @@ from typing import Any
 from mmbench.config import PointConfig, field_names
 from mmbench.errors import MmbenchError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 RESULTS_JSON = "results.json"
 RESULTS_CSV = "results.csv"
 POINTS_LOG = "points.jsonl"
@@ -48,6 +48,16 @@ class PointRecord:
     text_tokens_per_turn: int
     completion_tokens: int
     seed: int
+    engine_evict_rate: float
+    engine_restart_every: int
+    engine_error_rate: float
+    engine_delay_ms: float
+    retry_budget: int
+    max_inflight_builds: int
+    trim_after_build: str
+    malloc_arena_max: int
+    malloc_mmap_threshold: int
+    dtype: str
     repeat: int = 0
     status: str = "ok"
     cause: str | None = None
@@ -86,6 +96,7 @@ class PointRecord:
     renderer_cache_hits: int | None = None
     renderer_cache_misses: int | None = None
     rederived: int | None = None
+    trims_after_build: int | None = None  # gc + malloc_trim runs the trim_after_build knob made
     # --- the engine
     engine_rss_bytes: int | None = None
     engine_cache_bytes: int | None = None
@@ -102,8 +113,8 @@ class PointRecord:
     retained_ratio: float | None = None  # retained_live_bytes / predicted_retained_bytes
     shipped_ratio: float | None = None  # bytes_shipped / predicted_bytes_shipped
     # --- allocator and tools
-    malloc_mmap_threshold: str | None = None
-    malloc_arena_max: str | None = None
+    env_malloc_mmap_threshold: str | None = None  # as the worker saw them in its environment
+    env_malloc_arena_max: str | None = None
     glibc: str | None = None
     memray_peak_bytes: int | None = None
     # --- time
@@ -158,8 +169,29 @@ def _v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
     return dict(data, schema_version=2, points=points)
 
 
+# v3 added engine faults and the client knobs as point parameters; v2 points ran with them off.
+_V3_DEFAULTS: dict[str, Any] = {
+    "engine_evict_rate": 0.0, "engine_restart_every": 0, "engine_error_rate": 0.0, "engine_delay_ms": 0.0,
+    "retry_budget": 8, "max_inflight_builds": 0, "trim_after_build": "off", "malloc_arena_max": 0,
+    "malloc_mmap_threshold": 0, "dtype": "float32",
+}  # fmt: skip
+
+
+def _v2_point(p: dict[str, Any]) -> dict[str, Any]:
+    out = dict(p)
+    # v2 recorded the worker's environment under the names that are now the knobs
+    out["env_malloc_mmap_threshold"] = out.pop("malloc_mmap_threshold", None)
+    out["env_malloc_arena_max"] = out.pop("malloc_arena_max", None)
+    return {**_V3_DEFAULTS, **out}
+
+
+def _v2_to_v3(data: dict[str, Any]) -> dict[str, Any]:
+    points = [_v2_point(p) if isinstance(p, dict) else p for p in data.get("points", [])]
+    return dict(data, schema_version=3, points=points)
+
+
 # schema_version -> the function that lifts such a file one version up.
-MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2}
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2, 2: _v2_to_v3}
 
 
 def migrate(data: dict[str, Any]) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from typing import Annotated, Any, ParamSpec, TypeVar, get_type_hints
 import typer
 from rich.console import Console
 
-from mmbench.config import PointConfig
+from mmbench.config import PointConfig, field_names
 from mmbench.errors import MmbenchError
 from mmbench.transports.registry import MODES
 from mmbench.units import parse_size
@@ -112,6 +112,30 @@ Codec = Annotated[
 ]
 Seed = Annotated[str | None, typer.Option(help="seed of images and tokens (default 0)", show_default=False)]
 
+
+def _opt(text: str) -> Any:
+    return typer.Option(help=text, show_default=False)
+
+
+EngineEvictRate = Annotated[
+    str | None, _opt("fault: drop each cached engine item with this probability per request (0)")
+]
+EngineRestartEvery = Annotated[
+    str | None, _opt("fault: restart the engine process after every N requests (0 = never)")
+]
+EngineErrorRate = Annotated[str | None, _opt("fault: answer this fraction of requests with HTTP 500 (0)")]
+EngineDelayMs = Annotated[str | None, _opt("fault: delay every engine request by this many ms (0)")]
+RetryBudget = Annotated[str | None, _opt("client retries of a failed request before the rollout fails (8)")]
+MaxInflightBuilds = Annotated[str | None, _opt("knob: cap on concurrent full-payload builds, 0 = no cap (0)")]
+TrimAfterBuild = Annotated[
+    str | None, _opt("knob: gc + malloc_trim after a build: auto (RSS grew >= 64 MB), always, off (off)")
+]
+MallocArenaMax = Annotated[str | None, _opt("knob: MALLOC_ARENA_MAX for the worker, 0 = glibc default (0)")]
+MallocMmapThreshold = Annotated[
+    str | None, _opt("knob: MALLOC_MMAP_THRESHOLD_ bytes for the worker, 0 = dynamic (0)")
+]
+Dtype = Annotated[str | None, _opt("knob: pixel_values dtype: float32, bfloat16 (float32)")]
+
 MaxMemory = Annotated[
     str | None,
     typer.Option(
@@ -139,13 +163,8 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-FLAG_FIELDS = {
-    "mode": "mode", "rollouts": "rollouts", "turns": "turns", "images_per_turn": "images_per_turn",
-    "image_size": "image_size", "model": "model", "image_format": "image_format", "content": "content",
-    "pool_size": "pool_size", "image_cache_max": "image_cache_max", "engine_cache_gb": "engine_cache_gb",
-    "engine_max_body_mb": "engine_max_body_mb",
-    "sent_hashes_max": "sent_hashes_max", "codec": "codec", "seed": "seed",
-}  # fmt: skip
+# Every point parameter is a flag of the same name (`--image-size` for image_size), and a scenario key.
+FLAG_FIELDS = {name: name for name in field_names()}
 _FIELD_TYPES = get_type_hints(PointConfig)
 
 

@@ -32,6 +32,16 @@ def run(
     sent_hashes_max: c.SentHashesMax = None,
     codec: c.Codec = None,
     seed: c.Seed = None,
+    engine_evict_rate: c.EngineEvictRate = None,
+    engine_restart_every: c.EngineRestartEvery = None,
+    engine_error_rate: c.EngineErrorRate = None,
+    engine_delay_ms: c.EngineDelayMs = None,
+    retry_budget: c.RetryBudget = None,
+    max_inflight_builds: c.MaxInflightBuilds = None,
+    trim_after_build: c.TrimAfterBuild = None,
+    malloc_arena_max: c.MallocArenaMax = None,
+    malloc_mmap_threshold: c.MallocMmapThreshold = None,
+    dtype: c.Dtype = None,
     json_out: Annotated[
         Path | None, typer.Option("--json", help="write the point as a results file (same schema as sweep)")
     ] = None,

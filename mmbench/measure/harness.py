@@ -37,7 +37,7 @@ WATCH_INTERVAL_S = 0.02
 WORKER_FIELDS = (
     "rss_baseline_bytes", "rss_peak_bytes", "rss_retained_bytes", "rss_retained_trimmed_bytes",
     "rss_released_bytes", "rss_released_trimmed_bytes", "uss_retained_bytes", "peak_method",
-    "memray_peak_bytes", "rollout_wall_s",
+    "memray_peak_bytes", "rollout_wall_s", "trims_after_build",
 )  # fmt: skip
 SOURCE_SAMPLES = 4
 
@@ -80,6 +80,17 @@ def _spec(config: PointConfig) -> SourceSpec:
 def prediction_for(config: PointConfig) -> tuple[float, Prediction]:
     per_image = source_bytes_per_image(_spec(config))
     return per_image, predict(config, per_image)
+
+
+def worker_env(config: PointConfig) -> dict[str, str]:
+    """The worker's environment: ours, with the allocator knobs of the point set (glibc reads them
+    at start-up, so they must be set before the worker process exists)."""
+    env = dict(os.environ)
+    if config.malloc_arena_max:
+        env["MALLOC_ARENA_MAX"] = str(config.malloc_arena_max)
+    if config.malloc_mmap_threshold:
+        env["MALLOC_MMAP_THRESHOLD_"] = str(config.malloc_mmap_threshold)
+    return env
 
 
 def default_max_memory() -> int:
@@ -187,8 +198,8 @@ def _record(
             rederived=tot["rederived"],
             retained_ratio=live / pred.retained_bytes if pred.retained_bytes else None,
             shipped_ratio=tot["bytes_shipped"] / pred.bytes_shipped if pred.bytes_shipped else None,
-            malloc_mmap_threshold=alloc["malloc_mmap_threshold"],
-            malloc_arena_max=alloc["malloc_arena_max"],
+            env_malloc_mmap_threshold=alloc["malloc_mmap_threshold"],
+            env_malloc_arena_max=alloc["malloc_arena_max"],
             glibc=alloc["glibc"],
         )
         if tot["failed_rollouts"]:
@@ -233,6 +244,7 @@ def measure_point(config: PointConfig, repeat: int = 0, options: HarnessOptions 
                 proc = subprocess.Popen(
                     [sys.executable, "-m", "mmbench.measure.worker", str(job), str(out), str(os.getpid())],
                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err_file,
+                    env=worker_env(config),
                 )  # fmt: skip
                 try:
                     if opts.on_worker_start:

@@ -10,24 +10,11 @@ from dataclasses import dataclass
 
 import psutil
 
+from mmbench.procmem import _status_kb, libc, malloc_trim, rss_bytes
+
+__all__ = ["malloc_trim", "rss_bytes"]
+
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-
-
-def _status_kb(field: str) -> int | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
-
-
-def rss_bytes() -> int:
-    """Resident set size now (VmRSS), falling back to psutil off Linux."""
-    value = _status_kb("VmRSS")
-    return value if value is not None else psutil.Process().memory_info().rss
 
 
 def hwm_bytes() -> int | None:
@@ -52,20 +39,6 @@ def uss_bytes() -> int | None:
         return None
 
 
-_libc: ctypes.CDLL | None = None
-
-
-def malloc_trim() -> bool:
-    """glibc malloc_trim(0): give freed heap pages back to the kernel. False off glibc."""
-    global _libc
-    try:
-        if _libc is None:
-            _libc = ctypes.CDLL("libc.so.6")
-        return bool(_libc.malloc_trim(0))
-    except (OSError, AttributeError):
-        return False
-
-
 M_TRIM_THRESHOLD = -1
 _ARENA_PROBE_THREADS = 64  # more than glibc's arena cap on this machine kind (8 x cores)
 _ARENA_PROBE_BYTES = 1 << 18  # >= FASTBIN_CONSOLIDATION_THRESHOLD, so free() runs heap_trim
@@ -84,22 +57,19 @@ def deep_trim(freeze_thresholds: bool = True) -> bool:
     large block was freed, while the trim threshold is still glibc's 128 KiB default) the arenas are
     trimmed at the current threshold and nothing is changed.
     """
-    global _libc
     try:
-        if _libc is None:
-            _libc = ctypes.CDLL("libc.so.6")
-        libc = _libc
-        libc.malloc.restype = ctypes.c_void_p
-        libc.free.argtypes = [ctypes.c_void_p]
+        lib = libc()
+        lib.malloc.restype = ctypes.c_void_p
+        lib.free.argtypes = [ctypes.c_void_p]
         if freeze_thresholds:
-            libc.mallopt(M_TRIM_THRESHOLD, 0)
+            lib.mallopt(M_TRIM_THRESHOLD, 0)
     except (OSError, AttributeError):
         return malloc_trim()
     barrier = threading.Barrier(_ARENA_PROBE_THREADS)
 
     def touch_arena() -> None:
         barrier.wait()  # all alive at once: each thread takes a different free arena
-        libc.free(libc.malloc(_ARENA_PROBE_BYTES))
+        lib.free(lib.malloc(_ARENA_PROBE_BYTES))
         barrier.wait()
 
     threads = [threading.Thread(target=touch_arena) for _ in range(_ARENA_PROBE_THREADS)]

@@ -132,6 +132,8 @@ def measure(
             "glibc": probes.glibc_version(),
         },
         "memray_peak_bytes": memray_peak,
+        "trims_after_build": world.trims,
+        "turn_ends": world.turn_ends,
         "rollout_wall_s": rollout_wall,
         "worker_wall_s": time.perf_counter() - t0,
     }

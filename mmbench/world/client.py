@@ -26,8 +26,10 @@ def build_body(
     sidecar: MultiModalData,
     full_mask: list[bool],
     max_tokens: int,
+    dtype: str = "float32",
 ) -> bytes:
-    """The exact request body bytes for this turn. Items with full_mask True must carry pixels."""
+    """The exact request body bytes for this turn. Items with full_mask True must carry pixels
+    (of `dtype`: float32, or bfloat16 held as its uint16 bits)."""
     kwargs: list[str | None] = [None] * len(sidecar)
     full = [i for i, f in enumerate(full_mask) if f]
     if full:
@@ -42,7 +44,7 @@ def build_body(
         for i, pv in zip(full, pixel_arrays, strict=True):
             rows = pv.shape[0]
             part = batch[offset : offset + rows].numpy()
-            raw = encode_item(part, "float32", sidecar.items[i].image_grid_thw)
+            raw = encode_item(part, dtype, sidecar.items[i].image_grid_thw)
             kwargs[i] = codec.b64encode(raw).decode("ascii")
             del raw
             offset += rows

@@ -9,6 +9,9 @@ rollout is done (as in an env worker) and are then handed to the caller.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
+import time
 from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +20,7 @@ import httpx
 import numpy as np
 
 from mmbench.config import PointConfig
+from mmbench.procmem import malloc_trim, rss_bytes
 from mmbench.transports.base import Transport
 from mmbench.world.client import EngineReply, build_body, post_generate
 from mmbench.world.codec import Codec, get_codec
@@ -25,6 +29,7 @@ from mmbench.world.images import SourceSpec, SourceStore
 from mmbench.world.renderer import RendererPool
 from mmbench.world.sidecar import MMItem, MultiModalData, Placeholder
 
+TRIM_AUTO_GROWTH = 64 * 1024**2  # trim_after_build=auto: trim when a build grew RSS this much
 IMAGE_PAD_TOKEN = 151_655  # Qwen's <|image_pad|>
 VOCAB = 150_000
 HTTP_TIMEOUT_S = 600.0
@@ -119,6 +124,10 @@ class World:
         w, h = config.image_wh
         self.source_spec = SourceSpec(w, h, config.image_format, config.content, config.seed)
         self.sources = SourceStore(self.source_spec, source_cache)
+        self._gate: asyncio.Semaphore | None = None
+        self.trims = 0  # trim_after_build trims done
+        # (time.monotonic(), rollout, turn) at the end of every turn: the timeline's turn marks
+        self.turn_ends: list[tuple[float, int, int]] = []
 
     def text_tokens(self, rollout: int, turn: int) -> np.ndarray:
         rng = np.random.default_rng([self.config.seed, rollout, turn, 1_000_003])
@@ -143,10 +152,8 @@ class World:
         full_mask: list[bool], c: RolloutCounters, turn_bytes: list[int],
     ) -> tuple[MultiModalData, EngineReply]:  # fmt: skip
         sidecar = await self._with_pixels(conv, sidecar, full_mask, c)
-        body = await asyncio.to_thread(
-            build_body, self.codec, self.config.model, conv.tokens.tolist(), sidecar, full_mask,
-            self.config.completion_tokens,
-        )  # fmt: skip
+        async with self._build_gate():
+            body = await asyncio.to_thread(self._build, conv, sidecar, full_mask)
         c.requests += 1
         c.bytes_shipped += len(body)
         turn_bytes[0] += len(body)
@@ -157,6 +164,24 @@ class World:
         except httpx.HTTPError as exc:
             raise RolloutFailed(f"request failed: {type(exc).__name__}: {exc}") from None
         return sidecar, reply
+
+    def _build(self, conv: Conversation, sidecar: MultiModalData, full_mask: list[bool]) -> bytes:
+        """One payload build, then the trim policy the client runs after it (trim_after_build)."""
+        policy = self.config.trim_after_build
+        before = rss_bytes() if policy == "auto" else 0
+        body = build_body(
+            self.codec, self.config.model, conv.tokens.tolist(), sidecar, full_mask,
+            self.config.completion_tokens, self.config.dtype,
+        )  # fmt: skip
+        if policy == "always" or (policy == "auto" and rss_bytes() - before >= TRIM_AUTO_GROWTH):
+            gc.collect()
+            malloc_trim()
+            self.trims += 1
+        return body
+
+    def _build_gate(self) -> contextlib.AbstractAsyncContextManager[object]:
+        """The cap on concurrent payload builds (max_inflight_builds; 0 is no cap)."""
+        return self._gate if self._gate is not None else contextlib.nullcontext()
 
     async def rollout(self, http: httpx.AsyncClient, url: str, r: int) -> Trajectory:
         cfg = self.config
@@ -203,6 +228,7 @@ class World:
                 conv.tokens.extend(completion)
                 stored = self.transport.stored(sent, mask)
                 steps.append(Step(prompt_len, completion, list(reply.body.get("logprobs", [])), stored))
+                self.turn_ends.append((time.monotonic(), r, t + 1))
                 del sent, sidecar
         except RolloutFailed as exc:
             c.failed, c.failure = True, str(exc)
@@ -214,6 +240,8 @@ class World:
 
     async def run_async(self, url: str) -> list[Trajectory]:
         k = self.config.rollouts
+        n = self.config.max_inflight_builds
+        self._gate = asyncio.Semaphore(n) if n > 0 else None  # bound to this loop
         limits = httpx.Limits(max_connections=k, max_keepalive_connections=k)
         timeout = httpx.Timeout(HTTP_TIMEOUT_S, connect=30.0)
         async with httpx.AsyncClient(limits=limits, timeout=timeout) as http:

@@ -15,7 +15,7 @@ from mmbench.api import load_results, run_point
 from mmbench.cli import app
 from mmbench.config import PointConfig
 from mmbench.measure.harness import HarnessOptions, measure_point
-from mmbench.results import POINTS_LOG, RESULTS_CSV, RESULTS_JSON, load
+from mmbench.results import POINTS_LOG, RESULTS_CSV, RESULTS_JSON, SCHEMA_VERSION, load
 from mmbench.scenarios import parse_scenario
 from mmbench.sweep import run_sweep
 
@@ -101,7 +101,7 @@ def test_sweep_through_the_cli_writes_the_results_directory(tmp_path: Path) -> N
     assert result.exit_code == 0, result.stderr
     assert "tiny" in result.stdout and "ephemeral+hash-only" in result.stdout
     data = json.loads((out_dir / RESULTS_JSON).read_text())
-    assert data["schema_version"] == 1
+    assert data["schema_version"] == SCHEMA_VERSION
     for key in ("python", "numpy", "torch", "cpu_model", "cpu_count", "memory_total_bytes", "kernel",
                 "git_commit", "mmbench", "timestamp_utc"):  # fmt: skip
         assert key in data["environment"], key

@@ -30,7 +30,8 @@ from mmbench.results import (
     to_json,
 )
 
-GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "results_schema_v2.json"
+GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "results_schema_v3.json"
+GOLDEN_V2 = Path(__file__).resolve().parent.parent / "golden" / "results_schema_v2.json"
 GOLDEN_V1 = Path(__file__).resolve().parent.parent / "golden" / "results_schema_v1.json"
 
 # Fixed so that the golden file does not depend on the machine or on PointConfig defaults.
@@ -97,6 +98,16 @@ def _config(**overrides: Any) -> PointConfig:
         "text_tokens_per_turn": 32,
         "completion_tokens": 16,
         "seed": 0,
+        "engine_evict_rate": 0.0,
+        "engine_restart_every": 0,
+        "engine_error_rate": 0.0,
+        "engine_delay_ms": 0.0,
+        "retry_budget": 8,
+        "max_inflight_builds": 0,
+        "trim_after_build": "off",
+        "malloc_arena_max": 0,
+        "malloc_mmap_threshold": 0,
+        "dtype": "float32",
     }
     values.update(overrides)
     assert set(values) == set(field_names())  # a new config field must be added here too
@@ -151,8 +162,8 @@ def _record(config: PointConfig | None = None, repeat: int = 0, **measured: Any)
         "predicted_peak_bytes": 400_000_000,
         "retained_ratio": 1.0126,
         "shipped_ratio": 1.0016,
-        "malloc_mmap_threshold": None,
-        "malloc_arena_max": "2",
+        "env_malloc_mmap_threshold": None,
+        "env_malloc_arena_max": "2",
         "glibc": "glibc 2.36",
         "memray_peak_bytes": None,
         "wall_s": 3.25,
@@ -500,17 +511,18 @@ def test_golden_results_file(tmp_path: Path) -> None:
     assert produced == GOLDEN.read_bytes()
 
 
-def test_a_v1_file_is_migrated_to_the_current_schema(tmp_path: Path) -> None:
-    (tmp_path / RESULTS_JSON).write_text(GOLDEN_V1.read_text())
+@pytest.mark.parametrize("old", [GOLDEN_V1, GOLDEN_V2], ids=["v1", "v2"])
+def test_an_older_file_is_migrated_to_the_current_schema(tmp_path: Path, old: Path) -> None:
+    (tmp_path / RESULTS_JSON).write_text(old.read_text())
     migrated = load(tmp_path)
-    assert migrated.schema_version == SCHEMA_VERSION == 2
-    assert all(p.engine_max_body_mb == 2048 for p in migrated.points)
-    assert load(GOLDEN).points == migrated.points  # v2 golden = the same points, migrated
+    assert migrated.schema_version == SCHEMA_VERSION == 3
+    assert all(p.engine_max_body_mb == 2048 and p.dtype == "float32" for p in migrated.points)
+    assert load(GOLDEN).points == migrated.points  # the current golden = the same points, migrated
 
 
-def test_golden_has_schema_v2_and_required_fields() -> None:
+def test_golden_has_the_current_schema_and_required_fields() -> None:
     data = json.loads(GOLDEN.read_text())
-    assert data["schema_version"] == 2
+    assert data["schema_version"] == 3
     assert data["environment"] == ENVIRONMENT
     assert len(data["points"]) == 2
     for point in data["points"]:

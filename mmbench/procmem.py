@@ -1,0 +1,45 @@
+"""The process's own memory, at the lowest level: RSS from /proc and glibc's malloc_trim.
+
+Shared by the world (the client's trim_after_build knob) and the instrument (mmbench.measure.probes).
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+import psutil
+
+_libc: ctypes.CDLL | None = None
+
+
+def libc() -> ctypes.CDLL:
+    """glibc, loaded once (OSError where there is none)."""
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL("libc.so.6")
+    return _libc
+
+
+def _status_kb(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def rss_bytes() -> int:
+    """Resident set size now (VmRSS), falling back to psutil off Linux."""
+    value = _status_kb("VmRSS")
+    return value if value is not None else psutil.Process().memory_info().rss
+
+
+def malloc_trim() -> bool:
+    """glibc malloc_trim(0): give freed heap pages back to the kernel. False off glibc."""
+    try:
+        return bool(libc().malloc_trim(0))
+    except (OSError, AttributeError):
+        return False
