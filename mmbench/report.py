@@ -11,6 +11,7 @@ from typing import Any
 from mmbench.analysis import Fit, ModeFit, Stat, mode_fits
 from mmbench.config import field_names
 from mmbench.errors import MmbenchError
+from mmbench.ledger import CacheTradeoff, Ledger, cache_tradeoffs, ledger, median_ledger
 from mmbench.results import PointRecord, ResultsFile
 from mmbench.transports.registry import MODES
 
@@ -67,6 +68,10 @@ class ModeSummary:
     shipped_per_rollout: Stat | None  # bytes_shipped / rollouts over every measured point
     retained_ratio: Stat | None  # measured / predicted over every measured point
     shipped_ratio: Stat | None
+    # --- the whole system at the largest measured K (None without engine baseline readings)
+    engine_above_baseline: Stat | None = None  # engine RSS at the end minus its RSS once ready
+    system_total: Stat | None = None  # client retained (the report's metric) + engine above baseline
+    ledger: Ledger | None = None  # each part's median over the repeats
 
     @property
     def heap_gap(self) -> float | None:
@@ -111,10 +116,16 @@ class Report:
     mmbench_version: str | None
     git_commit: str | None
     timestamp_utc: str | None
+    # the hash-only modes against engine_cache_gb, where the results vary it
+    cache_tradeoffs: tuple[CacheTradeoff, ...] = ()
 
     @property
     def has_heap_peak(self) -> bool:
         return any(s.heap_peak is not None for sec in self.sections for s in sec.summaries)
+
+    @property
+    def has_system_total(self) -> bool:
+        return any(s.system_total is not None for sec in self.sections for s in sec.summaries)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -123,6 +134,10 @@ class Report:
         for sec, out in zip(self.sections, data["sections"], strict=True):
             out["params"] = dict(sec.params)
             out["title"] = sec.title
+            for summary, s_out in zip(sec.summaries, out["summaries"], strict=True):
+                s_out["ledger"] = summary.ledger.to_dict() if summary.ledger else None
+        for trade, t_out in zip(self.cache_tradeoffs, data["cache_tradeoffs"], strict=True):
+            t_out["params"] = dict(trade.params)
         return data
 
 
@@ -185,6 +200,9 @@ def _summary(
         ),
         retained_ratio=_field_stat(mine, "retained_ratio"),
         shipped_ratio=_field_stat(mine, "shipped_ratio"),
+        engine_above_baseline=stat_of(ledger(r).engine_above_baseline for r in top),
+        system_total=stat_of(ledger(r).total_with(getattr(r, metric_field)) for r in top),
+        ledger=median_ledger(top),
     )
 
 
@@ -239,4 +257,5 @@ def build_report(results: ResultsFile, metric: str = "live") -> Report:
         mmbench_version=env.get("mmbench"),
         git_commit=env.get("git_commit"),
         timestamp_utc=env.get("timestamp_utc"),
+        cache_tradeoffs=tuple(cache_tradeoffs(records)),
     )

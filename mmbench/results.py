@@ -97,6 +97,12 @@ class PointRecord:
     renderer_cache_misses: int | None = None
     rederived: int | None = None
     trims_after_build: int | None = None  # gc + malloc_trim runs the trim_after_build knob made
+    # --- faults
+    retries: int | None = None  # requests sent again after a 5xx without null slots or a failed connection
+    extra_bytes_shipped: int | None = None  # bytes of resends and retries (beyond a fault-free run)
+    engine_restarts: int | None = None  # engine incarnations started after the first
+    engine_injected_errors: int | None = None  # requests the engine answered 500 by engine_error_rate
+    engine_injected_evictions: int | None = None  # cached items dropped by engine_evict_rate
     # --- the engine
     engine_rss_bytes: int | None = None
     engine_cache_bytes: int | None = None
@@ -105,6 +111,10 @@ class PointRecord:
     engine_cache_hits: int | None = None
     engine_cache_misses: int | None = None
     engine_errors: int | None = None
+    # --- ledger and timeline
+    engine_rss_baseline_bytes: int | None = None  # engine RSS once ready, before the worker starts
+    engine_peak_rss_bytes: int | None = None  # engine VmHWM (or the timeline's peak) during the point
+    timeline_file: str | None = None  # both processes' RSS over time, relative to the results dir
     # --- the model
     source_bytes_per_image: float | None = None
     predicted_retained_bytes: int | None = None
@@ -243,6 +253,7 @@ def atomic_write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        os.fchmod(fd, 0o644)  # mkstemp makes it owner-only; results are meant to be shared
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()

@@ -9,6 +9,20 @@
     image_size = 512
 
 A list makes an axis of the grid; points run grouped by mode, with rollouts innermost.
+
+A grid is a cartesian product, so it cannot say "one parameter at a time". For that, a scenario
+may add variants: an array of tables, each a set of overrides applied on top of the grid above
+(values or lists, validated like the grid's keys), with an optional `name`:
+
+    [[variant]]
+    name = "baseline"                 # no overrides: the grid itself
+    [[variant]]
+    name = "bf16"
+    dtype = "bfloat16"
+
+With variants, the points are each variant's grid in file order (a point that an earlier variant
+already plans is not repeated); without them, the grid alone. Flags given on the command line
+override a key in the grid and in every variant.
 """
 
 from __future__ import annotations
@@ -23,8 +37,9 @@ from mmbench.config import PointConfig, coerce, field_names
 from mmbench.errors import MmbenchError
 
 SCENARIO_VERSION = 1
-META_KEYS = ("version", "description", "repeats", "extrapolate")
+META_KEYS = ("version", "description", "repeats", "extrapolate", "variant")
 MAX_POINTS = 10_000
+MAX_VARIANTS = 100
 
 
 def scenario_dirs() -> list[Path]:
@@ -37,6 +52,17 @@ def scenario_dirs() -> list[Path]:
 
 
 @dataclass(frozen=True, slots=True)
+class Variant:
+    """Overrides applied on top of a scenario's grid (one [[variant]] table)."""
+
+    name: str
+    overrides: dict[str, list[Any]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, **self.overrides}
+
+
+@dataclass(frozen=True, slots=True)
 class Scenario:
     name: str
     description: str
@@ -46,14 +72,33 @@ class Scenario:
     path: str | None = None
     # Points preflight refuses are estimated from a fit over the measured K instead of skipped.
     extrapolate: bool = False
+    # One-knob-at-a-time overrides on top of the grid; empty: the grid alone.
+    variants: tuple[Variant, ...] = ()
 
     def points(self) -> list[PointConfig]:
-        keys = sorted(self.grid, key=_axis_order)
-        combos = itertools.product(*(self.grid[k] for k in keys))
-        return [PointConfig(**dict(zip(keys, values, strict=True))) for values in combos]
+        return [config for _, config in self.labelled_points()]
+
+    def labelled_points(self) -> list[tuple[str | None, PointConfig]]:
+        """Every point with the name of the variant that plans it first (None without variants),
+        in run order: variants in file order, each one's grid grouped by mode, rollouts innermost."""
+        if not self.variants:
+            return [(None, config) for config in _grid_points(self.grid)]
+        out: list[tuple[str | None, PointConfig]] = []
+        seen: set[PointConfig] = set()
+        for variant in self.variants:
+            for config in _grid_points({**self.grid, **variant.overrides}):
+                if config not in seen:
+                    seen.add(config)
+                    out.append((variant.name, config))
+        return out
 
     def with_overrides(self, overrides: dict[str, list[Any]], repeats: int | None = None) -> Scenario:
-        grid = {**self.grid, **{k: _values(k, v, "override") for k, v in overrides.items()}}
+        values = {k: _values(k, v, "override") for k, v in overrides.items()}
+        grid = {**self.grid, **values}
+        # A flag overrides its key everywhere: in the grid and in every variant.
+        variants = tuple(
+            Variant(v.name, {k: x for k, x in v.overrides.items() if k not in values}) for v in self.variants
+        )
         out = Scenario(
             self.name,
             self.description,
@@ -62,14 +107,14 @@ class Scenario:
             self.version,
             self.path,
             self.extrapolate,
+            variants,
         )
         out.check()
         return out
 
     def check(self) -> None:
-        n = 1
-        for values in self.grid.values():
-            n *= len(values)
+        grids = [{**self.grid, **v.overrides} for v in self.variants] or [self.grid]
+        n = sum(_grid_size(g) for g in grids)
         if n * self.repeats > MAX_POINTS:
             raise MmbenchError(
                 f"scenario {self.name}: {n * self.repeats} points is more than {MAX_POINTS}; shrink the grid"
@@ -77,7 +122,7 @@ class Scenario:
         self.points()  # every point is validated before anything runs
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "name": self.name,
             "description": self.description,
             "version": self.version,
@@ -86,6 +131,22 @@ class Scenario:
             "path": self.path,
             "extrapolate": self.extrapolate,
         }
+        if self.variants:
+            out["variants"] = [v.to_dict() for v in self.variants]
+        return out
+
+
+def _grid_points(grid: dict[str, list[Any]]) -> list[PointConfig]:
+    keys = sorted(grid, key=_axis_order)
+    combos = itertools.product(*(grid[k] for k in keys))
+    return [PointConfig(**dict(zip(keys, values, strict=True))) for values in combos]
+
+
+def _grid_size(grid: dict[str, list[Any]]) -> int:
+    n = 1
+    for values in grid.values():
+        n *= len(values)
+    return n
 
 
 def _axis_order(key: str) -> tuple[int, int]:
@@ -125,12 +186,50 @@ def parse_scenario(data: dict[str, Any], name: str, where: str, path: str | None
     if not isinstance(extrapolate, bool):
         raise MmbenchError(f"{where}: extrapolate must be true or false, got {extrapolate!r}")
     grid = {k: _values(k, v, where) for k, v in data.items() if k not in META_KEYS}
-    scenario = Scenario(name, description.strip(), grid, repeats, version, path, extrapolate)
+    variants = _variants(data.get("variant"), grid, where)
+    scenario = Scenario(name, description.strip(), grid, repeats, version, path, extrapolate, variants)
     try:
         scenario.check()
     except MmbenchError as exc:
         raise MmbenchError(f"{where}: {exc}") from None
     return scenario
+
+
+def _variants(raw: Any, grid: dict[str, list[Any]], where: str) -> tuple[Variant, ...]:
+    """The [[variant]] tables: each a name (optional) and point keys overriding the grid."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not raw or not all(isinstance(v, dict) for v in raw):
+        raise MmbenchError(f"{where}: variant must be an array of tables ([[variant]]), each of point keys")
+    if len(raw) > MAX_VARIANTS:
+        raise MmbenchError(f"{where}: {len(raw)} variants is more than {MAX_VARIANTS}")
+    known = field_names()
+    out: list[Variant] = []
+    seen: set[PointConfig] = set()
+    for i, table in enumerate(raw, start=1):
+        name = table.get("name", f"variant {i}")
+        if not isinstance(name, str) or not name.strip():
+            raise MmbenchError(f"{where}: variant {i}: name must be a non-empty string, got {name!r}")
+        name = name.strip()
+        here = f"{where}: variant {name!r}"
+        if any(v.name == name for v in out):
+            raise MmbenchError(f"{here}: the name is used twice; give each variant its own")
+        unknown = sorted(set(table) - {"name", *known})
+        if unknown:
+            raise MmbenchError(f"{here}: unknown key {unknown[0]!r}; known keys: name, {', '.join(known)}")
+        variant = Variant(name, {k: _values(k, v, here) for k, v in table.items() if k != "name"})
+        size = _grid_size({**grid, **variant.overrides})
+        if size > MAX_POINTS:
+            raise MmbenchError(f"{here}: {size} points is more than {MAX_POINTS}; shrink the grid")
+        try:
+            points = _grid_points({**grid, **variant.overrides})
+        except MmbenchError as exc:
+            raise MmbenchError(f"{here}: {exc}") from None
+        if seen.issuperset(points):
+            raise MmbenchError(f"{here}: adds no point that an earlier variant does not already plan")
+        seen.update(points)
+        out.append(variant)
+    return tuple(out)
 
 
 def resolve(name_or_path: str) -> Path:

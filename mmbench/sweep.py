@@ -12,6 +12,7 @@ from mmbench.errors import MmbenchError
 from mmbench.extrapolate import extrapolate
 from mmbench.measure.environment import environment
 from mmbench.measure.harness import HarnessOptions, measure_point
+from mmbench.measure.timeline import TIMELINES_DIR
 from mmbench.results import PointRecord, ResultsFile, append_point, read_points_log, save
 from mmbench.scenarios import Scenario
 
@@ -48,6 +49,8 @@ def run_sweep(
         opts = options or HarnessOptions()
         if opts.source_cache is None:
             opts = replace(opts, source_cache=Path(tmp))
+        if opts.timeline_dir is None and out_dir is not None:
+            opts = replace(opts, timeline_dir=out_dir / TIMELINES_DIR)
         return _run(scenario, out_dir, opts, on_start, on_done, finished or [])
 
 

@@ -8,6 +8,7 @@ import typer
 from mmbench import __version__
 from mmbench.cli.compare import compare
 from mmbench.cli.plot import plot
+from mmbench.cli.profile import profile
 from mmbench.cli.report import report
 from mmbench.cli.run import run
 from mmbench.cli.scenarios import scenarios
@@ -26,6 +27,7 @@ app.command()(sweep)
 app.command()(scenarios)
 app.command()(report)
 app.command()(plot)
+app.command()(profile)
 app.command()(compare)
 
 

@@ -21,7 +21,8 @@ def plot(
     ] = None,
     fmt: Annotated[str, typer.Option("--format", help="file format: png, svg")] = "png",
 ) -> None:
-    """Draw retained memory, bytes shipped and peak against K from a results directory."""
+    """Draw retained memory, bytes shipped and peak against K from a results directory, and, where
+    the results have them, the memory timeline and the engine-cache trade-off."""
     # Imported here, not at the top: matplotlib takes a good part of a second to import, and only
     # this command should pay for it (cli/__init__ imports every command module).
     from mmbench.reporters.plot import check_format, plot_results
@@ -29,5 +30,5 @@ def plot(
     fmt = check_format(fmt)
     results = load(results_dir)
     base = results_dir if results_dir.is_dir() else results_dir.parent
-    for path in plot_results(results, out or base / "plots", fmt, where=str(results_dir)):
+    for path in plot_results(results, out or base / "plots", fmt, where=str(results_dir), results_dir=base):
         typer.echo(str(path))

@@ -11,6 +11,7 @@ from mmbench.cli import common as c
 from mmbench.errors import MmbenchError
 from mmbench.measure.environment import environment
 from mmbench.measure.harness import HarnessOptions, measure_point
+from mmbench.measure.timeline import TIMELINES_DIR
 from mmbench.reporters.table import point_table
 from mmbench.results import ResultsFile, atomic_write, to_json
 
@@ -59,7 +60,12 @@ def run(
         record = measure_point(
             config,
             0,
-            HarnessOptions(memray_dir=memray_dir, force=force, max_memory=c.parse_max_memory(max_memory)),
+            HarnessOptions(
+                memray_dir=memray_dir,
+                force=force,
+                max_memory=c.parse_max_memory(max_memory),
+                timeline_dir=json_out.parent / TIMELINES_DIR if json_out else None,
+            ),
         )
     if record.status == "skipped":
         raise MmbenchError(f"{record.cause}; use a smaller point, or --force to run it anyway")

@@ -15,7 +15,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ import psutil
 from mmbench.config import PointConfig
 from mmbench.measure.model import Prediction, predict
 from mmbench.measure.preflight import preflight
+from mmbench.measure.timeline import TimelineSampler, attach, vmhwm_of
 from mmbench.results import PointRecord
 from mmbench.units import fmt_bytes
 from mmbench.world.engine.app import EngineConfig
@@ -45,6 +46,8 @@ SOURCE_SAMPLES = 4
 @dataclass(frozen=True, slots=True)
 class HarnessOptions:
     memray_dir: Path | None = None
+    # memray also records native (C/C++) frames (mmbench profile --native)
+    memray_native: bool = False
     timeout_s: float = DEFAULT_TIMEOUT_S
     # Encoded sources are kept here and reused by later points of the same sweep.
     source_cache: Path | None = None
@@ -54,6 +57,8 @@ class HarnessOptions:
     max_memory: int | None = None
     # Called with the worker's pid once it is started (tests use it to kill a worker).
     on_worker_start: Callable[[int], None] | None = None
+    # Where each point's memory timeline is saved (None: sampled, not saved).
+    timeline_dir: Path | None = None
 
 
 @lru_cache(maxsize=64)
@@ -165,6 +170,9 @@ def _record(
             engine_cache_hits=engine.get("cache_hits"),
             engine_cache_misses=engine.get("cache_misses"),
             engine_errors=engine.get("errors"),
+            engine_restarts=engine.get("restarts"),
+            engine_injected_errors=engine.get("injected_errors"),
+            engine_injected_evictions=engine.get("injected_evictions"),
         )
     if worker:
         base = worker["rss_baseline_bytes"]
@@ -191,6 +199,8 @@ def _record(
             full_items_sent=tot["full_items_sent"],
             null_items_sent=tot["null_items_sent"],
             fallbacks=tot["fallbacks"],
+            retries=tot.get("retries"),
+            extra_bytes_shipped=tot.get("extra_bytes_shipped"),
             wrong_results=tot["wrong_results"],
             failed_rollouts=tot["failed_rollouts"],
             renderer_cache_hits=tot["renderer_cache_hits"],
@@ -224,8 +234,10 @@ def measure_point(config: PointConfig, repeat: int = 0, options: HarnessOptions 
             return _record(config, repeat, per_image, pred, "skipped", check.reason)
     t0 = time.perf_counter()
     engine_config = EngineConfig(
-        cache_bytes=config.engine_cache_bytes, max_body_bytes=config.engine_max_body_bytes, seed=config.seed
-    )
+        cache_bytes=config.engine_cache_bytes, max_body_bytes=config.engine_max_body_bytes, seed=config.seed,
+        evict_rate=config.engine_evict_rate, error_rate=config.engine_error_rate,
+        delay_ms=config.engine_delay_ms, restart_every=config.engine_restart_every,
+    )  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="mmbench-point-") as tmp:
         job, out, err = Path(tmp, "job.json"), Path(tmp, "out.json"), Path(tmp, "stderr.txt")
         memray_path = None
@@ -235,9 +247,11 @@ def measure_point(config: PointConfig, repeat: int = 0, options: HarnessOptions 
             memray_path.unlink(missing_ok=True)
         with EngineProcess(engine_config) as engine:
             assert engine.url is not None
+            engine_baseline = engine.stats().get("rss_bytes")  # ready, before the worker starts
             job.write_text(json.dumps({
                 "config": config.to_dict(), "url": engine.url,
                 "memray_path": str(memray_path) if memray_path else None,
+                "memray_native": opts.memray_native,
                 "source_cache": str(opts.source_cache) if opts.source_cache else None,
             }))  # fmt: skip
             with open(err, "wb") as err_file:
@@ -246,6 +260,7 @@ def measure_point(config: PointConfig, repeat: int = 0, options: HarnessOptions 
                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err_file,
                     env=worker_env(config),
                 )  # fmt: skip
+                sampler = TimelineSampler(proc.pid, lambda: engine.pid).start()
                 try:
                     if opts.on_worker_start:
                         opts.on_worker_start(proc.pid)
@@ -254,17 +269,27 @@ def measure_point(config: PointConfig, repeat: int = 0, options: HarnessOptions 
                     if proc.poll() is None:
                         proc.kill()
                         proc.wait()
+                    timeline, engine_hwm = sampler.stop(), vmhwm_of(engine.pid)
             engine_stats = engine.stats() if engine.alive() else None
             if engine_stats is None and cause is None:
                 cause = "engine process died during the point"
         wall = time.perf_counter() - t0
+        finish = partial(
+            attach, timeline=timeline, engine_baseline=engine_baseline, engine_hwm=engine_hwm,
+            directory=opts.timeline_dir,
+        )  # fmt: skip
         if cause is not None:
-            return _record(config, repeat, per_image, pred, "failed", cause, engine=engine_stats, wall_s=wall)
+            failed = _record(
+                config, repeat, per_image, pred, "failed", cause, engine=engine_stats, wall_s=wall
+            )
+            return finish(failed, worker=None)
         try:
             worker = json.loads(out.read_text())
         except (OSError, json.JSONDecodeError):
-            return _record(config, repeat, per_image, pred, "failed", "worker wrote no result", wall_s=wall)
-    return _record(config, repeat, per_image, pred, worker=worker, engine=engine_stats, wall_s=wall)
+            failed = _record(config, repeat, per_image, pred, "failed", "worker wrote no result", wall_s=wall)
+            return finish(failed, worker=None)
+    record = _record(config, repeat, per_image, pred, worker=worker, engine=engine_stats, wall_s=wall)
+    return finish(record, worker=worker)
 
 
 def _pid() -> int:

@@ -12,7 +12,7 @@ import json
 import os
 import sys
 import time
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +60,11 @@ def _trimmed(freeze_thresholds: bool) -> int:
 
 
 def measure(
-    config: PointConfig, url: str, memray_path: str | None = None, source_cache: str | None = None
+    config: PointConfig,
+    url: str,
+    memray_path: str | None = None,
+    source_cache: str | None = None,
+    memray_native: bool = False,
 ) -> dict[str, Any]:
     t0 = time.perf_counter()
     cache = Path(source_cache) if source_cache else None
@@ -74,8 +78,11 @@ def measure(
     if memray_path:
         import memray
 
-        tracker = memray.Tracker(memray_path, native_traces=False, follow_fork=False)
-    with tracker:
+        tracker = memray.Tracker(memray_path, native_traces=memray_native, follow_fork=False)
+    # Tracking stops after the retained readings, while the trajectories are still alive, so that the
+    # capture's leaked allocations (alive when tracking stopped) are what the client retains.
+    with ExitStack() as tracking:
+        tracking.enter_context(tracker)
         rss_baseline_raw = _settle()
         rss_baseline = _trimmed(freeze_thresholds=False)
         peak_method = "vmhwm" if probes.reset_peak() else "sampler"
@@ -93,6 +100,7 @@ def measure(
         ledger = account(trajectories, world.pool.cached_items())
         rss_retained_trimmed = _trimmed(freeze_thresholds=True)
         totals = Totals.of(trajectories)
+        tracking.close()
         del trajectories
         rss_released = _settle()
         rss_released_trimmed = _trimmed(freeze_thresholds=True)
@@ -118,6 +126,8 @@ def measure(
             "full_items_sent": totals.full_items_sent,
             "null_items_sent": totals.null_items_sent,
             "fallbacks": totals.fallbacks,
+            "retries": totals.retries,
+            "extra_bytes_shipped": totals.extra_bytes,
             "wrong_results": totals.wrong_results,
             "renderer_cache_hits": totals.cache_hits,
             "renderer_cache_misses": totals.cache_misses,
@@ -145,7 +155,10 @@ def main(argv: list[str] | None = None) -> int:
     job = json.loads(Path(args[0]).read_text())
     config = PointConfig.from_dict(job["config"], where="worker job")
     np.random.seed(config.seed)
-    result = measure(config, job["url"], job.get("memray_path"), job.get("source_cache"))
+    result = measure(
+        config, job["url"], job.get("memray_path"), job.get("source_cache"),
+        bool(job.get("memray_native", False)),
+    )  # fmt: skip
     out = Path(args[1])
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps(result))

@@ -10,8 +10,9 @@ import json
 
 from mmbench.analysis import Stat
 from mmbench.config import field_names
+from mmbench.ledger import LEDGER_NOTE, TOLERANCE, CacheTradeoff, Check, lines
 from mmbench.report import REFERENCE_MODE, Cell, ModeSummary, Report, Row, Section
-from mmbench.units import fmt_bytes, fmt_in
+from mmbench.units import MIB, fmt_bytes, fmt_in
 
 EXTRAPOLATED_MARK = "†"
 INCOMPLETE_MARK = "‡"
@@ -36,6 +37,10 @@ SUMMARY_COLUMNS = (
     "peak GiB", "shipped MiB/rollout", "retained ratio", "shipped ratio",
 )  # fmt: skip
 HEAP_COLUMNS = ("heap peak GiB", "RSS − heap MiB")
+SYSTEM_COLUMNS = (
+    "mode", "K", "client retained GiB", "engine cache GiB", "engine above baseline GiB",
+    "system total GiB", "vs full",
+)  # fmt: skip
 
 
 # --- text shared with the terminal tables ---
@@ -133,6 +138,133 @@ def _ratio(stat: Stat | None) -> str:
     return f"{stat.median:.3f}"
 
 
+# --- the whole system: system total, ledger, engine-cache trade-off ---
+
+
+def system_cells(s: ModeSummary, section: Section) -> list[str]:
+    """One mode's system total at its largest K: client retained (the report's metric) + engine
+    RSS above its baseline, and the factor against full's total."""
+    ref = next((x for x in section.summaries if x.mode == REFERENCE_MODE), None)
+    ratio = "-"
+    ours, theirs = s.system_total, ref.system_total if ref is not None else None
+    if s.mode != REFERENCE_MODE and ours is not None and theirs is not None and ours.median > 0:
+        ratio = fmt_reduction(theirs.median / ours.median)
+    lg = s.ledger
+    return [
+        s.mode,
+        "-" if s.largest_k is None else str(s.largest_k),
+        fmt_gib(s.retained),
+        "-" if lg is None or lg.engine_cache is None else fmt_in(lg.engine_cache, "GiB", 2),
+        fmt_gib(s.engine_above_baseline),
+        fmt_gib(s.system_total),
+        ratio,
+    ]
+
+
+def system_note(report: Report) -> str:
+    return (
+        f"System total = client retained ({report.metric}, as in the table above) + engine RSS above its "
+        "baseline (its RSS once ready, before the worker started), at the largest K measured, median of "
+        "the repeats; vs full: full's total / this mode's. A mode that moves memory from the client into "
+        "the engine shows it here, not in the client's table."
+    )
+
+
+def section_has_ledger(section: Section) -> bool:
+    return any(
+        s.ledger is not None
+        and (s.ledger.client_data is not None or s.ledger.engine_above_baseline is not None)
+        for s in section.summaries
+    )
+
+
+def ledger_header(section: Section) -> list[str]:
+    with_ledger = [s for s in section.summaries if s.ledger is not None]
+    return ["MiB", *(f"{s.mode} (K={s.largest_k})" for s in with_ledger)]
+
+
+def _ledger_mib(value: int | None) -> str:
+    """MiB with one decimal; a part too small for that (descriptors) is not shown as nothing."""
+    if value is None:
+        return "-"
+    if 0 < abs(value) < 0.05 * MIB:
+        return "<0.1" if value > 0 else ">-0.1"
+    return fmt_in(value, "MiB", 1)
+
+
+def _check_text(check: Check | None) -> str:
+    if check is None or check.ratio is None:
+        return "-"
+    return f"{check.ratio:.3f} {'✓' if check.ok else '✗'}"
+
+
+def ledger_rows(section: Section) -> list[list[str]]:
+    """The ledger's lines (rows) by mode (columns), at each mode's largest K; lines no mode has
+    are left out; the two checks last."""
+    ledgers = [s.ledger for s in section.summaries if s.ledger is not None]
+    if not ledgers:
+        return []
+    per_mode = [lines(lg) for lg in ledgers]
+    rows = []
+    for i, line in enumerate(per_mode[0]):
+        values = [ls[i].value for ls in per_mode]
+        if all(v is None for v in values):
+            continue
+        rows.append([line.label, *(_ledger_mib(v) for v in values)])
+    rows.append(["check: client data / live RSS", *(_check_text(lg.client_check) for lg in ledgers)])
+    rows.append(
+        ["check: engine cache / RSS above baseline", *(_check_text(lg.engine_check) for lg in ledgers)]
+    )
+    return rows
+
+
+def ledger_note() -> str:
+    return LEDGER_NOTE + f" ✓ within {TOLERANCE:.0%}, ✗ outside."
+
+
+def tradeoff_heading(trade: CacheTradeoff) -> str:
+    what = "Engine cache trade-off: the hash-only modes against engine_cache_gb"
+    return f"{what} ({trade.title})" if trade.params else what
+
+
+def tradeoff_header(trade: CacheTradeoff) -> list[str]:
+    cols = ["engine_cache_gb"]
+    for mode in trade.modes:
+        cols += [f"{mode} shipped MiB", "÷ ideal", "fallbacks", "engine cache MiB"]
+    return cols
+
+
+def tradeoff_rows(trade: CacheTradeoff) -> list[list[str]]:
+    rows = []
+    for gb in trade.cache_gb:
+        row = [f"{gb:g}"]
+        for mode in trade.modes:
+            p = trade.at(mode, gb)
+            if p is None:
+                row += ["-"] * 4
+                continue
+            shipped = p.bytes_shipped.median
+            ideal = trade.ideal_bytes_shipped
+            row += [
+                fmt_in(shipped, "MiB", 1),
+                "-" if not ideal else f"{shipped / ideal:.2f}",
+                "-" if p.fallbacks is None else f"{p.fallbacks.median:g}",
+                "-" if p.engine_cache_bytes is None else fmt_in(p.engine_cache_bytes.median, "MiB", 1),
+            ]
+        rows.append(row)
+    return rows
+
+
+def tradeoff_note(trade: CacheTradeoff) -> str:
+    ideal, full = trade.ideal_bytes_shipped, trade.full_bytes_shipped
+    return (
+        f"Ideal: {fmt_in(ideal, 'MiB', 1)} MiB, each distinct image shipped once (the model's hash-only "
+        f"prediction with no faults); full would ship {fmt_in(full, 'MiB', 1)} MiB (the model at the same "
+        "point with mode=full). A cache smaller than the working set evicts images the client still "
+        "sends as hashes: each such turn fails once and is resent in full (a fallback)."
+    )
+
+
 def machine_text(report: Report) -> str:
     m = report.machine
     parts = [m.cpu_model or "unknown CPU"]
@@ -221,7 +353,27 @@ def _md_section(report: Report, section: Section, level: str) -> list[str]:
     lines += ["", f"{level}# Per mode" + (f" ({section.title})" if section.params else ""), ""]
     lines += [_md_row(cols), "| " + " | ".join("---" if c == "mode" else "---:" for c in cols) + " |"]
     lines += [_md_row(summary_cells(s, with_heap)) for s in section.summaries]
+    suffix = f" ({section.title})" if section.params else ""
+    if any(s.system_total is not None for s in section.summaries):
+        lines += ["", f"{level}# System total{suffix}", ""]
+        lines += [_md_row(list(SYSTEM_COLUMNS)), _md_sep(list(SYSTEM_COLUMNS))]
+        lines += [_md_row(system_cells(s, section)) for s in section.summaries]
+    if section_has_ledger(section):
+        header = ledger_header(section)
+        lines += ["", f"{level}# Ledger at the largest K{suffix}", "", _md_row(header), _md_sep(header)]
+        lines += [_md_row(r) for r in ledger_rows(section)]
     return [*lines, ""]
+
+
+def _md_sep(header: list[str]) -> str:
+    return "| " + " | ".join("---" if c in ("mode", "MiB") else "---:" for c in header) + " |"
+
+
+def _md_tradeoff(trade: CacheTradeoff, level: str) -> list[str]:
+    header = tradeoff_header(trade)
+    lines = [f"{level} {tradeoff_heading(trade)}", "", _md_row(header), _md_sep(header)]
+    lines += [_md_row(r) for r in tradeoff_rows(trade)]
+    return [*lines, "", tradeoff_note(trade), ""]
 
 
 def render_markdown(report: Report) -> str:
@@ -231,10 +383,16 @@ def render_markdown(report: Report) -> str:
     lines += [fixed_text(report), ""]
     for section in report.sections:
         lines += _md_section(report, section, "###")
+    for trade in report.cache_tradeoffs:
+        lines += _md_tradeoff(trade, "###")
     lines.append(summary_note(report))
     if report.has_heap_peak:
         lines.append("")
         lines.append(HEAP_GAP_NOTE)
+    if report.has_system_total:
+        lines += ["", system_note(report)]
+    if any(section_has_ledger(s) for s in report.sections):
+        lines += ["", ledger_note()]
     lines += ["", f"_{measured_line(report)}_", ""]
     return "\n".join(lines)
 

@@ -6,6 +6,10 @@ functions only draw them. A results file may hold several values of parameters o
 K (image_size, turns, ...): the figures draw the first such combination that has data, in the order
 the points appear, and the subtitle names it and says how many were left out. Figures (b)-(d) show
 measured points only; figure (a) also shows extrapolated ones, hollow.
+
+Two more where the results have the data: the memory timeline (both processes' RSS over the run,
+one panel per mode at its largest K, from the timeline files saved beside the results) and the
+engine-cache trade-off (the hash-only modes against engine_cache_gb, from every combination).
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ from matplotlib.typing import RcKeyType
 from mmbench.analysis import Stat, group, mode_fits
 from mmbench.config import field_names
 from mmbench.errors import MmbenchError
+from mmbench.ledger import CacheTradeoff, cache_tradeoffs
+from mmbench.measure.timeline import load_timeline
 from mmbench.results import PointRecord, ResultsFile
 from mmbench.transports.registry import MODES
 from mmbench.units import GIB, MIB
@@ -117,6 +123,21 @@ class PeakSeries:
 
 
 @dataclass(frozen=True, slots=True)
+class TimelineSeries:
+    """The timeline figure, one mode at its largest K with a timeline file: RSS in GiB over
+    seconds since the worker started."""
+
+    mode: str
+    k: int
+    repeat: int
+    t: list[float]
+    client: list[float]  # NaN where there was no reading
+    engine: list[float]
+    turns: list[int]
+    turn_times: list[float]  # when every rollout had finished that turn
+
+
+@dataclass(frozen=True, slots=True)
 class PlotData:
     scenario: str
     machine: str
@@ -127,10 +148,13 @@ class PlotData:
     shipped: list[ShippedBar]
     per_turn: list[TurnSeries]
     peak: list[PeakSeries]
+    timelines: tuple[TimelineSeries, ...] = ()
+    tradeoff: CacheTradeoff | None = None  # the first, where the results vary engine_cache_gb
+    tradeoff_note: str | None = None  # when there are others, not drawn
 
     @property
     def empty(self) -> bool:
-        return not (self.retained or self.shipped or self.per_turn or self.peak)
+        return not (self.retained or self.shipped or self.per_turn or self.peak or self.tradeoff)
 
 
 def mode_colours(modes: Sequence[str]) -> dict[str, str]:
@@ -270,11 +294,49 @@ def _peak(records: list[PointRecord], modes: list[str]) -> list[PeakSeries]:
     return out
 
 
-def plot_data(results: ResultsFile) -> PlotData:
-    """Every series the figures draw, in axis units, for the first drawable combination."""
+def _gib_or_nan(values: list[int | None]) -> list[float]:
+    return [float("nan") if v is None else v / GIB for v in values]
+
+
+def _timelines(records: list[PointRecord], modes: list[str], results_dir: Path) -> tuple[TimelineSeries, ...]:
+    """Per mode, the timeline of its largest K that has a readable file (the first repeat that
+    does); a missing or damaged file is passed over."""
+    out: list[TimelineSeries] = []
+    for mode in modes:
+        mine = [r for r in records if r.mode == mode and r.ok and r.timeline_file]
+        for r in sorted(mine, key=lambda r: (-r.rollouts, r.repeat)):
+            try:
+                tl = load_timeline(results_dir / str(r.timeline_file))
+            except MmbenchError:
+                continue
+            bounds = tl.turn_boundaries()
+            out.append(
+                TimelineSeries(
+                    mode, r.rollouts, r.repeat, tl.t, _gib_or_nan(tl.client_rss), _gib_or_nan(tl.engine_rss),
+                    [b[0] for b in bounds], [b[1] for b in bounds],
+                )
+            )  # fmt: skip
+            break
+    return tuple(out)
+
+
+def _tradeoff(results: ResultsFile) -> tuple[CacheTradeoff | None, str | None]:
+    trades = cache_tradeoffs(results.points)
+    if not trades:
+        return None, None
+    first = trades[0]
+    if len(trades) == 1:
+        return first, None
+    return first, f"drawn: {first.title} (first of {len(trades)}; the others are not shown)"
+
+
+def plot_data(results: ResultsFile, results_dir: Path | None = None) -> PlotData:
+    """Every series the figures draw, in axis units, for the first drawable combination. With
+    `results_dir`, the timelines saved there are read too."""
     records, note = select(results.points)
     order = {m: i for i, m in enumerate(MODES)}
     modes = sorted({r.mode for r in records}, key=lambda m: (order.get(m, len(order)), m))
+    tradeoff, tradeoff_note = _tradeoff(results)
     return PlotData(
         scenario=str(results.scenario.get("name") or "unnamed scenario"),
         machine=_machine(results.environment),
@@ -285,6 +347,9 @@ def plot_data(results: ResultsFile) -> PlotData:
         shipped=_shipped(records, modes),
         per_turn=_per_turn(records, modes),
         peak=_peak(records, modes),
+        timelines=_timelines(records, modes, results_dir) if results_dir is not None else (),
+        tradeoff=tradeoff,
+        tradeoff_note=tradeoff_note,
     )
 
 
@@ -434,11 +499,125 @@ def _draw_peak(data: PlotData, colours: dict[str, str]) -> Figure | None:
     return fig
 
 
+ENGINE_COLOUR = "#333333"
+
+
+def _draw_timeline(data: PlotData, colours: dict[str, str]) -> Figure | None:
+    if not data.timelines:
+        return None
+    n = len(data.timelines)
+    cols = 1 if n == 1 else 2
+    rows = -(-n // cols)
+    ks = {s.k for s in data.timelines}
+    at = f" at K={next(iter(ks))}" if len(ks) == 1 else " at each mode's largest K"
+    fig, axes = _figure(
+        data,
+        f"Memory over time{at}: client and engine RSS",
+        nrows=rows,
+        ncols=cols,
+        sharey=True,
+        squeeze=False,
+    )
+    flat = list(axes.flat)
+    for ax, s in zip(flat, data.timelines, strict=False):
+        c = colours[s.mode]
+        for i, (turn, when) in enumerate(zip(s.turns, s.turn_times, strict=True)):
+            ax.axvline(when, color="#666666", lw=0.8, ls=":", alpha=0.6, zorder=1)
+            # Turn numbers along the top, every one when there are few, else every few.
+            step = max(1, len(s.turns) // 8)
+            if i % step == 0 or turn == s.turns[-1]:
+                ax.text(when, 1.0, str(turn), transform=ax.get_xaxis_transform(), ha="center",
+                        va="bottom", fontsize=8, color="#777777")  # fmt: skip
+        total = [a + b for a, b in zip(s.client, s.engine, strict=True)]
+        ax.plot(s.t, total, color="#BBBBBB", lw=1.0, zorder=2)
+        ax.plot(s.t, s.engine, color=ENGINE_COLOUR, lw=1.4, ls="--", zorder=3)
+        ax.plot(s.t, s.client, color=c, lw=1.6, zorder=4)
+        title = s.mode if len(ks) == 1 else f"{s.mode} (K={s.k})"
+        ax.set_title(title, color=c, fontweight="bold", pad=14)
+        ax.set_ylim(bottom=0)
+        ax.set_xlim(left=0)
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    for ax in flat[max(0, n - cols) : n]:
+        ax.set_xlabel("seconds since the worker started")
+    fig.supylabel("RSS (GiB)")
+    keys = [
+        Line2D([], [], color="#444444", lw=1.6, label="client (worker) RSS, in the mode's colour"),
+        Line2D([], [], color=ENGINE_COLOUR, lw=1.4, ls="--", label="engine RSS"),
+        Line2D([], [], color="#BBBBBB", lw=1.0, label="client + engine"),
+        Line2D([], [], color="#666666", lw=0.8, ls=":", alpha=0.6, label="every rollout finished turn n"),
+    ]
+    fig.legend(handles=keys, loc="outside lower center", ncols=2)
+    return fig
+
+
+def _draw_tradeoff(data: PlotData, colours: dict[str, str]) -> Figure | None:
+    trade = data.tradeoff
+    if trade is None:
+        return None
+    colours = colours | {m: c for m, c in mode_colours(trade.modes).items() if m not in colours}
+    fig = plt.figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
+    lines = [f"Engine cache trade-off of the hash-only modes — scenario {data.scenario}",
+             f"{data.machine} · {data.setting}"]  # fmt: skip
+    if data.tradeoff_note:
+        lines.append(data.tradeoff_note)
+    fig.suptitle("\n".join(lines))
+    grid = fig.add_gridspec(2, 2, height_ratios=(3, 2))
+    shipped_ax = fig.add_subplot(grid[0, :])
+    fb_ax = fig.add_subplot(grid[1, 0], sharex=shipped_ax)
+    cache_ax = fig.add_subplot(grid[1, 1], sharex=shipped_ax)
+    # The sizes are spread over orders of magnitude and include 0: one evenly spaced slot each.
+    gbs = list(trade.cache_gb)
+    slot = {gb: i for i, gb in enumerate(gbs)}
+    for i, mode in enumerate(trade.modes):
+        pts = [p for gb in gbs if (p := trade.at(mode, gb)) is not None]
+        style: dict[str, Any] = {"color": colours[mode], "marker": _MARKERS[i % len(_MARKERS)], **_layer(i)}
+        shipped_ax.plot([slot[p.engine_cache_gb] for p in pts], [p.bytes_shipped.median / MIB for p in pts],
+                        label=mode, **style)  # fmt: skip
+        fb = [(slot[p.engine_cache_gb], p.fallbacks.median) for p in pts if p.fallbacks is not None]
+        fb_ax.plot([x for x, _ in fb], [y for _, y in fb], **style)
+        cache = [(slot[p.engine_cache_gb], p.engine_cache_bytes.median / MIB)
+                 for p in pts if p.engine_cache_bytes is not None]  # fmt: skip
+        cache_ax.plot([x for x, _ in cache], [y for _, y in cache], **style)
+    if trade.full_bytes_shipped is not None:
+        shipped_ax.axhline(trade.full_bytes_shipped / MIB, color=MODE_COLOURS["full"], ls="--", lw=1.5,
+                           label="full would ship (model)")  # fmt: skip
+    if trade.ideal_bytes_shipped is not None:
+        shipped_ax.axhline(trade.ideal_bytes_shipped / MIB, color="black", ls=":", lw=1.5,
+                           label="ideal: each image once\n(hash-only model, no faults)")  # fmt: skip
+    if trade.working_set_bytes is not None:
+        cache_ax.axhline(
+            trade.working_set_bytes / MIB, color="black", ls=":", lw=1.2, label="working set (model)"
+        )
+    cache_ax.plot(range(len(gbs)), [gb * GIB / MIB for gb in gbs], color="#999999", ls="none", marker="_",
+                  ms=14, mew=1.5, label="capacity")  # fmt: skip
+    tops = [p.engine_cache_bytes.median / MIB for p in trade.points if p.engine_cache_bytes is not None]
+    if trade.working_set_bytes is not None:
+        tops.append(trade.working_set_bytes / MIB)
+    cache_ax.set_ylim(0, max(tops or [1.0]) * 1.25)
+    shipped_ax.set_ylabel("bytes shipped (MiB)")
+    shipped_ax.set_ylim(bottom=0)
+    fb_ax.set_ylabel("fallbacks (resends)")
+    fb_ax.set_ylim(bottom=0)
+    fb_ax.yaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
+    cache_ax.set_ylabel("engine cache (MiB)")
+    cache_ax.legend(loc="upper left", fontsize=9)
+    for ax in (fb_ax, cache_ax):
+        ax.set_xlabel("engine_cache_gb")
+    shipped_ax.set_xticks(range(len(gbs)), [f"{g:g}" for g in gbs])
+    shipped_ax.set_xlim(-0.3, len(gbs) - 0.7)
+    shipped_ax.xaxis.set_tick_params(labelbottom=False)
+    _legend(shipped_ax)
+    return fig
+
+
 FIGURES: tuple[tuple[str, Callable[[PlotData, dict[str, str]], Figure | None]], ...] = (
     ("retained-vs-k", _draw_retained),
     ("shipped-per-rollout", _draw_shipped),
     ("shipped-per-turn", _draw_per_turn),
     ("peak-vs-retained", _draw_peak),
+    ("memory-timeline", _draw_timeline),
+    ("engine-cache", _draw_tradeoff),
 )
 
 
@@ -483,14 +662,20 @@ def _k_axis(ax: Axes, ks: list[int]) -> None:
 
 
 def plot_results(
-    results: ResultsFile, out_dir: Path, fmt: str = "png", *, where: str | None = None
+    results: ResultsFile,
+    out_dir: Path,
+    fmt: str = "png",
+    *,
+    where: str | None = None,
+    results_dir: Path | None = None,
 ) -> list[Path]:
     """Write every figure that has data into `out_dir` as `fmt`; returns the paths written.
 
-    `where` names the results in the error raised when there is nothing to draw.
+    `where` names the results in the error raised when there is nothing to draw; `results_dir`
+    is where the timeline files the records name are read from.
     """
     fmt = check_format(fmt)
-    data = plot_data(results)
+    data = plot_data(results, results_dir)
     if data.empty:
         counts = Counter(p.status for p in results.points)
         summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none"

@@ -5,21 +5,33 @@ from __future__ import annotations
 from rich.table import Table
 from rich.text import Text
 
+from mmbench.ledger import CacheTradeoff
 from mmbench.report import Report, Section
 from mmbench.reporters.markdown import (
     EXTRAPOLATED_MARK,
     HEAP_COLUMNS,
     HEAP_GAP_NOTE,
     SUMMARY_COLUMNS,
+    SYSTEM_COLUMNS,
     fixed_text,
     footnotes,
+    ledger_header,
+    ledger_note,
+    ledger_rows,
     measured_line,
     row_cells,
+    section_has_ledger,
     section_heading,
     summary_cells,
     summary_note,
+    system_cells,
+    system_note,
     table_header,
     title,
+    tradeoff_header,
+    tradeoff_heading,
+    tradeoff_note,
+    tradeoff_rows,
 )
 
 
@@ -76,12 +88,58 @@ def _summary_table(report: Report, section: Section, last: bool) -> Table:
     return table
 
 
+def _system_table(report: Report, section: Section, last: bool) -> Table | None:
+    if not any(s.system_total is not None for s in section.summaries):
+        return None
+    suffix = f" ({section.title})" if section.params else ""
+    table = Table(title=f"System total{suffix}", header_style="bold", title_justify="left")
+    for name in SYSTEM_COLUMNS:
+        table.add_column(name, justify="left" if name == "mode" else "right", overflow="fold")
+    for s in section.summaries:
+        table.add_row(*(Text(c) for c in system_cells(s, section)))
+    if last:
+        table.caption = system_note(report)
+        table.caption_justify = "left"
+    return table
+
+
+def _ledger_table(section: Section, last: bool) -> Table | None:
+    if not section_has_ledger(section):
+        return None
+    suffix = f" ({section.title})" if section.params else ""
+    table = Table(title=f"Ledger at the largest K{suffix}", header_style="bold", title_justify="left")
+    for i, name in enumerate(ledger_header(section)):
+        table.add_column(name, justify="left" if i == 0 else "right", no_wrap=i > 0)
+    for row in ledger_rows(section):
+        table.add_row(*(Text(c) for c in row))
+    if last:
+        table.caption = ledger_note()
+        table.caption_justify = "left"
+    return table
+
+
+def _tradeoff_table(trade: CacheTradeoff) -> Table:
+    table = Table(title=tradeoff_heading(trade), header_style="bold", title_justify="left")
+    for name in tradeoff_header(trade):
+        table.add_column(name, justify="right", overflow="fold")
+    for row in tradeoff_rows(trade):
+        table.add_row(*(Text(c) for c in row))
+    table.caption = tradeoff_note(trade)
+    table.caption_justify = "left"
+    return table
+
+
 def report_tables(report: Report) -> list[Table]:
-    """The title lines, then per section the pull request's table and the per-mode summary; notes
-    in the captions."""
+    """The title lines, then per section the pull request's table and the per-mode summary (with
+    the system total and the ledger where the results have them), then the engine-cache trade-off;
+    notes in the captions."""
     tables = [_head(report)]
     n = len(report.sections)
     for i, section in enumerate(report.sections):
         tables.append(_pr_table(report, section))
-        tables.append(_summary_table(report, section, last=i == n - 1))
+        last = i == n - 1
+        tables.append(_summary_table(report, section, last=last))
+        extra = (_system_table(report, section, last), _ledger_table(section, last))
+        tables += [t for t in extra if t is not None]
+    tables += [_tradeoff_table(trade) for trade in report.cache_tradeoffs]
     return tables

@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.table import Table
 
 from mmbench.analysis import PointGroup, Stat, group, mode_fits
+from mmbench.ledger import ledger, lines
 from mmbench.results import PointRecord
 from mmbench.units import fmt_bytes, fmt_in
 
@@ -124,14 +125,7 @@ PHASES = (
     ("released after malloc_trim", "rss_released_trimmed_bytes"),
     ("USS at retained time", "uss_retained_bytes"),
 )
-LEDGER = (
-    ("stored pixel_values (distinct)", "stored_pixel_bytes"),
-    ("encoded sources", "source_bytes"),
-    ("descriptors and sidecar lists", "descriptor_bytes"),
-    ("tokens, completions, steps", "other_bytes"),
-    ("renderer caches (only holder)", "renderer_cache_only_bytes"),
-    ("live data (sum)", "live_data_bytes"),
-)
+LEDGER_NOTES = {"part": "", "sum": "accounting", "reading": "RSS", "total": ""}
 
 
 def point_table(r: PointRecord) -> Table:
@@ -164,8 +158,11 @@ def point_table(r: PointRecord) -> Table:
         f"method {r.peak_method}; predicted {fmt_bytes(r.predicted_peak_bytes)}",
     )
     table.add_section()
-    for label, key in LEDGER:
-        row(label, getattr(r, key), "accounting")
+    # Where the memory lives, client and engine: the ledger, its checks beside what they compare.
+    for line in lines(ledger(r)):
+        row(line.label, line.value, line.check.text() if line.check else LEDGER_NOTES[line.kind])
+    if r.timeline_file:
+        table.add_row("timeline (RSS over time, mmbench plot)", "", r.timeline_file)
     table.add_section()
     row(
         "bytes shipped",

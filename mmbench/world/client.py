@@ -2,7 +2,8 @@
 
 Full items are built with torch as the real client builds them: `torch.as_tensor` of each item,
 `torch.cat` of all full items (so a request transiently holds the pixels again), then each item
-serialized and base64-encoded into the JSON body (4/3 x), then the body itself.
+serialized and base64-encoded into the JSON body (4/3 x), then the body itself. bfloat16 pixels
+(held as their uint16 bits) go through torch as bfloat16 tensors and ship with dtype "bfloat16".
 """
 
 from __future__ import annotations
@@ -17,6 +18,24 @@ import torch
 from mmbench.world.codec import Codec, encode_item
 from mmbench.world.sidecar import MultiModalData
 from mmbench.world.wire import GENERATE_PATH, request_object
+
+
+def _as_tensor(pv: np.ndarray, dtype: str) -> torch.Tensor:
+    """An item's pixels as the torch tensor the client concatenates (bfloat16 from its uint16 bits)."""
+    if dtype == "bfloat16":
+        if pv.dtype != np.uint16:
+            raise ValueError(f"bfloat16 pixels must be held as uint16 bits, got {pv.dtype}")
+        return torch.as_tensor(pv.view(np.int16)).view(torch.bfloat16)
+    if dtype != "float32" or pv.dtype != np.float32:
+        raise ValueError(f"pixels of dtype {pv.dtype} cannot ship as {dtype!r}")
+    return torch.as_tensor(pv)
+
+
+def _as_numpy(t: torch.Tensor) -> np.ndarray:
+    """A view of a (contiguous) tensor's bytes as numpy: bfloat16 as uint16 bits."""
+    if t.dtype == torch.bfloat16:
+        return t.view(torch.int16).numpy().view(np.uint16)
+    return t.numpy()
 
 
 def build_body(
@@ -39,11 +58,11 @@ def build_body(
             if pv is None:
                 raise ValueError(f"item {i} is shipped in full but carries no pixel_values")
             pixel_arrays.append(pv)
-        batch = torch.cat([torch.as_tensor(pv) for pv in pixel_arrays])
+        batch = torch.cat([_as_tensor(pv, dtype) for pv in pixel_arrays])
         offset = 0
         for i, pv in zip(full, pixel_arrays, strict=True):
             rows = pv.shape[0]
-            part = batch[offset : offset + rows].numpy()
+            part = _as_numpy(batch[offset : offset + rows])
             raw = encode_item(part, dtype, sidecar.items[i].image_grid_thw)
             kwargs[i] = codec.b64encode(raw).decode("ascii")
             del raw

@@ -3,6 +3,11 @@
 As in the real renderer, each instance keeps its own cache keyed by image hash holding the whole
 processor output, FIFO by insertion and bounded by a count (no byte bound). A hit does not reorder
 and still decodes the image (to hash it) but skips preprocessing.
+
+pixel_values are float32 (the processor's output) or, with dtype "bfloat16", cast through torch
+as a client does (`tensor.to(torch.bfloat16)`, round to nearest even) and kept as a numpy uint16
+array of the bfloat16 bits, so that the rest of the world (sidecar, caches, codec, accounting)
+stays numpy. That array owns its buffer: torch writes the converted values straight into it.
 """
 
 from __future__ import annotations
@@ -16,12 +21,14 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from PIL import Image
 
 from mmbench.world.codec import pixel_checksum
 from mmbench.world.geometry import Geometry
 from mmbench.world.sidecar import MMItem
 
+PIXEL_DTYPES = ("float32", "bfloat16")
 # OpenAI CLIP statistics, which the Qwen-VL processors use.
 IMAGE_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)
 IMAGE_STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)
@@ -52,6 +59,27 @@ def preprocess(image: Image.Image, geometry: Geometry) -> tuple[np.ndarray, np.n
     pixel_values = np.ascontiguousarray(patches.reshape(gh * gw, c * t * p * p))
     grid = np.array([layout.grid_thw], dtype=np.int64)
     return pixel_values, grid
+
+
+def to_bfloat16_bits(pixel_values: np.ndarray) -> np.ndarray:
+    """float32 pixels cast to bfloat16 by torch, as a numpy uint16 array of the bits that owns its
+    buffer (torch converts straight into it: no intermediate tensor is kept)."""
+    src = torch.from_numpy(np.ascontiguousarray(pixel_values, dtype=np.float32))
+    out = np.empty(pixel_values.shape, dtype=np.uint16)
+    torch.from_numpy(out.view(np.int16)).view(torch.bfloat16).copy_(src)
+    return out
+
+
+def bfloat16_bits_to_float32(bits: np.ndarray) -> np.ndarray:
+    """The float32 values of bfloat16 bits (exact: bfloat16 is float32's upper half)."""
+    return (bits.astype(np.uint32) << 16).view(np.float32)
+
+
+def pixel_itemsize(dtype: str) -> int:
+    """Bytes per pixel_values element for a dtype name."""
+    if dtype not in PIXEL_DTYPES:
+        raise ValueError(f"unknown pixel dtype {dtype!r}; choose one of: {', '.join(PIXEL_DTYPES)}")
+    return 2 if dtype == "bfloat16" else 4
 
 
 class FifoCache:
@@ -101,8 +129,10 @@ class Rendered:
 
 
 class Renderer:
-    def __init__(self, geometry: Geometry, image_cache_max: int = 32) -> None:
+    def __init__(self, geometry: Geometry, image_cache_max: int = 32, dtype: str = "float32") -> None:
+        pixel_itemsize(dtype)  # validates
         self.geometry = geometry
+        self.dtype = dtype
         self.cache = FifoCache(image_cache_max)
 
     def process(self, source: bytes) -> Rendered:
@@ -113,6 +143,8 @@ class Renderer:
         if cached is not None:
             return Rendered(mm_hash, cached, True)
         pixel_values, grid = preprocess(image, self.geometry)
+        if self.dtype == "bfloat16":
+            pixel_values = to_bfloat16_bits(pixel_values)  # the float32 array is freed here
         item = MMItem(grid, pixel_checksum(pixel_values), pixel_values)
         self.cache.put(mm_hash, item)
         return Rendered(mm_hash, item, False)
@@ -121,10 +153,13 @@ class Renderer:
 class RendererPool:
     """`pool_size` renderers, checked out per render (a lock for one, a queue for several)."""
 
-    def __init__(self, geometry: Geometry, pool_size: int = 1, image_cache_max: int = 32) -> None:
+    def __init__(
+        self, geometry: Geometry, pool_size: int = 1, image_cache_max: int = 32, dtype: str = "float32"
+    ) -> None:
         if pool_size < 1:
             raise ValueError(f"pool_size must be >= 1, got {pool_size}")
-        self.renderers = [Renderer(geometry, image_cache_max) for _ in range(pool_size)]
+        self.dtype = dtype
+        self.renderers = [Renderer(geometry, image_cache_max, dtype) for _ in range(pool_size)]
         # asyncio primitives bind to the loop that first waits on them: made per loop, lazily.
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock: asyncio.Lock | None = None

@@ -33,6 +33,11 @@ TRIM_AUTO_GROWTH = 64 * 1024**2  # trim_after_build=auto: trim when a build grew
 IMAGE_PAD_TOKEN = 151_655  # Qwen's <|image_pad|>
 VOCAB = 150_000
 HTTP_TIMEOUT_S = 600.0
+# A 5xx on a request without null slots, or a failed connection (refused, reset, timed out), is
+# retried up to PointConfig.retry_budget times: the first retry after 10 ms, each next one after
+# twice as long, at most 1 s (the default budget of 8 waits 2.3 s in all, at most ~100 s at 100).
+RETRY_FIRST_S = 0.01
+RETRY_MAX_S = 1.0
 
 
 class RolloutFailed(Exception):
@@ -63,6 +68,8 @@ class RolloutCounters:
     full_items_sent: int = 0
     null_items_sent: int = 0
     fallbacks: int = 0
+    retries: int = 0  # requests sent again after a 5xx without null slots or a failed connection
+    extra_bytes: int = 0  # bytes of resends and retries: beyond what the turns ship without faults
     wrong_results: int = 0
     cache_hits: int = 0
     cache_misses: int = 0
@@ -81,7 +88,7 @@ class Trajectory:
 
 SUM_FIELDS = (
     "requests", "bytes_shipped", "full_items_sent", "null_items_sent", "fallbacks",
-    "wrong_results", "cache_hits", "cache_misses", "rederived",
+    "wrong_results", "cache_hits", "cache_misses", "rederived", "retries", "extra_bytes",
 )  # fmt: skip
 
 
@@ -96,6 +103,8 @@ class Totals:
     cache_hits: int
     cache_misses: int
     rederived: int
+    retries: int
+    extra_bytes: int
     failed_rollouts: int
     bytes_per_turn: list[int]  # summed over rollouts, turn 1..N
     failures: list[str]
@@ -118,7 +127,7 @@ class World:
     def __init__(self, config: PointConfig, transport: Transport, source_cache: Path | None = None) -> None:
         self.config = config
         self.geometry = get_geometry(config.model)
-        self.pool = RendererPool(self.geometry, config.pool_size, config.image_cache_max)
+        self.pool = RendererPool(self.geometry, config.pool_size, config.image_cache_max, config.dtype)
         self.transport = transport
         self.codec: Codec = get_codec(config.codec)
         w, h = config.image_wh
@@ -149,21 +158,47 @@ class World:
 
     async def _ship(
         self, http: httpx.AsyncClient, url: str, conv: Conversation, sidecar: MultiModalData,
-        full_mask: list[bool], c: RolloutCounters, turn_bytes: list[int],
+        full_mask: list[bool], c: RolloutCounters, turn_bytes: list[int], turn: int,
     ) -> tuple[MultiModalData, EngineReply]:  # fmt: skip
+        """Build the body once and post it until it gets an answer the caller acts on.
+
+        An answer < 500, or any error answer to a request with null slots (the caller resends it
+        in full once), is returned. A 5xx without null slots and a failed connection (refused,
+        reset, timed out: an engine restarting) are retried, the same body again, within
+        retry_budget and a bounded exponential backoff; then the rollout fails with the cause.
+        Every send after the turn's first counts as extra bytes (the cost of the faults).
+        """
         sidecar = await self._with_pixels(conv, sidecar, full_mask, c)
         async with self._build_gate():
             body = await asyncio.to_thread(self._build, conv, sidecar, full_mask)
-        c.requests += 1
-        c.bytes_shipped += len(body)
-        turn_bytes[0] += len(body)
-        c.full_items_sent += sum(full_mask)
-        c.null_items_sent += len(full_mask) - sum(full_mask)
-        try:
-            reply = await post_generate(http, url, body, self.codec)
-        except httpx.HTTPError as exc:
-            raise RolloutFailed(f"request failed: {type(exc).__name__}: {exc}") from None
-        return sidecar, reply
+        has_null = not all(full_mask)
+        budget = self.config.retry_budget
+        wait = RETRY_FIRST_S
+        retries = 0
+        while True:
+            c.requests += 1
+            c.bytes_shipped += len(body)
+            if turn_bytes[0]:
+                c.extra_bytes += len(body)
+            turn_bytes[0] += len(body)
+            c.full_items_sent += sum(full_mask)
+            c.null_items_sent += len(full_mask) - sum(full_mask)
+            try:
+                reply = await post_generate(http, url, body, self.codec)
+            except httpx.TransportError as exc:  # connect, read, write, protocol errors, timeouts
+                cause = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            except httpx.HTTPError as exc:
+                raise RolloutFailed(f"turn {turn}: request failed: {type(exc).__name__}: {exc}") from None
+            else:
+                if reply.status < 500 or has_null:
+                    return sidecar, reply
+                cause = f"engine answered {reply.status}: {reply.error}"
+            if retries >= budget:
+                raise RolloutFailed(f"turn {turn}: {cause} (gave up after {retries} retries)")
+            retries += 1
+            c.retries += 1
+            await asyncio.sleep(wait)
+            wait = min(2 * wait, RETRY_MAX_S)
 
     def _build(self, conv: Conversation, sidecar: MultiModalData, full_mask: list[bool]) -> bytes:
         """One payload build, then the trim policy the client runs after it (trim_after_build)."""
@@ -211,14 +246,19 @@ class World:
                 prompt_len = len(conv.tokens)
                 turn_bytes = [0]
                 mask = self.transport.plan(url, cfg.model, hashes)
-                sent, reply = await self._ship(http, url, conv, sidecar, mask, c, turn_bytes)
-                if not reply.ok and not all(mask):
-                    # The engine could not serve a null slot: forget, re-render, resend all once.
+                try:
+                    sent, reply = await self._ship(http, url, conv, sidecar, mask, c, turn_bytes, t + 1)
+                    if not reply.ok and not all(mask):
+                        # The engine could not serve a null slot: forget, re-render, resend all once.
+                        self.transport.on_error(url, cfg.model, hashes)
+                        c.fallbacks += 1
+                        mask = [True] * len(hashes)
+                        sent, reply = await self._ship(http, url, conv, sent, mask, c, turn_bytes, t + 1)
+                except RolloutFailed:
                     self.transport.on_error(url, cfg.model, hashes)
-                    c.fallbacks += 1
-                    mask = [True] * len(hashes)
-                    sent, reply = await self._ship(http, url, conv, sent, mask, c, turn_bytes)
-                c.bytes_per_turn.append(turn_bytes[0])
+                    raise
+                finally:
+                    c.bytes_per_turn.append(turn_bytes[0])
                 if not reply.ok:
                     self.transport.on_error(url, cfg.model, hashes)
                     raise RolloutFailed(f"turn {t + 1}: engine answered {reply.status}: {reply.error}")

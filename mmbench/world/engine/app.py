@@ -5,17 +5,27 @@ the JSON body, base64-decode and deserialize every full item, resolve every null
 the mm-hash cache (or fail with "Expected a cached item for mm_hash ..."), and return a small
 completion plus a checksum of the pixels it resolved for each item, so the client can prove
 that what the engine used is what it meant to send.
+
+Faults, each off by default and seeded from EngineConfig.seed: `evict_rate` drops each cached
+item with that probability at every request, `error_rate` answers that fraction of requests with
+HTTP 500 (after reading the body, before touching the cache), `delay_ms` sleeps in the handler
+(so many requests are in flight at once), and `restart_every` calls `on_quota` once the N-th
+request has been answered (the process entry then exits, and its supervisor restarts it).
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import orjson
 import psutil
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -33,6 +43,18 @@ class EngineConfig:
     max_body_bytes: int = 2 * 1024**3
     completion_tokens: int = 16
     seed: int = 0
+    # --- faults (each off at its default)
+    evict_rate: float = 0.0  # each cached item dropped with this probability per request
+    error_rate: float = 0.0  # this fraction of requests answered with HTTP 500
+    delay_ms: float = 0.0  # slept in the handler of every request
+    restart_every: int = 0  # the process exits after answering this many requests (0 = never)
+
+    def __post_init__(self) -> None:
+        for name in ("evict_rate", "error_rate"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be between 0 and 1, got {getattr(self, name)}")
+        if self.delay_ms < 0 or self.restart_every < 0:
+            raise ValueError("delay_ms and restart_every must be >= 0")
 
 
 @dataclass(slots=True)
@@ -43,6 +65,10 @@ class EngineCounters:
     bytes_received: int = 0
     items_full: int = 0
     items_null: int = 0
+    injected_errors: int = 0
+    injected_evictions: int = 0
+    in_flight: int = 0
+    max_in_flight: int = 0  # most requests being handled at once
     status_counts: dict[str, int] = field(default_factory=dict)
 
 
@@ -60,6 +86,11 @@ class Engine:
         self.cache = MMItemCache(config.cache_bytes)
         self.counters = EngineCounters()
         self._process = psutil.Process()
+        # One stream per fault, so that turning one on does not move the other's draws.
+        self._evict_rng = np.random.default_rng([config.seed, 1])
+        self._error_rng = np.random.default_rng([config.seed, 2])
+        # Called once, after the restart_every-th request has been answered.
+        self.on_quota: Callable[[], None] | None = None
 
     def _count(self, status: int) -> None:
         key = str(status)
@@ -110,19 +141,47 @@ class Engine:
         self.cache.put(mm_hash, item)
         return item
 
+    def _evict_at_random(self) -> None:
+        """The evict fault: every cached item is dropped with probability evict_rate."""
+        rate = self.config.evict_rate
+        keys = self.cache.keys()
+        if rate <= 0 or not keys:
+            return
+        for mm_hash, draw in zip(keys, self._evict_rng.random(len(keys)), strict=True):
+            if draw < rate and self.cache.drop(mm_hash):
+                self.counters.injected_evictions += 1
+
+    def _inject_error(self) -> bool:
+        rate = self.config.error_rate
+        return rate > 0 and bool(self._error_rng.random() < rate)
+
     async def generate(self, request: Request) -> Response:
-        self.counters.requests += 1
+        c = self.counters
+        c.requests += 1
+        number = c.requests
+        c.in_flight += 1
+        c.max_in_flight = max(c.max_in_flight, c.in_flight)
         try:
             response = await self._generate(request)
         except Exception as exc:  # a bug, not bad input: answered, counted, and the engine stays up
             response = _error(500, f"engine error: {type(exc).__name__}: {exc}")
+        finally:
+            c.in_flight -= 1
         self._count(response.status_code)
+        if number == self.config.restart_every and self.on_quota is not None:
+            response.background = BackgroundTask(self.on_quota)  # runs once the answer is sent
         return response
 
     async def _generate(self, request: Request) -> Response:
         body = await self._read_body(request)
         if isinstance(body, Response):
             return body
+        if self.config.delay_ms > 0:
+            await asyncio.sleep(self.config.delay_ms / 1000)
+        if self._inject_error():
+            self.counters.injected_errors += 1
+            return _error(500, f"injected fault: engine_error_rate {self.config.error_rate}")
+        self._evict_at_random()
         try:
             req = parse_request(body)
         except WireError as exc:
@@ -150,6 +209,7 @@ class Engine:
         mem = self._process.memory_info()
         c = self.counters
         return {
+            "pid": os.getpid(),
             "requests": c.requests,
             "ok": c.ok,
             "errors": c.errors,
@@ -163,6 +223,9 @@ class Engine:
             "cache_hits": self.cache.stats.hits,
             "cache_misses": self.cache.stats.misses,
             "cache_evictions": self.cache.stats.evictions,
+            "injected_errors": c.injected_errors,
+            "injected_evictions": c.injected_evictions,
+            "max_in_flight": c.max_in_flight,
             "rss_bytes": mem.rss,
         }
 

@@ -1,5 +1,15 @@
 """Start, check and stop the engine process. It is used only after a readiness check and is
-always stopped, also when the run that needed it fails."""
+always stopped, also when the run that needed it fails.
+
+With `restart_every` > 0 the engine exits by itself after answering every N-th request, and a
+supervisor thread starts the next incarnation on the same port (with an empty cache), counts the
+restart, and folds the exited incarnation's final stats (it writes them to a file before it
+exits) into running sums, so that `stats()` counts every request of the point. The next
+incarnation is started ahead as a standby (imported, waiting for its go before it binds), so a
+restart's outage is the old incarnation's shutdown plus a bind, not an interpreter start-up. An
+incarnation that exits any other way (killed, crashed) is not restarted: the engine is then
+down for good and `failure` says why.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +19,10 @@ import selectors
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -20,6 +32,13 @@ from mmbench.errors import MmbenchError
 from mmbench.world.engine.app import EngineConfig
 
 READY_TIMEOUT_S = 60.0
+# Counters that add up across incarnations; everything else in the stats is the current one's.
+SUMMED_STATS = (
+    "requests", "ok", "errors", "bytes_received", "items_full", "items_null", "cache_hits",
+    "cache_misses", "cache_evictions", "injected_errors", "injected_evictions",
+)  # fmt: skip
+# The engine's states: up (serving, or its incarnation just exited), restarting, down for good, stopped.
+UP, RESTARTING, DOWN, STOPPED = "up", "restarting", "down", "stopped"
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,27 +47,61 @@ class EngineHandle:
     pid: int
 
 
+def _end(proc: subprocess.Popen[bytes] | None, timeout_s: float = 10.0) -> None:
+    """Terminate (then kill) a process if it still runs, reap it, close its pipes."""
+    if proc is None:
+        return
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    for pipe in (proc.stdin, proc.stdout):
+        if pipe is not None:
+            pipe.close()
+
+
 class EngineProcess:
     def __init__(self, config: EngineConfig, ready_timeout_s: float = READY_TIMEOUT_S) -> None:
         self.config = config
         self.ready_timeout_s = ready_timeout_s
         self.proc: subprocess.Popen[bytes] | None = None
         self.url: str | None = None
+        self.port: int | None = None
+        self.restarts = 0  # incarnations started after the first
+        self.failure: str | None = None  # why the engine is down for good
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the process
+        self._dir: tempfile.TemporaryDirectory[str] | None = None  # incarnations' final stats
+        self._stats_paths: dict[int, str] = {}  # pid -> where that incarnation writes them
+        self._spawned = 0
+        self._standby: subprocess.Popen[bytes] | None = None  # the next incarnation, waiting
+        self._cond = threading.Condition()
+        self._state = UP
+        self._stopping = False
+        self._supervisor: threading.Thread | None = None
+        self._folded: dict[str, Any] = {"status_counts": {}}  # sums over exited incarnations
+        self._folded_pids: set[int] = set()
 
     @property
     def pid(self) -> int | None:
-        return self.proc.pid if self.proc else None
+        proc = self.proc
+        return proc.pid if proc else None
 
     def _stderr_tail(self, limit: int = 400) -> str:
-        self._stderr.seek(0)
-        text = self._stderr.read().decode(errors="replace").strip()
+        try:
+            self._stderr.seek(0)
+            text = self._stderr.read().decode(errors="replace").strip()
+            self._stderr.seek(0, os.SEEK_END)  # the children share this offset: keep appending
+        except ValueError:  # closed
+            return "(no output)"
         return text[-limit:].replace("\n", " | ") or "(no output)"
 
-    def _read_handshake(self, deadline: float) -> dict[str, Any]:
-        assert self.proc is not None and self.proc.stdout is not None
+    def _read_handshake(self, proc: subprocess.Popen[bytes], deadline: float) -> dict[str, Any]:
+        assert proc.stdout is not None
         sel = selectors.DefaultSelector()
-        sel.register(self.proc.stdout, selectors.EVENT_READ)
+        sel.register(proc.stdout, selectors.EVENT_READ)
         buf = b""
         try:
             while b"\n" not in buf:
@@ -57,7 +110,7 @@ class EngineProcess:
                     raise MmbenchError(f"engine did not report its port within {self.ready_timeout_s:.0f} s")
                 if not sel.select(timeout=remaining):
                     continue
-                chunk = os.read(self.proc.stdout.fileno(), 4096)
+                chunk = os.read(proc.stdout.fileno(), 4096)
                 if not chunk:
                     raise MmbenchError(f"engine exited before it was ready: {self._stderr_tail()}")
                 buf += chunk
@@ -65,35 +118,79 @@ class EngineProcess:
             sel.close()
         return json.loads(buf.split(b"\n", 1)[0])
 
-    def start(self) -> EngineHandle:
+    def _command(self, port: int, standby: bool) -> tuple[list[str], str | None]:
         cfg = self.config
         cmd = [
             sys.executable, "-m", "mmbench.world.engine",
+            "--port", str(port),
             "--cache-bytes", str(cfg.cache_bytes),
             "--max-body-bytes", str(cfg.max_body_bytes),
             "--seed", str(cfg.seed),
+            "--evict-rate", repr(cfg.evict_rate),
+            "--error-rate", repr(cfg.error_rate),
+            "--delay-ms", repr(cfg.delay_ms),
+            "--restart-every", str(cfg.restart_every),
             "--parent-pid", str(os.getpid()),
         ]  # fmt: skip
-        self.proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._stderr
-        )
+        stats_path = None
+        if self._dir is not None:
+            self._spawned += 1
+            stats_path = str(Path(self._dir.name, f"stats-{self._spawned}.json"))
+            cmd += ["--stats-file", stats_path]
+        if standby:
+            cmd.append("--standby")
+        return cmd, stats_path
+
+    def _spawn(self, port: int, standby: bool = False) -> subprocess.Popen[bytes] | None:
+        """Start an incarnation (a standby waits for its go before it binds); None once stop()
+        has begun. It is registered under the lock, so that stop() always sees what it must end."""
+        with self._cond:
+            if self._stopping:
+                return None
+            cmd, stats_path = self._command(port, standby)
+            proc = subprocess.Popen(
+                cmd, stdin=subprocess.PIPE if standby else subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=self._stderr,
+            )  # fmt: skip
+            if stats_path is not None:
+                self._stats_paths[proc.pid] = stats_path
+            if standby:
+                self._standby = proc
+            else:
+                self.proc = proc
+        return proc
+
+    def _serve(self, proc: subprocess.Popen[bytes]) -> None:
+        """Wait for an incarnation's handshake (its port), then for it to answer /health."""
         deadline = time.monotonic() + self.ready_timeout_s
+        hello = self._read_handshake(proc, deadline)
+        self.port = int(hello["port"])
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._wait_ready(proc, deadline)
+
+    def start(self) -> EngineHandle:
+        if self.config.restart_every > 0:
+            self._dir = tempfile.TemporaryDirectory(prefix="mmbench-engine-")
         try:
-            hello = self._read_handshake(deadline)
-            self.url = f"http://127.0.0.1:{int(hello['port'])}"
-            self._wait_ready(deadline)
+            proc = self._spawn(0)
+            if proc is None:
+                raise MmbenchError("engine was stopped before it was ready")
+            self._serve(proc)
         except BaseException:
             self.stop()
             raise
-        return EngineHandle(self.url, self.proc.pid)
+        assert self.url is not None
+        if self.config.restart_every > 0:
+            self._supervisor = threading.Thread(target=self._supervise, name="engine-supervisor", daemon=True)
+            self._supervisor.start()
+        return EngineHandle(self.url, proc.pid)
 
-    def _wait_ready(self, deadline: float) -> None:
+    def _wait_ready(self, proc: subprocess.Popen[bytes], deadline: float) -> None:
         """Poll GET /health until it answers 200: the engine is used only once it does."""
-        assert self.proc is not None
         delay = 0.005
         with httpx.Client(timeout=2.0) as client:
             while True:
-                if self.proc.poll() is not None:
+                if proc.poll() is not None:
                     raise MmbenchError(f"engine exited before it was ready: {self._stderr_tail()}")
                 try:
                     if client.get(f"{self.url}/health").status_code == 200:
@@ -105,30 +202,181 @@ class EngineProcess:
                 time.sleep(delay)  # back-off between readiness probes, not a stand-in for one
                 delay = min(delay * 2, 0.2)
 
+    # --- the supervisor (restart_every > 0) ------------------------------------------------
+
+    def _fold(self, pid: int, stats: dict[str, Any]) -> None:
+        """Add an exited incarnation's final stats to the running sums (under the lock)."""
+        if pid in self._folded_pids:
+            return
+        self._folded_pids.add(pid)
+        for key in SUMMED_STATS:
+            self._folded[key] = self._folded.get(key, 0) + int(stats.get(key, 0))
+        counts = self._folded["status_counts"]
+        for status, n in dict(stats.get("status_counts", {})).items():
+            counts[status] = counts.get(status, 0) + int(n)
+
+    def _final_stats(self, proc: subprocess.Popen[bytes]) -> dict[str, Any] | None:
+        path = self._stats_paths.get(proc.pid)
+        if path is None:
+            return None
+        try:
+            stats = json.loads(Path(path).read_text())
+        except (OSError, ValueError):
+            return None
+        return stats if isinstance(stats, dict) else None
+
+    def _promote(self) -> subprocess.Popen[bytes] | None:
+        """The standby becomes the engine: it binds the port and serves. None once stop() has begun."""
+        with self._cond:
+            standby = self._standby
+            if self._stopping or standby is None:
+                return None
+            self._standby = None
+            self.proc = standby
+        assert standby.stdin is not None
+        try:
+            standby.stdin.write(b"go\n")
+            standby.stdin.close()
+        except OSError as exc:
+            raise MmbenchError(f"the standby engine is gone ({exc}): {self._stderr_tail()}") from None
+        self._serve(standby)
+        return standby
+
+    def _give_up(self, failure: str | None) -> None:
+        """Down for good (or stopped): record why, wake the waiters, end the standby."""
+        with self._cond:
+            if failure is not None and not self._stopping:
+                self.failure = self.failure or failure
+            self._state = STOPPED if self._stopping else DOWN
+            standby, self._standby = self._standby, None
+            self._cond.notify_all()
+        _end(standby)
+
+    def _supervise(self) -> None:
+        try:
+            self._supervise_loop()
+        except BaseException as exc:  # never leave the state "up" behind a dead thread
+            self._give_up(f"engine supervisor failed: {type(exc).__name__}: {exc}")
+            _end(self.proc)
+            raise
+
+    def _supervise_loop(self) -> None:
+        while True:
+            # The next incarnation imports everything now and waits, so a restart skips start-up.
+            self._spawn(self.port or 0, standby=True)
+            proc = self.proc
+            assert proc is not None
+            code = proc.wait()
+            final = self._final_stats(proc)
+            with self._cond:
+                if final is not None:
+                    self._fold(proc.pid, final)
+                planned = (
+                    code == 0 and final is not None and final.get("requests", 0) >= self.config.restart_every
+                )
+                if not self._stopping and planned:
+                    self._state = RESTARTING
+                    self._cond.notify_all()
+            if self._stopping or not planned:
+                self._give_up(f"engine exited with code {code}: {self._stderr_tail()}")
+                return
+            if proc.stdout is not None:
+                proc.stdout.close()
+            try:
+                new = self._promote()
+            except Exception as exc:
+                self._give_up(f"engine restart failed: {exc}")
+                _end(self.proc)
+                return
+            if new is None:  # stop() came first
+                self._give_up(None)
+                return
+            with self._cond:
+                self.restarts += 1
+                self._state = UP
+                self._cond.notify_all()
+
+    def _settled(self, deadline: float) -> str:
+        """Wait (under the lock) until the engine serves or is down for good; its state."""
+        while True:
+            proc = self.proc
+            exited = self._supervisor is not None and proc is not None and proc.poll() is not None
+            if not (self._state == RESTARTING or (self._state == UP and exited)):
+                return self._state
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return self._state
+            self._cond.wait(min(remaining, 0.05))
+
+    # --- what the harness and the tests use ------------------------------------------------
+
+    def _merged(self, snapshot: dict[str, Any]) -> dict[str, Any]:
+        out = dict(snapshot)
+        for key in SUMMED_STATS:
+            out[key] = int(snapshot.get(key, 0)) + self._folded.get(key, 0)
+        counts = dict(self._folded["status_counts"])
+        for status, n in dict(snapshot.get("status_counts", {})).items():
+            counts[status] = counts.get(status, 0) + int(n)
+        out["status_counts"] = counts
+        out["restarts"] = self.restarts
+        return out
+
     def stats(self) -> dict[str, Any]:
-        if self.url is None:
-            raise MmbenchError("engine is not running")
-        with httpx.Client(timeout=30.0) as client:
-            return client.get(f"{self.url}/stats").json()
+        """The engine's stats, its counters summed over every incarnation, and `restarts`."""
+        deadline = time.monotonic() + self.ready_timeout_s
+        while True:
+            with self._cond:
+                state = self._settled(deadline)
+                if state != UP or self.url is None:
+                    raise MmbenchError(f"engine is not running{': ' + self.failure if self.failure else ''}")
+                url = self.url
+            try:
+                with httpx.Client(timeout=30.0) as client:
+                    snapshot = client.get(f"{url}/stats").json()
+            except httpx.TransportError:
+                snapshot = None  # between incarnations: ask again once the next one serves
+            with self._cond:
+                # Counted once: the incarnation that answered is the current one and not yet folded.
+                current = self.pid
+                answered_by = snapshot.get("pid", current) if snapshot is not None else None
+                if snapshot is not None and answered_by == current and current not in self._folded_pids:
+                    return self._merged(snapshot)
+            if time.monotonic() > deadline:
+                raise MmbenchError(f"engine stats unavailable within {self.ready_timeout_s:.0f} s")
+            time.sleep(0.02)
 
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        """Serving, or (with restarts) between two incarnations of a planned restart."""
+        with self._cond:
+            if self._supervisor is None:
+                return self.proc is not None and self.proc.poll() is None
+            state = self._settled(time.monotonic() + self.ready_timeout_s)
+            return state == UP and self.proc is not None and self.proc.poll() is None
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        proc = self.proc
+        """End the supervisor, the engine and its standby; idempotent."""
+        with self._cond:
+            self._stopping = True
+            proc, standby = self.proc, self._standby
+            self._standby = None
+            self._cond.notify_all()
+        _end(standby, timeout_s)
+        _end(proc, timeout_s)
+        supervisor = self._supervisor
+        if supervisor is not None and supervisor is not threading.current_thread():
+            supervisor.join(timeout=timeout_s + 5)
+        with self._cond:  # what the supervisor registered before it saw the stop
+            late = [p for p in (self.proc, self._standby) if p is not None and p is not proc]
+            self._state = STOPPED
+            self.proc = self._standby = None
+        for p in late:
+            _end(p, timeout_s)
         if proc is None:
             return
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
         self._stderr.close()
-        self.proc = None
+        if self._dir is not None:
+            self._dir.cleanup()
+            self._dir = None
 
     def __enter__(self) -> EngineProcess:
         self.start()

@@ -1,0 +1,77 @@
+"""`mmbench profile`: one point with memray tracking the worker; where its heap goes, by mmbench function."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mmbench.cli import common as c
+from mmbench.profile import DEFAULT_TOP, SITES_MD, profile_point
+from mmbench.reporters.profile_report import profile_markdown, profile_tables
+from mmbench.results import atomic_write
+
+
+def default_out(mode: str, rollouts: int) -> Path:
+    return Path("runs") / f"profile-{mode}-K{rollouts}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}"
+
+
+@c.handle_errors
+def profile(
+    mode: c.Mode = None,
+    rollouts: c.Rollouts = None,
+    turns: c.Turns = None,
+    images_per_turn: c.ImagesPerTurn = None,
+    image_size: c.ImageSize = None,
+    model: c.Model = None,
+    image_format: c.ImageFormat = None,
+    content: c.Content = None,
+    pool_size: c.PoolSize = None,
+    image_cache_max: c.ImageCacheMax = None,
+    engine_cache_gb: c.EngineCacheGb = None,
+    engine_max_body_mb: c.EngineMaxBodyMb = None,
+    sent_hashes_max: c.SentHashesMax = None,
+    codec: c.Codec = None,
+    seed: c.Seed = None,
+    engine_evict_rate: c.EngineEvictRate = None,
+    engine_restart_every: c.EngineRestartEvery = None,
+    engine_error_rate: c.EngineErrorRate = None,
+    engine_delay_ms: c.EngineDelayMs = None,
+    retry_budget: c.RetryBudget = None,
+    max_inflight_builds: c.MaxInflightBuilds = None,
+    trim_after_build: c.TrimAfterBuild = None,
+    malloc_arena_max: c.MallocArenaMax = None,
+    malloc_mmap_threshold: c.MallocMmapThreshold = None,
+    dtype: c.Dtype = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="output directory, new or empty [runs/profile-MODE-K<K>-UTCTIME]", show_default=False
+        ),
+    ] = None,
+    native: Annotated[
+        bool,
+        typer.Option(
+            help="also record native (C/C++) frames: numpy, torch, orjson internals in the flame graph"
+        ),
+    ] = False,
+    top: Annotated[int, typer.Option(help="sites listed per snapshot")] = DEFAULT_TOP,
+    force: Annotated[bool, typer.Option(help="run even when preflight predicts it will not fit")] = False,
+    max_memory: c.MaxMemory = None,
+) -> None:
+    """Profile one point with memray: capture, flame graphs, top allocation sites by mmbench function."""
+    flags = {k: v for k, v in locals().items() if k in c.FLAG_FIELDS}
+    config = c.single_point(flags)
+    limit = c.parse_max_memory(max_memory)
+    out_dir = out if out is not None else default_out(config.mode, config.rollouts)
+    with c.console.status(f"profiling {config.mode}, K={config.rollouts}, N={config.turns} with memray ..."):
+        result = profile_point(config, out_dir, native, top=top, force=force, max_memory=limit)
+    atomic_write(out_dir / SITES_MD, profile_markdown(result))
+    for renderable in profile_tables(result):
+        c.console.print(renderable)
+    c.console.print(f"wrote {out_dir}")
+    if result.missing:
+        c.err_console.print(f"mmbench: not written: {', '.join(result.missing)}", markup=False)
+        c.exit_with(1)
