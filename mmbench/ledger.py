@@ -10,8 +10,8 @@ Derived from a record's fields only (no measurement here), so that every reporte
 - the system total: client retained (raw) + engine RSS above its baseline.
 
 The check compares the data held with what RSS says, in each process: the client's data with its
-live retained RSS, the engine's cache with its RSS above baseline (the engine is not trimmed, so
-memory its allocator keeps counts against it).
+live retained RSS, the engine's cache with its RSS above baseline after the engine, too, has run
+gc.collect() and malloc_trim(0) (GET /stats?trim=1); without that reading, the untrimmed one.
 
 Also here: the engine-cache trade-off of the hash-only modes (bytes shipped, fallbacks and engine
 cache bytes against engine_cache_gb, beside the ideal and what full would ship).
@@ -81,6 +81,7 @@ class Ledger:
     # --- engine
     engine_cache: int | None
     engine_rss: int | None  # at the end of the point
+    engine_rss_trimmed: int | None  # the same after gc + malloc_trim in the engine
     engine_baseline: int | None  # once ready, before the worker started
     engine_peak: int | None
 
@@ -144,9 +145,12 @@ class Ledger:
 
     @property
     def engine_check(self) -> Check | None:
-        if self.engine_cache is None or self.engine_above_baseline is None:
+        # Compared with the trimmed reading, as the client's data is with its live (trimmed) RSS.
+        live = _diff(self.engine_rss_trimmed, self.engine_baseline)
+        above = live if live is not None else self.engine_above_baseline
+        if self.engine_cache is None or above is None:
             return None
-        return Check("engine", self.engine_cache, self.engine_above_baseline)
+        return Check("engine", self.engine_cache, above)
 
     @property
     def checks(self) -> tuple[Check, ...]:
@@ -185,6 +189,7 @@ def ledger(record: PointRecord) -> Ledger:
         client_peak=r.peak_bytes,
         engine_cache=r.engine_cache_bytes,
         engine_rss=r.engine_rss_bytes,
+        engine_rss_trimmed=r.engine_rss_trimmed_bytes,
         engine_baseline=r.engine_rss_baseline_bytes,
         engine_peak=r.engine_peak_rss_bytes,
     )

@@ -113,6 +113,7 @@ class PointRecord:
     engine_errors: int | None = None
     # --- ledger and timeline
     engine_rss_baseline_bytes: int | None = None  # engine RSS once ready, before the worker starts
+    engine_rss_trimmed_bytes: int | None = None  # engine RSS at the end after gc + malloc_trim
     engine_peak_rss_bytes: int | None = None  # engine VmHWM (or the timeline's peak) during the point
     timeline_file: str | None = None  # both processes' RSS over time, relative to the results dir
     # --- the model

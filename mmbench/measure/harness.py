@@ -164,6 +164,7 @@ def _record(
     if engine:
         fields.update(
             engine_rss_bytes=engine.get("rss_bytes"),
+            engine_rss_trimmed_bytes=engine.get("rss_trimmed_bytes"),
             engine_cache_bytes=engine.get("cache_bytes"),
             engine_cache_items=engine.get("cache_items"),
             engine_bytes_received=engine.get("bytes_received"),
@@ -271,6 +272,8 @@ def measure_point(config: PointConfig, repeat: int = 0, options: HarnessOptions 
                         proc.wait()
                     timeline, engine_hwm = sampler.stop(), vmhwm_of(engine.pid)
             engine_stats = engine.stats() if engine.alive() else None
+            if engine_stats is not None:
+                engine_stats["rss_trimmed_bytes"] = engine.stats(trim=True)["rss_bytes"]
             if engine_stats is None and cause is None:
                 cause = "engine process died during the point"
         wall = time.perf_counter() - t0

@@ -16,6 +16,7 @@ request has been answered (the process entry then exits, and its supervisor rest
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import zlib
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from mmbench.procmem import malloc_trim
 from mmbench.world.codec import CodecError, DecodedItem, decode_item
 from mmbench.world.engine.cache import MMItemCache
 from mmbench.world.wire import GENERATE_PATH, WireError, parse_request
@@ -237,6 +239,11 @@ def create_app(config: EngineConfig) -> Starlette:
         return await engine.generate(request)
 
     async def stats(request: Request) -> Response:
+        if request.query_params.get("trim") == "1":
+            # What the engine's live data occupies: freed request buffers returned first, as the
+            # client's trimmed reading does (the engine serves on one thread: the main arena).
+            gc.collect()
+            malloc_trim()
         return _json(engine.stats())
 
     async def health(request: Request) -> Response:

@@ -321,7 +321,7 @@ class EngineProcess:
         out["restarts"] = self.restarts
         return out
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self, trim: bool = False) -> dict[str, Any]:
         """The engine's stats, its counters summed over every incarnation, and `restarts`."""
         deadline = time.monotonic() + self.ready_timeout_s
         while True:
@@ -332,7 +332,7 @@ class EngineProcess:
                 url = self.url
             try:
                 with httpx.Client(timeout=30.0) as client:
-                    snapshot = client.get(f"{url}/stats").json()
+                    snapshot = client.get(f"{url}/stats", params={"trim": "1"} if trim else None).json()
             except httpx.TransportError:
                 snapshot = None  # between incarnations: ask again once the next one serves
             with self._cond:
