@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -165,6 +166,45 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 # Every point parameter is a flag of the same name (`--image-size` for image_size), and a scenario key.
 FLAG_FIELDS = {name: name for name in field_names()}
+
+# The point flags every measuring command takes (run, sweep, profile), in --help order.
+POINT_FLAGS: dict[str, Any] = {
+    "mode": Mode, "rollouts": Rollouts, "turns": Turns, "images_per_turn": ImagesPerTurn,
+    "image_size": ImageSize, "model": Model, "image_format": ImageFormat, "content": Content,
+    "pool_size": PoolSize, "image_cache_max": ImageCacheMax, "engine_cache_gb": EngineCacheGb,
+    "engine_max_body_mb": EngineMaxBodyMb, "sent_hashes_max": SentHashesMax, "codec": Codec, "seed": Seed,
+    "engine_evict_rate": EngineEvictRate, "engine_restart_every": EngineRestartEvery,
+    "engine_error_rate": EngineErrorRate, "engine_delay_ms": EngineDelayMs, "retry_budget": RetryBudget,
+    "max_inflight_builds": MaxInflightBuilds, "trim_after_build": TrimAfterBuild,
+    "malloc_arena_max": MallocArenaMax, "malloc_mmap_threshold": MallocMmapThreshold, "dtype": Dtype,
+}  # fmt: skip
+
+
+def with_point_flags(fn: Callable[..., R]) -> Callable[..., R]:
+    """Give a command every point flag as an option of its own; it receives them as one dict,
+    `point_flags` (flag -> text or None), so the long list is written once, here."""
+    hints = get_type_hints(fn, include_extras=True)
+    own = [
+        p.replace(kind=inspect.Parameter.KEYWORD_ONLY, annotation=hints.get(p.name, p.annotation))
+        for p in inspect.signature(fn).parameters.values()
+        if p.name != "point_flags"
+    ]
+    point = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation)
+        for name, annotation in POINT_FLAGS.items()
+    ]
+
+    @functools.wraps(fn)
+    def wrapper(**kwargs: Any) -> R:
+        flags = {name: kwargs.pop(name, None) for name in POINT_FLAGS}
+        return fn(point_flags=flags, **kwargs)
+
+    params = [*own[:1], *point, *own[1:]]  # a leading argument (sweep's scenario) stays first
+    wrapper.__signature__ = inspect.Signature(params, return_annotation=None)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in params}
+    return wrapper
+
+
 _FIELD_TYPES = get_type_hints(PointConfig)
 
 

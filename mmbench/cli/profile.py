@@ -19,32 +19,9 @@ def default_out(mode: str, rollouts: int) -> Path:
 
 
 @c.handle_errors
+@c.with_point_flags
 def profile(
-    mode: c.Mode = None,
-    rollouts: c.Rollouts = None,
-    turns: c.Turns = None,
-    images_per_turn: c.ImagesPerTurn = None,
-    image_size: c.ImageSize = None,
-    model: c.Model = None,
-    image_format: c.ImageFormat = None,
-    content: c.Content = None,
-    pool_size: c.PoolSize = None,
-    image_cache_max: c.ImageCacheMax = None,
-    engine_cache_gb: c.EngineCacheGb = None,
-    engine_max_body_mb: c.EngineMaxBodyMb = None,
-    sent_hashes_max: c.SentHashesMax = None,
-    codec: c.Codec = None,
-    seed: c.Seed = None,
-    engine_evict_rate: c.EngineEvictRate = None,
-    engine_restart_every: c.EngineRestartEvery = None,
-    engine_error_rate: c.EngineErrorRate = None,
-    engine_delay_ms: c.EngineDelayMs = None,
-    retry_budget: c.RetryBudget = None,
-    max_inflight_builds: c.MaxInflightBuilds = None,
-    trim_after_build: c.TrimAfterBuild = None,
-    malloc_arena_max: c.MallocArenaMax = None,
-    malloc_mmap_threshold: c.MallocMmapThreshold = None,
-    dtype: c.Dtype = None,
+    point_flags: dict[str, str | None],
     out: Annotated[
         Path | None,
         typer.Option(
@@ -62,7 +39,7 @@ def profile(
     max_memory: c.MaxMemory = None,
 ) -> None:
     """Profile one point with memray: capture, flame graphs, top allocation sites by mmbench function."""
-    flags = {k: v for k, v in locals().items() if k in c.FLAG_FIELDS}
+    flags = point_flags
     config = c.single_point(flags)
     limit = c.parse_max_memory(max_memory)
     out_dir = out if out is not None else default_out(config.mode, config.rollouts)

@@ -17,32 +17,9 @@ from mmbench.results import ResultsFile, atomic_write, to_json
 
 
 @c.handle_errors
+@c.with_point_flags
 def run(
-    mode: c.Mode = None,
-    rollouts: c.Rollouts = None,
-    turns: c.Turns = None,
-    images_per_turn: c.ImagesPerTurn = None,
-    image_size: c.ImageSize = None,
-    model: c.Model = None,
-    image_format: c.ImageFormat = None,
-    content: c.Content = None,
-    pool_size: c.PoolSize = None,
-    image_cache_max: c.ImageCacheMax = None,
-    engine_cache_gb: c.EngineCacheGb = None,
-    engine_max_body_mb: c.EngineMaxBodyMb = None,
-    sent_hashes_max: c.SentHashesMax = None,
-    codec: c.Codec = None,
-    seed: c.Seed = None,
-    engine_evict_rate: c.EngineEvictRate = None,
-    engine_restart_every: c.EngineRestartEvery = None,
-    engine_error_rate: c.EngineErrorRate = None,
-    engine_delay_ms: c.EngineDelayMs = None,
-    retry_budget: c.RetryBudget = None,
-    max_inflight_builds: c.MaxInflightBuilds = None,
-    trim_after_build: c.TrimAfterBuild = None,
-    malloc_arena_max: c.MallocArenaMax = None,
-    malloc_mmap_threshold: c.MallocMmapThreshold = None,
-    dtype: c.Dtype = None,
+    point_flags: dict[str, str | None],
     json_out: Annotated[
         Path | None, typer.Option("--json", help="write the point as a results file (same schema as sweep)")
     ] = None,
@@ -53,7 +30,7 @@ def run(
     max_memory: c.MaxMemory = None,
 ) -> None:
     """Measure one point (one mode, one parameter set) in a fresh worker and engine process."""
-    flags = {k: v for k, v in locals().items() if k in c.FLAG_FIELDS}
+    flags = point_flags
     config = c.single_point(flags)
     memray_dir = (json_out.parent if json_out else Path.cwd()) / "memray" if memray else None
     with c.console.status(f"measuring {config.mode}, K={config.rollouts}, N={config.turns} ..."):

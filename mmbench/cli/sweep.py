@@ -33,35 +33,12 @@ def default_out(name: str) -> Path:
 
 
 @c.handle_errors
+@c.with_point_flags
 def sweep(
+    point_flags: dict[str, str | None],
     scenario: Annotated[
         str | None, typer.Argument(help="scenario name (see `mmbench scenarios`) or path to a .toml file")
     ] = None,
-    mode: c.Mode = None,
-    rollouts: c.Rollouts = None,
-    turns: c.Turns = None,
-    images_per_turn: c.ImagesPerTurn = None,
-    image_size: c.ImageSize = None,
-    model: c.Model = None,
-    image_format: c.ImageFormat = None,
-    content: c.Content = None,
-    pool_size: c.PoolSize = None,
-    image_cache_max: c.ImageCacheMax = None,
-    engine_cache_gb: c.EngineCacheGb = None,
-    engine_max_body_mb: c.EngineMaxBodyMb = None,
-    sent_hashes_max: c.SentHashesMax = None,
-    codec: c.Codec = None,
-    seed: c.Seed = None,
-    engine_evict_rate: c.EngineEvictRate = None,
-    engine_restart_every: c.EngineRestartEvery = None,
-    engine_error_rate: c.EngineErrorRate = None,
-    engine_delay_ms: c.EngineDelayMs = None,
-    retry_budget: c.RetryBudget = None,
-    max_inflight_builds: c.MaxInflightBuilds = None,
-    trim_after_build: c.TrimAfterBuild = None,
-    malloc_arena_max: c.MallocArenaMax = None,
-    malloc_mmap_threshold: c.MallocMmapThreshold = None,
-    dtype: c.Dtype = None,
     repeats: Annotated[int | None, typer.Option(min=1, max=100, help="repeats of every point [1]")] = None,
     out: Annotated[Path | None, typer.Option(help="results directory [runs/SCENARIO-UTCTIME]")] = None,
     memray: Annotated[bool, typer.Option(help="also track every worker with memray")] = False,
@@ -75,7 +52,7 @@ def sweep(
     ] = None,
 ) -> None:
     """Measure a grid of points (modes x rollouts x any other list); every flag takes a comma list."""
-    flags = {k: v for k, v in locals().items() if k in c.FLAG_FIELDS}
+    flags = point_flags
     overrides = c.point_values(flags)
     if scenario is None:
         base = Scenario("flags", "a sweep from command-line flags", dict(DEFAULT_GRID))
