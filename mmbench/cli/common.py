@@ -8,6 +8,8 @@ import inspect
 import signal
 import sys
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar, get_type_hints
 
 import typer
@@ -247,6 +249,11 @@ def single_point(flags: dict[str, str | None], defaults: dict[str, Any] | None =
             raise MmbenchError(f"{_flag(key)}: one value for a single point (use `mmbench sweep` for a list)")
         fields[key] = vals[0]
     return PointConfig(**fields)
+
+
+def runs_dir(name: str) -> Path:
+    """The default output directory of a command: runs/NAME-UTCTIME."""
+    return Path("runs") / f"{name}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}"
 
 
 def exit_with(code: int) -> None:

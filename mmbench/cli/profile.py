@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -15,7 +14,7 @@ from mmbench.results import atomic_write
 
 
 def default_out(mode: str, rollouts: int) -> Path:
-    return Path("runs") / f"profile-{mode}-K{rollouts}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}"
+    return c.runs_dir(f"profile-{mode}-K{rollouts}")
 
 
 @c.handle_errors

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -29,7 +28,7 @@ DEFAULT_GRID: dict[str, list[Any]] = {"mode": list(MODES), "rollouts": [1, 2, 4,
 
 
 def default_out(name: str) -> Path:
-    return Path("runs") / f"{name}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}"
+    return c.runs_dir(name)
 
 
 @c.handle_errors

@@ -40,6 +40,16 @@ WORKER_FIELDS = (
     "rss_released_bytes", "rss_released_trimmed_bytes", "uss_retained_bytes", "peak_method",
     "memray_peak_bytes", "rollout_wall_s", "trims_after_build",
 )  # fmt: skip
+# The worker's accounting and totals that go into the record under the same names.
+ACCOUNTING_FIELDS = (
+    "stored_pixel_bytes", "source_bytes", "descriptor_bytes", "other_bytes", "renderer_cache_bytes",
+    "renderer_cache_only_bytes",
+)  # fmt: skip
+TOTALS_FIELDS = (
+    "bytes_shipped", "bytes_per_turn", "requests", "full_items_sent", "null_items_sent", "fallbacks",
+    "retries", "extra_bytes_shipped", "wrong_results", "failed_rollouts", "renderer_cache_hits",
+    "renderer_cache_misses", "rederived",
+)  # fmt: skip
 SOURCE_SAMPLES = 4
 
 
@@ -187,26 +197,9 @@ def _record(
             allocator_retention_bytes=retained - live,
             peak_bytes=worker["rss_peak_bytes"] - base,
             released_bytes=worker["rss_released_bytes"] - base,
-            stored_pixel_bytes=acc["stored_pixel_bytes"],
-            source_bytes=acc["source_bytes"],
-            descriptor_bytes=acc["descriptor_bytes"],
-            other_bytes=acc["other_bytes"],
-            renderer_cache_bytes=acc["renderer_cache_bytes"],
-            renderer_cache_only_bytes=acc["renderer_cache_only_bytes"],
+            **{k: acc[k] for k in ACCOUNTING_FIELDS},
             live_data_bytes=acc["live_bytes"],
-            bytes_shipped=tot["bytes_shipped"],
-            bytes_per_turn=tot["bytes_per_turn"],
-            requests=tot["requests"],
-            full_items_sent=tot["full_items_sent"],
-            null_items_sent=tot["null_items_sent"],
-            fallbacks=tot["fallbacks"],
-            retries=tot.get("retries"),
-            extra_bytes_shipped=tot.get("extra_bytes_shipped"),
-            wrong_results=tot["wrong_results"],
-            failed_rollouts=tot["failed_rollouts"],
-            renderer_cache_hits=tot["renderer_cache_hits"],
-            renderer_cache_misses=tot["renderer_cache_misses"],
-            rederived=tot["rederived"],
+            **{k: tot.get(k) for k in TOTALS_FIELDS},
             retained_ratio=live / pred.retained_bytes if pred.retained_bytes else None,
             shipped_ratio=tot["bytes_shipped"] / pred.bytes_shipped if pred.bytes_shipped else None,
             env_malloc_mmap_threshold=alloc["malloc_mmap_threshold"],
