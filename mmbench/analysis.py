@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from mmbench.config import PointConfig
 from mmbench.results import PointRecord
+from mmbench.transports.registry import TRANSPORTS
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,21 +92,41 @@ def fit_line(xs: list[float], ys: list[float]) -> Fit | None:
 @dataclass(frozen=True, slots=True)
 class ModeFit:
     """retained_live over K for one mode and one setting of every other parameter, past the K that
-    fills the caches."""
+    fills the caches where there are two such K (else over every K, the cache still filling)."""
 
     mode: str
     label: str  # the mode, plus the parameters that tell this family from the others in the results
     fit: Fit
     k_from: int  # the smallest K in the fit
-    floor_per_rollout: float  # stored pixels + sources + descriptors per rollout (the ledger)
+    floor_per_rollout: float  # what one rollout's trajectory holds (the ledger at the largest K)
+    cache_full: bool = True  # every K of the fit is past the K that fills the renderer caches
+    model_slope: float | None = None  # the model's slope over the same K (its predictions)
 
     @property
     def vs_floor(self) -> float:
         return self.fit.slope / self.floor_per_rollout if self.floor_per_rollout else float("nan")
 
+    @property
+    def expected(self) -> tuple[float | None, str]:
+        """What the slope should be, and against what: the floor once the caches are full (each
+        more rollout adds exactly its own data); while a cache still fills, each more rollout also
+        adds to the cache, which only the model's slope accounts for."""
+        if self.cache_full:
+            return self.floor_per_rollout, "floor"
+        return self.model_slope, "model"
+
+    @property
+    def vs_expected(self) -> float | None:
+        want, _ = self.expected
+        return self.fit.slope / want if want else None
+
 
 def cache_full_k(config: PointConfig) -> int:
-    """The smallest K at which the renderer caches hold as many images as they can."""
+    """The smallest K from which one more rollout adds only its own data: where the renderer
+    caches are the only holder of what they keep (the ephemeral modes), the K that fills them."""
+    transport = TRANSPORTS[config.mode]
+    if transport.stores_pixels or not transport.renders:
+        return 1  # the caches hold what the trajectories hold anyway, or there is no renderer
     per_rollout = config.turns * config.images_per_turn
     capacity = config.pool_size * config.image_cache_max
     return max(1, -(-capacity // per_rollout))
@@ -127,6 +148,10 @@ def family_labels(configs: list[PointConfig]) -> dict[tuple[tuple[str, object], 
     return {f: " ".join([str(dict(f)["mode"]), *(f"{k}={dict(f)[k]}" for k in varying)]) for f in fams}
 
 
+# What one rollout's trajectory holds, by the ledger: the floor of its slope.
+TRAJECTORY_PARTS = ("stored_pixel_bytes", "source_bytes", "descriptor_bytes", "other_bytes")
+
+
 def mode_fits(records: list[PointRecord], metric: str = "retained_live_bytes") -> list[ModeFit]:
     """Per family (mode and every other parameter but K), least squares of `metric` (median of
     repeats) over K, from the cache-full K on (or over every K when fewer than two lie past it)."""
@@ -145,7 +170,13 @@ def mode_fits(records: list[PointRecord], metric: str = "retained_live_bytes") -
         if fit is None:
             continue
         top = max(chosen, key=lambda g: g.config.rollouts)
-        ledger = ("stored_pixel_bytes", "source_bytes", "descriptor_bytes")
-        floor = sum((s.median if (s := top.stat(k)) else 0.0) for k in ledger) / top.config.rollouts
-        fits.append(ModeFit(top.config.mode, labels[fam], fit, min(g.config.rollouts for g in chosen), floor))
+        floor = sum((s.median if (s := top.stat(k)) else 0.0) for k in TRAJECTORY_PARTS) / top.config.rollouts
+        predicted = [g.first("predicted_retained_bytes") for g in chosen]
+        model = fit_line(xs, [float(p) for p in predicted]) if None not in predicted else None  # type: ignore[arg-type]
+        fits.append(
+            ModeFit(
+                top.config.mode, labels[fam], fit, min(g.config.rollouts for g in chosen), floor,
+                cache_full=chosen is past, model_slope=model.slope if model else None,
+            )
+        )  # fmt: skip
     return fits
