@@ -92,10 +92,8 @@ def test_markdown_has_a_system_total_line_per_mode_and_the_ledger_checks() -> No
     text = render_markdown(build_report(sample_results(ledger_records())))
     assert "#### Memory, bytes and time per mode" in text and "#### Ledger at the largest K" in text
     # live, raw, peak, engine above baseline, engine cache, system total, vs full, shipped, time
-    assert (
-        "| full | 8 | 0.78 (0.77–0.79) | 0.88 (0.87–0.89) | 1.61 (1.59–1.63) | 0.80 | 0.78 | 1.58 (1.57–1.59) | - | 300.0 | - | - | - |"
-        in text
-    )
+    full = "| full | 8 | 0.78 (0.77–0.79) | 0.88 (0.87–0.89) | 1.61 (1.59–1.63) | 0.80 | 0.78 |"
+    assert full + " 1.58 (1.57–1.59) | - | 300.0 | - | - | - |" in text
     assert (
         "| ephemeral | 8 | 0.07 | 0.17 | 0.19 (0.18–0.19) | 0.86 | 0.78 | 0.93 | ×1.7 | 300.0 | - | - | - |"
         in text
