@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from mmbench.config import PointConfig
 from mmbench.results import PointRecord
 from mmbench.transports.registry import TRANSPORTS
+from mmbench.units import RSS_NOISE_FLOOR_BYTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +99,7 @@ class ModeFit:
     label: str  # the mode, plus the parameters that tell this family from the others in the results
     fit: Fit
     k_from: int  # the smallest K in the fit
+    k_to: int  # the largest
     floor_per_rollout: float  # what one rollout's trajectory holds (the ledger at the largest K)
     cache_full: bool = True  # every K of the fit is past the K that fills the renderer caches
     model_slope: float | None = None  # the model's slope over the same K (its predictions)
@@ -116,9 +118,16 @@ class ModeFit:
         return self.model_slope, "model"
 
     @property
+    def resolvable(self) -> bool:
+        """Whether the growth expected over the fitted K rises above the noise floor of RSS
+        readings: below it the slope is noise, and so is any ratio of it."""
+        want, _ = self.expected
+        return want is not None and want * (self.k_to - self.k_from) >= RSS_NOISE_FLOOR_BYTES
+
+    @property
     def vs_expected(self) -> float | None:
         want, _ = self.expected
-        return self.fit.slope / want if want else None
+        return self.fit.slope / want if want and self.resolvable else None
 
 
 def cache_full_k(config: PointConfig) -> int:
@@ -173,10 +182,11 @@ def mode_fits(records: list[PointRecord], metric: str = "retained_live_bytes") -
         floor = sum((s.median if (s := top.stat(k)) else 0.0) for k in TRAJECTORY_PARTS) / top.config.rollouts
         predicted = [g.first("predicted_retained_bytes") for g in chosen]
         model = fit_line(xs, [float(p) for p in predicted]) if None not in predicted else None  # type: ignore[arg-type]
+        k_from, k_to = min(g.config.rollouts for g in chosen), top.config.rollouts
         fits.append(
             ModeFit(
-                top.config.mode, labels[fam], fit, min(g.config.rollouts for g in chosen), floor,
-                cache_full=chosen is past, model_slope=model.slope if model else None,
+                top.config.mode, labels[fam], fit, k_from, k_to, floor, cache_full=chosen is past,
+                model_slope=model.slope if model else None,
             )
         )  # fmt: skip
     return fits

@@ -121,7 +121,7 @@ class PointRecord:
     predicted_retained_bytes: int | None = None
     predicted_bytes_shipped: int | None = None
     predicted_peak_bytes: int | None = None
-    retained_ratio: float | None = None  # retained_live_bytes / predicted_retained_bytes
+    retained_ratio: float | None = None  # retained_live / predicted (None below the 2 MiB noise floor)
     shipped_ratio: float | None = None  # bytes_shipped / predicted_bytes_shipped
     # --- allocator and tools
     env_malloc_mmap_threshold: str | None = None  # as the worker saw them in its environment

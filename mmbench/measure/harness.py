@@ -27,7 +27,7 @@ from mmbench.measure.preflight import preflight
 from mmbench.measure.timeline import TimelineSampler, attach, vmhwm_of
 from mmbench.results import PointRecord
 from mmbench.transports.registry import TRANSPORTS
-from mmbench.units import fmt_bytes
+from mmbench.units import RSS_NOISE_FLOOR_BYTES, fmt_bytes
 from mmbench.world.engine.app import EngineConfig
 from mmbench.world.engine.process import EngineProcess
 from mmbench.world.images import SourceSpec, make_source
@@ -206,7 +206,10 @@ def _record(
             **{k: acc[k] for k in ACCOUNTING_FIELDS},
             live_data_bytes=acc["live_bytes"],
             **{k: tot.get(k) for k in TOTALS_FIELDS},
-            retained_ratio=live / pred.retained_bytes if pred.retained_bytes else None,
+            # below the noise floor of RSS readings a ratio says nothing (None, shown as "-")
+            retained_ratio=live / pred.retained_bytes
+            if pred.retained_bytes >= RSS_NOISE_FLOOR_BYTES
+            else None,
             shipped_ratio=tot["bytes_shipped"] / pred.bytes_shipped if pred.bytes_shipped else None,
             env_malloc_mmap_threshold=alloc["malloc_mmap_threshold"],
             env_malloc_arena_max=alloc["malloc_arena_max"],

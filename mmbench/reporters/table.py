@@ -111,11 +111,14 @@ def fits_table(records: list[PointRecord]) -> Table | None:
         table.add_column(name, justify="left" if name == "mode" else "right")
     for f in fits:
         ratio, against = f.vs_expected, f.expected[1]
+        versus = (
+            f"{ratio:.3f} ({against})" if ratio is not None else "-" if f.resolvable else "- (below noise)"
+        )
         table.add_row(
             f.label, f">= {f.k_from} ({f.fit.n} pts)", fmt_in(f.fit.slope, precision=2), f"{f.fit.r2:.4f}",
             fmt_in(f.fit.intercept), fmt_in(f.floor_per_rollout, precision=2),
             "-" if f.model_slope is None else fmt_in(f.model_slope, precision=2),
-            "-" if ratio is None else f"{ratio:.3f} ({against})",
+            versus,
         )  # fmt: skip
     table.caption = FITS_CAPTION
     table.caption_justify = "left"
@@ -126,7 +129,8 @@ FITS_CAPTION = (
     "floor: what one rollout's trajectory holds (pixels, sources or media URLs, descriptors, tokens; the "
     "ledger at the largest K); model: the model's slope over the same K. slope/expected compares the "
     "slope with the floor once the renderer caches are full, and with the model's slope while a cache "
-    "still fills (each more rollout then also adds to the cache, which the floor leaves out)."
+    "still fills (each more rollout then also adds to the cache, which the floor leaves out); no ratio "
+    "where the growth over the K fitted stays below the 2 MiB noise floor of RSS readings."
 )
 
 
