@@ -1,0 +1,146 @@
+"""The model: what a point retains, ships and peaks at, before it runs.
+
+PLACEHOLDER: the full description is written once the figures are measured.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from mmbench.config import PointConfig
+from mmbench.measure.model.constants import CONSTANTS, Constants
+from mmbench.measure.model.driver import DriverCounts, simulate
+from mmbench.measure.model.modes import MODEL_MODES, ModeBehaviour, behaviour
+from mmbench.measure.model.parts import (
+    GRID_BYTES,
+    BodySize,
+    descriptor_bytes_per_rollout,
+    item_objects,
+    other_bytes_per_rollout,
+)
+from mmbench.measure.model.peak import PeakInputs, client_peak, engine_peak, peak_inputs, trims
+from mmbench.world.geometry import get_geometry
+
+__all__ = [
+    "MODEL_MODES",
+    "PIXEL_ITEMSIZE",
+    "ModeBehaviour",
+    "Prediction",
+    "behaviour",
+    "counts",
+    "explain",
+    "item_objects",
+    "predict",
+    "trims",
+]
+
+PIXEL_ITEMSIZE = {"float32": 4, "bfloat16": 2}  # bytes per pixel_values element, per dtype
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    # --- retained by the client (live data, the K trajectories alive), in bytes
+    retained_bytes: int
+    pixel_bytes: int
+    source_bytes: int
+    renderer_cache_only_bytes: int
+    descriptor_bytes: int
+    other_bytes: int
+    # --- the wire
+    bytes_shipped: int
+    bytes_shipped_per_rollout: int
+    # --- peaks: the client's above its baseline, the engine's RSS as a whole
+    peak_bytes: int
+    pixel_bytes_per_image: int
+    engine_cache_bytes: int
+    engine_peak_bytes: int
+    client_baseline_bytes: int = 0
+    # --- what the renderer pool and the engine cache do (expected counts over the run)
+    renderer_cache_hits: int = 0
+    renderer_cache_misses: int = 0
+    rederived: int = 0
+    engine_cache_hits: int = 0
+    engine_cache_misses: int = 0
+    fallbacks: int = 0
+    requests: int = 0
+    full_items_sent: int = 0
+    null_items_sent: int = 0
+
+    @property
+    def system_peak_bytes(self) -> int:
+        """What the point needs from the machine: the client's RSS at its peak (baseline included)
+        and the engine's."""
+        return self.client_baseline_bytes + self.peak_bytes + self.engine_peak_bytes
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+def counts(config: PointConfig, constants: Constants = CONSTANTS) -> DriverCounts:
+    """The driver simulated for this point (see mmbench.measure.model.driver)."""
+    layout = get_geometry(config.model).layout(*config.image_wh)
+    item = layout.pixel_bytes(PIXEL_ITEMSIZE[config.dtype]) + GRID_BYTES
+    capacity = config.engine_cache_bytes
+    engine_items = capacity // item if item <= capacity else 0
+    return simulate(
+        behaviour(config.mode), config.rollouts, config.turns, config.images_per_turn, config.pool_size,
+        config.image_cache_max, engine_items, config.sent_hashes_max, constants.engine_order_jitter,
+    )  # fmt: skip
+
+
+def predict(
+    config: PointConfig, source_bytes_per_image: float, constants: Constants = CONSTANTS
+) -> Prediction:
+    """The model's prediction for one point, from the mean encoded source size per image."""
+    return explain(config, source_bytes_per_image, constants)[0]
+
+
+def explain(
+    config: PointConfig, source_bytes_per_image: float, constants: Constants = CONSTANTS
+) -> tuple[Prediction, PeakInputs]:
+    """The prediction and what its peaks are made of (mmbench.measure.model.peak)."""
+    mode = behaviour(config.mode)
+    layout = get_geometry(config.model).layout(*config.image_wh)
+    itemsize = PIXEL_ITEMSIZE[config.dtype]
+    pixel = layout.pixel_bytes(itemsize)
+    k, n, m = config.rollouts, config.turns, config.images_per_turn
+    sim = counts(config, constants)
+
+    pixels = int((k * n * m + sim.rederived_kept) * pixel) if mode.stores_pixels else 0
+    cache_only = 0 if mode.stores_pixels else int(sim.renderer_cache_entries * pixel)
+    sources = int(k * n * m * source_bytes_per_image)
+    descriptors = k * descriptor_bytes_per_rollout(config, mode)
+    other = k * other_bytes_per_rollout(config, layout)
+    retained = pixels + sources + cache_only + descriptors + other
+
+    body = BodySize(config, layout, itemsize)
+    shipped = int(sum(count * body(*shape) for shape, count in sim.request_shapes))
+    engine_cache = int(sim.engine_cache_items * (pixel + GRID_BYTES))
+    # The renderer makes float32 pixels before any cast: the allocator's holes are float32-sized.
+    body_float32 = body if itemsize == 4 else BodySize(config, layout, 4)
+    inputs = peak_inputs(config, mode, sim, retained, body, body_float32, pixel, layout.pixel_bytes(4))
+    prediction = Prediction(
+        retained_bytes=retained,
+        pixel_bytes=pixels,
+        source_bytes=sources,
+        renderer_cache_only_bytes=cache_only,
+        descriptor_bytes=descriptors,
+        other_bytes=other,
+        bytes_shipped=shipped,
+        bytes_shipped_per_rollout=shipped // k,
+        peak_bytes=client_peak(inputs, constants),
+        pixel_bytes_per_image=pixel,
+        engine_cache_bytes=engine_cache,
+        engine_peak_bytes=engine_peak(inputs, engine_cache, constants),
+        client_baseline_bytes=constants.client_baseline,
+        renderer_cache_hits=round(sim.renderer_cache_hits),
+        renderer_cache_misses=round(sim.renderer_cache_misses),
+        rederived=round(sim.rederived),
+        engine_cache_hits=round(sim.engine_cache_hits),
+        engine_cache_misses=round(sim.engine_cache_misses),
+        fallbacks=round(sim.fallbacks),
+        requests=round(sim.requests),
+        full_items_sent=round(sim.full_items_sent),
+        null_items_sent=round(sim.null_items_sent),
+    )
+    return prediction, inputs

@@ -1,0 +1,50 @@
+"""Every calibrated constant of the model, in one place, with the data it was fitted on.
+
+Everything else the model predicts comes from the data structures and the driver simulated. These
+are what a first principle cannot give here: the processes' baselines, how far the rollouts drift
+apart in the engine's queue, how many request bodies are alive at once (which depends on how fast
+the engine answers against how fast the client builds) and how much freed memory the allocator
+keeps.
+
+To re-fit them (after a change to the engine, the client or the machine), run the scenarios named
+below and `python -m mmbench.measure.model.calibration DIR...`: it prints the constants it fits
+and how the model compares with every measured point, per scenario; paste the constants here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+CALIBRATION_DATA = """\
+2-core, 24 GiB reference machine (shared with other jobs while measured), Python 3.11, glibc 2.36,
+torch 2.13.0 CPU; results of
+  mmbench sweep ci; mmbench sweep default; mmbench sweep knobs; mmbench sweep image-cache;
+  mmbench sweep engine-cache; mmbench sweep pr-verification;
+  mmbench sweep --modes full,ephemeral,hash-only --pool-size 1,4,16 --rollouts 4,8 --image-size 512"""
+
+
+@dataclass(frozen=True, slots=True)
+class Constants:
+    #: the worker's RSS after setup (imports, renderer pool, warm-up): added to the client's peak
+    client_baseline: int = 308_000_000
+    #: the engine process's RSS once ready
+    engine_baseline: int = 49_000_000
+    #: how far ahead of the back of the engine's queue a rollout's next request may land, as a
+    #: share of K (the rollouts drift apart in time)
+    engine_order_jitter: float = 0.75
+    #: the allocator's slack (see mmbench.measure.model.peak.slack_basis): per byte of the last
+    #: turn's bodies of all K rollouts, per byte of K images, per byte the renderer caches evicted,
+    #: and fixed bytes
+    slack: tuple[float, ...] = (0.55, 2.7, 0.12, 35_000_000)
+    #: the transient (peak.transient_basis): bodies as large as the largest and bodies of the last
+    #: turn per doubling of K, each for bodies glibc mmaps and for smaller ones; float32 images per
+    #: render in flight; fixed bytes
+    transient: tuple[float, ...] = (4.5, 4.8, 2.0, 2.0, 0.5, 2_500_000)
+    #: what trim_after_build leaves of the slack and the transient where it trims the largest builds
+    trim_factor: float = 0.55
+    #: the bodies the engine holds at once (peak.engine_basis): as large as the largest, and per
+    #: rollout of the last turn's
+    engine: tuple[float, ...] = (2.0, 0.45)
+
+
+CONSTANTS = Constants()
