@@ -9,16 +9,16 @@ under the constants in use and under the ones fitted. Nothing is written: paste 
 constants.py.
 
 How: the baselines are medians; the engine queue's drift is the candidate that best matches the
-fallbacks measured; the allocator's slack is fitted on retained raw minus live and the transient on
-peak minus retained raw (non-negative least squares of the relative error), then both are scaled so
-that the predicted peak covers every measured one (the prediction is an upper bound of the
-calibration data, which preflight then adds its margin to); trim_factor likewise on the points where
-trim_after_build trims; the engine's bodies at once on its peak above its baseline and cache.
+fallbacks measured; the allocator's slack and the transient are fitted together on the peak above
+the live data, coefficients >= 0 that make the largest relative error of the peak smallest
+(minimax), then scaled so that the predicted peak covers every measured one: the prediction is an
+upper bound of the calibration data, to which preflight adds its margin. trim_factor likewise on
+the points where trim_after_build trims; the engine's bodies at once on its peak above its baseline
+and cache.
 """
 
 from __future__ import annotations
 
-import itertools
 import statistics
 import sys
 from collections.abc import Callable, Sequence
@@ -31,7 +31,6 @@ from mmbench.measure.model import explain
 from mmbench.measure.model.constants import CONSTANTS, Constants
 from mmbench.measure.model.peak import client_parts, engine_basis, slack_basis, transient_basis
 from mmbench.results import PointRecord, load
-from mmbench.units import MIB
 
 JITTER_CANDIDATES = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5)
 
@@ -60,20 +59,40 @@ def measured_points(directories: Sequence[str]) -> list[Point]:
     return out
 
 
-def _nnls_relative(rows: np.ndarray, rhs: np.ndarray) -> np.ndarray:
-    """argmin ||rows x - rhs|| over x >= 0, by trying every subset of columns (there are few)."""
-    best, best_err = np.zeros(rows.shape[1]), float(np.sum(rhs**2))
-    for size in range(1, rows.shape[1] + 1):
-        for cols in itertools.combinations(range(rows.shape[1]), size):
-            sol, *_ = np.linalg.lstsq(rows[:, cols], rhs, rcond=None)
-            if (sol < 0).any():
-                continue
-            x = np.zeros(rows.shape[1])
-            x[list(cols)] = sol
-            err = float(np.sum((rows @ x - rhs) ** 2))
-            if err < best_err:
-                best, best_err = x, err
-    return best
+def nnls(a: np.ndarray, b: np.ndarray, iterations: int = 200) -> np.ndarray:
+    """argmin ||a x - b|| over x >= 0 (Lawson and Hanson's active set method)."""
+    n = a.shape[1]
+    x, passive = np.zeros(n), np.zeros(n, dtype=bool)
+    for _ in range(iterations):
+        gradient = a.T @ (b - a @ x)
+        free = ~passive & (gradient > 1e-12 * max(1.0, float(np.abs(gradient).max())))
+        if not free.any():
+            break
+        passive[np.argmax(np.where(free, gradient, -np.inf))] = True
+        while True:
+            z = np.zeros(n)
+            z[passive] = np.linalg.lstsq(a[:, passive], b, rcond=None)[0]
+            if (z[passive] > 0).all():
+                x = z
+                break
+            neg = passive & (z <= 0)
+            step = np.min(x[neg] / (x[neg] - z[neg]))
+            x = x + step * (z - x)
+            passive &= x > 1e-12
+    return x
+
+
+def minimax(a: np.ndarray, b: np.ndarray, iterations: int = 100) -> np.ndarray:
+    """x >= 0 that (nearly) minimizes max |a x - b|: Lawson's iteratively reweighted least squares,
+    each weight growing with its row's residual."""
+    w = np.full(len(b), 1.0 / len(b))
+    x = np.zeros(a.shape[1])
+    for _ in range(iterations):
+        root = np.sqrt(w)
+        x = nnls(a * root[:, None], b * root)
+        w = w * np.abs(a @ x - b) + 1e-15
+        w /= w.sum()
+    return x
 
 
 def _fit_jitter(points: list[Point], c: Constants) -> float:
@@ -95,13 +114,6 @@ def _fit_jitter(points: list[Point], c: Constants) -> float:
     return min(JITTER_CANDIDATES, key=error)
 
 
-def _relative_fit(basis: list[list[float]], measured: list[float]) -> np.ndarray:
-    """Coefficients >= 0 with basis . x closest to `measured`, relative to each (at least 1 MiB)."""
-    aims = [max(m, float(MIB)) for m in measured]
-    rows = np.array([[b / aim for b in row] for row, aim in zip(basis, aims, strict=True)])
-    return _nnls_relative(rows, np.array([m / aim for m, aim in zip(measured, aims, strict=True)]))
-
-
 def _envelope(excess: list[float], predicted: list[float]) -> float:
     """The factor on `predicted` that makes it cover every `excess` (the prediction an upper bound
     of what was measured)."""
@@ -120,25 +132,16 @@ def fit(points: list[Point], start: Constants = CONSTANTS) -> Constants:
     )
     c = replace(c, engine_order_jitter=_fit_jitter(points, c))
     explained = [(p.record, *explain(p.record.config, p.per_image, c)) for p in points]
+    # The slack and the transient together, on the untrimmed points: the coefficients that make the
+    # largest relative error of the peak smallest, then scaled to cover every measured peak.
     plain = [(r, pi) for r, _, pi in explained if not pi.trims]
-    # slack on retained raw - live, transient on peak - retained raw (the untrimmed points) ...
-    with_slack = [(r, pi) for r, pi in plain if not pi.slack_free]
-    slack = _relative_fit(
-        [slack_basis(pi) for _, pi in with_slack],
-        [float((r.retained_bytes or 0) - (r.retained_live_bytes or 0)) for r, _ in with_slack],
-    )
-    transient = _relative_fit(
-        [transient_basis(pi) for _, pi in plain],
-        [float((r.peak_bytes or 0) - (r.retained_bytes or 0)) for r, _ in plain],
-    )
-    # ... then both scaled so that the prediction covers every measured peak.
-    above_live = [
-        float(np.dot(slack_basis(pi), slack) + np.dot(transient_basis(pi), transient)) for _, pi in plain
-    ]
-    scale = _envelope([float((r.peak_bytes or 0) - pi.live) for r, pi in plain], above_live)
-    c = replace(
-        c, slack=tuple(float(x) for x in slack * scale), transient=tuple(float(x) for x in transient * scale)
-    )  # type: ignore[arg-type]
+    basis = np.array([slack_basis(pi) + transient_basis(pi) for _, pi in plain])
+    peaks = np.array([float(r.peak_bytes or 0) for r, _ in plain])
+    excess = peaks - np.array([float(pi.live) for _, pi in plain])
+    x = minimax(basis / peaks[:, None], excess / peaks)
+    x *= _envelope(list(excess), list(basis @ x))
+    n = len(slack_basis(plain[0][1]))
+    c = replace(c, slack=tuple(float(v) for v in x[:n]), transient=tuple(float(v) for v in x[n:]))
     trimmed = [(r, pi) for r, _, pi in explained if pi.trims]
     if trimmed:
         untrimmed = replace(c, trim_factor=1.0)
@@ -150,11 +153,12 @@ def fit(points: list[Point], start: Constants = CONSTANTS) -> Constants:
     # The engine: baseline and cache are the model's; the bodies it holds at once are fitted.
     engine_pts = [(r, pred, pi) for r, pred, pi in explained if r.engine_peak_rss_bytes is not None]
     if engine_pts:
-        excess = [float((r.engine_peak_rss_bytes or 0) - c.engine_baseline - pred.engine_cache_bytes)
-                  for r, pred, _ in engine_pts]  # fmt: skip
-        e = _relative_fit([engine_basis(pi) for _, _, pi in engine_pts], excess)
-        held = [float(np.dot(engine_basis(pi), e)) for _, _, pi in engine_pts]
-        c = replace(c, engine=tuple(float(x) for x in e * _envelope(excess, held)))  # type: ignore[arg-type]
+        held = [float((r.engine_peak_rss_bytes or 0) - c.engine_baseline - pred.engine_cache_bytes)
+                for r, pred, _ in engine_pts]  # fmt: skip
+        rows = np.array([engine_basis(pi) for _, _, pi in engine_pts])
+        engine_peaks = np.array([float(r.engine_peak_rss_bytes or 0) for r, _, _ in engine_pts])
+        e = minimax(rows / engine_peaks[:, None], np.array(held) / engine_peaks)
+        c = replace(c, engine=tuple(float(v) for v in e * _envelope(held, list(rows @ e))))
     return c
 
 

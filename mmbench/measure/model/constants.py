@@ -33,8 +33,8 @@ class Constants:
     #: share of K (the rollouts drift apart in time)
     engine_order_jitter: float = 0.75
     #: the allocator's slack (see mmbench.measure.model.peak.slack_basis): per byte of the last
-    #: turn's bodies of all K rollouts, per byte of K images, per byte the renderer caches evicted,
-    #: and fixed bytes
+    #: turn's item text of all K rollouts, per byte of K images, per byte the renderer caches
+    #: evicted, and fixed bytes
     slack: tuple[float, ...] = (0.55, 2.7, 0.12, 35_000_000)
     #: the transient (peak.transient_basis): bodies as large as the largest and bodies of the last
     #: turn per doubling of K, each for bodies glibc mmaps and for smaller ones; float32 images per

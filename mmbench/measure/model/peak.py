@@ -62,7 +62,8 @@ class PeakInputs:
     live: int  # the model's retained (live) bytes
     largest_body: int  # the largest request body of the point
     last_turn_body: int  # the mean body of the last turn, per rollout (resends included)
-    last_turn_body_float32: int  # the same with float32 pixels (the allocator's holes)
+    last_turn_full_items: float  # the mean items shipped in full in the last turn, per rollout
+    item_text_float32: int  # one full item's base64 text, with float32 pixels
     pixel_float32: int  # one image's pixels at float32
     renders_in_flight: int  # renders that can run at once: min(K, pool, threads)
     evicted: float  # pixel arrays the renderer caches made, held a while, then evicted (freed)
@@ -97,7 +98,8 @@ def peak_inputs(
         live=live,
         largest_body=body(*largest),
         last_turn_body=int(sum(count * body(*s) for s, count in last) / k),
-        last_turn_body_float32=int(sum(count * body_float32(*s) for s, count in last) / k),
+        last_turn_full_items=sum(count * s[2] for s, count in last) / k,
+        item_text_float32=body_float32.wire,
         pixel_float32=pixel_float32,
         renders_in_flight=min(k, config.pool_size, RENDER_THREADS) if mode.client_renders else 0,
         evicted=0.0
@@ -109,10 +111,19 @@ def peak_inputs(
 
 
 def slack_basis(p: PeakInputs) -> list[float]:
-    """The allocator's slack is these, each times its coefficient (Constants.slack)."""
+    """The allocator's slack is these, each times its coefficient (Constants.slack): the base64 text
+    of the last turn's items of all K rollouts, K images, and the images the renderer caches
+    evicted, each only where glibc takes such a buffer from a heap (below its largest mmap
+    threshold; larger ones are mmapped and leave no hole), and fixed bytes."""
     if p.slack_free:
         return [0.0, 0.0, 0.0, 0.0]
-    return [p.k * p.last_turn_body_float32, p.k * p.pixel_float32, p.evicted * p.pixel_float32, 1.0]
+    text, pixels = _heap(p.item_text_float32), _heap(p.pixel_float32)
+    return [p.k * p.last_turn_full_items * text, p.k * pixels, p.evicted * pixels, 1.0]
+
+
+def _heap(size: int) -> int:
+    """A buffer's size where glibc may take it from a heap once its threshold has risen, else 0."""
+    return size if size < MMAP_THRESHOLD_MAX else 0
 
 
 def transient_basis(p: PeakInputs) -> list[float]:
