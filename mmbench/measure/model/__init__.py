@@ -1,6 +1,26 @@
-"""The model: what a point retains, ships and peaks at, before it runs.
+"""The model: what a point retains, ships and peaks at, predicted before it runs.
 
-PLACEHOLDER: the full description is written once the figures are measured.
+What it covers: the four transport modes of mmbench.transports (what each does is stated once, in
+modes.py), any geometry, K, N, images per turn, source size, renderer pool and cache size, engine
+cache size, sent-hash bound, codec and dtype, and the client knobs (trim after build, a fixed mmap
+threshold; the build cap and the arena count measured to change nothing beyond the spread). It
+predicts fault-free runs: engine faults (evictions, restarts, errors) are not modelled.
+
+- driver.py simulates the rollout driver: the engine's queue and its LRU-by-bytes cache (null slots
+  served or failed, resends), then the renderer pool (slots handed out in rotation, one FIFO cache
+  each). It gives the renders that preprocess, cache hits, re-derivations, engine cache hits and
+  misses, fallbacks, the requests by size and which pixels stay where.
+- parts.py has the exact sizes: descriptors and token streams (sys.getsizeof of the real objects)
+  and each request body (the codec's own bytes plus what each token, hash, placeholder and item adds).
+- retained = the pixels the trajectories keep (+ what resends re-derive and keep) + sources + the
+  pixels only the renderer caches hold + descriptors and token streams; bytes shipped = every
+  simulated request's body.
+- peak.py: the client's peak = live data + the allocator's slack + the transient; the engine's =
+  baseline + cache + the bodies it holds. constants.py has every calibrated constant with the data
+  it was fitted on; calibration.py re-fits them from results directories.
+
+How well, measured / predicted on the reference machine (see the README's model section for the
+commands and the per-scenario figures): MODEL_SUMMARY
 """
 
 from __future__ import annotations
