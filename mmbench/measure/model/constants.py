@@ -26,25 +26,25 @@ torch 2.13.0 CPU; results of
 @dataclass(frozen=True, slots=True)
 class Constants:
     #: the worker's RSS after setup (imports, renderer pool, warm-up): added to the client's peak
-    client_baseline: int = 308_000_000
+    client_baseline: int = 307_924_992
     #: the engine process's RSS once ready
-    engine_baseline: int = 49_000_000
+    engine_baseline: int = 49_139_712
     #: how far ahead of the back of the engine's queue a rollout's next request may land, as a
     #: share of K (the rollouts drift apart in time)
-    engine_order_jitter: float = 0.75
+    engine_order_jitter: float = 1.0
     #: the allocator's slack (see mmbench.measure.model.peak.slack_basis): per byte of the last
     #: turn's item text of all K rollouts, per byte of K images, per byte the renderer caches
     #: evicted, and fixed bytes
-    slack: tuple[float, ...] = (0.55, 2.7, 0.12, 35_000_000)
+    slack: tuple[float, ...] = (0.7045, 5.179, 0.0, 0.0)
     #: the transient (peak.transient_basis): bodies as large as the largest and bodies of the last
     #: turn per doubling of K, each for bodies glibc mmaps and for smaller ones; float32 images per
     #: render in flight; fixed bytes
-    transient: tuple[float, ...] = (4.5, 4.8, 2.0, 2.0, 0.5, 2_500_000)
+    transient: tuple[float, ...] = (6.690, 5.950, 8.682, 5.045, 5.734, 9_846_000)
     #: what trim_after_build leaves of the slack and the transient where it trims the largest builds
-    trim_factor: float = 0.55
-    #: the bodies the engine holds at once (peak.engine_basis): as large as the largest, and per
-    #: rollout of the last turn's
-    engine: tuple[float, ...] = (2.0, 0.45)
+    trim_factor: float = 0.4687
+    #: the bodies the engine holds at once (peak.engine_basis): as large as the largest, and of the
+    #: last turn's per doubling of K
+    engine: tuple[float, ...] = (2.457, 2.890)
 
 
 CONSTANTS = Constants()

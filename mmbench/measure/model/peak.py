@@ -164,7 +164,7 @@ def client_peak(p: PeakInputs, c: Constants) -> int:
 
 def engine_basis(p: PeakInputs) -> list[float]:
     """The engine's bodies at once are these, each times its coefficient (Constants.engine)."""
-    return [p.largest_body, p.k * p.last_turn_body]
+    return [p.largest_body, p.log2_k * p.last_turn_body]
 
 
 def engine_peak(p: PeakInputs, cache_bytes: int, c: Constants) -> int:
