@@ -35,9 +35,13 @@ from mmbench.config import PointConfig
 from mmbench.measure.model.constants import CONSTANTS, Constants
 from mmbench.measure.model.driver import DriverCounts, simulate
 from mmbench.measure.model.modes import MODEL_MODES, ModeBehaviour, behaviour
-from mmbench.measure.model.parts import (
+from mmbench.measure.model.parts import (  # the private names: for models built on these sizes
+    _PAD_TOKEN_CHARS,
+    _SIZE,
+    _TEXT_TOKEN_CHARS,
     GRID_BYTES,
     BodySize,
+    _list_bytes,
     descriptor_bytes_per_rollout,
     item_objects,
     other_bytes_per_rollout,
@@ -46,10 +50,15 @@ from mmbench.measure.model.peak import PeakInputs, client_peak, engine_peak, pea
 from mmbench.world.geometry import get_geometry
 
 __all__ = [
+    "GRID_BYTES",
     "MODEL_MODES",
     "PIXEL_ITEMSIZE",
+    "_PAD_TOKEN_CHARS",
+    "_SIZE",
+    "_TEXT_TOKEN_CHARS",
     "ModeBehaviour",
     "Prediction",
+    "_list_bytes",
     "behaviour",
     "counts",
     "explain",
@@ -89,6 +98,8 @@ class Prediction:
     requests: int = 0
     full_items_sent: int = 0
     null_items_sent: int = 0
+    # images the engine preprocesses: none where the client ships processed items
+    engine_preprocess_calls: int = 0
 
     @property
     def system_peak_bytes(self) -> int:

@@ -18,14 +18,19 @@ Two stages, since the renderer's work never changes what the engine sees:
    few places ahead of it at random, since the rollouts drift apart in time. That drift is the one
    calibrated part (`engine_order_jitter`, a share of K): without it a cache smaller than the
    working set would thrash on every request from some turn on, which measured points do not
-   (scenarios/engine-cache.toml: 4-48 fallbacks where a fixed rotation gives 11-50).
+   (scenarios/engine-cache.toml, K = 8, caches of 8, 17 and 34 items: 48, 25 and 5 fallbacks in
+   hash-only, 37, 19 and 4 in ephemeral+hash-only; this model 38, 21 and 6; a fixed rotation 50,
+   36 and 11. One point measured 25 and 35 in two runs: the drift is chaotic).
 2. The renderer pool, turn by turn. The rollouts render concurrently, one render at a time each, so
    the renders of a turn interleave across rollouts (a fresh random order for every step of the
    turn); the pool's asyncio queue hands renderers out in rotation (a renderer goes to the back
    when returned), each with its own FIFO cache of `image_cache_max` entries that a hit does not
    reorder. So one image re-derived on later turns lands on several renderers and sits in several
-   caches at once. Measured at pool 16, 512x512, 8 turns (scenarios/image-cache.toml, K = 4..16):
-   cache entries at the end within -4..+8 % of this; at pool 1, hits within 0..-13 %.
+   caches at once. Cache entries at the end, measured at pool 16, 512x512, 8 turns, K = 4..32
+   (scenarios/image-cache.toml) against this: -1..+6 %; at pools 1 and 4, where the caches fill,
+   exact. (A fixed order of the rollouts would send each rollout's images to the same few
+   renderers: 96 entries at K = 4 where 123 and 125 were measured and this gives 130.) Hits vary
+   run to run: 55 and 83 in two runs of one pool-1 point, this 48.
 
 The random orders come from fixed seeds and the counts are averaged over a few runs, so that a
 prediction is deterministic; large points run once, their averages being stable already.
