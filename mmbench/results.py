@@ -133,6 +133,15 @@ class PointRecord:
     engine_preprocess_calls: int | None = None  # images the engine preprocessed (raw modes; cache misses)
     asset_disk_bytes: int | None = None  # raw-file: bytes the shared asset directory holds at the end
     predicted_engine_preprocess_calls: int | None = None  # the model's count of engine_preprocess_calls
+    # --- the model's renderer pool, engine cache and peaks (issue 14; expected counts over the run)
+    predicted_renderer_cache_hits: int | None = None
+    predicted_renderer_cache_misses: int | None = None  # renders that preprocess
+    predicted_rederived: int | None = None
+    predicted_engine_cache_hits: int | None = None
+    predicted_engine_cache_misses: int | None = None
+    predicted_fallbacks: int | None = None
+    predicted_engine_peak_bytes: int | None = None  # engine RSS at its peak, baseline included
+    predicted_system_peak_bytes: int | None = None  # client baseline + client peak + engine peak
     # --- time
     wall_s: float | None = None
     rollout_wall_s: float | None = None

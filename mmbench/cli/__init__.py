@@ -7,6 +7,7 @@ import typer
 
 from mmbench import __version__
 from mmbench.cli.compare import compare
+from mmbench.cli.plan import plan
 from mmbench.cli.plot import plot
 from mmbench.cli.profile import profile
 from mmbench.cli.report import report
@@ -29,6 +30,7 @@ app.command()(report)
 app.command()(plot)
 app.command()(profile)
 app.command()(compare)
+app.command()(plan)
 
 
 def _version(value: bool) -> None:

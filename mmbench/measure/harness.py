@@ -54,6 +54,11 @@ TOTALS_FIELDS = (
     "request_latency_p95_s", "request_latency_max_s",
 )  # fmt: skip
 SOURCE_SAMPLES = 4
+# The model's expected counts that go into the record as predicted_<name>, beside the measured <name>.
+PREDICTED_COUNTS = (
+    "renderer_cache_hits", "renderer_cache_misses", "rederived", "engine_cache_hits",
+    "engine_cache_misses", "fallbacks", "engine_preprocess_calls",
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +177,9 @@ def _record(
         predicted_retained_bytes=pred.retained_bytes,
         predicted_bytes_shipped=pred.bytes_shipped,
         predicted_peak_bytes=pred.peak_bytes,
-        predicted_engine_preprocess_calls=pred.engine_preprocess_calls,
+        **{f"predicted_{name}": getattr(pred, name) for name in PREDICTED_COUNTS},
+        predicted_engine_peak_bytes=pred.engine_peak_bytes,
+        predicted_system_peak_bytes=pred.system_peak_bytes,
         wall_s=wall_s,
     )
     if engine:
@@ -225,14 +232,16 @@ def _record(
 def measure_point(config: PointConfig, repeat: int = 0, options: HarnessOptions | None = None) -> PointRecord:
     """Measure one point in fresh processes. Never raises for a worker failure: it is recorded."""
     opts = options or HarnessOptions()
+    # --max-memory, where given, is also the most a point may use: preflight holds it to that too.
+    budget = opts.max_memory or None
     if not opts.force:
-        quick = preflight(config)  # no source sampling: refuses the hopeless at once
+        quick = preflight(config, budget=budget)  # no source sampling: refuses the hopeless at once
         if not quick.fits:
             estimate = estimated_source_bytes_per_image(_spec(config))
             return _record(config, repeat, estimate, predict(config, estimate), "skipped", quick.reason)
     per_image, pred = prediction_for(config)
     if not opts.force:
-        check = preflight(config, per_image)
+        check = preflight(config, per_image, budget)
         if not check.fits:
             return _record(config, repeat, per_image, pred, "skipped", check.reason)
     t0 = time.perf_counter()

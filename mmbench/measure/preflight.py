@@ -1,5 +1,11 @@
 """Preflight: refuse a point whose predicted memory would not fit on this machine, before any
-process starts. A benchmark about memory must not be the thing that takes the machine down."""
+process starts. A benchmark about memory must not be the thing that takes the machine down.
+
+The need is the model's system peak (the client's RSS at its peak, baseline included, and the
+engine's) plus a stated margin on top of it: the model is calibrated as an upper bound of the peaks
+measured (mmbench.measure.model.constants), and the margin covers what calibration cannot (a run
+noisier than the ones it was fitted on, another machine, other processes growing meanwhile).
+"""
 
 from __future__ import annotations
 
@@ -11,28 +17,43 @@ from mmbench.config import PointConfig
 from mmbench.measure.model import predict
 from mmbench.units import fmt_bytes
 
+MARGIN = 0.10  # on top of the predicted system peak
+
 
 @dataclass(frozen=True, slots=True)
 class Preflight:
     fits: bool
-    need_bytes: int
+    need_bytes: int  # the predicted system peak plus the margin
     available_bytes: int
+    predicted_bytes: int = 0  # the predicted system peak alone
 
     @property
     def reason(self) -> str:
-        return f"predicted {fmt_bytes(self.need_bytes)} > available {fmt_bytes(self.available_bytes)}"
+        need = f"{fmt_bytes(self.predicted_bytes)} + {MARGIN:.0%} margin = {fmt_bytes(self.need_bytes)}"
+        return f"predicted {need} > available {fmt_bytes(self.available_bytes)}"
 
 
 def available_bytes() -> int:
     return int(psutil.virtual_memory().available)
 
 
-def preflight(config: PointConfig, source_bytes_per_image: float | None = None) -> Preflight:
-    """Compare the predicted peak of the client and the engine with the memory available now.
+def with_margin(predicted_bytes: int) -> int:
+    """What a point predicted to peak at this needs from the machine."""
+    return int(predicted_bytes * (1 + MARGIN))
+
+
+def preflight(
+    config: PointConfig, source_bytes_per_image: float | None = None, budget: int | None = None
+) -> Preflight:
+    """Compare the predicted system peak, plus the margin, with the memory available now (or with
+    `budget` where that is less).
 
     Without a source size the sources count as nothing, which is the most lenient estimate: a
     point refused then is refused with any source size, and it costs no image generation.
     """
-    need = predict(config, source_bytes_per_image or 0.0).system_peak_bytes
+    predicted = predict(config, source_bytes_per_image or 0.0).system_peak_bytes
     available = available_bytes()
-    return Preflight(need <= available, need, available)
+    if budget:
+        available = min(available, budget)
+    need = with_margin(predicted)
+    return Preflight(need <= available, need, available, predicted)

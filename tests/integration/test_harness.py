@@ -27,7 +27,8 @@ REQUIRED = (
     "predicted_retained_bytes", "stored_pixel_bytes", "source_bytes", "bytes_shipped",
     "predicted_bytes_shipped",
     "requests", "full_items_sent", "null_items_sent", "fallbacks", "wrong_results", "engine_rss_bytes",
-    "engine_cache_bytes", "wall_s",
+    "engine_cache_bytes", "wall_s", "predicted_renderer_cache_misses", "predicted_fallbacks",
+    "predicted_engine_peak_bytes", "predicted_system_peak_bytes",
 )  # fmt: skip
 
 
@@ -53,6 +54,13 @@ def test_a_point_is_measured_in_fresh_processes() -> None:
     assert record.shipped_ratio == pytest.approx(1.0, abs=0.01)
     assert record.wrong_results == 0 and record.failed_rollouts == 0
     assert record.requests == 6 and record.full_items_sent == 2 * (1 + 2 + 3)
+    # the model's counts, beside the measured ones
+    assert record.predicted_renderer_cache_misses == record.renderer_cache_misses == 6
+    assert record.predicted_renderer_cache_hits == record.renderer_cache_hits == 0
+    assert record.predicted_fallbacks == record.fallbacks == 0
+    assert record.predicted_engine_cache_misses == record.engine_cache_misses == 0
+    engine_and_client = record.predicted_peak_bytes + record.predicted_engine_peak_bytes
+    assert record.predicted_system_peak_bytes > engine_and_client  # and the client's baseline
     assert record.glibc and record.glibc.startswith("glibc")
     assert not no_children()
 

@@ -93,11 +93,21 @@ def test_resume_refuses_results_of_another_sweep(tmp_path: Path) -> None:
 
 
 def test_the_watchdog_kills_a_worker_over_max_memory() -> None:
-    # the worker's own baseline (python, numpy, torch) is far above 64 MiB
-    options = HarnessOptions(max_memory=64 * 1024 * 1024)
+    # the worker's own baseline (python, numpy, torch) is far above 64 MiB; force: past preflight,
+    # which would refuse it (the next test)
+    options = HarnessOptions(max_memory=64 * 1024 * 1024, force=True)
     record = measure_point(PointConfig(mode="full", rollouts=1, turns=2, image_size="256"), options=options)
     assert record.status == "failed"
     assert record.cause and record.cause.startswith("exceeded --max-memory 64.0 MiB: worker RSS reached ")
+    assert not [p for p in psutil.Process().children(recursive=True) if p.is_running()]
+
+
+def test_preflight_holds_a_point_to_max_memory_starting_nothing() -> None:
+    options = HarnessOptions(max_memory=64 * 1024 * 1024)
+    record = measure_point(PointConfig(mode="full", rollouts=1, turns=2, image_size="256"), options=options)
+    assert record.status == "skipped"
+    assert record.cause and record.cause.endswith("> available 64.0 MiB")
+    assert record.rss_baseline_bytes is None
     assert not [p for p in psutil.Process().children(recursive=True) if p.is_running()]
 
 

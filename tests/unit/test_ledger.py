@@ -200,7 +200,9 @@ def test_tradeoff_has_the_hash_only_modes_against_engine_cache_gb() -> None:
 def test_tradeoff_ideal_and_full_lines_are_the_model() -> None:
     (trade,) = cache_tradeoffs(tradeoff_points())
     config = PointConfig(mode="hash-only", rollouts=8, turns=8, image_size="512")
+    # the ideal: each distinct image shipped once, as with an engine cache that holds every one
     assert trade.ideal_bytes_shipped == predict(config, SOURCE).bytes_shipped
+    assert predict(replace(config, engine_cache_gb=0.1), SOURCE).bytes_shipped > trade.ideal_bytes_shipped
     assert trade.full_bytes_shipped == predict(replace(config, mode="full"), SOURCE).bytes_shipped
     assert trade.full_bytes_shipped > trade.ideal_bytes_shipped  # type: ignore[operator]
     # 64 distinct 512x512 images (6 MiB of float32 pixels each) is the engine's working set

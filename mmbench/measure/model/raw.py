@@ -1,4 +1,4 @@
-"""The analytic model of the raw-media modes (`raw`, `raw-file`).
+"""The model of the raw-media modes (`raw`, `raw-file`).
 
 The client runs no image processor and keeps no pixels: per rollout it holds each image as the
 URL its message carries (a data: URL is 4/3 of the encoded source plus its prefix; a file:// URL a
@@ -13,6 +13,13 @@ The engine preprocesses what its LRU-by-bytes cache does not hold: the lookups a
 the order the driver sends them (turn by turn, every rollout's request of a turn before the next
 turn), so the engine's preprocessing calls and cache hits are exact wherever the cache holds the
 working set or nothing, and a close estimate in between.
+
+Peaks: the client holds its live data, the request bodies in flight (one JSON text per body, and
+asyncio's copy of what the socket has not taken) and the holes freed bodies leave (their text is
+smaller than glibc's largest mmap threshold, so once the threshold has risen they come from a heap):
+both grow with the K bodies of the last turn, calibrated as `Constants.raw_client` on measured raw
+points. The engine holds its cache, the bodies it reads and decodes (`Constants.engine`, as in the
+processed modes) and one image's preprocessing temporaries.
 """
 
 from __future__ import annotations
@@ -20,40 +27,31 @@ from __future__ import annotations
 import tempfile
 from collections import OrderedDict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mmbench.config import PointConfig
-from mmbench.measure.model import (
-    _PAD_TOKEN_CHARS,
-    _SIZE,
-    _TEXT_TOKEN_CHARS,
-    PIXEL_ITEMSIZE,
-    Prediction,
-    _list_bytes,
-)
-from mmbench.transports.registry import TRANSPORTS
+from mmbench.measure.model.constants import Constants
+from mmbench.measure.model.modes import behaviour
+from mmbench.measure.model.parts import _PAD_TOKEN_CHARS, _SIZE, _TEXT_TOKEN_CHARS, GRID_BYTES, _list_bytes
+from mmbench.measure.model.peak import PeakInputs, engine_peak
 from mmbench.world.codec import b64_len, get_codec
 from mmbench.world.geometry import get_geometry
 from mmbench.world.media import data_url_prefix
 from mmbench.world.wire import raw_request_object
 
-GRID_BYTES = 24  # an item's image_grid_thw (1 x 3 int64) beside its pixels in the engine's cache
+if TYPE_CHECKING:
+    from mmbench.measure.model import Prediction
+
 STR_OVERHEAD = 49  # sys.getsizeof("") of an ASCII str: what a URL costs beyond its characters
 # What a file:// URL of the harness's asset directory looks like (its length is what matters).
 _ASSET_DIR = Path(tempfile.gettempdir()) / "mmbench-point-xxxxxxxx" / "assets"
 _ASSET_NAME_CHARS = 32  # the blake2b-128 hex digest a stored asset is named by
-# Client peak: retained, plus copies of the largest request body (the JSON text, its encoding, the
-# write buffer) for the requests in flight; the engine's: its cache, the body it reads, the URLs
-# decoded from it and one image's preprocessing temporaries.
-_RAW_PEAK_FLOOR = 64 * 1024**2
-_RAW_BODY_BASE, _RAW_BODY_PER_K = 2.0, 2.0
-_ENGINE_FLOOR = 128 * 1024**2
-_ENGINE_BODY_COPIES = 3.0
 _PREPROCESS_TEMPORARIES = 4.0  # float32 image, normalized copy, temporal repeat, patches
 
 
 def url_length(config: PointConfig, source_bytes_per_image: float) -> float:
     """Characters of one image's URL in this mode."""
-    if TRANSPORTS[config.mode].media == "file":
+    if behaviour(config.mode).media == "file":
         return len(f"file://{_ASSET_DIR}/") + _ASSET_NAME_CHARS + 1 + len(config.image_format)
     return len(data_url_prefix(config.image_format)) + b64_len(round(source_bytes_per_image))
 
@@ -98,7 +96,11 @@ def engine_preprocess_calls(config: PointConfig, item_bytes: int) -> tuple[int, 
     return misses, hits
 
 
-def predict_raw(config: PointConfig, source_bytes_per_image: float) -> Prediction:
+def explain_raw(
+    config: PointConfig, source_bytes_per_image: float, constants: Constants
+) -> tuple[Prediction, PeakInputs]:
+    from mmbench.measure.model import PIXEL_ITEMSIZE, Prediction  # the package builds on this module
+
     layout = get_geometry(config.model).layout(*config.image_wh)
     pixel = layout.pixel_bytes(PIXEL_ITEMSIZE[config.dtype])
     k, n, m, c = config.rollouts, config.turns, config.images_per_turn, config.completion_tokens
@@ -106,7 +108,7 @@ def predict_raw(config: PointConfig, source_bytes_per_image: float) -> Predictio
     url = url_length(config, source_bytes_per_image)
 
     s = _SIZE
-    media = k * (images * (url + STR_OVERHEAD))
+    media = int(k * images * (url + STR_OVERHEAD))
     # per step: the engine's placeholders (one per image so far) in a list of their own
     placeholders = sum(_list_bytes(t * m) + t * m * s["placeholder"] for t in range(1, n + 1))
     expanded = n * (config.text_tokens_per_turn + m * layout.tokens + c)
@@ -115,30 +117,38 @@ def predict_raw(config: PointConfig, source_bytes_per_image: float) -> Predictio
     per_rollout_other = (
         int(8 * (expanded + rendered) * 1.07) + 160 + 2 * _list_bytes(images) + n * per_step_other
     )
-    retained = int(media) + k * (placeholders + per_rollout_other)
+    retained = media + k * (placeholders + per_rollout_other)
 
     bodies = _body_sizes(config, url)
     shipped_rollout = int(sum(bodies))
-    largest = max(bodies)
-    peak = retained + _RAW_PEAK_FLOOR + (_RAW_BODY_BASE + _RAW_BODY_PER_K * k) * largest
     item_bytes = pixel + GRID_BYTES
-    engine_cache = min(k * images * item_bytes, config.engine_cache_bytes // item_bytes * item_bytes)
-    engine_peak = (
-        _ENGINE_FLOOR + engine_cache + _ENGINE_BODY_COPIES * largest + _PREPROCESS_TEMPORARIES * pixel
-    )
-    preprocess, _ = engine_preprocess_calls(config, item_bytes)
-    return Prediction(
+    preprocess, hits = engine_preprocess_calls(config, item_bytes)
+    engine_cache = min(k * images, config.engine_cache_bytes // item_bytes) * item_bytes
+    inputs = PeakInputs(
+        k=k, live=retained, largest_body=int(max(bodies)), last_turn_body=int(bodies[-1]),
+        last_turn_full_items=0.0, item_text_float32=0, pixel_float32=layout.pixel_bytes(4),
+        renders_in_flight=0, evicted=0.0, trims=False, slack_free=False,
+    )  # fmt: skip
+    per_k, fixed = constants.raw_client
+    client_peak = retained + int(per_k * k * inputs.last_turn_body + fixed)
+    temporaries = int(_PREPROCESS_TEMPORARIES * inputs.pixel_float32)
+    prediction = Prediction(
         retained_bytes=retained,
         pixel_bytes=0,
-        source_bytes=int(media),
+        source_bytes=media,
         renderer_cache_only_bytes=0,
         descriptor_bytes=k * placeholders,
         other_bytes=k * per_rollout_other,
         bytes_shipped=k * shipped_rollout,
         bytes_shipped_per_rollout=shipped_rollout,
-        peak_bytes=int(peak),
+        peak_bytes=client_peak,
         pixel_bytes_per_image=pixel,
         engine_cache_bytes=engine_cache,
-        engine_peak_bytes=int(engine_peak),
+        engine_peak_bytes=engine_peak(inputs, engine_cache, constants) + temporaries,
+        client_baseline_bytes=constants.client_baseline,
+        engine_cache_hits=hits,
+        engine_cache_misses=preprocess,
+        requests=k * n,
         engine_preprocess_calls=preprocess,
     )
+    return prediction, inputs

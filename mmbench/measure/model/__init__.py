@@ -1,0 +1,185 @@
+"""The model: what a point retains, ships and peaks at, predicted before it runs.
+
+What it covers: the transport modes of mmbench.transports (what each does is stated once, in
+modes.py; the raw-media modes, whose engine preprocesses, in raw.py), any geometry, K, N, images
+per turn, source size, renderer pool and cache size, engine cache size, sent-hash bound, codec and
+dtype, and the client knobs (trim after build, a fixed mmap
+threshold; the build cap and the arena count measured to change nothing beyond the spread). It
+predicts fault-free runs: engine faults (evictions, restarts, errors) are not modelled.
+
+- driver.py simulates the rollout driver: the engine's queue and its LRU-by-bytes cache (null slots
+  served or failed, resends), then the renderer pool (slots handed out in rotation, one FIFO cache
+  each). It gives the renders that preprocess, cache hits, re-derivations, engine cache hits and
+  misses, fallbacks, the requests by size and which pixels stay where.
+- parts.py has the exact sizes: descriptors and token streams (sys.getsizeof of the real objects)
+  and each request body (the codec's own bytes plus what each token, hash, placeholder and item adds).
+- retained = the pixels the trajectories keep (+ what resends re-derive and keep) + sources + the
+  pixels only the renderer caches hold + descriptors and token streams; bytes shipped = every
+  simulated request's body.
+- peak.py: the client's peak = live data + the allocator's slack + the transient; the engine's =
+  baseline + cache + the bodies it holds. constants.py has every calibrated constant with the data
+  it was fitted on; calibration.py re-fits them from results directories.
+
+How well, measured / predicted on the 2-core reference machine (84 points of the scenarios named in
+constants.py; the README's model section has them per scenario): retained (live) 0.95-1.01 at
+512x512 and 1024x1024 in every mode, renderer pool and cache size (0.80-1.02 where the engine cache
+is smaller than the working set); bytes shipped 1.00 (0.87-1.20 with fallbacks); the client's peak
+0.66-1.00 (0.73-1.00 in scenarios/default.toml); the engine's peak 0.46-1.00; fallbacks within 2 or
+20 % (they vary as much run to run).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from mmbench.config import PointConfig
+from mmbench.measure.model.constants import CONSTANTS, Constants
+from mmbench.measure.model.driver import DriverCounts, simulate
+from mmbench.measure.model.modes import MODEL_MODES, ModeBehaviour, behaviour
+from mmbench.measure.model.parts import (  # the private names: for models built on these sizes
+    _PAD_TOKEN_CHARS,
+    _SIZE,
+    _TEXT_TOKEN_CHARS,
+    GRID_BYTES,
+    BodySize,
+    _list_bytes,
+    descriptor_bytes_per_rollout,
+    item_objects,
+    other_bytes_per_rollout,
+)
+from mmbench.measure.model.peak import PeakInputs, client_peak, engine_peak, peak_inputs, trims
+from mmbench.measure.model.raw import explain_raw
+from mmbench.world.geometry import get_geometry
+
+__all__ = [
+    "GRID_BYTES",
+    "MODEL_MODES",
+    "PIXEL_ITEMSIZE",
+    "_PAD_TOKEN_CHARS",
+    "_SIZE",
+    "_TEXT_TOKEN_CHARS",
+    "ModeBehaviour",
+    "Prediction",
+    "_list_bytes",
+    "behaviour",
+    "counts",
+    "explain",
+    "item_objects",
+    "predict",
+    "trims",
+]
+
+PIXEL_ITEMSIZE = {"float32": 4, "bfloat16": 2}  # bytes per pixel_values element, per dtype
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    # --- retained by the client (live data, the K trajectories alive), in bytes
+    retained_bytes: int
+    pixel_bytes: int
+    source_bytes: int
+    renderer_cache_only_bytes: int
+    descriptor_bytes: int
+    other_bytes: int
+    # --- the wire
+    bytes_shipped: int
+    bytes_shipped_per_rollout: int
+    # --- peaks: the client's above its baseline, the engine's RSS as a whole
+    peak_bytes: int
+    pixel_bytes_per_image: int
+    engine_cache_bytes: int
+    engine_peak_bytes: int
+    client_baseline_bytes: int = 0
+    # --- what the renderer pool and the engine cache do (expected counts over the run)
+    renderer_cache_hits: int = 0
+    renderer_cache_misses: int = 0
+    rederived: int = 0
+    engine_cache_hits: int = 0
+    engine_cache_misses: int = 0
+    fallbacks: int = 0
+    requests: int = 0
+    full_items_sent: int = 0
+    null_items_sent: int = 0
+    # images the engine preprocesses: none where the client ships processed items
+    engine_preprocess_calls: int = 0
+
+    @property
+    def system_peak_bytes(self) -> int:
+        """What the point needs from the machine: the client's RSS at its peak (baseline included)
+        and the engine's."""
+        return self.client_baseline_bytes + self.peak_bytes + self.engine_peak_bytes
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+def counts(config: PointConfig, constants: Constants = CONSTANTS) -> DriverCounts:
+    """The driver simulated for this point (see mmbench.measure.model.driver)."""
+    layout = get_geometry(config.model).layout(*config.image_wh)
+    item = layout.pixel_bytes(PIXEL_ITEMSIZE[config.dtype]) + GRID_BYTES
+    capacity = config.engine_cache_bytes
+    engine_items = capacity // item if item <= capacity else 0
+    return simulate(
+        behaviour(config.mode), config.rollouts, config.turns, config.images_per_turn, config.pool_size,
+        config.image_cache_max, engine_items, config.sent_hashes_max, constants.engine_order_jitter,
+    )  # fmt: skip
+
+
+def predict(
+    config: PointConfig, source_bytes_per_image: float, constants: Constants = CONSTANTS
+) -> Prediction:
+    """The model's prediction for one point, from the mean encoded source size per image."""
+    return explain(config, source_bytes_per_image, constants)[0]
+
+
+def explain(
+    config: PointConfig, source_bytes_per_image: float, constants: Constants = CONSTANTS
+) -> tuple[Prediction, PeakInputs]:
+    """The prediction and what its peaks are made of (mmbench.measure.model.peak)."""
+    mode = behaviour(config.mode)
+    if not mode.client_renders:
+        return explain_raw(config, source_bytes_per_image, constants)
+    layout = get_geometry(config.model).layout(*config.image_wh)
+    itemsize = PIXEL_ITEMSIZE[config.dtype]
+    pixel = layout.pixel_bytes(itemsize)
+    k, n, m = config.rollouts, config.turns, config.images_per_turn
+    sim = counts(config, constants)
+
+    pixels = int((k * n * m + sim.rederived_kept) * pixel) if mode.stores_pixels else 0
+    cache_only = 0 if mode.stores_pixels else int(sim.renderer_cache_entries * pixel)
+    sources = int(k * n * m * source_bytes_per_image)
+    descriptors = k * descriptor_bytes_per_rollout(config, mode)
+    other = k * other_bytes_per_rollout(config, layout)
+    retained = pixels + sources + cache_only + descriptors + other
+
+    body = BodySize(config, layout, itemsize)
+    shipped = int(sum(count * body(*shape) for shape, count in sim.request_shapes))
+    engine_cache = int(sim.engine_cache_items * (pixel + GRID_BYTES))
+    # The renderer makes float32 pixels before any cast: the allocator's holes are float32-sized.
+    body_float32 = body if itemsize == 4 else BodySize(config, layout, 4)
+    inputs = peak_inputs(config, mode, sim, retained, body, body_float32, pixel, layout.pixel_bytes(4))
+    prediction = Prediction(
+        retained_bytes=retained,
+        pixel_bytes=pixels,
+        source_bytes=sources,
+        renderer_cache_only_bytes=cache_only,
+        descriptor_bytes=descriptors,
+        other_bytes=other,
+        bytes_shipped=shipped,
+        bytes_shipped_per_rollout=shipped // k,
+        peak_bytes=client_peak(inputs, constants),
+        pixel_bytes_per_image=pixel,
+        engine_cache_bytes=engine_cache,
+        engine_peak_bytes=engine_peak(inputs, engine_cache, constants),
+        client_baseline_bytes=constants.client_baseline,
+        renderer_cache_hits=round(sim.renderer_cache_hits),
+        renderer_cache_misses=round(sim.renderer_cache_misses),
+        rederived=round(sim.rederived),
+        engine_cache_hits=round(sim.engine_cache_hits),
+        engine_cache_misses=round(sim.engine_cache_misses),
+        fallbacks=round(sim.fallbacks),
+        requests=round(sim.requests),
+        full_items_sent=round(sim.full_items_sent),
+        null_items_sent=round(sim.null_items_sent),
+    )
+    return prediction, inputs

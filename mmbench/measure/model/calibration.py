@@ -1,0 +1,243 @@
+"""Fit the model's calibrated constants to measured results, and show how the model compares.
+
+    python -m mmbench.measure.model.calibration RESULTS_DIR [RESULTS_DIR ...]
+
+reads every measured point of the results directories, fits the constants of
+mmbench.measure.model.constants and prints them with, per scenario, the range of measured /
+predicted for retained (live), bytes shipped, the client's peak, the engine's peak and fallbacks,
+under the constants in use and under the ones fitted. Nothing is written: paste the constants into
+constants.py.
+
+How: the baselines are medians; the engine queue's drift is the candidate that best matches the
+fallbacks measured; the allocator's slack and the transient are fitted together on the peak above
+the live data, coefficients >= 0 that make the largest relative error of the peak smallest
+(minimax), then scaled so that the predicted peak covers every measured one: the prediction is an
+upper bound of the calibration data, to which preflight adds its margin. trim_factor likewise on
+the points where trim_after_build trims; the engine's bodies at once on its peak above its baseline
+and cache.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields, replace
+
+import numpy as np
+
+from mmbench.errors import MmbenchError
+from mmbench.measure.model import explain
+from mmbench.measure.model.constants import CONSTANTS, Constants
+from mmbench.measure.model.peak import client_parts, engine_basis, slack_basis, transient_basis
+from mmbench.results import PointRecord, load
+
+JITTER_CANDIDATES = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5)
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    scenario: str
+    record: PointRecord
+
+    @property
+    def per_image(self) -> float:
+        return self.record.source_bytes_per_image or 0.0
+
+
+def measured_points(directories: Sequence[str]) -> list[Point]:
+    """Every ok point with the readings the fit needs, named by its results' scenario."""
+    out: list[Point] = []
+    for d in directories:
+        results = load(d)
+        name = str(results.scenario.get("name", d))
+        for r in results.points:
+            if r.ok and r.peak_bytes is not None and r.source_bytes_per_image is not None:
+                out.append(Point(name, r))
+    if not out:
+        raise MmbenchError("no measured points in " + ", ".join(directories))
+    return out
+
+
+def nnls(a: np.ndarray, b: np.ndarray, iterations: int = 200) -> np.ndarray:
+    """argmin ||a x - b|| over x >= 0 (Lawson and Hanson's active set method)."""
+    n = a.shape[1]
+    x, passive = np.zeros(n), np.zeros(n, dtype=bool)
+    for _ in range(iterations):
+        gradient = a.T @ (b - a @ x)
+        free = ~passive & (gradient > 1e-12 * max(1.0, float(np.abs(gradient).max())))
+        if not free.any():
+            break
+        passive[np.argmax(np.where(free, gradient, -np.inf))] = True
+        while True:
+            z = np.zeros(n)
+            z[passive] = np.linalg.lstsq(a[:, passive], b, rcond=None)[0]
+            if (z[passive] > 0).all():
+                x = z
+                break
+            neg = passive & (z <= 0)
+            step = np.min(x[neg] / (x[neg] - z[neg]))
+            x = x + step * (z - x)
+            passive &= x > 1e-12
+    return x
+
+
+def minimax(a: np.ndarray, b: np.ndarray, iterations: int = 100) -> np.ndarray:
+    """x >= 0 that (nearly) minimizes max |a x - b|: Lawson's iteratively reweighted least squares,
+    each weight growing with its row's residual."""
+    w = np.full(len(b), 1.0 / len(b))
+    x = np.zeros(a.shape[1])
+    for _ in range(iterations):
+        root = np.sqrt(w)
+        x = nnls(a * root[:, None], b * root)
+        w = w * np.abs(a @ x - b) + 1e-15
+        w /= w.sum()
+    return x
+
+
+def _fit_jitter(points: list[Point], c: Constants) -> float:
+    """The engine queue's drift that best matches the fallbacks measured, each error counted in
+    units of the tolerance (10 %, or 2 fallbacks)."""
+    used = [p for p in points if (p.record.fallbacks or 0) > 0]
+    if not used:
+        return c.engine_order_jitter
+
+    def error(share: float) -> float:
+        trial = replace(c, engine_order_jitter=share)
+        total = 0.0
+        for p in used:
+            measured = p.record.fallbacks or 0
+            predicted = explain(p.record.config, p.per_image, trial)[0].fallbacks
+            total += ((predicted - measured) / max(2.0, 0.1 * measured)) ** 2
+        return total
+
+    return min(JITTER_CANDIDATES, key=error)
+
+
+def _envelope(excess: list[float], predicted: list[float]) -> float:
+    """The factor on `predicted` that makes it cover every `excess` (the prediction an upper bound
+    of what was measured)."""
+    return max((e / p for e, p in zip(excess, predicted, strict=True) if p > 0), default=1.0)
+
+
+def fit(points: list[Point], start: Constants = CONSTANTS) -> Constants:
+    """The constants that best explain these points (see the module doc)."""
+    recs = [p.record for p in points]
+    c = replace(
+        start,
+        client_baseline=int(statistics.median(r.rss_baseline_bytes for r in recs if r.rss_baseline_bytes)),
+        engine_baseline=int(
+            statistics.median(r.engine_rss_baseline_bytes for r in recs if r.engine_rss_baseline_bytes)
+        ),
+    )
+    c = replace(c, engine_order_jitter=_fit_jitter(points, c))
+    explained = [(p.record, *explain(p.record.config, p.per_image, c)) for p in points]
+    # The slack and the transient together, on the untrimmed points: the coefficients that make the
+    # largest relative error of the peak smallest, then scaled to cover every measured peak.
+    plain = [(r, pi) for r, _, pi in explained if not pi.trims]
+    basis = np.array([slack_basis(pi) + transient_basis(pi) for _, pi in plain])
+    peaks = np.array([float(r.peak_bytes or 0) for r, _ in plain])
+    excess = peaks - np.array([float(pi.live) for _, pi in plain])
+    x = minimax(basis / peaks[:, None], excess / peaks)
+    x *= _envelope(list(excess), list(basis @ x))
+    n = len(slack_basis(plain[0][1]))
+    c = replace(c, slack=tuple(float(v) for v in x[:n]), transient=tuple(float(v) for v in x[n:]))
+    trimmed = [(r, pi) for r, _, pi in explained if pi.trims]
+    if trimmed:
+        untrimmed = replace(c, trim_factor=1.0)
+        parts = [client_parts(pi, untrimmed) for _, pi in trimmed]
+        c = replace(c, trim_factor=_envelope(
+            [float((r.peak_bytes or 0) - pi.live) for r, pi in trimmed],
+            [float(pt["slack"] + pt["transient"]) for pt in parts],
+        ))  # fmt: skip
+    # The engine: baseline and cache are the model's; the bodies it holds at once are fitted.
+    engine_pts = [(r, pred, pi) for r, pred, pi in explained if r.engine_peak_rss_bytes is not None]
+    if engine_pts:
+        held = [float((r.engine_peak_rss_bytes or 0) - c.engine_baseline - pred.engine_cache_bytes)
+                for r, pred, _ in engine_pts]  # fmt: skip
+        rows = np.array([engine_basis(pi) for _, _, pi in engine_pts])
+        engine_peaks = np.array([float(r.engine_peak_rss_bytes or 0) for r, _, _ in engine_pts])
+        e = minimax(rows / engine_peaks[:, None], np.array(held) / engine_peaks)
+        c = replace(c, engine=tuple(float(v) for v in e * _envelope(held, list(rows @ e))))
+    return c
+
+
+# measured / predicted, per figure
+RATIOS: dict[str, Callable[[PointRecord, object], float | None]] = {
+    "retained": lambda r, p: _ratio(r.retained_live_bytes, p.retained_bytes),  # type: ignore[attr-defined]
+    "shipped": lambda r, p: _ratio(r.bytes_shipped, p.bytes_shipped),  # type: ignore[attr-defined]
+    "peak": lambda r, p: _ratio(r.peak_bytes, p.peak_bytes),  # type: ignore[attr-defined]
+    "engine peak": lambda r, p: _ratio(r.engine_peak_rss_bytes, p.engine_peak_bytes),  # type: ignore[attr-defined]
+}
+
+
+def _ratio(measured: float | None, predicted: float) -> float | None:
+    return None if measured is None or not predicted else measured / predicted
+
+
+@dataclass(frozen=True, slots=True)
+class ScenarioFit:
+    scenario: str
+    points: int
+    ranges: dict[str, tuple[float, float]]  # figure -> (lowest, highest) measured / predicted
+    fallbacks: list[tuple[int, int]]  # (measured, predicted) where either is > 0
+
+
+def compare(points: list[Point], c: Constants) -> list[ScenarioFit]:
+    """Per scenario: how the model with these constants compares with every measured point."""
+    out = []
+    for name in dict.fromkeys(p.scenario for p in points):
+        mine = [p for p in points if p.scenario == name]
+        preds = [explain(p.record.config, p.per_image, c)[0] for p in mine]
+        ranges = {}
+        for figure, ratio in RATIOS.items():
+            values = [
+                v for p, pred in zip(mine, preds, strict=True) if (v := ratio(p.record, pred)) is not None
+            ]
+            if values:
+                ranges[figure] = (min(values), max(values))
+        fb = [
+            (p.record.fallbacks or 0, pred.fallbacks)
+            for p, pred in zip(mine, preds, strict=True)
+            if (p.record.fallbacks or 0) or pred.fallbacks
+        ]
+        out.append(ScenarioFit(name, len(mine), ranges, fb))
+    return out
+
+
+def _print_comparison(title: str, fits: list[ScenarioFit]) -> None:
+    print(title)
+    for f in fits:
+        figures = "  ".join(f"{k} {lo:.2f}-{hi:.2f}" for k, (lo, hi) in f.ranges.items())
+        print(f"  {f.scenario:<18} {f.points:>3} points  {figures}")
+        if f.fallbacks:
+            print(
+                "  "
+                + " " * 18
+                + "   fallbacks measured/predicted: "
+                + " ".join(f"{a}/{b}" for a, b in f.fallbacks)
+            )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if not args:
+        print(__doc__.strip().splitlines()[2].strip(), file=sys.stderr)
+        return 2
+    try:
+        points = measured_points(args)
+        fitted = fit(points)
+    except MmbenchError as exc:
+        print(f"mmbench: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{len(points)} measured points from {', '.join(args)}")
+    _print_comparison("with the constants in use:", compare(points, CONSTANTS))
+    _print_comparison("with the constants fitted:", compare(points, fitted))
+    print("fitted constants (mmbench/measure/model/constants.py):")
+    for f in fields(Constants):
+        print(f"    {f.name} = {getattr(fitted, f.name)!r}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

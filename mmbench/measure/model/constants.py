@@ -1,0 +1,53 @@
+"""Every calibrated constant of the model, in one place, with the data it was fitted on.
+
+Everything else the model predicts comes from the data structures and the driver simulated. These
+are what a first principle cannot give here: the processes' baselines, how far the rollouts drift
+apart in the engine's queue, how many request bodies are alive at once (which depends on how fast
+the engine answers against how fast the client builds) and how much freed memory the allocator
+keeps.
+
+To re-fit them (after a change to the engine, the client or the machine), run the scenarios named
+below and `python -m mmbench.measure.model.calibration DIR...`: it prints the constants it fits
+and how the model compares with every measured point, per scenario; paste the constants here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+CALIBRATION_DATA = """\
+2-core, 24 GiB reference machine (shared with other jobs while measured), Python 3.11, glibc 2.36,
+torch 2.13.0 CPU; results of
+  mmbench sweep ci; mmbench sweep default; mmbench sweep knobs; mmbench sweep image-cache;
+  mmbench sweep engine-cache; mmbench sweep pr-verification;
+  mmbench sweep --modes full,ephemeral,hash-only --pool-size 1,4,16 --rollouts 4,8 --image-size 512"""
+
+
+@dataclass(frozen=True, slots=True)
+class Constants:
+    #: the worker's RSS after setup (imports, renderer pool, warm-up): added to the client's peak
+    client_baseline: int = 307_924_992
+    #: the engine process's RSS once ready
+    engine_baseline: int = 49_139_712
+    #: how far ahead of the back of the engine's queue a rollout's next request may land, as a
+    #: share of K (the rollouts drift apart in time)
+    engine_order_jitter: float = 1.0
+    #: the allocator's slack (see mmbench.measure.model.peak.slack_basis): per byte of the last
+    #: turn's item text of all K rollouts, per byte of K images, per byte the renderer caches
+    #: evicted, and fixed bytes
+    slack: tuple[float, ...] = (0.7045, 5.179, 0.0, 0.0)
+    #: the transient (peak.transient_basis): bodies as large as the largest and bodies of the last
+    #: turn per doubling of K, each for bodies glibc mmaps and for smaller ones; float32 images per
+    #: render in flight; fixed bytes
+    transient: tuple[float, ...] = (6.690, 5.950, 8.682, 5.045, 5.734, 9_846_000)
+    #: what trim_after_build leaves of the slack and the transient where it trims the largest builds
+    trim_factor: float = 0.4687
+    #: the bodies the engine holds at once (peak.engine_basis): as large as the largest, and of the
+    #: last turn's per doubling of K
+    engine: tuple[float, ...] = (2.457, 2.890)
+    #: the raw-media modes' client peak above its live data (model/raw.py): per byte of the last
+    #: turn's bodies of all K rollouts, and fixed bytes (raw, 512x512, N=8, K = 4, 8, 16)
+    raw_client: tuple[float, float] = (4.4, 85 * 1024**2)
+
+
+CONSTANTS = Constants()
