@@ -6,6 +6,7 @@ import statistics
 from dataclasses import dataclass
 
 from mmbench.config import PointConfig
+from mmbench.machines import machines_differ, split_key
 from mmbench.results import PointRecord
 
 
@@ -28,6 +29,7 @@ class PointGroup:
 
     config: PointConfig
     records: tuple[PointRecord, ...]
+    machine: str | None = None  # set where the records' machines differ (mmbench/machines.py)
 
     @property
     def ok_records(self) -> list[PointRecord]:
@@ -54,11 +56,16 @@ class PointGroup:
 
 
 def group(records: list[PointRecord]) -> list[PointGroup]:
-    """Repeats of the same point together, in the order points first appear."""
+    """Repeats of the same point together, in the order points first appear; apart per machine
+    where the records come from machines of different kinds."""
+    split = machines_differ(records)
     buckets: dict[tuple[object, ...], list[PointRecord]] = {}
     for r in records:
-        buckets.setdefault(r.key()[:-1], []).append(r)
-    return [PointGroup(rs[0].config, tuple(sorted(rs, key=lambda r: r.repeat))) for rs in buckets.values()]
+        buckets.setdefault((*r.key()[:-1], split_key(r, split)), []).append(r)
+    return [
+        PointGroup(rs[0].config, tuple(sorted(rs, key=lambda r: r.repeat)), split_key(rs[0], split))
+        for rs in buckets.values()
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +105,7 @@ class ModeFit:
     fit: Fit
     k_from: int  # the smallest K in the fit
     floor_per_rollout: float  # stored pixels + sources + descriptors per rollout (the ledger)
+    machine: str | None = None  # the machine of its points, where the records' machines differ
 
     @property
     def vs_floor(self) -> float:
@@ -130,13 +138,14 @@ def family_labels(configs: list[PointConfig]) -> dict[tuple[tuple[str, object], 
 def mode_fits(records: list[PointRecord], metric: str = "retained_live_bytes") -> list[ModeFit]:
     """Per family (mode and every other parameter but K), least squares of `metric` (median of
     repeats) over K, from the cache-full K on (or over every K when fewer than two lie past it)."""
-    by_family: dict[tuple[tuple[str, object], ...], list[PointGroup]] = {}
+    # One line per machine too: points measured on different hardware are not fitted together.
+    by_family: dict[tuple[tuple[tuple[str, object], ...], str | None], list[PointGroup]] = {}
     for g in group(records):
         if g.stat(metric) is not None:
-            by_family.setdefault(family(g.config), []).append(g)
+            by_family.setdefault((family(g.config), g.machine), []).append(g)
     labels = family_labels([g.config for gs in by_family.values() for g in gs])
     fits: list[ModeFit] = []
-    for fam, groups in by_family.items():
+    for (fam, machine), groups in by_family.items():
         past = [g for g in groups if g.config.rollouts >= cache_full_k(g.config)]
         chosen = past if len({g.config.rollouts for g in past}) >= 2 else groups
         xs = [float(g.config.rollouts) for g in chosen]
@@ -147,5 +156,7 @@ def mode_fits(records: list[PointRecord], metric: str = "retained_live_bytes") -
         top = max(chosen, key=lambda g: g.config.rollouts)
         ledger = ("stored_pixel_bytes", "source_bytes", "descriptor_bytes")
         floor = sum((s.median if (s := top.stat(k)) else 0.0) for k in ledger) / top.config.rollouts
-        fits.append(ModeFit(top.config.mode, labels[fam], fit, min(g.config.rollouts for g in chosen), floor))
+        label = labels[fam] + (f" on {machine}" if machine else "")
+        k_from = min(g.config.rollouts for g in chosen)
+        fits.append(ModeFit(top.config.mode, label, fit, k_from, floor, machine))
     return fits

@@ -56,9 +56,10 @@ def machine_of(record: PointRecord) -> str | None:
     return ", ".join(parts)
 
 
-def machines(records: Iterable[PointRecord]) -> list[str | None]:
-    """The distinct machines of these records, in order of first appearance."""
-    return list(dict.fromkeys(machine_of(r) for r in records))
+def machines(records: Iterable[PointRecord]) -> list[str]:
+    """The distinct machines that measured these records, in order of first appearance (a point no
+    machine measured, such as one no worker could hold, names none)."""
+    return [m for m in dict.fromkeys(machine_of(r) for r in records) if m is not None]
 
 
 def machines_differ(records: Iterable[PointRecord]) -> bool:
@@ -66,7 +67,8 @@ def machines_differ(records: Iterable[PointRecord]) -> bool:
 
 
 def split_key(record: PointRecord, split: bool) -> str | None:
-    """What a grouping adds to its key: the machine where the records' machines differ."""
+    """What a grouping adds to its key: the machine where the records' machines differ (None for
+    a record without one, which then stands apart)."""
     return machine_of(record) if split else None
 
 

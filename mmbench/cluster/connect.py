@@ -67,6 +67,7 @@ def open_cluster(spec: ClusterSpec) -> Iterator[Cluster]:
                     n_workers=spec.local_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                     dashboard_address=None, memory_limit=0, silence_logs=logging.ERROR,
                     resources={SLOT_RESOURCE: 1, MEMORY_RESOURCE: share},
+                    preload=["mmbench.cluster.local_worker"],
                 )  # fmt: skip
             client = Client(local)
             client.wait_for_workers(spec.local_workers, timeout=LOCAL_START_TIMEOUT_S)
