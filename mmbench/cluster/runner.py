@@ -29,13 +29,19 @@ RESUME_HINT = "the finished points are kept; run the same command with --resume 
 OnEvent = Callable[[PlannedPoint, dict[str, Any]], None]
 
 
-@dataclass
+@dataclass(eq=False)
 class _Flight:
-    """A point handed to the scheduler."""
+    """A point on its way through the cluster, over every submission of it."""
 
     point: PlannedPoint
-    need: int | None  # predicted system peak it asked for (None: --force, any worker)
-    started_on: list[str] = field(default_factory=list)  # worker of each start, in order
+    need: int | None = None  # predicted system peak it asks for (None: --force, any worker)
+    submissions: int = 0
+    started_on: list[str] = field(default_factory=list)  # the worker of each start, in order
+    started_keys: set[str] = field(default_factory=set)  # the submissions that started
+
+    @property
+    def attempts(self) -> int:
+        return len(self.started_on)
 
 
 def unmeasured(point: PlannedPoint, status: str, cause: str, **fields: Any) -> PointRecord:
@@ -73,45 +79,57 @@ class ClusterRunner:
     ) -> Generator[Finished, None, None]:
         if options.memray_dir is not None:
             raise MmbenchError("--memray runs on one machine only: its captures would stay on the workers")
-        pending = list(todo)
-        flights: dict[Any, _Flight] = {}  # future -> its point
+        pending = [_Flight(p) for p in todo]
+        running: dict[Any, _Flight] = {}  # future -> its point
+        keys: dict[str, _Flight] = {}  # task key -> its point, for the start events
         token = uuid.uuid4().hex[:8]  # keys unique to this sweep: the scheduler may serve others
         self.client.subscribe_topic(EVENT_TOPIC, lambda event: self._events.put(event[1]))
         try:
-            while pending or flights:
-                skipped = self._admit(pending, flights, options, token)
+            while pending or running:
+                skipped = self._admit(pending, running, keys, options, token)
                 if skipped:
                     yield skipped
                     continue
-                if not flights:  # no worker takes points now: wait for one to join
-                    self.client.wait_for_workers(1, timeout=None)
-                    self._workers_at = -math.inf
+                if not running:  # no worker takes points now: wait for one to join
+                    time.sleep(WORKERS_REFRESH_S)
                     continue
-                self._wait(list(flights))
-                self._drain(flights, on_start)
-                batch = [
-                    self._finish(f, flights.pop(f), options.timeline_dir) for f in list(flights) if f.done()
-                ]
+                self._wait(list(running))
+                self._drain(keys, on_start)
+                batch: Finished = []
+                for future in [f for f in running if f.done()]:
+                    flight = running.pop(future)
+                    record = self._finish(future, flight, options.timeline_dir)
+                    if record is None:  # to be tried again
+                        pending.insert(0, flight)
+                        self._workers_at = -math.inf  # a worker died: look again before admitting
+                    else:
+                        batch.append((flight.point, record))
                 if batch:
                     yield batch
         except OSError as exc:  # the scheduler is gone (CommClosedError is an OSError)
             raise MmbenchError(f"lost the cluster's scheduler ({exc}); {RESUME_HINT}") from None
         finally:
-            self._close(flights)
+            self._close(running)
+
+    def _need(self, flight: _Flight, options: HarnessOptions) -> int | None:
+        if flight.need is None and not options.force:
+            flight.need = prediction_for(flight.point.config)[1].system_peak_bytes
+        return flight.need
 
     def _admit(
-        self, pending: list[PlannedPoint], flights: dict[Any, _Flight], options: HarnessOptions, token: str
-    ) -> Finished:
+        self, pending: list[_Flight], running: dict[Any, _Flight], keys: dict[str, _Flight],
+        options: HarnessOptions, token: str,
+    ) -> Finished:  # fmt: skip
         """Submit what the workers can run at once; points no worker could hold come back skipped."""
         workers = self.workers()
         skipped: Finished = []
         if not workers:
             return skipped
-        needs = [f.need for f in flights.values()]
-        for point in list(pending):
+        needs = [f.need for f in running.values()]
+        for flight in list(pending):
             if len(needs) >= len(workers):
                 break
-            need = None if options.force else prediction_for(point.config)[1].system_peak_bytes
+            point, need = flight.point, self._need(flight, options)
             if not fits_some(need, workers):
                 largest = max(w.memory for w in workers)
                 cause = (
@@ -120,14 +138,17 @@ class ClusterRunner:
                 )
                 skipped.append((point, unmeasured(point, "skipped", cause)))
             elif admissible(need, needs, workers):
+                flight.submissions += 1
                 job = job_for(point.config, point.repeat, options, timeline=options.timeline_dir is not None)
-                key, resources = f"mmbench-{token}-{point.index}", resources_for(need)
-                future = self.client.submit(self._task, job, key=key, resources=resources, pure=False)
-                flights[future] = _Flight(point, need)
+                key, resources = f"mmbench-{token}-{point.index}-{flight.submissions}", resources_for(need)
+                running[self.client.submit(self._task, job, key=key, resources=resources, pure=False)] = (
+                    flight
+                )
+                keys[key] = flight
                 needs.append(need)
             else:
                 continue
-            pending.remove(point)
+            pending.remove(flight)
         return skipped
 
     def _wait(self, futures: list[Any]) -> None:
@@ -136,66 +157,66 @@ class ClusterRunner:
         with contextlib.suppress(TimeoutError):
             wait(futures, timeout=WAIT_S, return_when="FIRST_COMPLETED")
 
-    def _drain(self, flights: dict[Any, _Flight], on_start: OnStart | None) -> None:
-        """Start events: count attempts, tell the progress which point started."""
-        by_key = {f.key: flight for f, flight in flights.items()}
+    def _drain(self, keys: dict[str, _Flight], on_start: OnStart | None) -> None:
+        """Start events: where each point runs, how often it started; the progress hears of it."""
         while True:
             try:
                 msg = self._events.get_nowait()
             except queue.Empty:
                 return
-            flight = by_key.get(msg.get("key"))
-            if flight is None:  # another sweep's, or a point already recorded
+            key = msg.get("key")
+            flight = keys.get(key) if isinstance(key, str) else None
+            if flight is None:  # another sweep's
                 continue
             if msg.get("event") == "started":
                 flight.started_on.append(str(msg.get("worker")))
+                flight.started_keys.add(str(key))
                 if on_start:
                     on_start(flight.point)
             if self._on_event:
                 self._on_event(flight.point, msg)
 
-    def _finish(
-        self, future: Any, flight: _Flight, timeline_dir: Path | None
-    ) -> tuple[PlannedPoint, PointRecord]:
-        point = flight.point
-        attempts = max(1, len(flight.started_on))
+    def _finish(self, future: Any, flight: _Flight, timeline_dir: Path | None) -> PointRecord | None:
+        """The point's record, or None when it goes back to the queue: its worker died before the
+        point started there, or during its first attempt (the one retry)."""
+        point, attempts = flight.point, max(1, flight.attempts)
         last = flight.started_on[-1] if flight.started_on else None
         if future.status == "finished":
             answer = future.result()
             worker = str(answer.get("worker"))
             if "refused" in answer:
                 cause = str(answer["refused"])
-                return point, unmeasured(
-                    point, "failed", cause, **answer.get("machine", {}), cluster_worker=worker,
-                    cluster_attempts=attempts,
-                )  # fmt: skip
+                fields = {**answer.get("machine", {}), "cluster_worker": worker, "cluster_attempts": attempts}
+                return unmeasured(point, "failed", cause, **fields)
             record = PointRecord.from_dict(answer["record"], where=f"point {point.index} from {worker}")
             if record.timeline_file and answer.get("timeline") and timeline_dir is not None:
                 # Only the file's name is taken from the worker: it writes nowhere but the timelines dir.
                 name = Path(record.timeline_file).name
                 atomic_write(timeline_dir / name, str(answer["timeline"]))
                 record = replace(record, timeline_file=f"{timeline_dir.name}/{name}")
-            return point, replace(record, cluster_worker=worker, cluster_attempts=attempts)
+            return replace(record, cluster_worker=worker, cluster_attempts=attempts)
         if future.status == "error":
             from distributed import KilledWorker
 
             exc = future.exception()
             if isinstance(exc, KilledWorker):
-                where = ", ".join(flight.started_on) or "its worker"
+                if future.key not in flight.started_keys or flight.attempts < 2:
+                    return None  # queued on a worker that died, or the first death: once more
+                where = ", ".join(flight.started_on)
                 cause = (
-                    f"its worker died during the point on each of {attempts} attempt(s) ({where}): "
+                    f"its worker died during the point on each of {flight.attempts} attempts ({where}): "
                     "the worker process was killed, or its machine lost"
                 )
             else:
                 cause = f"the cluster could not run it on {last or 'a worker'}: {type(exc).__name__}: {exc}"
-            return point, unmeasured(point, "failed", cause, cluster_worker=last, cluster_attempts=attempts)
+            return unmeasured(point, "failed", cause, cluster_worker=last, cluster_attempts=attempts)
         raise MmbenchError(f"the scheduler dropped point {point.index} ({future.status}); {RESUME_HINT}")
 
-    def _close(self, flights: dict[Any, _Flight]) -> None:
+    def _close(self, running: dict[Any, _Flight]) -> None:
         """Cancel what is queued or running (its worker kills the point's processes)."""
         try:
             self.client.unsubscribe_topic(EVENT_TOPIC)
-            if flights:
-                self.client.cancel(list(flights), force=True)
+            if running:
+                self.client.cancel(list(running), force=True)
         except OSError:
             pass  # the scheduler is gone: nothing left to cancel

@@ -1,0 +1,258 @@
+"""Clustered sweeps on loopback: placement by declared memory, a killed worker, Ctrl-C and resume.
+
+One cluster serves the module (starting one costs seconds): a scheduler and two single-threaded
+worker processes on 127.0.0.1 declaring different memory, as real machines would. Tests that only
+exercise the scheduling use a trivial measurement (the `measure` hook of the cluster's task)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import dask
+import psutil
+import pytest
+from distributed import Client, Nanny, Scheduler, SpecCluster
+
+from mmbench.cluster.connect import ALLOWED_FAILURES
+from mmbench.cluster.placement import MEMORY_RESOURCE, SLOT_RESOURCE
+from mmbench.cluster.runner import ClusterRunner
+from mmbench.config import PointConfig
+from mmbench.machines import machine_block
+from mmbench.measure.harness import HarnessOptions, prediction_for
+from mmbench.results import PointRecord, load, read_points_log
+from mmbench.scenarios import Scenario
+from mmbench.sweep import PlannedPoint, plan, run_sweep
+
+GIB = 1024**3
+SMALL, BIG = int(1.5 * GIB), 8 * GIB  # what the two workers declare
+TINY = {"mode": ["full", "hash-only"], "rollouts": [1], "image_size": ["64"], "turns": [2]}
+
+
+def _worker(memory: int) -> dict[str, Any]:
+    resources = {SLOT_RESOURCE: 1, MEMORY_RESOURCE: memory}
+    options = {"nthreads": 1, "host": "127.0.0.1", "memory_limit": 0, "resources": resources}
+    return {"cls": Nanny, "options": {**options, "preload": ["mmbench.cluster.local_worker"]}}
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[tuple[Client, dict[str, str]]]:
+    """(client, {"small": address, "big": address})."""
+    scheduler = {"cls": Scheduler, "options": {"host": "127.0.0.1", "dashboard_address": None}}
+    with dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES}):
+        spec = SpecCluster(workers={"small": _worker(SMALL), "big": _worker(BIG)}, scheduler=scheduler)
+    client = Client(spec)
+    try:
+        yield client, _addresses(client)
+    finally:
+        client.close()
+        spec.close()
+
+
+def _addresses(client: Client) -> dict[str, str]:
+    client.wait_for_workers(2, timeout=60)
+    info = client.scheduler_info()["workers"]
+    return {w["name"]: address for address, w in info.items()}
+
+
+def _trivial(config: PointConfig, repeat: int, options: HarnessOptions) -> PointRecord:
+    return PointRecord(**config.to_dict(), repeat=repeat, bytes_shipped=config.rollouts, **machine_block())
+
+
+def _wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)  # polling a condition, bounded by the deadline
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_a_worker_declaring_too_little_memory_never_receives_a_point_it_cannot_hold(
+    cluster: tuple[Client, dict[str, str]], tmp_path: Path
+) -> None:
+    client, workers = cluster
+    scenario = Scenario(
+        "mem", "placement", {"mode": ["full"], "rollouts": [1, 4, 8, 16, 64], "image_size": ["512"]}
+    )
+    need = {p.config.rollouts: prediction_for(p.config)[1].system_peak_bytes for p in plan(scenario)}
+    assert need[1] < SMALL < need[4] < need[8] < need[16] < BIG < need[64]  # the premise
+    started: list[tuple[int, str]] = []
+    runner = ClusterRunner(
+        client, measure=_trivial, on_event=lambda p, e: started.append((p.config.rollouts, e["worker"]))
+    )
+    results = run_sweep(scenario, tmp_path, runner=runner)
+    by_k = {r.rollouts: r for r in results.points}
+    assert [r.rollouts for r in results.points] == [1, 4, 8, 16, 64]
+    assert all(by_k[k].status == "ok" for k in (1, 4, 8, 16))
+    assert {w for k, w in started if k > 1} == {workers["big"]}  # never offered to the small one
+    assert all(by_k[k].cluster_worker == workers["big"] for k in (4, 8, 16))
+    skipped = by_k[64]
+    assert skipped.status == "skipped" and skipped.cluster_worker is None
+    assert skipped.cause is not None and "mmbench_memory" in skipped.cause and "8.0 GiB" in skipped.cause
+    assert skipped.predicted_peak_bytes is not None  # as preflight's skipped points have it
+    assert len(read_points_log(tmp_path)) == 5
+
+
+def test_a_worker_of_another_version_refuses_the_point_with_the_reason(
+    cluster: tuple[Client, dict[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mmbench.cluster.runner as runner_module
+
+    real_job_for = runner_module.job_for
+    monkeypatch.setattr(
+        runner_module, "job_for", lambda *a, **kw: {**real_job_for(*a, **kw), "mmbench": "0.0.1"}
+    )
+    client, _ = cluster
+    scenario = Scenario("v", "versions", {"mode": ["full"], "rollouts": [1], "image_size": ["64"]})
+    [record] = run_sweep(scenario, None, runner=ClusterRunner(client, measure=_trivial)).points
+    assert record.status == "failed" and record.bytes_shipped is None  # nothing was measured
+    assert record.cause is not None and "mmbench 0.0.1" in record.cause and "install" in record.cause
+    assert record.machine_host is not None  # the worker that refused says where it is
+
+
+# A stand-in measurement's process: it dies with the thread that started it, as the harness's
+# worker and engine do, and runs until the test releases it (a file named after its pid).
+CHILD = (
+    "import os, sys, time\n"
+    "from mmbench.lifecycle import die_with_parent\n"
+    "die_with_parent(int(sys.argv[2]))\n"
+    "release = os.path.join(sys.argv[1], str(os.getpid()))\n"
+    "deadline = time.monotonic() + 60\n"
+    "while not os.path.exists(release) and time.monotonic() < deadline:\n"
+    "    time.sleep(0.02)\n"
+)
+
+
+def _stand_in(release: Path, config: PointConfig, repeat: int, options: HarnessOptions) -> PointRecord:
+    """Measures nothing: one child process, reported as the point's measuring process, runs until
+    the test releases it or something kills it."""
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(release), str(os.getpid())])
+    assert options.on_worker_start is not None
+    options.on_worker_start(child.pid)
+    code = child.wait()
+    return (
+        _trivial(config, repeat, options) if code == 0 else PointRecord(**config.to_dict(), status="failed")
+    )
+
+
+def test_a_killed_worker_costs_a_retry_then_a_failure_and_never_a_lost_or_doubled_point(
+    cluster: tuple[Client, dict[str, str]], tmp_path: Path
+) -> None:
+    """full's worker is killed once mid-point (retried, then ok), hash-only's at both attempts
+    (failed after the one retry); the killed points' measuring processes die with their worker."""
+    client, _ = cluster
+    kills = {"full": 1, "hash-only": 2}
+    worker_pid: dict[str, int] = {}
+    killed_children: list[int] = []
+
+    def on_event(point: PlannedPoint, event: dict[str, Any]) -> None:
+        mode = point.config.mode
+        if event["event"] == "started":
+            worker_pid[mode] = event["pid"]
+        elif event["event"] == "measuring" and kills[mode] > 0:
+            kills[mode] -= 1
+            killed_children.append(event["pid"])
+            os.kill(worker_pid[mode], signal.SIGKILL)
+        elif event["event"] == "measuring":
+            (tmp_path / str(event["pid"])).touch()
+
+    runner = ClusterRunner(client, measure=partial(_stand_in, tmp_path), on_event=on_event)
+    results = run_sweep(Scenario("kill", "kill", TINY), tmp_path / "out", runner=runner)
+    full, hash_only = results.points
+    assert (full.mode, full.status, full.cluster_attempts) == ("full", "ok", 2)
+    assert (hash_only.status, hash_only.cluster_attempts) == ("failed", 2)
+    assert hash_only.cause is not None and "died during the point on each of 2 attempts" in hash_only.cause
+    logged = read_points_log(tmp_path / "out")  # in arrival order: each planned point exactly once
+    assert sorted(map(str, (r.key() for r in logged))) == sorted(map(str, (r.key() for r in results.points)))
+    assert len(logged) == 2 and len(killed_children) == 3
+    for pid in killed_children:
+        _wait_for(lambda pid=pid: _gone(pid), 10, f"measuring process {pid} to die with its worker")
+
+
+def test_ctrl_c_cancels_what_runs_keeps_what_finished_and_resume_completes_the_plan(
+    cluster: tuple[Client, dict[str, str]], tmp_path: Path
+) -> None:
+    client, _ = cluster
+    grid = {"mode": ["full", "hash-only"], "rollouts": [1, 2], "image_size": ["64"]}
+    scenario = Scenario("int", "interrupt", grid)
+    out = tmp_path / "out"
+    long_running: list[int] = []
+
+    def on_event(point: PlannedPoint, event: dict[str, Any]) -> None:
+        if event["event"] != "measuring":
+            return
+        if point.config.rollouts == 1:
+            (tmp_path / str(event["pid"])).touch()  # K=1 finishes, K=2 runs until cancelled
+        else:
+            long_running.append(event["pid"])
+
+    def interrupt(point: PlannedPoint, record: PointRecord) -> None:
+        if long_running:
+            raise KeyboardInterrupt
+
+    runner = ClusterRunner(client, measure=partial(_stand_in, tmp_path), on_event=on_event)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(scenario, out, on_done=interrupt, runner=runner)
+    kept = read_points_log(out)
+    assert 1 <= len(kept) < 4 and all(r.rollouts == 1 and r.ok for r in kept)
+    assert len(load(out).points) == len(kept)
+    for pid in long_running:  # cancelled: its worker killed the measuring process at once
+        _wait_for(lambda pid=pid: _gone(pid), 10, f"cancelled measurement {pid} to be killed")
+
+    resumed = run_sweep(scenario, out, finished=kept, runner=ClusterRunner(client, measure=_trivial))
+    assert [r.key() for r in resumed.points] == [p.key for p in plan(scenario)]
+    assert len(read_points_log(out)) == 4  # every planned point exactly once
+
+
+ROOT = Path(__file__).resolve().parents[2]
+BASELINE = ROOT / "results" / "ci-baseline"
+# Figures that do not depend on timing: a clustered point must give them to the byte.
+EXACT = ("bytes_shipped", "bytes_per_turn", "requests", "full_items_sent", "null_items_sent", "wrong_results")
+
+
+def test_sweep_cluster_local_gives_the_local_sweeps_points(tmp_path: Path) -> None:
+    """`mmbench sweep ci --cluster local:2` (two of its points): the committed baseline's figures,
+    which a local `mmbench sweep ci` reproduces (tests/integration/test_baseline.py)."""
+    from typer.testing import CliRunner
+
+    from mmbench.cli import app
+
+    out = tmp_path / "out"
+    args = [
+        "sweep",
+        "ci",
+        "--modes",
+        "full,hash-only",
+        "--rollouts",
+        "1",
+        "--cluster",
+        "local:2",
+        "--out",
+        str(out),
+    ]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.stderr
+    assert "cluster local:2" in result.stdout and "2 worker(s)" in result.stdout
+    head = load(out).points
+    base = {r.key(): r for r in load(BASELINE).points}
+    assert len(head) == 2 and all(r.key() in base for r in head)
+    for r in head:
+        assert r.status == "ok" and r.cluster_worker and r.cluster_attempts == 1
+        assert r.machine_host and r.machine_cpu_count and r.machine_environment
+        assert r.timeline_file and (out / r.timeline_file).exists()
+        for name in EXACT:
+            assert getattr(r, name) == getattr(base[r.key()], name), name
