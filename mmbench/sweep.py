@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
+import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -127,21 +128,48 @@ def _run(
             f"K={foreign[0].rollouts}, repeat {foreign[0].repeat}); resume with the same scenario and flags"
         )
     records: dict[tuple[object, ...], PointRecord] = {r.key(): r for r in finished}
-    results = results_of(scenario, env, list(records.values()))
     todo = [p for p in planned if p.key not in records]
-    # closing(): an interrupt between two batches still stops the runner (a cluster's queued points).
-    with contextlib.closing(runner(todo, options, on_start)) as batches:
-        for batch in batches:
-            for point, record in batch:
-                records[point.key] = record
-                if out_dir is not None:
-                    append_point(out_dir, record)  # each point durable before anything else
-            results = results_of(scenario, env, list(records.values()))
-            if out_dir is not None:
-                save(out_dir, results)
-            if on_done:
+    rewrites, unsaved = _Rewrites(), False
+    try:
+        # closing(): an interrupt between two batches still stops the runner (a cluster's queue).
+        with contextlib.closing(runner(todo, options, on_start)) as batches:
+            for batch in batches:
                 for point, record in batch:
-                    on_done(point, record)
+                    records[point.key] = record
+                    if out_dir is not None:
+                        append_point(out_dir, record)  # each point durable before anything else
+                unsaved = True
+                if out_dir is not None and rewrites.due():
+                    rewrites.save(out_dir, results_of(scenario, env, list(records.values())))
+                    unsaved = False
+                if on_done:
+                    for point, record in batch:
+                        on_done(point, record)
+    finally:
+        if out_dir is not None and unsaved:  # interrupted between rewrites: the files catch up
+            save(out_dir, results_of(scenario, env, list(records.values())))
+    results = results_of(scenario, env, list(records.values()))
     if out_dir is not None:
         save(out_dir, results)
     return results
+
+
+class _Rewrites:
+    """results.json and .csv are rewritten after each batch of records, but for at most a fifth
+    of the sweep's time: with hundreds of fast points (a cluster) one rewrite takes a second, and
+    points.jsonl already holds every record durably. Points of a local sweep take seconds, so
+    there every point still rewrites them."""
+
+    SHARE = 5
+
+    def __init__(self) -> None:
+        self._next = 0.0
+
+    def due(self) -> bool:
+        return time.monotonic() >= self._next
+
+    def save(self, out_dir: Path, results: ResultsFile) -> None:
+        t0 = time.monotonic()
+        save(out_dir, results)
+        took = time.monotonic() - t0
+        self._next = t0 + took * self.SHARE

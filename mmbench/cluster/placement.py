@@ -6,9 +6,9 @@ asks for one `mmbench` and its predicted system peak of `mmbench_memory`; dask's
 gives it only to a worker that declares at least that much. A resource is a lower bound dask
 checks for us, and unlike a list of worker addresses it also admits workers that join later.
 
-The client keeps no more points in flight than the workers could run at once: dask marks every
-task assigned to a worker that dies as suspicious, waiting or not, so a queue on the workers would
-charge a death to points that never started there.
+The client keeps at most DEPTH points in flight per worker that could run them: one running and
+one waiting, so that a worker starts its next point while the client is still writing the last
+one's record, and no deep queue sits on a worker that may die or be outrun by one that joins.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any
 
 SLOT_RESOURCE = "mmbench"
 MEMORY_RESOURCE = "mmbench_memory"
+DEPTH = 2  # points in flight per worker
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,9 +47,12 @@ def fits_some(need: int | None, workers: Iterable[WorkerSlot]) -> bool:
     return need is None or any(w.memory >= need for w in workers)
 
 
-def admissible(need: int | None, in_flight: Iterable[int | None], workers: list[WorkerSlot]) -> bool:
-    """Whether one more point of this need can run at once with those in flight: for every need t,
-    the points needing at least t must not outnumber the workers offering at least t (Hall's
-    condition; the workers a point fits are nested by memory, so these thresholds suffice)."""
+def admissible(
+    need: int | None, in_flight: Iterable[int | None], workers: list[WorkerSlot], depth: int = DEPTH
+) -> bool:
+    """Whether one more point of this need may join those in flight: for every need t, the points
+    needing at least t must not outnumber `depth` places on each worker offering at least t (Hall's
+    condition; the workers a point fits are nested by memory, so these thresholds suffice). So no
+    point waits behind more than depth - 1 others on the only workers that can hold it."""
     needs = [0 if n is None else n for n in (*in_flight, need)]
-    return all(sum(n >= t for n in needs) <= sum(w.memory >= t for w in workers) for t in set(needs))
+    return all(sum(n >= t for n in needs) <= depth * sum(w.memory >= t for w in workers) for t in set(needs))

@@ -14,7 +14,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from mmbench.cluster.placement import WorkerSlot, admissible, fits_some, resources_for, slots_of
+from mmbench.cluster.placement import DEPTH, WorkerSlot, admissible, fits_some, resources_for, slots_of
 from mmbench.cluster.task import EVENT_TOPIC, Measure, job_for, run_job
 from mmbench.errors import MmbenchError
 from mmbench.measure.harness import HarnessOptions, prediction_for
@@ -96,9 +96,12 @@ class ClusterRunner:
                 self._wait(list(running))
                 self._drain(keys, on_start)
                 batch: Finished = []
-                for future in [f for f in running if f.done()]:
+                done = [f for f in running if f.done()]
+                finished = [f for f in done if f.status == "finished"]
+                answers = dict(zip(finished, self.client.gather(finished), strict=True))  # one round trip
+                for future in done:
                     flight = running.pop(future)
-                    record = self._finish(future, flight, options.timeline_dir)
+                    record = self._finish(future, answers.get(future), flight, options.timeline_dir)
                     if record is None:  # to be tried again
                         pending.insert(0, flight)
                         self._workers_at = -math.inf  # a worker died: look again before admitting
@@ -127,7 +130,7 @@ class ClusterRunner:
             return skipped
         needs = [f.need for f in running.values()]
         for flight in list(pending):
-            if len(needs) >= len(workers):
+            if len(needs) >= DEPTH * len(workers):
                 break
             point, need = flight.point, self._need(flight, options)
             if not fits_some(need, workers):
@@ -176,13 +179,14 @@ class ClusterRunner:
             if self._on_event:
                 self._on_event(flight.point, msg)
 
-    def _finish(self, future: Any, flight: _Flight, timeline_dir: Path | None) -> PointRecord | None:
+    def _finish(
+        self, future: Any, answer: dict[str, Any] | None, flight: _Flight, timeline_dir: Path | None
+    ) -> PointRecord | None:
         """The point's record, or None when it goes back to the queue: its worker died before the
         point started there, or during its first attempt (the one retry)."""
         point, attempts = flight.point, max(1, flight.attempts)
         last = flight.started_on[-1] if flight.started_on else None
-        if future.status == "finished":
-            answer = future.result()
+        if answer is not None:
             worker = str(answer.get("worker"))
             if "refused" in answer:
                 cause = str(answer["refused"])

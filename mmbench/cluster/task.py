@@ -75,6 +75,8 @@ class _CancelWatch:
     def measuring(self, pid: int) -> None:
         self._pid = pid
         self._on_measuring(pid)
+        if self._thread.ident is None:  # watched from the first measuring process on
+            self._thread.start()
 
     def _run(self) -> None:
         while not self._stop.wait(CANCEL_POLL_S):
@@ -84,12 +86,12 @@ class _CancelWatch:
                 return
 
     def __enter__(self) -> _CancelWatch:
-        self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        self._thread.join()
+        if self._thread.ident is not None:
+            self._thread.join()
 
 
 def run_job(job: dict[str, Any], measure: Measure | None = None) -> dict[str, Any]:

@@ -191,16 +191,21 @@ def test_ctrl_c_cancels_what_runs_keeps_what_finished_and_resume_completes_the_p
     scenario = Scenario("int", "interrupt", grid)
     out = tmp_path / "out"
     long_running: list[int] = []
+    done: list[PointRecord] = []
 
+    # Ctrl-C as soon as a K=1 point has finished and a K=2 one is running, whichever comes second.
     def on_event(point: PlannedPoint, event: dict[str, Any]) -> None:
         if event["event"] != "measuring":
             return
         if point.config.rollouts == 1:
             (tmp_path / str(event["pid"])).touch()  # K=1 finishes, K=2 runs until cancelled
-        else:
-            long_running.append(event["pid"])
+            return
+        long_running.append(event["pid"])
+        if done:
+            raise KeyboardInterrupt
 
     def interrupt(point: PlannedPoint, record: PointRecord) -> None:
+        done.append(record)
         if long_running:
             raise KeyboardInterrupt
 

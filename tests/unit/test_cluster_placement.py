@@ -84,13 +84,18 @@ def test_a_point_fits_when_some_worker_offers_its_need() -> None:
 
 def test_admission_keeps_no_point_waiting_behind_another_on_the_only_worker_it_fits() -> None:
     workers = [SMALL, BIG]
-    assert admissible(10 * GIB, [], workers)
-    assert not admissible(10 * GIB, [10 * GIB], workers)  # only BIG holds either
-    assert admissible(1 * GIB, [10 * GIB], workers)  # SMALL is free for it
-    assert not admissible(1 * GIB, [10 * GIB, 1 * GIB], workers)  # both busy
-    assert admissible(10 * GIB, [1 * GIB], workers)  # the small one can move to SMALL
-    assert not admissible(None, [None, None], workers)
-    assert not admissible(1 * GIB, [], [])
+    assert admissible(10 * GIB, [], workers, depth=1)
+    assert not admissible(10 * GIB, [10 * GIB], workers, depth=1)  # only BIG holds either
+    assert admissible(1 * GIB, [10 * GIB], workers, depth=1)  # SMALL is free for it
+    assert not admissible(1 * GIB, [10 * GIB, 1 * GIB], workers, depth=1)  # both busy
+    assert admissible(10 * GIB, [1 * GIB], workers, depth=1)  # the small one can move to SMALL
+    assert not admissible(None, [None, None], workers, depth=1)
+    assert not admissible(1 * GIB, [], [], depth=1)
+    # two places per worker: one running, one waiting
+    assert admissible(10 * GIB, [10 * GIB], workers)
+    assert not admissible(10 * GIB, [10 * GIB, 10 * GIB], workers)
+    assert admissible(1 * GIB, [10 * GIB, 10 * GIB], workers)
+    assert not admissible(None, [None, None, 1 * GIB, 2 * GIB], workers)
 
 
 def _job() -> dict[str, object]:
