@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -63,6 +64,9 @@ def open_cluster(spec: ClusterSpec) -> Iterator[Cluster]:
 
     local: Any = None
     client: Any = None
+    # A LocalCluster's nannies live in this process and add their workers' variables to its
+    # environment (task.py): put it back when the cluster closes, for what this process runs next.
+    saved_environ = dict(os.environ)
     try:
         if spec.local:
             share = psutil.virtual_memory().available // spec.local_workers  # points run side by side
@@ -92,6 +96,8 @@ def open_cluster(spec: ClusterSpec) -> Iterator[Cluster]:
             client.close()
         if local is not None:
             local.close()
+            os.environ.clear()
+            os.environ.update(saved_environ)
 
 
 def _checked_workers(client: Any, name: str) -> list[WorkerSlot]:

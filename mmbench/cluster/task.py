@@ -13,7 +13,7 @@ import signal
 import socket
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,35 @@ def version_refusal(job: dict[str, Any], where: str) -> str | None:
         f"worker {where} runs mmbench {__version__} (results schema {SCHEMA_VERSION}), the sweep "
         f"mmbench {theirs[0]} (schema {theirs[1]}): install the sweep's mmbench on every worker"
     )
+
+
+# dask's nanny sets these in its worker's environment (distributed.nanny.pre-spawn-environ, and a
+# fixed hash seed); inherited by the point's processes they would change what is measured
+# (MALLOC_TRIM_THRESHOLD_ makes glibc return memory sooner, the thread caps change torch's pools).
+NANNY_HASH_SEED = ("PYTHONHASHSEED", "6640")
+
+
+def nanny_environ() -> dict[str, str]:
+    """The variables a nanny on this machine sets (dask's config), with the values it sets."""
+    import dask
+    import distributed  # noqa: F401 - loads its defaults into dask's config
+
+    configured = dask.config.get("distributed.nanny.pre-spawn-environ", default={}) or {}
+    return {str(k): str(v) for k, v in configured.items() if v is not None} | dict([NANNY_HASH_SEED])
+
+
+@contextlib.contextmanager
+def environment_as_without_dask() -> Iterator[None]:
+    """os.environ without what the nanny added (a variable holding exactly the nanny's value is
+    taken for its), for the point's processes to inherit; restored afterwards. A worker runs one
+    point at a time, so no other measurement sees the change."""
+    added = {k: v for k, v in nanny_environ().items() if os.environ.get(k) == v}
+    for k in added:
+        del os.environ[k]
+    try:
+        yield
+    finally:
+        os.environ.update(added)
 
 
 def _source_cache() -> Path:
@@ -125,6 +154,7 @@ def run_job(job: dict[str, Any], measure: Measure | None = None) -> dict[str, An
     with (
         tempfile.TemporaryDirectory(prefix="mmbench-point-") as tmp,
         _CancelWatch(cancelled, lambda pid: event("measuring", pid=pid)) as watch,
+        environment_as_without_dask(),
     ):
         timelines = Path(tmp, TIMELINES_DIR)
         options = HarnessOptions(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from mmbench.cluster.placement import (
     resources_for,
     slots_of,
 )
-from mmbench.cluster.task import job_for, version_refusal
+from mmbench.cluster.task import environment_as_without_dask, job_for, nanny_environ, version_refusal
 from mmbench.config import PointConfig
 from mmbench.errors import MmbenchError
 from mmbench.measure.harness import HarnessOptions
@@ -112,3 +113,16 @@ def test_a_worker_refuses_a_job_of_another_mmbench_or_schema() -> None:
     schema = version_refusal({**job, "schema_version": SCHEMA_VERSION + 1}, "w")
     assert schema is not None and f"schema {SCHEMA_VERSION + 1}" in schema
     assert version_refusal({"config": {}}, "w") is not None  # not even a version: refused
+
+
+def test_a_point_runs_without_the_variables_dasks_nanny_adds(monkeypatch: pytest.MonkeyPatch) -> None:
+    added = nanny_environ()
+    assert added["MALLOC_TRIM_THRESHOLD_"] == "65536" and added["OMP_NUM_THREADS"] == "1"
+    for k, v in added.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # set to another value: the user's own, kept
+    monkeypatch.setenv("MMBENCH_UNRELATED", "x")
+    with environment_as_without_dask():
+        assert "MALLOC_TRIM_THRESHOLD_" not in os.environ and "PYTHONHASHSEED" not in os.environ
+        assert os.environ["OMP_NUM_THREADS"] == "3" and os.environ["MMBENCH_UNRELATED"] == "x"
+    assert os.environ["MALLOC_TRIM_THRESHOLD_"] == "65536"  # the worker's own, put back
