@@ -67,8 +67,13 @@ def open_cluster(spec: ClusterSpec) -> Iterator[Cluster]:
     # A LocalCluster's nannies live in this process and add their workers' variables to its
     # environment (task.py): put it back when the cluster closes, for what this process runs next.
     saved_environ = dict(os.environ)
+    # Its scheduler lives here too and logs an error for each point whose worker died; the
+    # sweep decides what that means (a retry, or the point's cause), so it says nothing itself.
+    scheduler_log = logging.getLogger("distributed.scheduler")
+    saved_level = scheduler_log.level
     try:
         if spec.local:
+            scheduler_log.setLevel(logging.CRITICAL)
             share = psutil.virtual_memory().available // spec.local_workers  # points run side by side
             with dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES}):
                 local = LocalCluster(
@@ -96,8 +101,10 @@ def open_cluster(spec: ClusterSpec) -> Iterator[Cluster]:
             client.close()
         if local is not None:
             local.close()
+        if spec.local:
             os.environ.clear()
             os.environ.update(saved_environ)
+            scheduler_log.setLevel(saved_level)
 
 
 def _checked_workers(client: Any, name: str) -> list[WorkerSlot]:
