@@ -59,14 +59,11 @@ def main() -> None:
         local = timed(scenario, Path(tmp, "local"), trivial_here)
         with open_cluster(ClusterSpec(None, args.workers)) as cluster:
             clustered = timed(scenario, Path(tmp, "cluster"), ClusterRunner(cluster.client, measure=trivial))
-    per_point = clustered / n
-    print(
-        f"{n} trivial points through local:{args.workers}: {clustered:.2f} s, {per_point * 1e3:.1f} ms per point"
-    )
-    print(
-        f"the same points on this machine without a cluster (writing results only): {local / n * 1e3:.1f} ms per point"
-    )
-    print(f"the cluster's share: {(clustered - local) / n * 1e3:.1f} ms per point of sweep wall time")
+    ms = 1e3 / n
+    where = f"{n} trivial points through local:{args.workers}"
+    print(f"{where}: {clustered:.2f} s, {clustered * ms:.1f} ms per point")
+    print(f"the same points without a cluster (writing results only): {local * ms:.1f} ms per point")
+    print(f"the cluster's share: {(clustered - local) * ms:.1f} ms per point of sweep wall time")
 
 
 if __name__ == "__main__":

@@ -11,8 +11,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -33,6 +32,7 @@ from mmbench.measure.harness import HarnessOptions, prediction_for
 from mmbench.results import PointRecord, load, read_points_log
 from mmbench.scenarios import Scenario
 from mmbench.sweep import PlannedPoint, plan, run_sweep
+from tests.helpers import wait_for
 
 GIB = 1024**3
 SMALL, BIG = int(1.5 * GIB), 8 * GIB  # what the two workers declare
@@ -70,14 +70,6 @@ def _addresses(client: Client) -> dict[str, str]:
 
 def _trivial(config: PointConfig, repeat: int, options: HarnessOptions) -> PointRecord:
     return PointRecord(**config.to_dict(), repeat=repeat, bytes_shipped=config.rollouts, **machine_block())
-
-
-def _wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)  # polling a condition, bounded by the deadline
 
 
 def _gone(pid: int) -> bool:
@@ -203,7 +195,7 @@ def test_a_killed_worker_costs_a_retry_then_a_failure_and_never_a_lost_or_double
     assert sorted(map(str, (r.key() for r in logged))) == sorted(map(str, (r.key() for r in results.points)))
     assert len(logged) == 2 and len(killed_children) == 3
     for pid in killed_children:
-        _wait_for(lambda pid=pid: _gone(pid), 10, f"measuring process {pid} to die with its worker")
+        wait_for(lambda pid=pid: _gone(pid), 10, f"measuring process {pid} to die with its worker")
 
 
 def test_ctrl_c_cancels_what_runs_keeps_what_finished_and_resume_completes_the_plan(
@@ -239,7 +231,7 @@ def test_ctrl_c_cancels_what_runs_keeps_what_finished_and_resume_completes_the_p
     assert 1 <= len(kept) < 4 and all(r.rollouts == 1 and r.ok for r in kept)
     assert len(load(out).points) == len(kept)
     for pid in long_running:  # cancelled: its worker killed the measuring process at once
-        _wait_for(lambda pid=pid: _gone(pid), 10, f"cancelled measurement {pid} to be killed")
+        wait_for(lambda pid=pid: _gone(pid), 10, f"cancelled measurement {pid} to be killed")
 
     resumed = run_sweep(scenario, out, finished=kept, runner=ClusterRunner(client, measure=_trivial))
     assert [r.key() for r in resumed.points] == [p.key for p in plan(scenario)]
