@@ -212,7 +212,8 @@ class ClusterRunner:
                     "the worker process was killed, or its machine lost"
                 )
             else:
-                cause = f"the cluster could not run it on {last or 'a worker'}: {type(exc).__name__}: {exc}"
+                first = (str(exc).strip().splitlines() or [""])[0]  # a cause is one line
+                cause = f"the cluster could not run it on {last or 'a worker'}: {type(exc).__name__}: {first}"
             return unmeasured(point, "failed", cause, cluster_worker=last, cluster_attempts=attempts)
         raise MmbenchError(f"the scheduler dropped point {point.index} ({future.status}); {RESUME_HINT}")
 

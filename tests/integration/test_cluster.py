@@ -12,64 +12,71 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-import dask
 import psutil
 import pytest
-from distributed import Client, Nanny, Scheduler, SpecCluster
+from distributed import Client
 
 from mmbench.cluster.connect import ALLOWED_FAILURES
 from mmbench.cluster.placement import MEMORY_RESOURCE, SLOT_RESOURCE
 from mmbench.cluster.runner import ClusterRunner
 from mmbench.cluster.task import nanny_environ
-from mmbench.config import PointConfig
-from mmbench.machines import machine_block
-from mmbench.measure.harness import HarnessOptions, prediction_for
+from mmbench.measure.harness import prediction_for
 from mmbench.results import PointRecord, load, read_points_log
 from mmbench.scenarios import Scenario
 from mmbench.sweep import PlannedPoint, plan, run_sweep
+from tests.cluster_measures import environment_probe, stand_in, trivial
 from tests.helpers import wait_for
 
+ROOT = Path(__file__).resolve().parents[2]
 GIB = 1024**3
 SMALL, BIG = int(1.5 * GIB), 8 * GIB  # what the two workers declare
 TINY = {"mode": ["full", "hash-only"], "rollouts": [1], "image_size": ["64"], "turns": [2]}
 
 
-def _worker(memory: int) -> dict[str, Any]:
-    resources = {SLOT_RESOURCE: 1, MEMORY_RESOURCE: memory}
-    options = {"nthreads": 1, "host": "127.0.0.1", "memory_limit": 0, "resources": resources}
-    return {"cls": Nanny, "options": {**options, "preload": ["mmbench.cluster.local_worker"]}}
+def _dask(*args: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """dask's own command, as a user starts it on each machine (here on 127.0.0.1)."""
+    cmd = [sys.executable, "-m", "dask", *args]
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[tuple[Client, dict[str, str]]]:
-    """(client, {"small": address, "big": address})."""
-    scheduler = {"cls": Scheduler, "options": {"host": "127.0.0.1", "dashboard_address": None}}
-    saved_environ = dict(os.environ)  # the nannies add their workers' variables to this process's
-    with dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES}):
-        spec = SpecCluster(workers={"small": _worker(SMALL), "big": _worker(BIG)}, scheduler=scheduler)
-    client = Client(spec)
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Client, dict[str, str]]]:
+    """(client, {"small": address, "big": address}): a scheduler and two workers started with the
+    README's commands, in processes of their own (in this one, dask's process machinery would stay
+    behind as a child that the harness tests rightly count as left over)."""
+    scheduler_file = tmp_path_factory.mktemp("cluster") / "scheduler.json"
+    # The workers import the stand-in measurements from tests/cluster_measures.py.
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "PYTHONPATH": path}
+    env["DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES"] = str(ALLOWED_FAILURES)
+    procs = [_dask("scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                   "--scheduler-file", str(scheduler_file), env=env)]  # fmt: skip
+    client: Client | None = None
     try:
-        yield client, _addresses(client)
+        wait_for(scheduler_file.exists, 60, "the scheduler")
+        for name, memory in (("small", SMALL), ("big", BIG)):
+            procs.append(_dask(
+                "worker", "--scheduler-file", str(scheduler_file), "--name", name, "--host", "127.0.0.1",
+                "--nthreads", "1", "--memory-limit", "0", "--no-dashboard",
+                "--resources", f"{SLOT_RESOURCE}=1,{MEMORY_RESOURCE}={memory}", env=env,
+            ))  # fmt: skip
+        client = Client(scheduler_file=str(scheduler_file), timeout=30)
+        client.wait_for_workers(2, timeout=60)
+        yield client, {w["name"]: address for address, w in client.scheduler_info()["workers"].items()}
     finally:
-        client.close()
-        spec.close()
-        os.environ.clear()
-        os.environ.update(saved_environ)
-
-
-def _addresses(client: Client) -> dict[str, str]:
-    client.wait_for_workers(2, timeout=60)
-    info = client.scheduler_info()["workers"]
-    return {w["name"]: address for address, w in info.items()}
-
-
-def _trivial(config: PointConfig, repeat: int, options: HarnessOptions) -> PointRecord:
-    return PointRecord(**config.to_dict(), repeat=repeat, bytes_shipped=config.rollouts, **machine_block())
+        if client is not None:
+            client.close()
+        for proc in reversed(procs):  # workers first: they close their nannies, then the scheduler
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def _gone(pid: int) -> bool:
@@ -90,12 +97,12 @@ def test_a_worker_declaring_too_little_memory_never_receives_a_point_it_cannot_h
     assert need[1] < SMALL < need[4] < need[8] < need[16] < BIG < need[64]  # the premise
     started: list[tuple[int, str]] = []
     runner = ClusterRunner(
-        client, measure=_trivial, on_event=lambda p, e: started.append((p.config.rollouts, e["worker"]))
+        client, measure=trivial, on_event=lambda p, e: started.append((p.config.rollouts, e["worker"]))
     )
     results = run_sweep(scenario, tmp_path, runner=runner)
     by_k = {r.rollouts: r for r in results.points}
     assert [r.rollouts for r in results.points] == [1, 4, 8, 16, 64]
-    assert all(by_k[k].status == "ok" for k in (1, 4, 8, 16))
+    assert all(by_k[k].status == "ok" for k in (1, 4, 8, 16)), [r.cause for r in results.points]
     assert {w for k, w in started if k > 1} == {workers["big"]}  # never offered to the small one
     assert all(by_k[k].cluster_worker == workers["big"] for k in (4, 8, 16))
     skipped = by_k[64]
@@ -116,15 +123,10 @@ def test_a_worker_of_another_version_refuses_the_point_with_the_reason(
     )
     client, _ = cluster
     scenario = Scenario("v", "versions", {"mode": ["full"], "rollouts": [1], "image_size": ["64"]})
-    [record] = run_sweep(scenario, None, runner=ClusterRunner(client, measure=_trivial)).points
+    [record] = run_sweep(scenario, None, runner=ClusterRunner(client, measure=trivial)).points
     assert record.status == "failed" and record.bytes_shipped is None  # nothing was measured
     assert record.cause is not None and "mmbench 0.0.1" in record.cause and "install" in record.cause
     assert record.machine_host is not None  # the worker that refused says where it is
-
-
-def _environment_probe(config: PointConfig, repeat: int, options: HarnessOptions) -> PointRecord:
-    seen = {k: os.environ.get(k) for k in ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS", "PYTHONHASHSEED")}
-    return replace(_trivial(config, repeat, options), cause=json.dumps(seen))
 
 
 def test_a_point_measures_without_the_variables_the_nanny_gives_its_worker(
@@ -134,34 +136,9 @@ def test_a_point_measures_without_the_variables_the_nanny_gives_its_worker(
     point's processes they shifted retained (live) by ~3 MiB at 256x256 against a local sweep."""
     client, _ = cluster
     scenario = Scenario("env", "environment", {"mode": ["full"], "rollouts": [1], "image_size": ["64"]})
-    [record] = run_sweep(scenario, None, runner=ClusterRunner(client, measure=_environment_probe)).points
+    [record] = run_sweep(scenario, None, runner=ClusterRunner(client, measure=environment_probe)).points
     seen, nanny = json.loads(record.cause or "{}"), nanny_environ()
     assert len(seen) == 3 and all(value != nanny[k] for k, value in seen.items())
-
-
-# A stand-in measurement's process: it dies with the thread that started it, as the harness's
-# worker and engine do, and runs until the test releases it (a file named after its pid).
-CHILD = (
-    "import os, sys, time\n"
-    "from mmbench.lifecycle import die_with_parent\n"
-    "die_with_parent(int(sys.argv[2]))\n"
-    "release = os.path.join(sys.argv[1], str(os.getpid()))\n"
-    "deadline = time.monotonic() + 60\n"
-    "while not os.path.exists(release) and time.monotonic() < deadline:\n"
-    "    time.sleep(0.02)\n"
-)
-
-
-def _stand_in(release: Path, config: PointConfig, repeat: int, options: HarnessOptions) -> PointRecord:
-    """Measures nothing: one child process, reported as the point's measuring process, runs until
-    the test releases it or something kills it."""
-    child = subprocess.Popen([sys.executable, "-c", CHILD, str(release), str(os.getpid())])
-    assert options.on_worker_start is not None
-    options.on_worker_start(child.pid)
-    code = child.wait()
-    return (
-        _trivial(config, repeat, options) if code == 0 else PointRecord(**config.to_dict(), status="failed")
-    )
 
 
 def test_a_killed_worker_costs_a_retry_then_a_failure_and_never_a_lost_or_doubled_point(
@@ -185,7 +162,7 @@ def test_a_killed_worker_costs_a_retry_then_a_failure_and_never_a_lost_or_double
         elif event["event"] == "measuring":
             (tmp_path / str(event["pid"])).touch()
 
-    runner = ClusterRunner(client, measure=partial(_stand_in, tmp_path), on_event=on_event)
+    runner = ClusterRunner(client, measure=partial(stand_in, tmp_path), on_event=on_event)
     results = run_sweep(Scenario("kill", "kill", TINY), tmp_path / "out", runner=runner)
     full, hash_only = results.points
     assert (full.mode, full.status, full.cluster_attempts) == ("full", "ok", 2)
@@ -224,7 +201,7 @@ def test_ctrl_c_cancels_what_runs_keeps_what_finished_and_resume_completes_the_p
         if long_running:
             raise KeyboardInterrupt
 
-    runner = ClusterRunner(client, measure=partial(_stand_in, tmp_path), on_event=on_event)
+    runner = ClusterRunner(client, measure=partial(stand_in, tmp_path), on_event=on_event)
     with pytest.raises(KeyboardInterrupt):
         run_sweep(scenario, out, on_done=interrupt, runner=runner)
     kept = read_points_log(out)
@@ -233,12 +210,11 @@ def test_ctrl_c_cancels_what_runs_keeps_what_finished_and_resume_completes_the_p
     for pid in long_running:  # cancelled: its worker killed the measuring process at once
         wait_for(lambda pid=pid: _gone(pid), 10, f"cancelled measurement {pid} to be killed")
 
-    resumed = run_sweep(scenario, out, finished=kept, runner=ClusterRunner(client, measure=_trivial))
+    resumed = run_sweep(scenario, out, finished=kept, runner=ClusterRunner(client, measure=trivial))
     assert [r.key() for r in resumed.points] == [p.key for p in plan(scenario)]
     assert len(read_points_log(out)) == 4  # every planned point exactly once
 
 
-ROOT = Path(__file__).resolve().parents[2]
 BASELINE = ROOT / "results" / "ci-baseline"
 # Figures that do not depend on timing: a clustered point must give them to the byte.
 EXACT = ("bytes_shipped", "bytes_per_turn", "requests", "full_items_sent", "null_items_sent", "wrong_results")
@@ -246,11 +222,8 @@ EXACT = ("bytes_shipped", "bytes_per_turn", "requests", "full_items_sent", "null
 
 def test_sweep_cluster_local_gives_the_local_sweeps_points(tmp_path: Path) -> None:
     """`mmbench sweep ci --cluster local:2` (two of its points): the committed baseline's figures,
-    which a local `mmbench sweep ci` reproduces (tests/integration/test_baseline.py)."""
-    from typer.testing import CliRunner
-
-    from mmbench.cli import app
-
+    which a local `mmbench sweep ci` reproduces (tests/integration/test_baseline.py). In a process
+    of its own, as a user runs it: a local cluster's process machinery stays with its parent."""
     out = tmp_path / "out"
     args = [
         "sweep",
@@ -264,9 +237,12 @@ def test_sweep_cluster_local_gives_the_local_sweeps_points(tmp_path: Path) -> No
         "--out",
         str(out),
     ]
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == 0, result.stderr
+    result = subprocess.run(
+        [sys.executable, "-m", "mmbench.cli", *args], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert result.returncode == 0, result.stderr
     assert "cluster local:2" in result.stdout and "2 worker(s)" in result.stdout
+    assert "Traceback" not in result.stderr
     head = load(out).points
     base = {r.key(): r for r in load(BASELINE).points}
     assert len(head) == 2 and all(r.key() in base for r in head)
