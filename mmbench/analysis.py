@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from mmbench.config import PointConfig
 from mmbench.machines import machines_differ, split_key
 from mmbench.results import PointRecord
+from mmbench.transports.registry import TRANSPORTS
+from mmbench.units import RSS_NOISE_FLOOR_BYTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,22 +100,50 @@ def fit_line(xs: list[float], ys: list[float]) -> Fit | None:
 @dataclass(frozen=True, slots=True)
 class ModeFit:
     """retained_live over K for one mode and one setting of every other parameter, past the K that
-    fills the caches."""
+    fills the caches where there are two such K (else over every K, the cache still filling)."""
 
     mode: str
     label: str  # the mode, plus the parameters that tell this family from the others in the results
     fit: Fit
     k_from: int  # the smallest K in the fit
-    floor_per_rollout: float  # stored pixels + sources + descriptors per rollout (the ledger)
+    k_to: int  # the largest
+    floor_per_rollout: float  # what one rollout's trajectory holds (the ledger at the largest K)
+    cache_full: bool = True  # every K of the fit is past the K that fills the renderer caches
+    model_slope: float | None = None  # the model's slope over the same K (its predictions)
     machine: str | None = None  # the machine of its points, where the records' machines differ
 
     @property
     def vs_floor(self) -> float:
         return self.fit.slope / self.floor_per_rollout if self.floor_per_rollout else float("nan")
 
+    @property
+    def expected(self) -> tuple[float | None, str]:
+        """What the slope should be, and against what: the floor once the caches are full (each
+        more rollout adds exactly its own data); while a cache still fills, each more rollout also
+        adds to the cache, which only the model's slope accounts for."""
+        if self.cache_full:
+            return self.floor_per_rollout, "floor"
+        return self.model_slope, "model"
+
+    @property
+    def resolvable(self) -> bool:
+        """Whether the growth expected over the fitted K rises above the noise floor of RSS
+        readings: below it the slope is noise, and so is any ratio of it."""
+        want, _ = self.expected
+        return want is not None and want * (self.k_to - self.k_from) >= RSS_NOISE_FLOOR_BYTES
+
+    @property
+    def vs_expected(self) -> float | None:
+        want, _ = self.expected
+        return self.fit.slope / want if want and self.resolvable else None
+
 
 def cache_full_k(config: PointConfig) -> int:
-    """The smallest K at which the renderer caches hold as many images as they can."""
+    """The smallest K from which one more rollout adds only its own data: where the renderer
+    caches are the only holder of what they keep (the ephemeral modes), the K that fills them."""
+    transport = TRANSPORTS[config.mode]
+    if transport.stores_pixels or not transport.renders:
+        return 1  # the caches hold what the trajectories hold anyway, or there is no renderer
     per_rollout = config.turns * config.images_per_turn
     capacity = config.pool_size * config.image_cache_max
     return max(1, -(-capacity // per_rollout))
@@ -135,6 +165,10 @@ def family_labels(configs: list[PointConfig]) -> dict[tuple[tuple[str, object], 
     return {f: " ".join([str(dict(f)["mode"]), *(f"{k}={dict(f)[k]}" for k in varying)]) for f in fams}
 
 
+# What one rollout's trajectory holds, by the ledger: the floor of its slope.
+TRAJECTORY_PARTS = ("stored_pixel_bytes", "source_bytes", "descriptor_bytes", "other_bytes")
+
+
 def mode_fits(records: list[PointRecord], metric: str = "retained_live_bytes") -> list[ModeFit]:
     """Per family (mode and every other parameter but K), least squares of `metric` (median of
     repeats) over K, from the cache-full K on (or over every K when fewer than two lie past it)."""
@@ -154,9 +188,15 @@ def mode_fits(records: list[PointRecord], metric: str = "retained_live_bytes") -
         if fit is None:
             continue
         top = max(chosen, key=lambda g: g.config.rollouts)
-        ledger = ("stored_pixel_bytes", "source_bytes", "descriptor_bytes")
-        floor = sum((s.median if (s := top.stat(k)) else 0.0) for k in ledger) / top.config.rollouts
+        floor = sum((s.median if (s := top.stat(k)) else 0.0) for k in TRAJECTORY_PARTS) / top.config.rollouts
+        predicted = [g.first("predicted_retained_bytes") for g in chosen]
+        model = fit_line(xs, [float(p) for p in predicted]) if None not in predicted else None  # type: ignore[arg-type]
+        k_from, k_to = min(g.config.rollouts for g in chosen), top.config.rollouts
         label = labels[fam] + (f" on {machine}" if machine else "")
-        k_from = min(g.config.rollouts for g in chosen)
-        fits.append(ModeFit(top.config.mode, label, fit, k_from, floor, machine))
+        fits.append(
+            ModeFit(
+                top.config.mode, label, fit, k_from, k_to, floor, cache_full=chosen is past,
+                model_slope=model.slope if model else None, machine=machine,
+            )
+        )  # fmt: skip
     return fits

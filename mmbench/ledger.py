@@ -222,7 +222,7 @@ def lines(lg: Ledger) -> list[LedgerLine]:
     out = [
         LedgerLine("trajectories: pixel_values", lg.pixels, "part", c),
         LedgerLine("trajectories: descriptors", lg.descriptors, "part", c),
-        LedgerLine("trajectories: encoded sources", lg.sources, "part", c),
+        LedgerLine("trajectories: sources (encoded, or media URLs)", lg.sources, "part", c),
         LedgerLine("trajectories: tokens and steps", lg.tokens, "part", c),
         LedgerLine("renderer caches (only holder)", lg.renderer_caches, "part", c),
         LedgerLine("client data held (sum)", lg.client_data, "sum", c),

@@ -61,14 +61,17 @@ CATEGORY_RULES: tuple[tuple[str, str, str], ...] = (
     ("mmbench/world/wire.py", "*", "transport"),
     ("mmbench/world/client.py", "post_generate", "engine_client"),  # httpx: request and reply buffers
     ("mmbench/world/client.py", "*", "transport"),  # build_body: torch.cat, base64, the JSON body
-    ("mmbench/world/rollout.py", "_ship", "transport"),
-    ("mmbench/world/rollout.py", "_build", "transport"),
-    ("mmbench/world/rollout.py", "_with_pixels", "transport"),
+    ("mmbench/world/media.py", "*", "sources"),  # data: URLs and the asset files (raw media)
+    ("mmbench/rollout/driver.py", "_ship", "transport"),
+    ("mmbench/rollout/driver.py", "_build", "transport"),
+    ("mmbench/rollout/driver.py", "_with_pixels", "transport"),
+    ("mmbench/rollout/driver.py", "_post", "engine_client"),
     # the event loop's own work (socket reads and writes, callbacks) runs under World.run
-    ("mmbench/world/rollout.py", "run", "engine_client"),
-    ("mmbench/world/rollout.py", "run_async", "engine_client"),
-    ("mmbench/world/rollout.py", "of", "other"),  # Totals, the worker's bookkeeping
-    ("mmbench/world/rollout.py", "*", "trajectory"),  # tokens, steps, completions
+    ("mmbench/rollout/driver.py", "run", "engine_client"),
+    ("mmbench/rollout/driver.py", "run_async", "engine_client"),
+    ("mmbench/rollout/state.py", "of", "other"),  # Totals, the worker's bookkeeping
+    ("mmbench/rollout/raw.py", "count_wrong", "other"),  # the check after the measured phase
+    ("mmbench/rollout/", "*", "trajectory"),  # tokens, steps, completions
     ("mmbench/world/sidecar.py", "*", "trajectory"),
     ("mmbench/transports/", "stored", "trajectory"),
     ("mmbench/transports/", "*", "transport"),  # plan, the sent-hash LRU

@@ -73,6 +73,15 @@ class ModeSummary:
     engine_above_baseline: Stat | None = None  # engine RSS at the end minus its RSS once ready
     system_total: Stat | None = None  # client retained (the report's metric) + engine above baseline
     ledger: Ledger | None = None  # each part's median over the repeats
+    # --- both sides of the trade at the largest measured K: memory either way, and time
+    retained_live: Stat | None = None
+    retained_raw: Stat | None = None
+    engine_cache: Stat | None = None
+    client_cpu_per_rollout: Stat | None = None  # client CPU seconds during the rollouts / K
+    engine_cpu_per_rollout: Stat | None = None  # engine CPU seconds while the worker ran / K
+    latency_p95: Stat | None = None  # seconds per request, as the client sees it
+    client_preprocess_per_rollout: Stat | None = None  # renderer cache misses / K
+    engine_preprocess_per_rollout: Stat | None = None  # engine preprocessing calls / K
 
     @property
     def heap_gap(self) -> float | None:
@@ -206,7 +215,19 @@ def _summary(
         engine_above_baseline=stat_of(ledger(r).engine_above_baseline for r in top),
         system_total=stat_of(ledger(r).total_with(getattr(r, metric_field)) for r in top),
         ledger=median_ledger(top),
+        retained_live=_field_stat(top, "retained_live_bytes"),
+        retained_raw=_field_stat(top, "retained_bytes"),
+        engine_cache=_field_stat(top, "engine_cache_bytes"),
+        client_cpu_per_rollout=_per_rollout(top, "client_cpu_s"),
+        engine_cpu_per_rollout=_per_rollout(top, "engine_cpu_s"),
+        latency_p95=_field_stat(top, "request_latency_p95_s"),
+        client_preprocess_per_rollout=_per_rollout(top, "renderer_cache_misses"),
+        engine_preprocess_per_rollout=_per_rollout(top, "engine_preprocess_calls"),
     )
+
+
+def _per_rollout(records: Iterable[PointRecord], name: str) -> Stat | None:
+    return stat_of(None if getattr(r, name) is None else getattr(r, name) / r.rollouts for r in records)
 
 
 def _section(params: tuple[tuple[str, Any], ...], records: list[PointRecord], metric_field: str) -> Section:

@@ -21,7 +21,7 @@ from typing import Any
 from mmbench.config import PointConfig, field_names
 from mmbench.errors import MmbenchError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 RESULTS_JSON = "results.json"
 RESULTS_CSV = "results.csv"
 POINTS_LOG = "points.jsonl"
@@ -121,13 +121,18 @@ class PointRecord:
     predicted_retained_bytes: int | None = None
     predicted_bytes_shipped: int | None = None
     predicted_peak_bytes: int | None = None
-    retained_ratio: float | None = None  # retained_live_bytes / predicted_retained_bytes
+    retained_ratio: float | None = None  # retained_live / predicted (None below the 2 MiB noise floor)
     shipped_ratio: float | None = None  # bytes_shipped / predicted_bytes_shipped
     # --- allocator and tools
     env_malloc_mmap_threshold: str | None = None  # as the worker saw them in its environment
     env_malloc_arena_max: str | None = None
     glibc: str | None = None
     memray_peak_bytes: int | None = None
+    # --- raw media and preprocessing on each side
+    media_items_sent: int | None = None  # images shipped as media URLs (raw modes)
+    engine_preprocess_calls: int | None = None  # images the engine preprocessed (raw modes; cache misses)
+    asset_disk_bytes: int | None = None  # raw-file: bytes the shared asset directory holds at the end
+    predicted_engine_preprocess_calls: int | None = None  # the model's count of engine_preprocess_calls
     # --- cluster: the machine that measured the point, and how a cluster ran it (mmbench/machines.py)
     machine_host: str | None = None
     machine_cpu_model: str | None = None
@@ -139,6 +144,11 @@ class PointRecord:
     # --- time
     wall_s: float | None = None
     rollout_wall_s: float | None = None
+    client_cpu_s: float | None = None  # worker CPU (user + system, all threads) during the rollouts
+    engine_cpu_s: float | None = None  # engine CPU (user + system) while the worker ran (None: unknown)
+    request_latency_p50_s: float | None = None  # per request, post to reply, as the client sees it
+    request_latency_p95_s: float | None = None
+    request_latency_max_s: float | None = None
 
     @property
     def config(self) -> PointConfig:
@@ -209,8 +219,14 @@ def _v2_to_v3(data: dict[str, Any]) -> dict[str, Any]:
     return dict(data, schema_version=3, points=points)
 
 
+def _v3_to_v4(data: dict[str, Any]) -> dict[str, Any]:
+    """v4 added the raw-media modes and the time axis: every new field is a reading a v3 point
+    did not take (None), and no parameter changed."""
+    return dict(data, schema_version=4)
+
+
 # schema_version -> the function that lifts such a file one version up.
-MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2, 2: _v2_to_v3}
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
 
 
 def migrate(data: dict[str, Any]) -> dict[str, Any]:

@@ -9,6 +9,9 @@ from mmbench.errors import MmbenchError
 KIB = 1024
 MIB = 1024**2
 GIB = 1024**3
+# How far apart two trimmed RSS readings of the same data can land (allocator and page-cache noise):
+# a retained figure, or a growth over K, below it is not a measurement of the data.
+RSS_NOISE_FLOOR_BYTES = 2 * MIB
 
 _SIZE_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(?:([kmgt])i?)?b?\s*$", re.IGNORECASE)
 _FACTORS = {"": 1, "b": 1, "k": KIB, "m": MIB, "g": GIB, "t": 1024**4}

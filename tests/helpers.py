@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from mmbench.config import PointConfig
-from mmbench.transports import make_transport
-from mmbench.world.rollout import Trajectory, World
+from mmbench.rollout import Trajectory, World
+from mmbench.transports import TRANSPORTS, make_transport
+
+PROCESSED_MODES = tuple(m for m, t in TRANSPORTS.items() if t.renders)
+RAW_MODES = tuple(m for m, t in TRANSPORTS.items() if not t.renders)
 
 
-def run_world(config: PointConfig, url: str) -> list[Trajectory]:
-    """Run one point's K rollouts against the engine at `url` with a fresh transport."""
-    return World(config, make_transport(config.mode, config.sent_hashes_max)).run(url)
+def run_world(config: PointConfig, url: str, asset_dir: Path | None = None) -> list[Trajectory]:
+    """Run one point's K rollouts against the engine at `url` with a fresh transport; raw-media
+    items are then checked as the worker checks them (each rollout's mismatches in its counters)."""
+    world = World(config, make_transport(config.mode, config.sent_hashes_max), asset_dir=asset_dir)
+    trajectories = world.run(url)
+    for t in trajectories:
+        t.counters.wrong_results += world.count_wrong_media(world.media_checks([t]))
+    return trajectories
 
 
 def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from mmbench.world.rollout import Trajectory
+from mmbench.rollout import Trajectory
 from mmbench.world.sidecar import MMItem
 
 
@@ -20,7 +20,7 @@ from mmbench.world.sidecar import MMItem
 class Accounting:
     stored_pixel_bytes: int  # distinct pixel buffers reachable from the trajectories
     stored_pixel_arrays: int
-    source_bytes: int  # encoded source images held by the conversations
+    source_bytes: int  # the images the conversations hold: encoded sources, or (raw) their URLs
     descriptor_bytes: int  # sidecar metadata of every step: items, grids, hashes, placeholders, lists
     other_bytes: int  # token streams, completions, logprobs, step objects
     renderer_cache_bytes: int  # distinct pixel buffers in the renderer caches
@@ -72,11 +72,15 @@ def account(trajectories: list[Trajectory], cached: Iterable[MMItem]) -> Account
     other = 0
     source = 0
     for t in trajectories:
-        source += sum(len(s) for s in t.conversation.sources)
-        other += sys.getsizeof(t.conversation.tokens) + sys.getsizeof(t.conversation.sources)
+        conv = t.conversation
+        # the images as the conversation holds them: encoded sources, or (raw media) their URLs
+        source += sum(len(s) for s in conv.sources) + sum(map(sys.getsizeof, conv.media))
+        other += sum(map(sys.getsizeof, (conv.tokens, conv.rendered, conv.sources, conv.media)))
         for step in t.steps:
             other += sys.getsizeof(step) + sys.getsizeof(step.completion_ids) + sys.getsizeof(step.logprobs)
             other += sum(map(sys.getsizeof, step.completion_ids)) + sum(map(sys.getsizeof, step.logprobs))
+            if step.placeholders is not None:  # raw media: the engine's placeholders
+                descriptor += sys.getsizeof(step.placeholders) + sum(map(sys.getsizeof, step.placeholders))
             sc = step.sidecar
             descriptor += once(sc, sys.getsizeof(sc))
             for lst in (sc.hashes, sc.placeholders, sc.items):

@@ -14,7 +14,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
@@ -26,10 +26,12 @@ from mmbench.measure.model import Prediction, predict
 from mmbench.measure.preflight import preflight
 from mmbench.measure.timeline import TimelineSampler, attach, vmhwm_of
 from mmbench.results import PointRecord
-from mmbench.units import fmt_bytes
+from mmbench.transports.registry import TRANSPORTS
+from mmbench.units import RSS_NOISE_FLOOR_BYTES, fmt_bytes
 from mmbench.world.engine.app import EngineConfig
 from mmbench.world.engine.process import EngineProcess
 from mmbench.world.images import SourceSpec, make_source
+from mmbench.world.media import disk_bytes
 
 DEFAULT_TIMEOUT_S = 3600.0
 MAX_MEMORY_SHARE = 0.8
@@ -38,7 +40,7 @@ WATCH_INTERVAL_S = 0.02
 WORKER_FIELDS = (
     "rss_baseline_bytes", "rss_peak_bytes", "rss_retained_bytes", "rss_retained_trimmed_bytes",
     "rss_released_bytes", "rss_released_trimmed_bytes", "uss_retained_bytes", "peak_method",
-    "memray_peak_bytes", "rollout_wall_s", "trims_after_build",
+    "memray_peak_bytes", "rollout_wall_s", "trims_after_build", "client_cpu_s",
 )  # fmt: skip
 # The worker's accounting and totals that go into the record under the same names.
 ACCOUNTING_FIELDS = (
@@ -48,7 +50,8 @@ ACCOUNTING_FIELDS = (
 TOTALS_FIELDS = (
     "bytes_shipped", "bytes_per_turn", "requests", "full_items_sent", "null_items_sent", "fallbacks",
     "retries", "extra_bytes_shipped", "wrong_results", "failed_rollouts", "renderer_cache_hits",
-    "renderer_cache_misses", "rederived",
+    "renderer_cache_misses", "rederived", "media_items_sent", "request_latency_p50_s",
+    "request_latency_p95_s", "request_latency_max_s",
 )  # fmt: skip
 SOURCE_SAMPLES = 4
 
@@ -169,6 +172,7 @@ def _record(
         predicted_retained_bytes=pred.retained_bytes,
         predicted_bytes_shipped=pred.bytes_shipped,
         predicted_peak_bytes=pred.peak_bytes,
+        predicted_engine_preprocess_calls=pred.engine_preprocess_calls,
         wall_s=wall_s,
     )
     if engine:
@@ -184,6 +188,8 @@ def _record(
             engine_restarts=engine.get("restarts"),
             engine_injected_errors=engine.get("injected_errors"),
             engine_injected_evictions=engine.get("injected_evictions"),
+            engine_preprocess_calls=engine.get("preprocess_calls"),
+            engine_cpu_s=engine.get("cpu_s"),
         )
     if worker:
         base = worker["rss_baseline_bytes"]
@@ -200,7 +206,10 @@ def _record(
             **{k: acc[k] for k in ACCOUNTING_FIELDS},
             live_data_bytes=acc["live_bytes"],
             **{k: tot.get(k) for k in TOTALS_FIELDS},
-            retained_ratio=live / pred.retained_bytes if pred.retained_bytes else None,
+            # below the noise floor of RSS readings a ratio says nothing (None, shown as "-")
+            retained_ratio=live / pred.retained_bytes
+            if pred.retained_bytes >= RSS_NOISE_FLOOR_BYTES
+            else None,
             shipped_ratio=tot["bytes_shipped"] / pred.bytes_shipped if pred.bytes_shipped else None,
             env_malloc_mmap_threshold=alloc["malloc_mmap_threshold"],
             env_malloc_arena_max=alloc["malloc_arena_max"],
@@ -227,13 +236,18 @@ def measure_point(config: PointConfig, repeat: int = 0, options: HarnessOptions 
         if not check.fits:
             return _record(config, repeat, per_image, pred, "skipped", check.reason)
     t0 = time.perf_counter()
-    engine_config = EngineConfig(
-        cache_bytes=config.engine_cache_bytes, max_body_bytes=config.engine_max_body_bytes, seed=config.seed,
-        evict_rate=config.engine_evict_rate, error_rate=config.engine_error_rate,
-        delay_ms=config.engine_delay_ms, restart_every=config.engine_restart_every,
-    )  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="mmbench-point-") as tmp:
         job, out, err = Path(tmp, "job.json"), Path(tmp, "out.json"), Path(tmp, "stderr.txt")
+        # raw-file: the asset directory the client writes each image to once and the engine reads
+        assets = Path(tmp, "assets") if TRANSPORTS[config.mode].media == "file" else None
+        engine_config = EngineConfig(
+            cache_bytes=config.engine_cache_bytes, max_body_bytes=config.engine_max_body_bytes,
+            seed=config.seed, evict_rate=config.engine_evict_rate, error_rate=config.engine_error_rate,
+            delay_ms=config.engine_delay_ms, restart_every=config.engine_restart_every,
+            allowed_media_dir=str(assets) if assets else None, dtype=config.dtype,
+        )  # fmt: skip
+        if assets is not None:
+            assets.mkdir()
         memray_path = None
         if opts.memray_dir is not None:
             opts.memray_dir.mkdir(parents=True, exist_ok=True)
@@ -241,12 +255,14 @@ def measure_point(config: PointConfig, repeat: int = 0, options: HarnessOptions 
             memray_path.unlink(missing_ok=True)
         with EngineProcess(engine_config) as engine:
             assert engine.url is not None
-            engine_baseline = engine.stats().get("rss_bytes")  # ready, before the worker starts
+            ready = engine.stats()  # ready, before the worker starts
+            engine_baseline = ready.get("rss_bytes")
             job.write_text(json.dumps({
                 "config": config.to_dict(), "url": engine.url,
                 "memray_path": str(memray_path) if memray_path else None,
                 "memray_native": opts.memray_native,
                 "source_cache": str(opts.source_cache) if opts.source_cache else None,
+                "asset_dir": str(assets) if assets else None,
             }))  # fmt: skip
             with open(err, "wb") as err_file:
                 proc = subprocess.Popen(
@@ -267,6 +283,9 @@ def measure_point(config: PointConfig, repeat: int = 0, options: HarnessOptions 
             engine_stats = engine.stats() if engine.alive() else None
             if engine_stats is not None:
                 engine_stats["rss_trimmed_bytes"] = engine.stats(trim=True)["rss_bytes"]
+                # the engine's CPU seconds while the worker ran: it serves nothing else meanwhile
+                engine_stats["cpu_s"] = engine_stats.get("cpu_s", 0.0) - ready.get("cpu_s", 0.0)
+            asset_bytes = disk_bytes(assets) if assets is not None else None
             if engine_stats is None and cause is None:
                 cause = "engine process died during the point"
         wall = time.perf_counter() - t0
@@ -285,7 +304,7 @@ def measure_point(config: PointConfig, repeat: int = 0, options: HarnessOptions 
             failed = _record(config, repeat, per_image, pred, "failed", "worker wrote no result", wall_s=wall)
             return finish(failed, worker=None)
     record = _record(config, repeat, per_image, pred, worker=worker, engine=engine_stats, wall_s=wall)
-    return finish(record, worker=worker)
+    return finish(replace(record, asset_disk_bytes=asset_bytes), worker=worker)
 
 
 def _pid() -> int:

@@ -45,6 +45,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from mmbench.config import PointConfig
+from mmbench.transports.registry import TRANSPORTS
 from mmbench.world.codec import get_codec, item_wire_bytes
 from mmbench.world.geometry import get_geometry
 from mmbench.world.sidecar import MMItem, MultiModalData, Placeholder
@@ -101,6 +102,8 @@ class Prediction:
     pixel_bytes_per_image: int
     engine_cache_bytes: int
     engine_peak_bytes: int
+    # images the engine preprocesses: none where the client ships processed items
+    engine_preprocess_calls: int = 0
 
     @property
     def system_peak_bytes(self) -> int:
@@ -154,6 +157,11 @@ def trims(config: PointConfig, largest_request_pixel_bytes: int) -> bool:
 
 
 def predict(config: PointConfig, source_bytes_per_image: float) -> Prediction:
+    if not TRANSPORTS[config.mode].renders:
+        # the raw-media modes: a model of their own (imported here: it builds on this module)
+        from mmbench.measure.model_raw import predict_raw
+
+        return predict_raw(config, source_bytes_per_image)
     geometry = get_geometry(config.model)
     layout = geometry.layout(*config.image_wh)
     itemsize = PIXEL_ITEMSIZE[config.dtype]

@@ -10,6 +10,7 @@ import asyncio
 import gc
 import json
 import os
+import resource
 import sys
 import time
 from contextlib import AbstractContextManager, ExitStack, nullcontext
@@ -23,13 +24,14 @@ from mmbench.config import PointConfig
 from mmbench.lifecycle import die_with_parent
 from mmbench.measure import probes
 from mmbench.measure.accounting import account
+from mmbench.rollout import Totals, World
 from mmbench.transports import make_transport
-from mmbench.world.client import build_body
+from mmbench.world.client import build_body, build_raw_body
 from mmbench.world.codec import get_codec
 from mmbench.world.geometry import get_geometry
 from mmbench.world.images import SourceSpec, make_source
+from mmbench.world.media import data_url
 from mmbench.world.renderer import Renderer
-from mmbench.world.rollout import Totals, World
 from mmbench.world.sidecar import MultiModalData, Placeholder
 
 
@@ -37,11 +39,16 @@ def _warm_up(config: PointConfig) -> None:
     """Run every code path once on a tiny input, so one-time costs (lazy library state, the thread
     pool, the HTTP client's SSL context) land in the baseline and not in what the rollouts retain."""
     renderer = Renderer(get_geometry(config.model), image_cache_max=1)
-    rendered = renderer.process(make_source(SourceSpec(64, 64, config.image_format, "flat"), 0, 0, 0))
+    source = make_source(SourceSpec(64, 64, config.image_format, "flat"), 0, 0, 0)
+    rendered = renderer.process(source)
     sidecar = MultiModalData([rendered.mm_hash], [Placeholder(0, 1)], [rendered.item])
 
     async def once() -> None:
-        await asyncio.to_thread(build_body, get_codec(config.codec), config.model, [1], sidecar, [True], 1)
+        codec = get_codec(config.codec)
+        await asyncio.to_thread(build_body, codec, config.model, [1], sidecar, [True], 1)
+        await asyncio.to_thread(
+            build_raw_body, codec, config.model, [1], [data_url(source, config.image_format)], 1
+        )
         async with httpx.AsyncClient():
             pass
 
@@ -51,6 +58,12 @@ def _warm_up(config: PointConfig) -> None:
 def _settle() -> int:
     gc.collect()
     return probes.rss_bytes()
+
+
+def _cpu_s() -> float:
+    """CPU seconds (user + system) of this process and all its threads so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _trimmed(freeze_thresholds: bool) -> int:
@@ -65,10 +78,12 @@ def measure(
     memray_path: str | None = None,
     source_cache: str | None = None,
     memray_native: bool = False,
+    asset_dir: str | None = None,
 ) -> dict[str, Any]:
     t0 = time.perf_counter()
     cache = Path(source_cache) if source_cache else None
-    world = World(config, make_transport(config.mode, config.sent_hashes_max), cache)
+    assets = Path(asset_dir) if asset_dir else None
+    world = World(config, make_transport(config.mode, config.sent_hashes_max), cache, assets)
     _warm_up(config)
     # Everything alive now (modules, the world) is moved out of the collector's way, so that the
     # gc.collect() before each reading scans only what the rollouts made.
@@ -89,10 +104,10 @@ def measure(
         sampler: AbstractContextManager[Any] = (
             probes.PeakSampler() if peak_method == "sampler" else nullcontext()
         )
-        t_run = time.perf_counter()
+        t_run, cpu_run = time.perf_counter(), _cpu_s()
         with sampler as s:
             trajectories = world.run(url)
-        rollout_wall = time.perf_counter() - t_run
+        rollout_wall, client_cpu = time.perf_counter() - t_run, _cpu_s() - cpu_run
         hwm = probes.hwm_bytes() if peak_method == "vmhwm" else None
         rss_peak = int(hwm if hwm is not None else s.peak)
         rss_retained = _settle()
@@ -100,10 +115,14 @@ def measure(
         ledger = account(trajectories, world.pool.cached_items())
         rss_retained_trimmed = _trimmed(freeze_thresholds=True)
         totals = Totals.of(trajectories)
+        media_checks = world.media_checks(trajectories)
         tracking.close()
         del trajectories
         rss_released = _settle()
         rss_released_trimmed = _trimmed(freeze_thresholds=True)
+    # Raw media: the engine's pixels checked against the client's own derivation, now that every
+    # reading is taken (it preprocesses each distinct image once).
+    wrong = totals.wrong_results + world.count_wrong_media(media_checks)
     memray_peak: int | None = None
     if memray_path:
         import memray
@@ -125,16 +144,20 @@ def measure(
             "bytes_shipped": totals.bytes_shipped,
             "full_items_sent": totals.full_items_sent,
             "null_items_sent": totals.null_items_sent,
+            "media_items_sent": totals.media_items_sent,
             "fallbacks": totals.fallbacks,
             "retries": totals.retries,
             "extra_bytes_shipped": totals.extra_bytes,
-            "wrong_results": totals.wrong_results,
+            "wrong_results": wrong,
             "renderer_cache_hits": totals.cache_hits,
             "renderer_cache_misses": totals.cache_misses,
             "rederived": totals.rederived,
             "failed_rollouts": totals.failed_rollouts,
             "bytes_per_turn": totals.bytes_per_turn,
             "failures": totals.failures[:20],
+            "request_latency_p50_s": totals.latency_p50_s,
+            "request_latency_p95_s": totals.latency_p95_s,
+            "request_latency_max_s": totals.latency_max_s,
         },
         "allocator": {
             "malloc_mmap_threshold": os.environ.get("MALLOC_MMAP_THRESHOLD_"),
@@ -145,6 +168,7 @@ def measure(
         "trims_after_build": world.trims,
         "turn_ends": world.turn_ends,
         "rollout_wall_s": rollout_wall,
+        "client_cpu_s": client_cpu,
         "worker_wall_s": time.perf_counter() - t0,
     }
 
@@ -157,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     np.random.seed(config.seed)
     result = measure(
         config, job["url"], job.get("memray_path"), job.get("source_cache"),
-        bool(job.get("memray_native", False)),
+        bool(job.get("memray_native", False)), job.get("asset_dir"),
     )  # fmt: skip
     out = Path(args[1])
     tmp = out.with_suffix(".tmp")

@@ -38,8 +38,9 @@ SUMMARY_COLUMNS = (
 )  # fmt: skip
 HEAP_COLUMNS = ("heap peak GiB", "RSS − heap MiB")
 SYSTEM_COLUMNS = (
-    "mode", "K", "client retained GiB", "engine cache GiB", "engine above baseline GiB",
-    "system total GiB", "vs full",
+    "mode", "K", "client live GiB", "client raw GiB", "client peak GiB", "engine above baseline GiB",
+    "engine cache GiB", "system total GiB", "vs full", "shipped MiB/rollout", "client CPU s/rollout",
+    "engine CPU s/rollout", "p95 latency s",
 )  # fmt: skip
 
 
@@ -149,24 +150,36 @@ def system_cells(s: ModeSummary, section: Section) -> list[str]:
     ours, theirs = s.system_total, ref.system_total if ref is not None else None
     if s.mode != REFERENCE_MODE and ours is not None and theirs is not None and ours.median > 0:
         ratio = fmt_reduction(theirs.median / ours.median)
-    lg = s.ledger
     return [
         s.mode,
         "-" if s.largest_k is None else str(s.largest_k),
-        fmt_gib(s.retained),
-        "-" if lg is None or lg.engine_cache is None else fmt_in(lg.engine_cache, "GiB", 2),
+        fmt_gib(s.retained_live),
+        fmt_gib(s.retained_raw),
+        fmt_gib(s.peak),
         fmt_gib(s.engine_above_baseline),
+        fmt_gib(s.engine_cache),
         fmt_gib(s.system_total),
         ratio,
+        "-" if s.shipped_per_rollout is None else fmt_in(s.shipped_per_rollout.median, "MiB", 1),
+        fmt_seconds(s.client_cpu_per_rollout),
+        fmt_seconds(s.engine_cpu_per_rollout),
+        fmt_seconds(s.latency_p95, 3),
     ]
+
+
+def fmt_seconds(stat: Stat | None, precision: int = 2) -> str:
+    return "-" if stat is None else f"{stat.median:.{precision}f}"
 
 
 def system_note(report: Report) -> str:
     return (
-        f"System total = client retained ({report.metric}, as in the table above) + engine RSS above its "
-        "baseline (its RSS once ready, before the worker started), at the largest K measured, median of "
-        "the repeats; vs full: full's total / this mode's. A mode that moves memory from the client into "
-        "the engine shows it here, not in the client's table."
+        "Both sides of each mode's trade at the largest K measured (median of the repeats): client "
+        "retained live and raw and its peak (VmHWM) above its baseline; engine RSS above its baseline "
+        "(once ready, before the worker started) and what its mm cache holds; system total = client "
+        f"retained ({report.metric}) + engine above baseline, and vs full: full's total / this mode's; "
+        "bytes shipped per rollout over every K; CPU seconds (user + system) of the client during the "
+        "rollouts and of the engine while the worker ran, per rollout; p95 of the request latency the "
+        "client sees (post to reply). A mode that moves memory or work into the engine shows it here."
     )
 
 
@@ -357,7 +370,7 @@ def _md_section(report: Report, section: Section, level: str) -> list[str]:
     lines += [_md_row(summary_cells(s, with_heap)) for s in section.summaries]
     suffix = f" ({section.title})" if section.params else ""
     if any(s.system_total is not None for s in section.summaries):
-        lines += ["", f"{level}# System total{suffix}", ""]
+        lines += ["", f"{level}# Memory, bytes and time per mode{suffix}", ""]
         lines += [_md_row(list(SYSTEM_COLUMNS)), _md_sep(list(SYSTEM_COLUMNS))]
         lines += [_md_row(system_cells(s, section)) for s in section.summaries]
     if section_has_ledger(section):

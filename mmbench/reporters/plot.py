@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import matplotlib.patches
 
 # Files only: no display, and no GUI toolkit pulled in on a headless CI runner.
 matplotlib.use("Agg")
@@ -38,7 +39,7 @@ from matplotlib.typing import RcKeyType
 from mmbench.analysis import Stat, group, mode_fits
 from mmbench.config import field_names
 from mmbench.errors import MmbenchError
-from mmbench.ledger import CacheTradeoff, cache_tradeoffs
+from mmbench.ledger import CacheTradeoff, cache_tradeoffs, ledger
 from mmbench.machines import machines, machines_differ, split_key
 from mmbench.measure.timeline import load_timeline
 from mmbench.results import PointRecord, ResultsFile
@@ -56,8 +57,10 @@ MODE_COLOURS = {
     "ephemeral": "#E69F00",
     "hash-only": "#009E73",
     "ephemeral+hash-only": "#CC79A7",
+    "raw": "#D55E00",
+    "raw-file": "#56B4E9",
 }
-EXTRA_COLOURS = ("#D55E00", "#56B4E9", "#000000", "#999999", "#8C564B", "#F0E442")
+EXTRA_COLOURS = ("#000000", "#999999", "#8C564B", "#F0E442", "#17BECF", "#7F7F7F")
 RC: dict[RcKeyType, Any] = {
     "font.size": 11,
     "axes.titlesize": 11,
@@ -139,6 +142,22 @@ class TimelineSeries:
 
 
 @dataclass(frozen=True, slots=True)
+class ModeCost:
+    """The modes figure, one mode at its largest measured K: both sides of its trade, medians of
+    the repeats (None where a reading is missing)."""
+
+    mode: str
+    k: int
+    client_retained: float | None  # GiB, live
+    engine_retained: float | None  # GiB, engine RSS above its baseline at the end
+    client_peak: float | None  # GiB above baseline
+    engine_peak: float | None  # GiB above its baseline
+    shipped_per_rollout: float | None  # MiB
+    client_cpu_per_rollout: float | None  # seconds
+    engine_cpu_per_rollout: float | None
+
+
+@dataclass(frozen=True, slots=True)
 class PlotData:
     scenario: str
     machine: str
@@ -152,6 +171,7 @@ class PlotData:
     timelines: tuple[TimelineSeries, ...] = ()
     tradeoff: CacheTradeoff | None = None  # the first, where the results vary engine_cache_gb
     tradeoff_note: str | None = None  # when there are others, not drawn
+    costs: tuple[ModeCost, ...] = ()
 
     @property
     def empty(self) -> bool:
@@ -303,6 +323,34 @@ def _peak(records: list[PointRecord], modes: list[str]) -> list[PeakSeries]:
     return out
 
 
+def _costs(records: list[PointRecord], modes: list[str]) -> tuple[ModeCost, ...]:
+    out: list[ModeCost] = []
+    for mode in modes:
+        k = _largest_k(records, mode, lambda r: r.retained_live_bytes is not None)
+        if k is None:
+            continue
+        at_k = [r for r in records if r.mode == mode and r.rollouts == k and r.ok]
+        ledgers = [ledger(r) for r in at_k]
+
+        def per_k(name: str, rs: list[PointRecord] = at_k, kk: int = k) -> float | None:
+            return _median([None if getattr(r, name) is None else getattr(r, name) / kk for r in rs], 1.0)
+
+        shipped = per_k("bytes_shipped")
+        out.append(
+            ModeCost(
+                mode, k,
+                client_retained=_median([r.retained_live_bytes for r in at_k], GIB),
+                engine_retained=_median([lg.engine_above_baseline for lg in ledgers], GIB),
+                client_peak=_median([r.peak_bytes for r in at_k], GIB),
+                engine_peak=_median([lg.engine_peak_above_baseline for lg in ledgers], GIB),
+                shipped_per_rollout=None if shipped is None else shipped / MIB,
+                client_cpu_per_rollout=per_k("client_cpu_s"),
+                engine_cpu_per_rollout=per_k("engine_cpu_s"),
+            )
+        )  # fmt: skip
+    return tuple(out)
+
+
 def _gib_or_nan(values: list[int | None]) -> list[float]:
     return [float("nan") if v is None else v / GIB for v in values]
 
@@ -359,6 +407,7 @@ def plot_data(results: ResultsFile, results_dir: Path | None = None) -> PlotData
         timelines=_timelines(records, modes, results_dir) if results_dir is not None else (),
         tradeoff=tradeoff,
         tradeoff_note=tradeoff_note,
+        costs=_costs(records, modes),
     )
 
 
@@ -402,10 +451,10 @@ def _draw_retained(data: PlotData, colours: dict[str, str]) -> Figure | None:
             ax.errorbar(s.k, med, yerr=[lo, hi], ls="none", marker="o", ms=size["ms"], color=c, capsize=4)
         hollow: dict[str, Any] = {"mfc": "white", "mec": c, "mew": 1.8}
         ax.plot(s.extrapolated_k, s.extrapolated, ls="none", marker="o", ms=size["ms"], **hollow)
-    _k_axis(ax, sorted({k for s in data.retained for k in (*s.k, *s.extrapolated_k, *s.predicted_k)}))
-    ax.set_xlabel("K (concurrent rollouts)")
-    ax.set_ylabel("retained above baseline (GiB)")
-    ax.set_ylim(bottom=0)
+    log = _k_axis(ax, sorted({k for s in data.retained for k in (*s.k, *s.extrapolated_k, *s.predicted_k)}))
+    ax.set_xlabel("K (concurrent rollouts)" + (", log scale" if log else ""))
+    ax.set_ylabel("retained above baseline (GiB" + (", log scale: slope 1 = linear in K)" if log else ")"))
+    _memory_axis(ax, log)
     grey = "#444444"
     keys = [Line2D([], [], color=colours[s.mode], marker="o", lw=2.5, label=s.mode) for s in data.retained]
     keys += [
@@ -494,14 +543,14 @@ def _draw_peak(data: PlotData, colours: dict[str, str]) -> Figure | None:
                 s.k, [float("nan") if y is None else y for y in ys], ls=ls, marker=marker, color=c, lw=1.8
             )
         ax.set_title(s.mode, color=c, fontweight="bold")
-        _k_axis(ax, sorted({k for p in data.peak for k in p.k}))
-        ax.set_ylim(bottom=0)
+        log = _k_axis(ax, sorted({k for p in data.peak for k in p.k}))
+        _memory_axis(ax, log)
     for ax in flat[n:]:
         ax.set_visible(False)
     for ax in flat[max(0, n - cols) : n]:  # the lowest panel of each column (figure x-labels
         ax.xaxis.set_tick_params(labelbottom=True)  # collide with the legend below)
         ax.set_xlabel("K (concurrent rollouts)")
-    fig.supylabel("above baseline (GiB)")
+    fig.supylabel("above baseline (GiB" + (", log scale)" if log else ")"))
     keys = [Line2D([], [], color="#444444", ls=ls, marker=m, label=name) for name, ls, m in styles]
     # Below the panels: beside them it would squeeze one column, above them it meets the title.
     fig.legend(handles=keys, loc="outside lower center", ncols=len(keys))
@@ -620,6 +669,46 @@ def _draw_tradeoff(data: PlotData, colours: dict[str, str]) -> Figure | None:
     return fig
 
 
+_COST_PANELS = (
+    ("retained above baseline (GiB)", "client_retained", "engine_retained"),
+    ("peak above baseline (GiB)", "client_peak", "engine_peak"),
+    ("bytes shipped per rollout (MiB)", "shipped_per_rollout", None),
+    ("CPU seconds per rollout", "client_cpu_per_rollout", "engine_cpu_per_rollout"),
+)
+
+
+def _draw_costs(data: PlotData, colours: dict[str, str]) -> Figure | None:
+    """Each mode's trade at a glance: memory it keeps and peaks at, bytes it ships and CPU it
+    costs, the client (solid) beside the engine (hatched)."""
+    costs = [c for c in data.costs if c.client_retained is not None]
+    if len(costs) < 2 or all(c.client_cpu_per_rollout is None for c in costs):
+        return None
+    ks = {c.k for c in costs}
+    at = f" at K={next(iter(ks))}" if len(ks) == 1 else " at each mode's largest K"
+    fig, axes = _figure(data, f"What each mode costs, client and engine{at}", nrows=2, ncols=2, squeeze=False)
+    x = list(range(len(costs)))
+    for ax, (label, client, engine) in zip(axes.flat, _COST_PANELS, strict=True):
+        width = 0.4 if engine else 0.6
+        left = [i - width / 2 for i in x] if engine else x
+        values = [getattr(c, client) or 0.0 for c in costs]
+        ax.bar(left, values, width=width, color=[colours[c.mode] for c in costs])
+        if engine:
+            right = [i + width / 2 for i in x]
+            values = [getattr(c, engine) or 0.0 for c in costs]
+            ax.bar(right, values, width=width, color="white", edgecolor=[colours[c.mode] for c in costs],
+                   hatch="///", linewidth=1.5)  # fmt: skip
+        ax.set_title(label)
+        ax.set_xticks(x, [c.mode.replace("+", "+\n") for c in costs], fontsize=8)
+        ax.set_ylim(bottom=0)
+        ax.grid(axis="x", visible=False)
+    keys = [
+        matplotlib.patches.Patch(facecolor="#777777", label="client"),
+        matplotlib.patches.Patch(facecolor="white", edgecolor="#777777", hatch="///", label="engine"),
+    ]
+    fig.legend(handles=keys, loc="outside lower center", ncols=2)
+    return fig
+
+
 FIGURES: tuple[tuple[str, Callable[[PlotData, dict[str, str]], Figure | None]], ...] = (
     ("retained-vs-k", _draw_retained),
     ("shipped-per-rollout", _draw_shipped),
@@ -627,6 +716,7 @@ FIGURES: tuple[tuple[str, Callable[[PlotData, dict[str, str]], Figure | None]], 
     ("peak-vs-retained", _draw_peak),
     ("memory-timeline", _draw_timeline),
     ("engine-cache", _draw_tradeoff),
+    ("modes", _draw_costs),
 )
 
 
@@ -662,12 +752,24 @@ def _save(fig: Figure, path: Path, fmt: str) -> None:
             Path(tmp).unlink(missing_ok=True)
 
 
-def _k_axis(ax: Axes, ks: list[int]) -> None:
-    """K on a linear axis, or a log2 one when K spans more than 16x (4..256 would crowd the left)."""
-    if ks and ks[0] > 0 and ks[-1] / ks[0] > 16:
+def _k_axis(ax: Axes, ks: list[int]) -> bool:
+    """K on a linear axis, or a log2 one when K spans more than 16x (4..256 would crowd the left);
+    True when it is logarithmic, and then memory must be too (`_memory_axis`)."""
+    log = bool(ks and ks[0] > 0 and ks[-1] / ks[0] > 16)
+    if log:
         ax.set_xscale("log", base=2)
         ax.minorticks_off()
     ax.set_xticks(ks, [str(k) for k in ks])
+    return log
+
+
+def _memory_axis(ax: Axes, log: bool) -> None:
+    """Memory on the same kind of axis as K: over a log K axis a linear memory axis draws growth
+    linear in K as an explosion, while on log-log axes it is a straight line of slope 1."""
+    if log:
+        ax.set_yscale("log")  # a value <= 0 (noise at a small K) has no place here and is left out
+    else:
+        ax.set_ylim(bottom=0)
 
 
 def plot_results(

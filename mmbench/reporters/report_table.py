@@ -92,7 +92,7 @@ def _system_table(report: Report, section: Section, last: bool) -> Table | None:
     if not any(s.system_total is not None for s in section.summaries):
         return None
     suffix = f" ({section.title})" if section.params else ""
-    table = Table(title=f"System total{suffix}", header_style="bold", title_justify="left")
+    table = Table(title=f"Memory, bytes and time per mode{suffix}", header_style="bold", title_justify="left")
     for name in SYSTEM_COLUMNS:
         table.add_column(name, justify="left" if name == "mode" else "right", overflow="fold")
     for s in section.summaries:

@@ -34,6 +34,11 @@ def _count(g: PointGroup, metric: str) -> str:
     return "-" if s is None else f"{int(s.median)}"
 
 
+def _secs(g: PointGroup, metric: str) -> str:
+    s = g.stat(metric)
+    return "-" if s is None else f"{s.median:.1f}"
+
+
 def sweep_table(records: list[PointRecord], title: str | None = None) -> Table:
     """One row per point (repeats folded into median and range): measured beside predicted."""
     table = Table(
@@ -50,6 +55,7 @@ def sweep_table(records: list[PointRecord], title: str | None = None) -> Table:
         "shipped",
         "ship/pred",
         "fb/wrong",
+        "cpu c/e",
         "s",
     ):
         table.add_column(name, justify="left" if name == "mode" else "right", no_wrap=True)
@@ -68,7 +74,7 @@ def sweep_table(records: list[PointRecord], title: str | None = None) -> Table:
             first = g.records[0]
             live = fmt_in(first.retained_live_bytes) if g.status == "extrapolated" else "-"
             cells += [f"{live} ({g.status} [{len(notes)}])", fmt_in(first.predicted_retained_bytes)]
-            cells += [""] * 7
+            cells += [""] * 8
         else:
             cells += [
                 fmt_stat(g.stat("retained_live_bytes")),
@@ -79,6 +85,7 @@ def sweep_table(records: list[PointRecord], title: str | None = None) -> Table:
                 fmt_stat(g.stat("bytes_shipped"), show_range=False),
                 _ratio(g, "shipped_ratio"),
                 f"{_count(g, 'fallbacks')}/{_count(g, 'wrong_results')}",
+                f"{_secs(g, 'client_cpu_s')}/{_secs(g, 'engine_cpu_s')}",
                 "-" if wall is None else f"{wall.median:.0f}",
             ]
         table.add_row(*cells, *([g.machine or "unknown"] if by_machine else []))
@@ -90,7 +97,8 @@ def sweep_table(records: list[PointRecord], title: str | None = None) -> Table:
 SWEEP_CAPTION = (
     "live: retained RSS after malloc_trim minus baseline (what the live data occupies); pred.: the model; "
     "raw: retained RSS minus baseline, allocator retention included; peak: VmHWM minus baseline; "
-    "fb/wrong: fallbacks / wrong results; s: wall seconds"
+    "fb/wrong: fallbacks / wrong results; cpu c/e: CPU seconds of the client during the rollouts / of "
+    "the engine; s: wall seconds"
 )
 
 
@@ -101,23 +109,33 @@ def fits_table(records: list[PointRecord]) -> Table | None:
         return None
     table = Table(title="retained (live) per rollout, least squares over K", header_style="bold")
     for name in (
-        "mode",
-        "K used",
-        "slope MiB/rollout",
-        "R²",
-        "intercept MiB",
-        "floor MiB/rollout",
-        "slope/floor",
-    ):
+        "mode", "K used", "slope MiB/rollout", "R²", "intercept MiB", "floor MiB/rollout",
+        "model MiB/rollout", "slope/expected",
+    ):  # fmt: skip
         table.add_column(name, justify="left" if name == "mode" else "right")
     for f in fits:
+        ratio, against = f.vs_expected, f.expected[1]
+        versus = (
+            f"{ratio:.3f} ({against})" if ratio is not None else "-" if f.resolvable else "- (below noise)"
+        )
         table.add_row(
             f.label, f">= {f.k_from} ({f.fit.n} pts)", fmt_in(f.fit.slope, precision=2), f"{f.fit.r2:.4f}",
-            fmt_in(f.fit.intercept), fmt_in(f.floor_per_rollout, precision=2), f"{f.vs_floor:.3f}",
+            fmt_in(f.fit.intercept), fmt_in(f.floor_per_rollout, precision=2),
+            "-" if f.model_slope is None else fmt_in(f.model_slope, precision=2),
+            versus,
         )  # fmt: skip
-    table.caption = "floor: stored pixels + sources + descriptors per rollout (the ledger at the largest K)"
+    table.caption = FITS_CAPTION
     table.caption_justify = "left"
     return table
+
+
+FITS_CAPTION = (
+    "floor: what one rollout's trajectory holds (pixels, sources or media URLs, descriptors, tokens; the "
+    "ledger at the largest K); model: the model's slope over the same K. slope/expected compares the "
+    "slope with the floor once the renderer caches are full, and with the model's slope while a cache "
+    "still fills (each more rollout then also adds to the cache, which the floor leaves out); no ratio "
+    "where the growth over the K fitted stays below the 2 MiB noise floor of RSS readings."
+)
 
 
 PHASES = (
@@ -187,11 +205,37 @@ def point_table(r: PointRecord) -> Table:
         f"{r.renderer_cache_hits} / {r.renderer_cache_misses} / {r.rederived}",
         "",
     )
+    table.add_row(
+        "engine preprocessing calls",
+        str(r.engine_preprocess_calls if r.engine_preprocess_calls is not None else "-"),
+        f"predicted {r.predicted_engine_preprocess_calls}; media items sent {r.media_items_sent}",
+    )
     row("engine RSS at end", r.engine_rss_bytes)
     row("engine cache", r.engine_cache_bytes, f"{r.engine_cache_items} items, {r.engine_cache_hits} hits")
+    if r.asset_disk_bytes is not None:
+        row("asset files on disk (raw-file)", r.asset_disk_bytes)
     if r.memray_peak_bytes is not None:
         row("memray heap high-water mark", r.memray_peak_bytes)
-    table.add_row("wall time", "-" if r.wall_s is None else f"{r.wall_s:.1f} s", "")
+    table.add_section()
+    k = r.rollouts
+    table.add_row("rollout wall time", _seconds(r.rollout_wall_s), "")
+    table.add_row("client CPU (user + system)", _seconds(r.client_cpu_s), _per_rollout(r.client_cpu_s, k))
+    table.add_row("engine CPU (user + system)", _seconds(r.engine_cpu_s), _per_rollout(r.engine_cpu_s, k))
+    latencies = (r.request_latency_p50_s, r.request_latency_p95_s, r.request_latency_max_s)
+    table.add_row(
+        "request latency p50 / p95 / max",
+        " / ".join("-" if x is None else f"{x * 1000:.0f}" for x in latencies) + " ms",
+        "post to reply, as the client sees it",
+    )
+    table.add_row("wall time", _seconds(r.wall_s), "the whole point: processes, set-up, readings")
     if r.cause:
         table.add_row("cause", r.cause, "")
     return table
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f} s"
+
+
+def _per_rollout(value: float | None, k: int) -> str:
+    return "" if value is None else f"{value / k:.3f} s per rollout"

@@ -1,7 +1,7 @@
 """EPHEMERAL: the returned sidecar is descriptor-only; pixels are re-derived from the source
 image (still in the message) when the next request needs them. Shipping is unchanged."""
 
-from mmbench.transports.base import Transport
+from mmbench.transports.base import Ship, Transport
 from mmbench.world.sidecar import MultiModalData
 
 
@@ -10,5 +10,5 @@ class EphemeralTransport(Transport):
     summary = "trajectories keep descriptors only; pixels re-derived from sources when shipped"
     stores_pixels = False
 
-    def stored(self, sidecar: MultiModalData, full_mask: list[bool]) -> MultiModalData:
+    def stored(self, sidecar: MultiModalData, plan: list[Ship]) -> MultiModalData:
         return sidecar.descriptors_only()

@@ -1,5 +1,6 @@
 """EPHEMERAL + HASH-ONLY: hash-only shipping, and descriptor-only trajectories."""
 
+from mmbench.transports.base import Ship
 from mmbench.transports.hash_only import HashOnlyTransport
 from mmbench.world.sidecar import MultiModalData
 
@@ -9,5 +10,5 @@ class EphemeralHashOnlyTransport(HashOnlyTransport):
     summary = "hash-only shipping and descriptor-only trajectories"
     stores_pixels = False
 
-    def stored(self, sidecar: MultiModalData, full_mask: list[bool]) -> MultiModalData:
+    def stored(self, sidecar: MultiModalData, plan: list[Ship]) -> MultiModalData:
         return sidecar.descriptors_only()

@@ -3,7 +3,7 @@ cache). The client remembers sent hashes per (endpoint, model) in a bounded LRU;
 error it forgets the request's hashes and the driver resends everything in full once. Images
 sent hash-only are stripped from the returned sidecar."""
 
-from mmbench.transports.base import Transport
+from mmbench.transports.base import Ship, Transport
 from mmbench.world.sidecar import MultiModalData
 
 
@@ -12,9 +12,9 @@ class HashOnlyTransport(Transport):
     summary = "ship each image once, then its hash; needs an engine with an mm cache"
     needs_engine_cache = True
 
-    def plan(self, endpoint: str, model: str, hashes: list[str]) -> list[bool]:
+    def plan(self, endpoint: str, model: str, hashes: list[str]) -> list[Ship]:
         sent = self.sent(endpoint, model)
-        return [h not in sent for h in hashes]
+        return [Ship.NULL if h in sent else Ship.PIXELS for h in hashes]
 
     def on_success(self, endpoint: str, model: str, hashes: list[str]) -> None:
         sent = self.sent(endpoint, model)
@@ -26,7 +26,10 @@ class HashOnlyTransport(Transport):
         for h in hashes:
             sent.forget(h)
 
-    def stored(self, sidecar: MultiModalData, full_mask: list[bool]) -> MultiModalData:
+    def stored(self, sidecar: MultiModalData, plan: list[Ship]) -> MultiModalData:
         return sidecar.with_items(
-            [item if full else item.descriptor() for item, full in zip(sidecar.items, full_mask, strict=True)]
+            [
+                item if s is Ship.PIXELS else item.descriptor()
+                for item, s in zip(sidecar.items, plan, strict=True)
+            ]
         )

@@ -11,10 +11,16 @@ from mmbench.transports.ephemeral import EphemeralTransport
 from mmbench.transports.ephemeral_hash_only import EphemeralHashOnlyTransport
 from mmbench.transports.full import FullTransport
 from mmbench.transports.hash_only import HashOnlyTransport
+from mmbench.transports.raw import RawTransport
+from mmbench.transports.raw_file import RawFileTransport
 
 TRANSPORTS: dict[str, type[Transport]] = {
-    t.name: t for t in (FullTransport, EphemeralTransport, HashOnlyTransport, EphemeralHashOnlyTransport)
-}
+    t.name: t
+    for t in (
+        FullTransport, EphemeralTransport, HashOnlyTransport, EphemeralHashOnlyTransport, RawTransport,
+        RawFileTransport,
+    )
+}  # fmt: skip
 MODES: tuple[str, ...] = tuple(TRANSPORTS)
 
 

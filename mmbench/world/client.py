@@ -17,7 +17,7 @@ import torch
 
 from mmbench.world.codec import Codec, encode_item
 from mmbench.world.sidecar import MultiModalData
-from mmbench.world.wire import GENERATE_PATH, request_object
+from mmbench.world.wire import GENERATE_PATH, raw_request_object, request_object
 
 
 def _as_tensor(pv: np.ndarray, dtype: str) -> torch.Tensor:
@@ -71,6 +71,11 @@ def build_body(
     placeholders = [(p.offset, p.length) for p in sidecar.placeholders]
     obj = request_object(model, token_ids, list(sidecar.hashes), placeholders, kwargs, max_tokens)
     return codec.dumps(obj)
+
+
+def build_raw_body(codec: Codec, model: str, token_ids: list[int], urls: list[str], max_tokens: int) -> bytes:
+    """The raw-media body: the rendered tokens (one pad per image) and every image's URL."""
+    return codec.dumps(raw_request_object(model, token_ids, urls, max_tokens))
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,6 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from PIL import Image
 
 from mmbench.world.codec import pixel_checksum
@@ -64,6 +63,8 @@ def preprocess(image: Image.Image, geometry: Geometry) -> tuple[np.ndarray, np.n
 def to_bfloat16_bits(pixel_values: np.ndarray) -> np.ndarray:
     """float32 pixels cast to bfloat16 by torch, as a numpy uint16 array of the bits that owns its
     buffer (torch converts straight into it: no intermediate tensor is kept)."""
+    import torch  # here, not at the top: the engine preprocesses with this module and needs no torch
+
     src = torch.from_numpy(np.ascontiguousarray(pixel_values, dtype=np.float32))
     out = np.empty(pixel_values.shape, dtype=np.uint16)
     torch.from_numpy(out.view(np.int16)).view(torch.bfloat16).copy_(src)
@@ -128,6 +129,23 @@ class Rendered:
     cache_hit: bool
 
 
+def decode_image(source: bytes) -> Image.Image:
+    """The encoded source image decoded to RGB (what is hashed and preprocessed)."""
+    with Image.open(io.BytesIO(source)) as opened:
+        return opened.convert("RGB")
+
+
+def process_image(
+    image: Image.Image, geometry: Geometry, dtype: str = "float32"
+) -> tuple[np.ndarray, np.ndarray]:
+    """The processor output for a decoded image: pixel_values in `dtype` (bfloat16 as uint16 bits)
+    and image_grid_thw. The renderer (client side) and the engine (raw media) both call this."""
+    pixel_values, grid = preprocess(image, geometry)
+    if dtype == "bfloat16":
+        pixel_values = to_bfloat16_bits(pixel_values)  # the float32 array is freed here
+    return pixel_values, grid
+
+
 class Renderer:
     def __init__(self, geometry: Geometry, image_cache_max: int = 32, dtype: str = "float32") -> None:
         pixel_itemsize(dtype)  # validates
@@ -136,15 +154,12 @@ class Renderer:
         self.cache = FifoCache(image_cache_max)
 
     def process(self, source: bytes) -> Rendered:
-        with Image.open(io.BytesIO(source)) as opened:
-            image = opened.convert("RGB")
+        image = decode_image(source)
         mm_hash = image_hash(image)
         cached = self.cache.get(mm_hash)
         if cached is not None:
             return Rendered(mm_hash, cached, True)
-        pixel_values, grid = preprocess(image, self.geometry)
-        if self.dtype == "bfloat16":
-            pixel_values = to_bfloat16_bits(pixel_values)  # the float32 array is freed here
+        pixel_values, grid = process_image(image, self.geometry, self.dtype)
         item = MMItem(grid, pixel_checksum(pixel_values), pixel_values)
         self.cache.put(mm_hash, item)
         return Rendered(mm_hash, item, False)

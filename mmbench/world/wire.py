@@ -1,13 +1,18 @@
 """The wire format of POST /inference/v1/generate: one place that builds and checks it.
 
-Body: `model`, `token_ids`, `sampling_params`, and `features` with `mm_hashes`,
-`mm_placeholders` and `kwargs_data` ({"image": [base64 item | null, ...]}, or null when every
-item is null). The client builds it (mmbench.world.client); the engine checks it here.
+Body: `model`, `token_ids`, `sampling_params`, and either
+- `features` with `mm_hashes`, `mm_placeholders` and `kwargs_data` ({"image": [base64 item | null,
+  ...]}, or null when every item is null): the processed path, token_ids already expanded; or
+- `content_parts` ([{"type": "image_url", "url": ...}, ...], every image of the prompt in order)
+  with `return_token_ids: true`: the raw-media path. token_ids carry one `<|image_pad|>` per image;
+  the engine preprocesses the media, expands each pad to the image's tokens and answers with
+  `prompt_token_ids` and `mm_placeholders` as vLLM does.
+The client builds it (mmbench.world.client); the engine checks it here.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import msgspec
@@ -15,6 +20,8 @@ import msgspec
 GENERATE_PATH = "/inference/v1/generate"
 MODALITY = "image"
 MAX_TOKEN_ID = 2**31
+IMAGE_PAD_TOKEN = 151_655  # Qwen's <|image_pad|>
+IMAGE_URL = "image_url"  # the content part type of an image
 
 
 class WireError(ValueError):
@@ -28,6 +35,8 @@ class GenerateRequest:
     hashes: list[str]
     placeholders: list[tuple[int, int]]
     kwargs: list[bytes | None]  # the decoded item bytes, or None for a slot served from the cache
+    media: list[str] = field(default_factory=list)  # raw path: every image's URL, in prompt order
+    return_token_ids: bool = False
 
 
 def request_object(
@@ -50,6 +59,17 @@ def request_object(
     }
 
 
+def raw_request_object(model: str, token_ids: list[int], urls: list[str], max_tokens: int) -> dict[str, Any]:
+    """The raw-media path's body, as the released client builds it (`process_multimodal=False`)."""
+    return {
+        "model": model,
+        "token_ids": token_ids,
+        "sampling_params": {"max_tokens": max_tokens, "temperature": 1.0, "logprobs": 1},
+        "content_parts": [{"type": IMAGE_URL, "url": url} for url in urls],
+        "return_token_ids": True,
+    }
+
+
 # The engine decodes a body straight into these types: JSON parsing, type checks and the base64
 # decoding of every item happen in one pass (msgspec), which is what keeps a sweep's wall time
 # within budget; the checks that need the whole request (alignment, bounds) follow in Python.
@@ -68,11 +88,18 @@ class _Features(msgspec.Struct):
     kwargs_data: dict[str, list[bytes | None]] | None = None
 
 
+class _ContentPart(msgspec.Struct):
+    type: str
+    url: Annotated[str, msgspec.Meta(min_length=1)]
+
+
 class _Request(msgspec.Struct):
     model: Annotated[str, msgspec.Meta(min_length=1)]
     token_ids: list[TokenId]
     sampling_params: dict[str, Any] | None = None
     features: _Features | None = None
+    content_parts: list[_ContentPart] | None = None
+    return_token_ids: bool = False
 
 
 _DECODER = msgspec.json.Decoder(_Request)
@@ -92,6 +119,8 @@ def parse_request(body: bytes) -> GenerateRequest:
         raise WireError(f"invalid request: {exc}") from None
     except msgspec.DecodeError as exc:
         raise WireError(f"body is not valid JSON: {exc}") from None
+    if req.content_parts is not None:
+        return _raw_request(req)
     if req.features is None:
         return GenerateRequest(req.model, req.token_ids, [], [], [])
     f = req.features
@@ -111,3 +140,21 @@ def parse_request(body: bytes) -> GenerateRequest:
                 f"placeholder ({offset}, {length}) lies outside the {len(req.token_ids)} prompt tokens"
             )
     return GenerateRequest(req.model, req.token_ids, hashes, placeholders, kwargs)
+
+
+def _raw_request(req: _Request) -> GenerateRequest:
+    """The raw-media path: content parts (images only), one `<|image_pad|>` token per part."""
+    assert req.content_parts is not None
+    if req.features is not None:
+        raise WireError("a request carries either features or content_parts, not both")
+    for i, part in enumerate(req.content_parts):
+        if part.type != IMAGE_URL:
+            raise WireError(f"content_parts[{i}]: unsupported type {part.type[:40]!r}; only {IMAGE_URL!r}")
+    pads = req.token_ids.count(IMAGE_PAD_TOKEN)
+    if pads != len(req.content_parts):
+        raise WireError(
+            f"token_ids carry {pads} image placeholder tokens but content_parts has "
+            f"{len(req.content_parts)} images"
+        )
+    urls = [part.url for part in req.content_parts]
+    return GenerateRequest(req.model, req.token_ids, [], [], [], urls, req.return_token_ids)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -17,10 +18,11 @@ import pytest
 from mmbench.config import PointConfig
 from mmbench.errors import MmbenchError
 from mmbench.measure.harness import HarnessOptions, measure_point
+from mmbench.rollout import Totals
+from mmbench.rollout.driver import RETRY_FIRST_S, RETRY_MAX_S
 from mmbench.transports import MODES
 from mmbench.world.engine.app import EngineConfig
 from mmbench.world.engine.process import EngineProcess
-from mmbench.world.rollout import RETRY_FIRST_S, RETRY_MAX_S, Totals
 from tests.conftest import EngineStarter
 from tests.helpers import run_world
 
@@ -55,13 +57,13 @@ def backoff_total(retries: int) -> float:
 @slow
 @pytest.mark.parametrize("fault", list(FAULTS))
 def test_every_fault_in_every_mode_completes_with_no_wrong_results(
-    engine_factory: EngineStarter, fault: str
+    engine_factory: EngineStarter, fault: str, tmp_path: Path
 ) -> None:
     totals: dict[str, Totals] = {}
     for mode in MODES:
-        engine = engine_factory(**FAULTS[fault])
+        engine = engine_factory(**FAULTS[fault], allowed_media_dir=str(tmp_path))
         t0 = time.perf_counter()
-        trajs = run_world(point(mode), engine.url)
+        trajs = run_world(point(mode), engine.url, asset_dir=tmp_path / mode)
         elapsed = time.perf_counter() - t0
         tot = totals[mode] = Totals.of(trajs)
         assert tot.failed_rollouts == 0, (mode, tot.failures)

@@ -14,15 +14,16 @@ from typing import Any
 
 import pytest
 
-import mmbench.world.rollout as rollout_module
+import mmbench.rollout.driver as rollout_module
 from mmbench.config import PointConfig
 from mmbench.measure.accounting import Accounting, account
 from mmbench.measure.harness import measure_point, worker_env
 from mmbench.measure.model import predict
-from mmbench.transports import MODES, make_transport
+from mmbench.rollout import Totals, World
+from mmbench.transports import make_transport
 from mmbench.world.geometry import get_geometry
-from mmbench.world.rollout import Totals, World
 from tests.conftest import EngineStarter
+from tests.helpers import PROCESSED_MODES
 
 slow = pytest.mark.slow
 
@@ -221,7 +222,7 @@ def test_every_knob_reaches_the_worker_and_is_recorded() -> None:
 
 
 @slow
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", PROCESSED_MODES)
 def test_bfloat16_halves_pixels_and_bodies_in_every_mode(engine_factory: EngineStarter, mode: str) -> None:
     engine = engine_factory()
     f32 = run(point(mode, rollouts=2, turns=4), engine.url)

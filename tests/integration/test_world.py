@@ -7,20 +7,21 @@ grid 1x16x16, pixel_values (256, 1536) float32 = 1.5 MiB, 64 tokens), so each ru
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import psutil
 import pytest
 
 from mmbench.config import PointConfig
 from mmbench.errors import MmbenchError
+from mmbench.rollout import Totals, Trajectory
 from mmbench.transports import MODES
 from mmbench.world.codec import item_wire_bytes
 from mmbench.world.engine.app import EngineConfig
 from mmbench.world.engine.process import EngineProcess
 from mmbench.world.geometry import get_geometry
-from mmbench.world.rollout import Totals, Trajectory
 from tests.conftest import EngineStarter
-from tests.helpers import run_world
+from tests.helpers import PROCESSED_MODES, run_world
 
 slow = pytest.mark.slow
 
@@ -50,7 +51,7 @@ def test_geometry_of_the_test_images() -> None:
 
 
 @slow
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", PROCESSED_MODES)
 def test_stored_data_per_mode(engine_factory: EngineStarter, mode: str) -> None:
     k, n = 2, 4
     engine = engine_factory()
@@ -95,7 +96,7 @@ def test_stored_data_per_mode(engine_factory: EngineStarter, mode: str) -> None:
 
 
 @slow
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", PROCESSED_MODES)
 def test_items_and_bytes_shipped_per_mode(engine_factory: EngineStarter, mode: str) -> None:
     k, n = 2, 4
     engine = engine_factory()
@@ -184,10 +185,10 @@ def test_engine_cache_off_falls_back_on_every_reuse(engine_factory: EngineStarte
 
 @slow
 @pytest.mark.parametrize("mode", MODES)
-def test_no_wrong_results(engine_factory: EngineStarter, mode: str) -> None:
+def test_no_wrong_results(engine_factory: EngineStarter, mode: str, tmp_path: Path) -> None:
     k, n = 2, 4
-    engine = engine_factory()
-    totals = Totals.of(run_world(point(mode, k, n), engine.url))
+    engine = engine_factory(allowed_media_dir=str(tmp_path))
+    totals = Totals.of(run_world(point(mode, k, n), engine.url, asset_dir=tmp_path))
     assert totals.wrong_results == 0
     assert totals.fallbacks == 0
     assert totals.requests == k * n

@@ -74,7 +74,7 @@ def test_auto_trims_only_where_a_build_can_grow_rss_by_64_mib() -> None:
 
 def test_the_model_auto_threshold_is_the_clients() -> None:
     from mmbench.measure import model
-    from mmbench.world import rollout
+    from mmbench.rollout import driver as rollout
 
     assert model._TRIM_AUTO_GROWTH == rollout.TRIM_AUTO_GROWTH
 

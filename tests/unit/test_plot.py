@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -143,9 +144,9 @@ def test_peak_series_pairs_peak_with_raw_and_live_retained() -> None:
 def test_modes_in_registry_order_with_fixed_colours() -> None:
     data = results([rec("hash-only", 1), rec("ephemeral", 1), rec("full", 1)])
     assert rp.plot_data(data).modes == ["full", "ephemeral", "hash-only"]
-    colours = rp.mode_colours(["ephemeral+hash-only", "full", "ephemeral", "hash-only"])
+    colours = rp.mode_colours(["ephemeral+hash-only", "raw-file", "full", "ephemeral", "hash-only", "raw"])
     assert colours == rp.MODE_COLOURS
-    assert len(set(colours.values())) == 4
+    assert len(set(colours.values())) == 6
 
 
 def test_other_modes_take_the_next_colours_whatever_else_is_in_the_file() -> None:
@@ -285,3 +286,45 @@ def test_each_mode_keeps_its_colour_in_every_figure() -> None:
             assert want <= drawn, name
         finally:
             plt.close(fig)
+
+
+def _axes_scales(data: rp.PlotData, name: str) -> set[tuple[str, str]]:
+    drawn = dict(rp.figures(data))
+    fig = drawn[name]
+    scales = {(ax.get_xscale(), ax.get_yscale()) for ax in fig.axes if ax.get_visible()}
+    for f in drawn.values():
+        matplotlib.pyplot.close(f)
+    return scales
+
+
+def test_a_log_k_axis_comes_with_a_log_memory_axis() -> None:
+    """K = 4..256 spans 64x: K goes logarithmic, and memory with it, so that growth linear in K is a
+    straight line (slope 1) and not the explosion a log-linear plot would draw."""
+    wide = rp.plot_data(results([rec("full", k) for k in (4, 8, 16, 64, 256)]))
+    assert _axes_scales(wide, "retained-vs-k") == {("log", "log")}
+    assert _axes_scales(wide, "peak-vs-retained") == {("log", "log")}
+    narrow = rp.plot_data(results([rec("full", k) for k in (1, 2, 4, 8)]))
+    assert _axes_scales(narrow, "retained-vs-k") == {("linear", "linear")}
+
+
+def test_the_modes_figure_sets_client_beside_engine_at_each_modes_largest_k() -> None:
+    points = []
+    for mode, cpu in (("full", 2.0), ("raw", 1.0)):
+        for k in (1, 2):
+            r = rec(mode, k)
+            points.append(
+                replace(
+                    r, client_cpu_s=cpu * k, engine_cpu_s=3.0 * k, engine_rss_baseline_bytes=100 * MIB,
+                    engine_rss_bytes=100 * MIB + k * GIB, engine_peak_rss_bytes=100 * MIB + 2 * k * GIB,
+                )
+            )  # fmt: skip
+    data = rp.plot_data(results(points))
+    full, raw = data.costs
+    assert (full.mode, full.k, raw.mode) == ("full", 2, "raw")
+    assert full.client_retained == pytest.approx(200 * MIB / GIB)
+    assert (full.engine_retained, full.engine_peak) == (pytest.approx(2.0), pytest.approx(4.0))
+    assert (full.client_cpu_per_rollout, raw.client_cpu_per_rollout) == (2.0, 1.0)
+    assert full.engine_cpu_per_rollout == 3.0
+    assert full.shipped_per_rollout == pytest.approx(sum(2 * (t + 1) for t in range(TURNS)) / 2)
+    assert "modes" in dict(rp.figures(data))
+    assert "modes" not in dict(rp.figures(rp.plot_data(standard())))  # no time readings: no figure

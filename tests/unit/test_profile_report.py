@@ -35,7 +35,7 @@ PIXELS = frame("preprocess", "world/renderer.py", 59)
 TEMP = frame("preprocess", "world/renderer.py", 46)
 BODY = frame("build_body", "world/client.py", 73)
 SOURCE = frame("make_source", "world/images.py", 83)
-TOKENS = frame("rollout", "world/rollout.py", 234)
+TOKENS = frame("rollout", "rollout/driver.py", 234)
 PROCESS = frame("process", "world/renderer.py", 145)
 
 
@@ -49,9 +49,11 @@ PROCESS = frame("process", "world/renderer.py", 145)
         ("mmbench/world/codec.py", "encode_item", "transport"),
         ("mmbench/world/client.py", "build_body", "transport"),
         ("mmbench/world/client.py", "post_generate", "engine_client"),
-        ("mmbench/world/rollout.py", "run", "engine_client"),
-        ("mmbench/world/rollout.py", "_build", "transport"),
-        ("mmbench/world/rollout.py", "rollout", "trajectory"),
+        ("mmbench/rollout/driver.py", "run", "engine_client"),
+        ("mmbench/rollout/driver.py", "_build", "transport"),
+        ("mmbench/rollout/driver.py", "rollout", "trajectory"),
+        ("mmbench/rollout/raw.py", "read_answer", "trajectory"),
+        ("mmbench/world/media.py", "data_url", "sources"),
         ("mmbench/world/sidecar.py", "extended", "trajectory"),
         ("mmbench/transports/hash_only.py", "stored", "trajectory"),
         ("mmbench/transports/hash_only.py", "plan", "transport"),

@@ -175,7 +175,7 @@ def test_summary_reads_the_largest_measured_k() -> None:
 def test_fit_starts_at_the_cache_full_k() -> None:
     """image_cache_max 32 over 8 images per rollout fills the cache at K=4: K=1 is left out."""
     records = [
-        measured("full", k, 0, mib, image_cache_max=32)
+        measured("ephemeral", k, 0, mib, image_cache_max=32)
         for k, mib in ((1, 500), (4, 400), (8, 800), (16, 1600))
     ]
     (summary,) = build_report(sample_results(records)).sections[0].summaries
@@ -320,3 +320,27 @@ def test_terminal_tables_say_what_the_markdown_says() -> None:
     for expected in ("golden on Test CPU", "0.78 (0.77–0.79)", "×11.4", "×18.3†", "64†", "99.0", "2–8 (3)"):
         assert expected in text, expected
     assert "† extrapolated, not measured" in text
+
+
+def test_while_the_cache_fills_the_slope_is_compared_with_the_models() -> None:
+    """ephemeral with a 32-image cache and 8 images per rollout: K = 1, 2 never fill it, so each more
+    rollout also adds to the cache; the floor (one rollout's own data) does not apply, the model does."""
+    from mmbench.analysis import mode_fits
+
+    def point(k: int) -> PointRecord:
+        return replace(
+            measured("ephemeral", k, 0, 60 * k, image_cache_max=32),
+            predicted_retained_bytes=int(50 * MIB * k),
+            source_bytes=int(4 * MIB * k),
+            descriptor_bytes=int(0.5 * MIB * k),
+            other_bytes=int(0.5 * MIB * k),
+        )
+
+    (fit,) = mode_fits([point(1), point(2)])
+    assert not fit.cache_full
+    assert fit.floor_per_rollout == pytest.approx(5 * MIB)
+    assert fit.model_slope == pytest.approx(50 * MIB)
+    assert fit.expected == (fit.model_slope, "model")
+    assert fit.vs_expected == pytest.approx(60 / 50)  # not 60 / 5: the cache is still filling
+    (full,) = mode_fits([replace(point(k), mode="full") for k in (1, 2)])
+    assert full.cache_full and full.expected[1] == "floor"

@@ -56,7 +56,7 @@ def test_old_results_have_no_system_lines() -> None:
     report = build_report(sample_results())
     assert not report.has_system_total and report.cache_tradeoffs == ()
     text = render_markdown(report)
-    assert "System total" not in text and "Ledger" not in text
+    assert "Memory, bytes and time per mode" not in text and "Ledger" not in text
 
 
 def test_system_total_is_client_metric_plus_engine_above_baseline_at_the_largest_k() -> None:
@@ -90,9 +90,14 @@ def test_markdown_golden() -> None:
 
 def test_markdown_has_a_system_total_line_per_mode_and_the_ledger_checks() -> None:
     text = render_markdown(build_report(sample_results(ledger_records())))
-    assert "#### System total" in text and "#### Ledger at the largest K" in text
-    assert "| full | 8 | 0.78 (0.77–0.79) | 0.78 | 0.80 | 1.58 (1.57–1.59) | - |" in text
-    assert "| ephemeral | 8 | 0.07 | 0.78 | 0.86 | 0.93 | ×1.7 |" in text
+    assert "#### Memory, bytes and time per mode" in text and "#### Ledger at the largest K" in text
+    # live, raw, peak, engine above baseline, engine cache, system total, vs full, shipped, time
+    full = "| full | 8 | 0.78 (0.77–0.79) | 0.88 (0.87–0.89) | 1.61 (1.59–1.63) | 0.80 | 0.78 |"
+    assert full + " 1.58 (1.57–1.59) | - | 300.0 | - | - | - |" in text
+    assert (
+        "| ephemeral | 8 | 0.07 | 0.17 | 0.19 (0.18–0.19) | 0.86 | 0.78 | 0.93 | ×1.7 | 300.0 | - | - | - |"
+        in text
+    )
     assert "| check: engine cache / RSS above baseline | 0.976 ✓ | 0.909 ✗ |" in text
     assert "| trajectories: descriptors | 0.5 | 0.5 |" in text
 
@@ -102,7 +107,7 @@ def test_terminal_tables_have_the_same_lines() -> None:
     for table in report_tables(build_report(sample_results(ledger_records()))):
         console.print(table)
     text = console.export_text()
-    assert "System total" in text and "Ledger at the largest K" in text
+    assert "Memory, bytes and time per mode" in text and "Ledger at the largest K" in text
     assert "0.976 ✓" in text and "0.909 ✗" in text
 
 

@@ -30,7 +30,8 @@ from mmbench.results import (
     to_json,
 )
 
-GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "results_schema_v3.json"
+GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "results_schema_v4.json"
+GOLDEN_V3 = Path(__file__).resolve().parent.parent / "golden" / "results_schema_v3.json"
 GOLDEN_V2 = Path(__file__).resolve().parent.parent / "golden" / "results_schema_v2.json"
 GOLDEN_V1 = Path(__file__).resolve().parent.parent / "golden" / "results_schema_v1.json"
 
@@ -498,7 +499,7 @@ def test_save_failure_keeps_old_results(tmp_path: Path, monkeypatch: pytest.Monk
 
 
 def test_golden_results_file(tmp_path: Path) -> None:
-    """The schema v1 file format, byte for byte.
+    """The current schema's file format, byte for byte.
 
     To regenerate after an intended format change: MMBENCH_UPDATE_GOLDEN=1 pytest this test,
     then read the diff.
@@ -511,18 +512,18 @@ def test_golden_results_file(tmp_path: Path) -> None:
     assert produced == GOLDEN.read_bytes()
 
 
-@pytest.mark.parametrize("old", [GOLDEN_V1, GOLDEN_V2], ids=["v1", "v2"])
+@pytest.mark.parametrize("old", [GOLDEN_V1, GOLDEN_V2, GOLDEN_V3], ids=["v1", "v2", "v3"])
 def test_an_older_file_is_migrated_to_the_current_schema(tmp_path: Path, old: Path) -> None:
     (tmp_path / RESULTS_JSON).write_text(old.read_text())
     migrated = load(tmp_path)
-    assert migrated.schema_version == SCHEMA_VERSION == 3
+    assert migrated.schema_version == SCHEMA_VERSION == 4
     assert all(p.engine_max_body_mb == 2048 and p.dtype == "float32" for p in migrated.points)
     assert load(GOLDEN).points == migrated.points  # the current golden = the same points, migrated
 
 
 def test_golden_has_the_current_schema_and_required_fields() -> None:
     data = json.loads(GOLDEN.read_text())
-    assert data["schema_version"] == 3
+    assert data["schema_version"] == 4
     assert data["environment"] == ENVIRONMENT
     assert len(data["points"]) == 2
     for point in data["points"]:

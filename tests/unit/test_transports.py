@@ -9,7 +9,7 @@ import pytest
 
 from mmbench.errors import MmbenchError
 from mmbench.transports import MODES, TRANSPORTS, make_transport
-from mmbench.transports.base import SentHashes
+from mmbench.transports.base import SentHashes, Ship
 from mmbench.transports.hash_only import HashOnlyTransport
 from mmbench.world.client import build_body
 from mmbench.world.codec import decode_item, get_codec, pixel_checksum
@@ -18,6 +18,7 @@ from mmbench.world.sidecar import MMItem, MultiModalData, Placeholder
 URL = "http://127.0.0.1:1"
 MODEL = "qwen3-vl"
 HASHES = ["a" * 32, "b" * 32, "c" * 32]
+P, N, M = Ship.PIXELS, Ship.NULL, Ship.MEDIA
 
 
 def make_sidecar(n: int = 3, seed: int = 0) -> MultiModalData:
@@ -75,28 +76,28 @@ def test_sent_hashes_forget_and_bound_check() -> None:
 
 def test_hash_only_plan_nulls_exactly_the_sent_hashes() -> None:
     t = HashOnlyTransport(sent_hashes_max=10)
-    assert t.plan(URL, MODEL, HASHES) == [True, True, True]
+    assert t.plan(URL, MODEL, HASHES) == [P, P, P]
     t.on_success(URL, MODEL, HASHES[:2])
-    assert t.plan(URL, MODEL, HASHES) == [False, False, True]
+    assert t.plan(URL, MODEL, HASHES) == [N, N, P]
     # Remembered per (endpoint, model).
-    assert t.plan("http://other:2", MODEL, HASHES) == [True, True, True]
-    assert t.plan(URL, "qwen2-vl", HASHES) == [True, True, True]
+    assert t.plan("http://other:2", MODEL, HASHES) == [P, P, P]
+    assert t.plan(URL, "qwen2-vl", HASHES) == [P, P, P]
     # An engine error forgets the request's hashes.
     t.on_error(URL, MODEL, HASHES[:1])
-    assert t.plan(URL, MODEL, HASHES) == [True, False, True]
+    assert t.plan(URL, MODEL, HASHES) == [P, N, P]
 
 
 def test_hash_only_sent_hashes_bound_comes_from_the_transport() -> None:
     t = make_transport("hash-only", 2)
     t.on_success(URL, MODEL, HASHES)  # 3 hashes into an LRU of 2
-    assert t.plan(URL, MODEL, HASHES) == [True, False, False]
+    assert t.plan(URL, MODEL, HASHES) == [P, N, N]
 
 
 @pytest.mark.parametrize("mode", ["full", "ephemeral"])
 def test_non_hash_modes_always_ship_everything(mode: str) -> None:
     t = make_transport(mode, 10)
     t.on_success(URL, MODEL, HASHES)
-    assert t.plan(URL, MODEL, HASHES) == [True, True, True]
+    assert t.plan(URL, MODEL, HASHES) == [P, P, P]
 
 
 # --- request bodies --------------------------------------------------------------------------
@@ -108,11 +109,11 @@ def test_build_body_with_hash_only_mask(codec_name: str) -> None:
     t = HashOnlyTransport(sent_hashes_max=10)
     t.on_success(URL, MODEL, HASHES[:2])
     mask = t.plan(URL, MODEL, HASHES)
-    assert mask == [False, False, True]
+    assert mask == [N, N, P]
     sidecar = make_sidecar()
     # Items sent as null slots may be descriptors, as a stored hash-only sidecar gives them.
     sidecar = sidecar.with_items([it.descriptor() for it in sidecar.items[:2]] + [sidecar.items[2]])
-    body = build_body(codec, MODEL, token_ids(), sidecar, mask, 16)
+    body = build_body(codec, MODEL, token_ids(), sidecar, [s is P for s in mask], 16)
     obj = json.loads(body)
     feats = obj["features"]
     image = feats["kwargs_data"]["image"]
@@ -172,7 +173,7 @@ def test_codecs_build_the_same_object() -> None:
 
 # --- stored data -----------------------------------------------------------------------------
 
-MASK = [False, True, False]
+MASK = [N, P, N]
 
 
 def test_full_stores_the_sidecar_as_is() -> None:
@@ -184,7 +185,7 @@ def test_full_stores_the_sidecar_as_is() -> None:
 
 def test_ephemeral_stores_descriptors_only() -> None:
     sidecar = make_sidecar()
-    stored = make_transport("ephemeral", 10).stored(sidecar, [True, True, True])
+    stored = make_transport("ephemeral", 10).stored(sidecar, [P, P, P])
     assert len(stored) == 3
     assert all(it.pixel_values is None for it in stored.items)
     assert stored.hashes == sidecar.hashes
@@ -199,7 +200,7 @@ def test_ephemeral_stores_descriptors_only() -> None:
 def test_hash_only_strips_exactly_the_null_slots() -> None:
     sidecar = make_sidecar()
     stored = make_transport("hash-only", 10).stored(sidecar, MASK)
-    assert [it.has_pixels for it in stored.items] == MASK
+    assert [it.has_pixels for it in stored.items] == [s is P for s in MASK]
     assert stored.items[1] is sidecar.items[1]
     assert stored.items[1].pixel_values is sidecar.items[1].pixel_values
     assert stored.hashes == sidecar.hashes
@@ -219,14 +220,25 @@ def test_ephemeral_hash_only_strips_everything() -> None:
 
 
 def test_modes_registry() -> None:
-    assert MODES == ("full", "ephemeral", "hash-only", "ephemeral+hash-only")
+    assert MODES == ("full", "ephemeral", "hash-only", "ephemeral+hash-only", "raw", "raw-file")
     for mode in MODES:
         t = make_transport(mode, 7)
         assert t.name == mode
         assert isinstance(t, TRANSPORTS[mode])
         assert t.sent(URL, MODEL).max_items == 7
-    assert [TRANSPORTS[m].needs_engine_cache for m in MODES] == [False, False, True, True]
-    assert [TRANSPORTS[m].stores_pixels for m in MODES] == [True, False, True, False]
+    assert [TRANSPORTS[m].needs_engine_cache for m in MODES] == [False, False, True, True, False, False]
+    assert [TRANSPORTS[m].stores_pixels for m in MODES] == [True, False, True, False, False, False]
+    assert [TRANSPORTS[m].renders for m in MODES] == [True, True, True, True, False, False]
+    assert [TRANSPORTS[m].media for m in MODES] == [None, None, None, None, "data", "file"]
+
+
+@pytest.mark.parametrize("mode", ["raw", "raw-file"])
+def test_raw_modes_ship_every_item_as_media_every_time(mode: str) -> None:
+    t = make_transport(mode, 10)
+    t.on_success(URL, MODEL, HASHES)
+    assert t.plan(URL, MODEL, HASHES) == [M, M, M]
+    sidecar = make_sidecar()
+    assert t.stored(sidecar, [M, M, M]) is sidecar  # nothing of a sidecar is made in these modes
 
 
 def test_unknown_mode_lists_the_modes() -> None:

@@ -99,6 +99,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--stats-file", default=None, help="write the final stats here on exit")
     parser.add_argument("--standby", action="store_true", help="bind only after a line on stdin")
     parser.add_argument("--parent-pid", type=int, default=0)
+    parser.add_argument("--dtype", default="float32", help="dtype raw media are preprocessed to")
+    parser.add_argument(
+        "--allowed-local-media-path", default=None, help="file:// media URLs are read only below it"
+    )
     args = parser.parse_args(argv)
     die_with_parent(args.parent_pid or None)
     config = EngineConfig(
@@ -109,6 +113,8 @@ def main(argv: list[str] | None = None) -> None:
         error_rate=args.error_rate,
         delay_ms=args.delay_ms,
         restart_every=args.restart_every,
+        allowed_media_dir=args.allowed_local_media_path,
+        dtype=args.dtype,
     )
     app = create_app(config)
     engine: Engine = app.state.engine

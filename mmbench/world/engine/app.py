@@ -6,6 +6,13 @@ the mm-hash cache (or fail with "Expected a cached item for mm_hash ..."), and r
 completion plus a checksum of the pixels it resolved for each item, so the client can prove
 that what the engine used is what it meant to send.
 
+Raw media (`content_parts`): each image URL is loaded (a data: URL, or a file:// URL inside the
+allowed local media directory), decoded and hashed as the client's renderer would; a cached
+processed item is reused (a hit still decodes and hashes), otherwise the image is preprocessed
+with the same code as the client's renderer (mmbench.world.renderer) and cached. Each
+`<|image_pad|>` of the prompt is expanded to the image's tokens, and the answer carries
+`prompt_token_ids` and `mm_placeholders` as vLLM's does.
+
 Faults, each off by default and seeded from EngineConfig.seed: `evict_rate` drops each cached
 item with that probability at every request, `error_rate` answers that fraction of requests with
 HTTP 500 (after reading the body, before touching the cache), `delay_ms` sleeps in the handler
@@ -17,24 +24,39 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import io
 import os
+import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import orjson
 import psutil
+from PIL import Image
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from mmbench.errors import MmbenchError
 from mmbench.procmem import malloc_trim
-from mmbench.world.codec import CodecError, DecodedItem, decode_item
+from mmbench.world.codec import CodecError, DecodedItem, decode_item, pixel_checksum
 from mmbench.world.engine.cache import MMItemCache
-from mmbench.world.wire import GENERATE_PATH, WireError, parse_request
+from mmbench.world.geometry import MODELS, Geometry, validate_source_size
+from mmbench.world.media import MediaError, load_media
+from mmbench.world.renderer import decode_image, image_hash, process_image
+from mmbench.world.wire import (
+    GENERATE_PATH,
+    IMAGE_PAD_TOKEN,
+    MODALITY,
+    GenerateRequest,
+    WireError,
+    parse_request,
+)
 
 MERGE_TOKENS = 4  # placeholder tokens per image = grid_h * grid_w / merge^2, merge 2 in both presets
 
@@ -50,6 +72,9 @@ class EngineConfig:
     error_rate: float = 0.0  # this fraction of requests answered with HTTP 500
     delay_ms: float = 0.0  # slept in the handler of every request
     restart_every: int = 0  # the process exits after answering this many requests (0 = never)
+    # --- raw media
+    allowed_media_dir: str | None = None  # file:// URLs are read only below it (None: refused)
+    dtype: str = "float32"  # the dtype the engine preprocesses raw media to
 
     def __post_init__(self) -> None:
         for name in ("evict_rate", "error_rate"):
@@ -71,6 +96,8 @@ class EngineCounters:
     injected_evictions: int = 0
     in_flight: int = 0
     max_in_flight: int = 0  # most requests being handled at once
+    preprocess_calls: int = 0  # raw media preprocessed (cache misses); a cache hit only decodes and hashes
+    media_bytes: int = 0  # encoded media bytes loaded from data: and file:// URLs
     status_counts: dict[str, int] = field(default_factory=dict)
 
 
@@ -93,6 +120,9 @@ class Engine:
         self._error_rng = np.random.default_rng([config.seed, 2])
         # Called once, after the restart_every-th request has been answered.
         self.on_quota: Callable[[], None] | None = None
+        self._media_dir = Path(config.allowed_media_dir).resolve() if config.allowed_media_dir else None
+        # CPU seconds are counted from here: imports and start-up are not the engine's work.
+        self._cpu0 = time.process_time()
 
     def _count(self, status: int) -> None:
         key = str(status)
@@ -189,23 +219,77 @@ class Engine:
         except WireError as exc:
             return _error(400, str(exc))
         del body
+        if req.media:
+            return self._generate_raw(req)
         checksums: list[int] = []
         for mm_hash, kw, (_, length) in zip(req.hashes, req.kwargs, req.placeholders, strict=True):
             item = self._resolve(mm_hash, kw, length)
             if isinstance(item, Response):
                 return item
             checksums.append(item.checksum)
-        # A deterministic small completion: the tokens depend on the prompt, as a model's would.
-        seed = zlib.crc32(np.asarray(req.token_ids[-64:], dtype=np.int64).tobytes()) ^ self.config.seed
+        return _json(self._completion(req.token_ids, checksums))
+
+    def _completion(self, prompt: list[int], checksums: list[int]) -> dict[str, object]:
+        """A deterministic small completion (the tokens depend on the prompt, as a model's would)
+        and the checksum of every item's pixels as the engine resolved them."""
+        seed = zlib.crc32(np.asarray(prompt[-64:], dtype=np.int64).tobytes()) ^ self.config.seed
         rng = np.random.default_rng(seed)
         n = self.config.completion_tokens
-        return _json(
-            {
-                "token_ids": rng.integers(0, 150_000, size=n).tolist(),
-                "logprobs": np.round(-rng.exponential(1.0, size=n), 4).tolist(),
-                "item_checksums": checksums,
-            }
-        )
+        return {
+            "token_ids": rng.integers(0, 150_000, size=n).tolist(),
+            "logprobs": np.round(-rng.exponential(1.0, size=n), 4).tolist(),
+            "item_checksums": checksums,
+        }
+
+    def _resolve_media(self, url: str, geometry: Geometry) -> DecodedItem:
+        """Load, decode and hash one image; its processed item from the cache, or preprocessed."""
+        source = load_media(url, self._media_dir, self.config.max_body_bytes)
+        self.counters.media_bytes += len(source)
+        try:
+            with Image.open(io.BytesIO(source)) as probe:  # the header only: refuse absurd sizes unread
+                validate_source_size(*probe.size)
+            image = decode_image(source)
+        except MmbenchError as exc:
+            raise MediaError(400, f"image refused: {exc}") from None
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+            raise MediaError(400, f"media is not a decodable image ({type(exc).__name__})") from None
+        mm_hash = image_hash(image)
+        cached = self.cache.get(mm_hash)
+        if cached is not None:
+            return cached
+        self.counters.preprocess_calls += 1
+        pixels, grid = process_image(image, geometry, self.config.dtype)
+        item = DecodedItem(pixels, self.config.dtype, grid, pixel_checksum(pixels))
+        self.cache.put(mm_hash, item)
+        return item
+
+    def _generate_raw(self, req: GenerateRequest) -> Response:
+        geometry = MODELS.get(req.model)
+        if geometry is None:
+            return _error(404, f"the model {req.model[:80]!r} does not exist; serving: {', '.join(MODELS)}")
+        items: list[DecodedItem] = []
+        for i, url in enumerate(req.media):
+            try:
+                items.append(self._resolve_media(url, geometry))
+            except MediaError as exc:
+                return _error(exc.status, f"content_parts[{i}]: {exc}")
+        # Each <|image_pad|> becomes the image's tokens (grid_h * grid_w / merge^2), as vLLM expands it.
+        prompt: list[int] = []
+        placeholders: list[dict[str, int]] = []
+        images = iter(items)
+        for token in req.token_ids:
+            if token != IMAGE_PAD_TOKEN:
+                prompt.append(token)
+                continue
+            _, gh, gw = (int(x) for x in next(images).image_grid_thw[0])
+            n = gh * gw // MERGE_TOKENS
+            placeholders.append({"offset": len(prompt), "length": n})
+            prompt.extend([IMAGE_PAD_TOKEN] * n)
+        answer = self._completion(prompt, [item.checksum for item in items])
+        answer["mm_placeholders"] = {MODALITY: placeholders}
+        if req.return_token_ids:
+            answer["prompt_token_ids"] = prompt
+        return _json(answer)
 
     def stats(self) -> dict[str, object]:
         mem = self._process.memory_info()
@@ -228,6 +312,9 @@ class Engine:
             "injected_errors": c.injected_errors,
             "injected_evictions": c.injected_evictions,
             "max_in_flight": c.max_in_flight,
+            "preprocess_calls": c.preprocess_calls,
+            "media_bytes": c.media_bytes,
+            "cpu_s": round(time.process_time() - self._cpu0, 4),
             "rss_bytes": mem.rss,
         }
 

@@ -35,7 +35,8 @@ READY_TIMEOUT_S = 60.0
 # Counters that add up across incarnations; everything else in the stats is the current one's.
 SUMMED_STATS = (
     "requests", "ok", "errors", "bytes_received", "items_full", "items_null", "cache_hits",
-    "cache_misses", "cache_evictions", "injected_errors", "injected_evictions",
+    "cache_misses", "cache_evictions", "injected_errors", "injected_evictions", "preprocess_calls",
+    "media_bytes", "cpu_s",
 )  # fmt: skip
 # The engine's states: up (serving, or its incarnation just exited), restarting, down for good, stopped.
 UP, RESTARTING, DOWN, STOPPED = "up", "restarting", "down", "stopped"
@@ -45,6 +46,11 @@ UP, RESTARTING, DOWN, STOPPED = "up", "restarting", "down", "stopped"
 class EngineHandle:
     url: str
     pid: int
+
+
+def _number(value: Any) -> int | float:
+    """A summed stat as the engine reported it: counts are ints, seconds floats."""
+    return value if isinstance(value, int | float) and not isinstance(value, bool) else 0
 
 
 def _end(proc: subprocess.Popen[bytes] | None, timeout_s: float = 10.0) -> None:
@@ -130,8 +136,11 @@ class EngineProcess:
             "--error-rate", repr(cfg.error_rate),
             "--delay-ms", repr(cfg.delay_ms),
             "--restart-every", str(cfg.restart_every),
+            "--dtype", cfg.dtype,
             "--parent-pid", str(os.getpid()),
         ]  # fmt: skip
+        if cfg.allowed_media_dir is not None:
+            cmd += ["--allowed-local-media-path", cfg.allowed_media_dir]
         stats_path = None
         if self._dir is not None:
             self._spawned += 1
@@ -210,7 +219,7 @@ class EngineProcess:
             return
         self._folded_pids.add(pid)
         for key in SUMMED_STATS:
-            self._folded[key] = self._folded.get(key, 0) + int(stats.get(key, 0))
+            self._folded[key] = self._folded.get(key, 0) + _number(stats.get(key, 0))
         counts = self._folded["status_counts"]
         for status, n in dict(stats.get("status_counts", {})).items():
             counts[status] = counts.get(status, 0) + int(n)
@@ -313,7 +322,7 @@ class EngineProcess:
     def _merged(self, snapshot: dict[str, Any]) -> dict[str, Any]:
         out = dict(snapshot)
         for key in SUMMED_STATS:
-            out[key] = int(snapshot.get(key, 0)) + self._folded.get(key, 0)
+            out[key] = _number(snapshot.get(key, 0)) + self._folded.get(key, 0)
         counts = dict(self._folded["status_counts"])
         for status, n in dict(snapshot.get("status_counts", {})).items():
             counts[status] = counts.get(status, 0) + int(n)

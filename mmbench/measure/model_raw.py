@@ -1,0 +1,144 @@
+"""The analytic model of the raw-media modes (`raw`, `raw-file`).
+
+The client runs no image processor and keeps no pixels: per rollout it holds each image as the
+URL its message carries (a data: URL is 4/3 of the encoded source plus its prefix; a file:// URL a
+hundred bytes), the token stream it renders (one `<|image_pad|>` per image), the expanded stream
+the engine returns, and per step the engine's placeholders (one per image so far), completions
+and logprobs.
+
+Shipped: every turn's body carries every image's URL so far, so a rollout ships
+sum_t t*m URLs, plus the rendered token ids and the JSON around them (measured on an empty body).
+
+The engine preprocesses what its LRU-by-bytes cache does not hold: the lookups are simulated in
+the order the driver sends them (turn by turn, every rollout's request of a turn before the next
+turn), so the engine's preprocessing calls and cache hits are exact wherever the cache holds the
+working set or nothing, and a close estimate in between.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections import OrderedDict
+from pathlib import Path
+
+from mmbench.config import PointConfig
+from mmbench.measure.model import (
+    _PAD_TOKEN_CHARS,
+    _SIZE,
+    _TEXT_TOKEN_CHARS,
+    PIXEL_ITEMSIZE,
+    Prediction,
+    _list_bytes,
+)
+from mmbench.transports.registry import TRANSPORTS
+from mmbench.world.codec import b64_len, get_codec
+from mmbench.world.geometry import get_geometry
+from mmbench.world.media import data_url_prefix
+from mmbench.world.wire import raw_request_object
+
+GRID_BYTES = 24  # an item's image_grid_thw (1 x 3 int64) beside its pixels in the engine's cache
+STR_OVERHEAD = 49  # sys.getsizeof("") of an ASCII str: what a URL costs beyond its characters
+# What a file:// URL of the harness's asset directory looks like (its length is what matters).
+_ASSET_DIR = Path(tempfile.gettempdir()) / "mmbench-point-xxxxxxxx" / "assets"
+_ASSET_NAME_CHARS = 32  # the blake2b-128 hex digest a stored asset is named by
+# Client peak: retained, plus copies of the largest request body (the JSON text, its encoding, the
+# write buffer) for the requests in flight; the engine's: its cache, the body it reads, the URLs
+# decoded from it and one image's preprocessing temporaries.
+_RAW_PEAK_FLOOR = 64 * 1024**2
+_RAW_BODY_BASE, _RAW_BODY_PER_K = 2.0, 2.0
+_ENGINE_FLOOR = 128 * 1024**2
+_ENGINE_BODY_COPIES = 3.0
+_PREPROCESS_TEMPORARIES = 4.0  # float32 image, normalized copy, temporal repeat, patches
+
+
+def url_length(config: PointConfig, source_bytes_per_image: float) -> float:
+    """Characters of one image's URL in this mode."""
+    if TRANSPORTS[config.mode].media == "file":
+        return len(f"file://{_ASSET_DIR}/") + _ASSET_NAME_CHARS + 1 + len(config.image_format)
+    return len(data_url_prefix(config.image_format)) + b64_len(round(source_bytes_per_image))
+
+
+def _body_sizes(config: PointConfig, url: float) -> list[float]:
+    """The body of every turn of one rollout, in bytes."""
+    codec = get_codec(config.codec)
+    c, m, text_t = config.completion_tokens, config.images_per_turn, config.text_tokens_per_turn
+    empty = len(codec.dumps(raw_request_object(config.model, [], [], c)))
+    one = len(codec.dumps(raw_request_object(config.model, [], [""], c))) - empty
+    two = len(codec.dumps(raw_request_object(config.model, [], ["", ""], c))) - empty
+    spaced = config.codec == "stdlib"  # json.dumps separates list elements with ", "
+    bodies = []
+    for t in range(1, config.turns + 1):
+        parts = t * m
+        text = t * text_t + (t - 1) * c
+        tokens = text * _TEXT_TOKEN_CHARS + parts * _PAD_TOKEN_CHARS + ((text + parts) if spaced else 0)
+        bodies.append(empty + tokens + one + (parts - 1) * (two - one) + parts * url)
+    return bodies
+
+
+def engine_preprocess_calls(config: PointConfig, item_bytes: int) -> tuple[int, int]:
+    """(preprocessings, cache hits) of the engine's LRU-by-bytes cache in the driver's order."""
+    capacity = config.engine_cache_bytes
+    slots = capacity // item_bytes if item_bytes else 0
+    cache: OrderedDict[tuple[int, int], None] = OrderedDict()
+    misses = hits = 0
+    m = config.images_per_turn
+    for t in range(1, config.turns + 1):
+        for r in range(config.rollouts):
+            for image in range(t * m):
+                key = (r, image)
+                if key in cache:
+                    cache.move_to_end(key)
+                    hits += 1
+                    continue
+                misses += 1
+                if slots:
+                    cache[key] = None
+                    while len(cache) > slots:
+                        cache.popitem(last=False)
+    return misses, hits
+
+
+def predict_raw(config: PointConfig, source_bytes_per_image: float) -> Prediction:
+    layout = get_geometry(config.model).layout(*config.image_wh)
+    pixel = layout.pixel_bytes(PIXEL_ITEMSIZE[config.dtype])
+    k, n, m, c = config.rollouts, config.turns, config.images_per_turn, config.completion_tokens
+    images = n * m
+    url = url_length(config, source_bytes_per_image)
+
+    s = _SIZE
+    media = k * (images * (url + STR_OVERHEAD))
+    # per step: the engine's placeholders (one per image so far) in a list of their own
+    placeholders = sum(_list_bytes(t * m) + t * m * s["placeholder"] for t in range(1, n + 1))
+    expanded = n * (config.text_tokens_per_turn + m * layout.tokens + c)
+    rendered = n * (config.text_tokens_per_turn + m + c)
+    per_step_other = 72 + 2 * _list_bytes(c) + c * (s["int"] + s["float"])
+    per_rollout_other = (
+        int(8 * (expanded + rendered) * 1.07) + 160 + 2 * _list_bytes(images) + n * per_step_other
+    )
+    retained = int(media) + k * (placeholders + per_rollout_other)
+
+    bodies = _body_sizes(config, url)
+    shipped_rollout = int(sum(bodies))
+    largest = max(bodies)
+    peak = retained + _RAW_PEAK_FLOOR + (_RAW_BODY_BASE + _RAW_BODY_PER_K * k) * largest
+    item_bytes = pixel + GRID_BYTES
+    engine_cache = min(k * images * item_bytes, config.engine_cache_bytes // item_bytes * item_bytes)
+    engine_peak = (
+        _ENGINE_FLOOR + engine_cache + _ENGINE_BODY_COPIES * largest + _PREPROCESS_TEMPORARIES * pixel
+    )
+    preprocess, _ = engine_preprocess_calls(config, item_bytes)
+    return Prediction(
+        retained_bytes=retained,
+        pixel_bytes=0,
+        source_bytes=int(media),
+        renderer_cache_only_bytes=0,
+        descriptor_bytes=k * placeholders,
+        other_bytes=k * per_rollout_other,
+        bytes_shipped=k * shipped_rollout,
+        bytes_shipped_per_rollout=shipped_rollout,
+        peak_bytes=int(peak),
+        pixel_bytes_per_image=pixel,
+        engine_cache_bytes=engine_cache,
+        engine_peak_bytes=int(engine_peak),
+        engine_preprocess_calls=preprocess,
+    )

@@ -1,0 +1,315 @@
+"""The rollout driver: K rollouts of N turns at once on one asyncio loop and one httpx client.
+
+It composes the world's parts (sources, renderer pool, codec, wire) with a transport, so it sits
+above both. Each turn the environment adds its image(s) to the conversation; then
+- processed modes: the renderer renders them (pool, thread), the transport decides what each item
+  ships as (pixels or a null slot), the body is built and posted, the reply's checksums checked,
+  and the step is stored as the transport says;
+- raw-media modes: the image is kept as the URL the message carries (a data: URL, or a file://
+  reference written once to the shared asset directory), the body carries every image's URL in
+  prompt order and the rendered tokens with one `<|image_pad|>` per image, and the engine's answer
+  (the expanded prompt and each image's placeholder) becomes the step.
+All K trajectories stay alive until every rollout is done (as in an env worker) and are then
+handed to the caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from mmbench.config import PointConfig
+from mmbench.procmem import malloc_trim, rss_bytes
+from mmbench.rollout import raw
+from mmbench.rollout.state import Conversation, RolloutCounters, RolloutFailed, Step, Trajectory
+from mmbench.transports.base import Ship, Transport
+from mmbench.world.client import EngineReply, build_body, build_raw_body, post_generate
+from mmbench.world.codec import Codec, get_codec
+from mmbench.world.geometry import get_geometry
+from mmbench.world.images import SourceSpec, SourceStore
+from mmbench.world.media import AssetStore
+from mmbench.world.renderer import RendererPool
+from mmbench.world.sidecar import MMItem, MultiModalData, Placeholder
+from mmbench.world.wire import IMAGE_PAD_TOKEN
+
+TRIM_AUTO_GROWTH = 64 * 1024**2  # trim_after_build=auto: trim when a build grew RSS this much
+VOCAB = 150_000
+HTTP_TIMEOUT_S = 600.0
+# A 5xx on a request without null slots, or a failed connection (refused, reset, timed out), is
+# retried up to PointConfig.retry_budget times: the first retry after 10 ms, each next one after
+# twice as long, at most 1 s (the default budget of 8 waits 2.3 s in all, at most ~100 s at 100).
+RETRY_FIRST_S = 0.01
+RETRY_MAX_S = 1.0
+NO_SIDECAR = MultiModalData()  # what a raw-media step keeps of a sidecar: nothing (never mutated)
+
+
+class World:
+    """Everything one point needs in the client process: renderer pool, transport, codec, media."""
+
+    def __init__(
+        self, config: PointConfig, transport: Transport, source_cache: Path | None = None,
+        asset_dir: Path | None = None,
+    ) -> None:  # fmt: skip
+        self.config = config
+        self.geometry = get_geometry(config.model)
+        self.pool = RendererPool(self.geometry, config.pool_size, config.image_cache_max, config.dtype)
+        self.transport = transport
+        self.codec: Codec = get_codec(config.codec)
+        w, h = config.image_wh
+        self.source_spec = SourceSpec(w, h, config.image_format, config.content, config.seed)
+        self.sources = SourceStore(self.source_spec, source_cache)
+        self.assets = AssetStore(asset_dir) if transport.media == "file" and asset_dir is not None else None
+        if transport.media == "file" and self.assets is None:
+            raise ValueError(f"mode {transport.name} needs an asset directory shared with the engine")
+        self._gate: asyncio.Semaphore | None = None
+        self.trims = 0  # trim_after_build trims done
+        # (time.monotonic(), rollout, turn) at the end of every turn: the timeline's turn marks
+        self.turn_ends: list[tuple[float, int, int]] = []
+
+    def text_tokens(self, rollout: int, turn: int) -> list[int]:
+        rng = np.random.default_rng([self.config.seed, rollout, turn, 1_000_003])
+        return rng.integers(0, VOCAB, size=self.config.text_tokens_per_turn).tolist()  # type: ignore[no-any-return]
+
+    @property
+    def image_tokens(self) -> int:
+        return self.geometry.layout(self.source_spec.width, self.source_spec.height).tokens
+
+    # --- sending -------------------------------------------------------------------------
+
+    async def _post(
+        self, http: httpx.AsyncClient, url: str, body: bytes, plan: list[Ship], c: RolloutCounters,
+        turn_bytes: list[int], turn: int,
+    ) -> EngineReply:  # fmt: skip
+        """Post a body until it gets an answer the caller acts on.
+
+        An answer < 500, or any error answer to a request with null slots (the caller resends it
+        in full once), is returned. A 5xx without null slots and a failed connection (refused,
+        reset, timed out: an engine restarting) are retried, the same body again, within
+        retry_budget and a bounded exponential backoff; then the rollout fails with the cause.
+        Every send after the turn's first counts as extra bytes (the cost of the faults).
+        """
+        has_null = Ship.NULL in plan
+        budget = self.config.retry_budget
+        wait = RETRY_FIRST_S
+        retries = 0
+        while True:
+            c.requests += 1
+            c.bytes_shipped += len(body)
+            if turn_bytes[0]:
+                c.extra_bytes += len(body)
+            turn_bytes[0] += len(body)
+            c.full_items_sent += plan.count(Ship.PIXELS)
+            c.null_items_sent += plan.count(Ship.NULL)
+            c.media_items_sent += plan.count(Ship.MEDIA)
+            t0 = time.perf_counter()
+            try:
+                reply = await post_generate(http, url, body, self.codec)
+            except httpx.TransportError as exc:  # connect, read, write, protocol errors, timeouts
+                cause = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            except httpx.HTTPError as exc:
+                raise RolloutFailed(f"turn {turn}: request failed: {type(exc).__name__}: {exc}") from None
+            else:
+                c.latencies.append(time.perf_counter() - t0)
+                if reply.status < 500 or has_null:
+                    return reply
+                cause = f"engine answered {reply.status}: {reply.error}"
+            if retries >= budget:
+                raise RolloutFailed(f"turn {turn}: {cause} (gave up after {retries} retries)")
+            retries += 1
+            c.retries += 1
+            await asyncio.sleep(wait)
+            wait = min(2 * wait, RETRY_MAX_S)
+
+    async def _with_pixels(
+        self, conv: Conversation, sidecar: MultiModalData, plan: list[Ship], c: RolloutCounters
+    ) -> MultiModalData:
+        """Re-derive, through the renderer, the pixels of every item shipped in full that has none."""
+        items = list(sidecar.items)
+        for i, (item, ship) in enumerate(zip(items, plan, strict=True)):
+            if ship is Ship.PIXELS and not item.has_pixels:
+                rendered = await self.pool.render(conv.sources[i])
+                c.cache_hits += rendered.cache_hit
+                c.cache_misses += not rendered.cache_hit
+                c.rederived += 1
+                items[i] = rendered.item
+        return sidecar.with_items(items)
+
+    async def _ship(
+        self, http: httpx.AsyncClient, url: str, conv: Conversation, sidecar: MultiModalData,
+        plan: list[Ship], c: RolloutCounters, turn_bytes: list[int], turn: int,
+    ) -> tuple[MultiModalData, EngineReply]:  # fmt: skip
+        """The processed path: pixels re-derived where needed, the body built once, then posted."""
+        sidecar = await self._with_pixels(conv, sidecar, plan, c)
+        async with self._build_gate():
+            body = await asyncio.to_thread(self._build, conv, sidecar, plan)
+        return sidecar, await self._post(http, url, body, plan, c, turn_bytes, turn)
+
+    def _build(self, conv: Conversation, sidecar: MultiModalData, plan: list[Ship]) -> bytes:
+        """One payload build, then the trim policy the client runs after it (trim_after_build)."""
+        policy = self.config.trim_after_build
+        before = rss_bytes() if policy == "auto" else 0
+        body = build_body(
+            self.codec, self.config.model, conv.tokens.tolist(), sidecar, [s is Ship.PIXELS for s in plan],
+            self.config.completion_tokens, self.config.dtype,
+        )  # fmt: skip
+        if policy == "always" or (policy == "auto" and rss_bytes() - before >= TRIM_AUTO_GROWTH):
+            gc.collect()
+            malloc_trim()
+            self.trims += 1
+        return body
+
+    def _build_gate(self) -> contextlib.AbstractAsyncContextManager[object]:
+        """The cap on concurrent payload builds (max_inflight_builds; 0 is no cap)."""
+        return self._gate if self._gate is not None else contextlib.nullcontext()
+
+    # --- turns ---------------------------------------------------------------------------
+
+    async def _processed_turn(
+        self, http: httpx.AsyncClient, url: str, r: int, t: int, conv: Conversation,
+        stored: MultiModalData, c: RolloutCounters, turn_bytes: list[int],
+    ) -> tuple[Step, MultiModalData]:  # fmt: skip
+        cfg = self.config
+        new_h: list[str] = []
+        new_p: list[Placeholder] = []
+        new_i: list[MMItem] = []
+        for i in range(cfg.images_per_turn):
+            source = await asyncio.to_thread(self.sources.get, r, t, i)
+            conv.sources.append(source)
+            rendered = await self.pool.render(source)
+            c.cache_hits += rendered.cache_hit
+            c.cache_misses += not rendered.cache_hit
+            n = self.image_tokens
+            new_h.append(rendered.mm_hash)
+            new_p.append(Placeholder(len(conv.tokens), n))
+            new_i.append(rendered.item)
+            conv.tokens.extend([IMAGE_PAD_TOKEN] * n)
+        sidecar = stored.extended(new_h, new_p, new_i)
+        hashes = sidecar.hashes
+        prompt_len = len(conv.tokens)
+        plan = self.transport.plan(url, cfg.model, hashes)
+        try:
+            sent, reply = await self._ship(http, url, conv, sidecar, plan, c, turn_bytes, t + 1)
+            if not reply.ok and Ship.NULL in plan:
+                # The engine could not serve a null slot: forget, re-render, resend all once.
+                self.transport.on_error(url, cfg.model, hashes)
+                c.fallbacks += 1
+                plan = [Ship.PIXELS] * len(hashes)
+                sent, reply = await self._ship(http, url, conv, sent, plan, c, turn_bytes, t + 1)
+        except RolloutFailed:
+            self.transport.on_error(url, cfg.model, hashes)
+            raise
+        if not reply.ok:
+            self.transport.on_error(url, cfg.model, hashes)
+            raise RolloutFailed(f"turn {t + 1}: engine answered {reply.status}: {reply.error}")
+        self.transport.on_success(url, cfg.model, hashes)
+        c.wrong_results += _wrong(reply, sent)
+        completion = [int(x) for x in reply.body.get("token_ids", [])]
+        step = Step(
+            prompt_len, completion, list(reply.body.get("logprobs", [])), self.transport.stored(sent, plan)
+        )
+        return step, step.sidecar
+
+    async def _raw_turn(
+        self, http: httpx.AsyncClient, url: str, r: int, t: int, conv: Conversation, c: RolloutCounters,
+        turn_bytes: list[int],
+    ) -> Step:  # fmt: skip
+        cfg = self.config
+        for i in range(cfg.images_per_turn):
+            source = await asyncio.to_thread(self.sources.get, r, t, i)
+            media = await asyncio.to_thread(
+                raw.media_url, self.transport.media, source, cfg.image_format, self.assets
+            )
+            conv.media.append(media)
+            conv.rendered.append(IMAGE_PAD_TOKEN)
+            del source
+        plan = self.transport.plan(url, cfg.model, conv.media)
+        async with self._build_gate():
+            body = await asyncio.to_thread(
+                build_raw_body,
+                self.codec,
+                cfg.model,
+                conv.rendered.tolist(),
+                conv.media,
+                cfg.completion_tokens,
+            )
+        reply = await self._post(http, url, body, plan, c, turn_bytes, t + 1)
+        del body
+        if not reply.ok:
+            raise RolloutFailed(f"turn {t + 1}: engine answered {reply.status}: {reply.error}")
+        prompt, placeholders, checksums = raw.read_answer(reply.body, len(conv.media), t + 1)
+        c.media_checksums.extend(enumerate(int(x) for x in checksums))
+        # The expanded stream is the engine's prompt; the client renders from its own next turn.
+        del conv.tokens[:]
+        conv.tokens.extend(prompt)
+        completion = [int(x) for x in reply.body.get("token_ids", [])]
+        conv.rendered.extend(completion)
+        return Step(len(prompt), completion, list(reply.body.get("logprobs", [])), NO_SIDECAR, placeholders)
+
+    async def rollout(self, http: httpx.AsyncClient, url: str, r: int) -> Trajectory:
+        cfg = self.config
+        conv = Conversation()
+        steps: list[Step] = []
+        c = RolloutCounters()
+        stored = MultiModalData()
+        try:
+            for t in range(cfg.turns):
+                text = self.text_tokens(r, t)
+                turn_bytes = [0]
+                try:
+                    if self.transport.renders:
+                        conv.tokens.extend(text)
+                        step, stored = await self._processed_turn(
+                            http, url, r, t, conv, stored, c, turn_bytes
+                        )
+                    else:
+                        conv.rendered.extend(text)
+                        step = await self._raw_turn(http, url, r, t, conv, c, turn_bytes)
+                finally:
+                    c.bytes_per_turn.append(turn_bytes[0])
+                conv.tokens.extend(step.completion_ids)
+                steps.append(step)
+                self.turn_ends.append((time.monotonic(), r, t + 1))
+        except RolloutFailed as exc:
+            c.failed, c.failure = True, str(exc)
+        return Trajectory(r, conv, steps, c)
+
+    async def run_async(self, url: str) -> list[Trajectory]:
+        k = self.config.rollouts
+        n = self.config.max_inflight_builds
+        self._gate = asyncio.Semaphore(n) if n > 0 else None  # bound to this loop
+        limits = httpx.Limits(max_connections=k, max_keepalive_connections=k)
+        timeout = httpx.Timeout(HTTP_TIMEOUT_S, connect=30.0)
+        async with httpx.AsyncClient(limits=limits, timeout=timeout) as http:
+            return list(await asyncio.gather(*(self.rollout(http, url, r) for r in range(k))))
+
+    def run(self, url: str) -> list[Trajectory]:
+        return asyncio.run(self.run_async(url))
+
+    # --- after the run -------------------------------------------------------------------
+
+    @staticmethod
+    def media_checks(trajectories: list[Trajectory]) -> list[tuple[int, int, int]]:
+        """(rollout, image index, the engine's checksum) of every raw-media item, kept small so the
+        trajectories can be dropped before the check runs."""
+        return [(t.rollout, i, s) for t in trajectories for i, s in t.counters.media_checksums]
+
+    def count_wrong_media(self, checks: list[tuple[int, int, int]]) -> int:
+        """Raw-media items whose pixels, as the engine derived them, differ from the client's own
+        derivation (done here, after the measured phase, once per distinct image)."""
+        cfg = self.config
+        return raw.count_wrong(checks, self.sources, self.geometry, cfg.dtype, cfg.images_per_turn)
+
+
+def _wrong(reply: EngineReply, sent: MultiModalData) -> int:
+    """Items whose pixels, as the engine resolved them, differ from what the client meant."""
+    got = reply.body.get("item_checksums")
+    want = [item.checksum for item in sent.items]
+    if not isinstance(got, list) or len(got) != len(want):
+        return len(want)
+    return sum(1 for g, w in zip(got, want, strict=True) if g != w)
