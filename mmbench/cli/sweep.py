@@ -40,12 +40,10 @@ def _runner(spec: ClusterSpec | None) -> Iterator[Runner]:
     if spec is None:
         yield run_locally
         return
-    from mmbench.cluster.connect import open_cluster
-    from mmbench.cluster.runner import ClusterRunner
+    from mmbench.cluster.connect import cluster_runner
 
-    with open_cluster(spec) as cluster:
-        c.console.print(cluster.describe(), highlight=False)
-        yield ClusterRunner(cluster.client)
+    with cluster_runner(spec, lambda cluster: c.console.print(cluster.describe(), highlight=False)) as runner:
+        yield runner
 
 
 @c.handle_errors

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +14,7 @@ import psutil
 from mmbench import __version__
 from mmbench.cluster.address import ClusterSpec
 from mmbench.cluster.placement import MEMORY_RESOURCE, SLOT_RESOURCE, WorkerSlot, slots_of
+from mmbench.cluster.runner import ClusterRunner
 from mmbench.errors import MmbenchError
 from mmbench.results import SCHEMA_VERSION
 from mmbench.units import fmt_bytes
@@ -105,6 +106,17 @@ def open_cluster(spec: ClusterSpec) -> Iterator[Cluster]:
             os.environ.clear()
             os.environ.update(saved_environ)
             scheduler_log.setLevel(saved_level)
+
+
+@contextlib.contextmanager
+def cluster_runner(
+    spec: ClusterSpec, on_open: Callable[[Cluster], None] | None = None
+) -> Iterator[ClusterRunner]:
+    """A sweep runner on the cluster `spec` names, open while the context is (the CLI and the API)."""
+    with open_cluster(spec) as cluster:
+        if on_open is not None:
+            on_open(cluster)
+        yield ClusterRunner(cluster.client)
 
 
 def _checked_workers(client: Any, name: str) -> list[WorkerSlot]:
