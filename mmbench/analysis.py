@@ -6,6 +6,7 @@ import statistics
 from dataclasses import dataclass
 
 from mmbench.config import PointConfig
+from mmbench.machines import machines_differ, split_key
 from mmbench.results import PointRecord
 from mmbench.transports.registry import TRANSPORTS
 from mmbench.units import RSS_NOISE_FLOOR_BYTES
@@ -30,6 +31,7 @@ class PointGroup:
 
     config: PointConfig
     records: tuple[PointRecord, ...]
+    machine: str | None = None  # set where the records' machines differ (mmbench/machines.py)
 
     @property
     def ok_records(self) -> list[PointRecord]:
@@ -56,11 +58,16 @@ class PointGroup:
 
 
 def group(records: list[PointRecord]) -> list[PointGroup]:
-    """Repeats of the same point together, in the order points first appear."""
+    """Repeats of the same point together, in the order points first appear; apart per machine
+    where the records come from machines of different kinds."""
+    split = machines_differ(records)
     buckets: dict[tuple[object, ...], list[PointRecord]] = {}
     for r in records:
-        buckets.setdefault(r.key()[:-1], []).append(r)
-    return [PointGroup(rs[0].config, tuple(sorted(rs, key=lambda r: r.repeat))) for rs in buckets.values()]
+        buckets.setdefault((*r.key()[:-1], split_key(r, split)), []).append(r)
+    return [
+        PointGroup(rs[0].config, tuple(sorted(rs, key=lambda r: r.repeat)), split_key(rs[0], split))
+        for rs in buckets.values()
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +110,7 @@ class ModeFit:
     floor_per_rollout: float  # what one rollout's trajectory holds (the ledger at the largest K)
     cache_full: bool = True  # every K of the fit is past the K that fills the renderer caches
     model_slope: float | None = None  # the model's slope over the same K (its predictions)
+    machine: str | None = None  # the machine of its points, where the records' machines differ
 
     @property
     def vs_floor(self) -> float:
@@ -164,13 +172,14 @@ TRAJECTORY_PARTS = ("stored_pixel_bytes", "source_bytes", "descriptor_bytes", "o
 def mode_fits(records: list[PointRecord], metric: str = "retained_live_bytes") -> list[ModeFit]:
     """Per family (mode and every other parameter but K), least squares of `metric` (median of
     repeats) over K, from the cache-full K on (or over every K when fewer than two lie past it)."""
-    by_family: dict[tuple[tuple[str, object], ...], list[PointGroup]] = {}
+    # One line per machine too: points measured on different hardware are not fitted together.
+    by_family: dict[tuple[tuple[tuple[str, object], ...], str | None], list[PointGroup]] = {}
     for g in group(records):
         if g.stat(metric) is not None:
-            by_family.setdefault(family(g.config), []).append(g)
+            by_family.setdefault((family(g.config), g.machine), []).append(g)
     labels = family_labels([g.config for gs in by_family.values() for g in gs])
     fits: list[ModeFit] = []
-    for fam, groups in by_family.items():
+    for (fam, machine), groups in by_family.items():
         past = [g for g in groups if g.config.rollouts >= cache_full_k(g.config)]
         chosen = past if len({g.config.rollouts for g in past}) >= 2 else groups
         xs = [float(g.config.rollouts) for g in chosen]
@@ -183,10 +192,11 @@ def mode_fits(records: list[PointRecord], metric: str = "retained_live_bytes") -
         predicted = [g.first("predicted_retained_bytes") for g in chosen]
         model = fit_line(xs, [float(p) for p in predicted]) if None not in predicted else None  # type: ignore[arg-type]
         k_from, k_to = min(g.config.rollouts for g in chosen), top.config.rollouts
+        label = labels[fam] + (f" on {machine}" if machine else "")
         fits.append(
             ModeFit(
-                top.config.mode, labels[fam], fit, k_from, k_to, floor, cache_full=chosen is past,
-                model_slope=model.slope if model else None,
+                top.config.mode, label, fit, k_from, k_to, floor, cache_full=chosen is past,
+                model_slope=model.slope if model else None, machine=machine,
             )
         )  # fmt: skip
     return fits

@@ -24,10 +24,11 @@ def run_sweep(
     scenario: str | Scenario | dict[str, Any],
     out: str | Path | None = None,
     repeats: int | None = None,
+    cluster: str | None = None,
     **overrides: Any,
 ) -> ResultsFile:
     """Run a scenario (a name, a path, a Scenario, or a dict in the TOML's shape); keyword
-    arguments override its axes (a value or a list)."""
+    arguments override its axes (a value or a list). `cluster` as `mmbench sweep --cluster`."""
     from mmbench.sweep import run_sweep as _run
 
     if isinstance(scenario, dict):
@@ -38,7 +39,14 @@ def run_sweep(
         chosen = load_scenario(scenario)
     axes = {k: v if isinstance(v, list) else [v] for k, v in overrides.items()}
     chosen = chosen.with_overrides(axes, repeats)
-    return _run(chosen, Path(out) if out is not None else None)
+    out_dir = Path(out) if out is not None else None
+    if cluster is None:
+        return _run(chosen, out_dir)
+    from mmbench.cluster.address import parse_cluster
+    from mmbench.cluster.connect import cluster_runner
+
+    with cluster_runner(parse_cluster(cluster)) as runner:
+        return _run(chosen, out_dir, runner=runner)
 
 
 def to_dataframe(results: ResultsFile) -> pd.DataFrame:

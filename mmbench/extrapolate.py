@@ -11,6 +11,7 @@ from dataclasses import replace
 from typing import Any
 
 from mmbench.analysis import Fit, cache_full_k, fit_line, group
+from mmbench.machines import machines_differ, roomiest, split_key
 from mmbench.results import PointRecord
 
 EXTRAPOLATED_FIELDS = (
@@ -29,11 +30,14 @@ def _family(record: PointRecord) -> tuple[object, ...]:
 
 def extrapolate(records: list[PointRecord]) -> list[PointRecord]:
     """The records with every `skipped` one replaced by an `extrapolated` one where a fit exists."""
-    fits: dict[tuple[object, ...], tuple[dict[str, Fit], list[int]]] = {}
-    families: dict[tuple[object, ...], list[PointRecord]] = {}
-    for r in records:
-        if r.ok:
-            families.setdefault(_family(r), []).append(r)
+    # Keyed by family and, where measured records come from different machines, by machine.
+    measured = [r for r in records if r.ok]
+    split = machines_differ(measured)
+    Key = tuple[tuple[object, ...], str | None]
+    fits: dict[Key, tuple[dict[str, Fit], list[int]]] = {}
+    families: dict[Key, list[PointRecord]] = {}
+    for r in measured:
+        families.setdefault((_family(r), split_key(r, split)), []).append(r)
     for fam, recs in families.items():
         groups = group(recs)
         past = [g for g in groups if g.config.rollouts >= cache_full_k(g.config)]
@@ -50,7 +54,12 @@ def extrapolate(records: list[PointRecord]) -> list[PointRecord]:
         fits[fam] = (per_field, ks)
     out: list[PointRecord] = []
     for r in records:
-        found = fits.get(_family(r)) if r.status == "skipped" else None
+        machine = split_key(r, split)
+        if split and (_family(r), machine) not in fits:
+            # Not measured on its own machine (a point no worker could hold has none): the fit of
+            # the machine with the most memory, the one that came closest to running it.
+            machine = roomiest(measured, [m for f, m in fits if f == _family(r)])
+        found = fits.get((_family(r), machine)) if r.status == "skipped" else None
         if found is None:
             out.append(r)
             continue
@@ -58,7 +67,8 @@ def extrapolate(records: list[PointRecord]) -> list[PointRecord]:
         k = float(r.rollouts)
         values: dict[str, Any] = {name: round(fit.at(k)) for name, fit in per_field.items()}
         live = per_field.get("retained_live_bytes")
-        how = f"extrapolated from K={','.join(map(str, ks))}" + (f" (R²={live.r2:.4f})" if live else "")
+        how = f"extrapolated from K={','.join(map(str, ks))}" + (f" on {machine}" if machine else "")
+        how += f" (R²={live.r2:.4f})" if live else ""
         out.append(
             replace(
                 r,

@@ -12,6 +12,7 @@ from mmbench.analysis import Fit, ModeFit, Stat, mode_fits
 from mmbench.config import field_names
 from mmbench.errors import MmbenchError
 from mmbench.ledger import CacheTradeoff, Ledger, cache_tradeoffs, ledger, median_ledger
+from mmbench.machines import machines, machines_differ, split_key
 from mmbench.results import PointRecord, ResultsFile
 from mmbench.transports.registry import MODES
 
@@ -127,6 +128,8 @@ class Report:
     timestamp_utc: str | None
     # the hash-only modes against engine_cache_gb, where the results vary it
     cache_tradeoffs: tuple[CacheTradeoff, ...] = ()
+    # the kinds of machine that measured the points, where they differ (a section per machine then)
+    machines: tuple[str, ...] = ()
 
     @property
     def has_heap_peak(self) -> bool:
@@ -258,11 +261,15 @@ def build_report(results: ResultsFile, metric: str = "live") -> Report:
     others = [k for k in field_names() if k not in AXES]
     varying = [k for k in others if len({getattr(r, k) for r in records}) > 1]
     fixed = tuple((k, getattr(records[0], k)) for k in others if k not in varying)
+    # Points measured on different kinds of machine get sections of their own (never one fit).
+    split = machines_differ(records)
+    names = (*varying, "machine") if split else tuple(varying)
     combos: dict[tuple[Any, ...], list[PointRecord]] = {}
     for r in records:
-        combos.setdefault(tuple(getattr(r, k) for k in varying), []).append(r)
+        key = tuple(getattr(r, k) for k in varying) + ((split_key(r, split) or "none",) if split else ())
+        combos.setdefault(key, []).append(r)
     sections = tuple(
-        _section(tuple(zip(varying, key, strict=True)), recs, metric_field) for key, recs in combos.items()
+        _section(tuple(zip(names, key, strict=True)), recs, metric_field) for key, recs in combos.items()
     )
     env = results.environment
     return Report(
@@ -279,4 +286,5 @@ def build_report(results: ResultsFile, metric: str = "live") -> Report:
         git_commit=env.get("git_commit"),
         timestamp_utc=env.get("timestamp_utc"),
         cache_tradeoffs=tuple(cache_tradeoffs(records)),
+        machines=tuple(machines(records)) if split else (),
     )

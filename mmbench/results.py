@@ -142,6 +142,14 @@ class PointRecord:
     predicted_fallbacks: int | None = None
     predicted_engine_peak_bytes: int | None = None  # engine RSS at its peak, baseline included
     predicted_system_peak_bytes: int | None = None  # client baseline + client peak + engine peak
+    # --- cluster: the machine that measured the point, and how a cluster ran it (mmbench/machines.py)
+    machine_host: str | None = None
+    machine_cpu_model: str | None = None
+    machine_cpu_count: int | None = None
+    machine_memory_bytes: int | None = None  # the machine's total memory
+    machine_environment: dict[str, Any] | None = None  # results.json's environment block, of that machine
+    cluster_worker: str | None = None  # the dask worker's address (None: not measured through a cluster)
+    cluster_attempts: int | None = None  # times a cluster started the point (2: retried after a worker died)
     # --- time
     wall_s: float | None = None
     rollout_wall_s: float | None = None
@@ -301,6 +309,8 @@ def to_csv(points: list[PointRecord]) -> str:
     for p in points:
         row = p.to_dict()
         row["bytes_per_turn"] = ";".join(str(b) for b in p.bytes_per_turn)
+        if p.machine_environment is not None:  # one cell, readable back as JSON
+            row["machine_environment"] = json.dumps(p.machine_environment, sort_keys=True)
         writer.writerow(row)
     return buf.getvalue()
 

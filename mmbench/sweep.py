@@ -1,15 +1,23 @@
-"""Sweeps: run every point of a scenario through the harness and keep every result at once."""
+"""Sweeps: run every point of a scenario through the harness and keep every result at once.
+
+Points are measured by a runner: on this machine one after the other (the default), or on a
+cluster (mmbench/cluster/), which hands records back as they arrive, in any order.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any, Protocol
 
 from mmbench.config import PointConfig, field_names
 from mmbench.errors import MmbenchError
 from mmbench.extrapolate import extrapolate
+from mmbench.machines import machine_block
 from mmbench.measure.environment import environment
 from mmbench.measure.harness import HarnessOptions, measure_point
 from mmbench.measure.timeline import TIMELINES_DIR
@@ -24,6 +32,11 @@ class PlannedPoint:
     config: PointConfig
     repeat: int
 
+    @property
+    def key(self) -> tuple[Any, ...]:
+        """The key of the point's record (PointRecord.key)."""
+        return (*(getattr(self.config, k) for k in field_names()), self.repeat)
+
 
 def plan(scenario: Scenario) -> list[PlannedPoint]:
     configs = scenario.points()
@@ -33,6 +46,33 @@ def plan(scenario: Scenario) -> list[PlannedPoint]:
 
 OnStart = Callable[[PlannedPoint], None]
 OnDone = Callable[[PlannedPoint, PointRecord], None]
+# Points with their records, as a runner hands them back together.
+Finished = list[tuple[PlannedPoint, PointRecord]]
+
+
+class Runner(Protocol):
+    def __call__(
+        self, todo: list[PlannedPoint], options: HarnessOptions, on_start: OnStart | None
+    ) -> Generator[Finished, None, None]:
+        """Measure every point of `todo` once; yield the records as they finish, in batches in
+        any order. Closing the iterator early (Ctrl-C) stops what is queued."""
+        ...
+
+
+def measure_here(config: PointConfig, repeat: int, options: HarnessOptions) -> PointRecord:
+    """One point measured on this machine, with the machine's block: the one place a sweep calls
+    the harness, locally and on every cluster worker."""
+    return replace(measure_point(config, repeat, options), **machine_block())
+
+
+def run_locally(
+    todo: list[PlannedPoint], options: HarnessOptions, on_start: OnStart | None
+) -> Generator[Finished, None, None]:
+    """The default runner: one point after the other, on this machine."""
+    for point in todo:
+        if on_start:
+            on_start(point)
+        yield [(point, measure_here(point.config, point.repeat, options))]
 
 
 def run_sweep(
@@ -42,21 +82,21 @@ def run_sweep(
     on_start: OnStart | None = None,
     on_done: OnDone | None = None,
     finished: list[PointRecord] | None = None,
+    runner: Runner = run_locally,
 ) -> ResultsFile:
-    """Measure every planned point not already in `finished`; after each one, append it to the log
-    and rewrite the results files, so that an interrupted sweep loses at most the point in flight."""
+    """Measure every planned point not already in `finished`; as each one ends, append it to the log
+    and rewrite the results files, so that an interrupted sweep loses at most the points in flight."""
     with tempfile.TemporaryDirectory(prefix="mmbench-sources-") as tmp:
         opts = options or HarnessOptions()
         if opts.source_cache is None:
             opts = replace(opts, source_cache=Path(tmp))
         if opts.timeline_dir is None and out_dir is not None:
             opts = replace(opts, timeline_dir=out_dir / TIMELINES_DIR)
-        return _run(scenario, out_dir, opts, on_start, on_done, finished or [])
+        return _run(scenario, out_dir, opts, on_start, on_done, finished or [], runner)
 
 
 def _ordered(scenario: Scenario, by_key: dict[tuple[object, ...], PointRecord]) -> list[PointRecord]:
-    keys = [(*(getattr(p.config, k) for k in field_names()), p.repeat) for p in plan(scenario)]
-    return [by_key[k] for k in keys if k in by_key]
+    return [by_key[p.key] for p in plan(scenario) if p.key in by_key]
 
 
 def results_of(scenario: Scenario, env: dict[str, object], records: list[PointRecord]) -> ResultsFile:
@@ -76,11 +116,11 @@ def rebuild(scenario: Scenario, out_dir: Path) -> list[PointRecord]:
 
 def _run(
     scenario: Scenario, out_dir: Path | None, options: HarnessOptions, on_start: OnStart | None,
-    on_done: OnDone | None, finished: list[PointRecord],
+    on_done: OnDone | None, finished: list[PointRecord], runner: Runner,
 ) -> ResultsFile:  # fmt: skip
     env = environment()
     planned = plan(scenario)
-    planned_keys = {(*(getattr(p.config, k) for k in field_names()), p.repeat) for p in planned}
+    planned_keys = {p.key for p in planned}
     foreign = [r for r in finished if r.key() not in planned_keys]
     if foreign:
         raise MmbenchError(
@@ -88,21 +128,48 @@ def _run(
             f"K={foreign[0].rollouts}, repeat {foreign[0].repeat}); resume with the same scenario and flags"
         )
     records: dict[tuple[object, ...], PointRecord] = {r.key(): r for r in finished}
+    todo = [p for p in planned if p.key not in records]
+    rewrites, unsaved = _Rewrites(), False
+    try:
+        # closing(): an interrupt between two batches still stops the runner (a cluster's queue).
+        with contextlib.closing(runner(todo, options, on_start)) as batches:
+            for batch in batches:
+                for point, record in batch:
+                    records[point.key] = record
+                    if out_dir is not None:
+                        append_point(out_dir, record)  # each point durable before anything else
+                unsaved = True
+                if out_dir is not None and rewrites.due():
+                    rewrites.save(out_dir, results_of(scenario, env, list(records.values())))
+                    unsaved = False
+                if on_done:
+                    for point, record in batch:
+                        on_done(point, record)
+    finally:
+        if out_dir is not None and unsaved:  # interrupted between rewrites: the files catch up
+            save(out_dir, results_of(scenario, env, list(records.values())))
     results = results_of(scenario, env, list(records.values()))
-    for point in planned:
-        key = (*(getattr(point.config, k) for k in field_names()), point.repeat)
-        if key in records:
-            continue
-        if on_start:
-            on_start(point)
-        record = measure_point(point.config, point.repeat, options)
-        records[key] = record
-        results = results_of(scenario, env, list(records.values()))
-        if out_dir is not None:
-            append_point(out_dir, record)
-            save(out_dir, results)
-        if on_done:
-            on_done(point, record)
     if out_dir is not None:
         save(out_dir, results)
     return results
+
+
+class _Rewrites:
+    """results.json and .csv are rewritten after each batch of records, but for at most a fifth
+    of the sweep's time: with hundreds of fast points (a cluster) one rewrite takes a second, and
+    points.jsonl already holds every record durably. Points of a local sweep take seconds, so
+    there every point still rewrites them."""
+
+    SHARE = 5
+
+    def __init__(self) -> None:
+        self._next = 0.0
+
+    def due(self) -> bool:
+        return time.monotonic() >= self._next
+
+    def save(self, out_dir: Path, results: ResultsFile) -> None:
+        t0 = time.monotonic()
+        save(out_dir, results)
+        took = time.monotonic() - t0
+        self._next = t0 + took * self.SHARE

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from mmbench.config import PointConfig
@@ -20,3 +22,12 @@ def run_world(config: PointConfig, url: str, asset_dir: Path | None = None) -> l
     for t in trajectories:
         t.counters.wrong_results += world.count_wrong_media(world.media_checks([t]))
     return trajectories
+
+
+def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+    """Poll a condition until it holds; fail the test after timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)  # polling a condition, bounded by the deadline

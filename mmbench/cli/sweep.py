@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,12 +18,13 @@ from rich.progress import (
 )
 
 from mmbench.cli import common as c
+from mmbench.cluster.address import ClusterSpec, parse_cluster
 from mmbench.errors import MmbenchError
 from mmbench.measure.harness import HarnessOptions
 from mmbench.reporters.table import fits_table, sweep_table
 from mmbench.results import POINTS_LOG, RESULTS_JSON, PointRecord, read_points_log
 from mmbench.scenarios import Scenario, load_scenario
-from mmbench.sweep import PlannedPoint, plan, rebuild, run_sweep
+from mmbench.sweep import PlannedPoint, Runner, plan, rebuild, run_locally, run_sweep
 from mmbench.transports.registry import MODES
 
 DEFAULT_GRID: dict[str, list[Any]] = {"mode": list(MODES), "rollouts": [1, 2, 4, 8]}
@@ -29,6 +32,18 @@ DEFAULT_GRID: dict[str, list[Any]] = {"mode": list(MODES), "rollouts": [1, 2, 4,
 
 def default_out(name: str) -> Path:
     return c.runs_dir(name)
+
+
+@contextlib.contextmanager
+def _runner(spec: ClusterSpec | None) -> Iterator[Runner]:
+    """This machine, or the cluster --cluster names (opened here, closed on the way out)."""
+    if spec is None:
+        yield run_locally
+        return
+    from mmbench.cluster.connect import cluster_runner
+
+    with cluster_runner(spec, lambda cluster: c.console.print(cluster.describe(), highlight=False)) as runner:
+        yield runner
 
 
 @c.handle_errors
@@ -49,6 +64,13 @@ def sweep(
         Path | None,
         typer.Option(help="finish an interrupted sweep in this directory: only missing points run"),
     ] = None,
+    cluster: Annotated[
+        str | None,
+        typer.Option(
+            help="measure on a dask.distributed cluster: tcp://HOST:8786, a scheduler file, or local:N "
+            "(N worker processes here)"
+        ),
+    ] = None,
 ) -> None:
     """Measure a grid of points (modes x rollouts x any other list); every flag takes a comma list."""
     flags = point_flags
@@ -58,6 +80,7 @@ def sweep(
     else:
         base = load_scenario(scenario)
     chosen = base.with_overrides(overrides, repeats)
+    spec = parse_cluster(cluster) if cluster is not None else None
     finished: list[PointRecord] = []
     if resume is not None:
         if out is not None and out != resume:
@@ -87,7 +110,11 @@ def sweep(
         TextColumn("ETA"), TimeRemainingColumn(),
     )  # fmt: skip
     failed: list[PointRecord] = []
-    with Progress(*columns, console=c.console, transient=False) as progress, c.sigterm_as_interrupt():
+    with (
+        _runner(spec) as runner,
+        Progress(*columns, console=c.console, transient=False) as progress,
+        c.sigterm_as_interrupt(),
+    ):
         task = progress.add_task("starting", total=len(planned), completed=len(planned) - todo)
 
         def on_start(p: PlannedPoint) -> None:
@@ -105,7 +132,7 @@ def sweep(
                 progress.console.print(f"point {p.index} skipped: {record.cause}", highlight=False)
 
         try:
-            results = run_sweep(chosen, out_dir, options, on_start, on_done, finished)
+            results = run_sweep(chosen, out_dir, options, on_start, on_done, finished, runner)
         except KeyboardInterrupt:
             progress.stop()
             done = rebuild(chosen, out_dir)

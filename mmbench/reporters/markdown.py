@@ -279,6 +279,8 @@ def tradeoff_note(trade: CacheTradeoff) -> str:
 
 
 def machine_text(report: Report) -> str:
+    if report.machines:  # a cluster of different machines: each section names its own
+        return f"{len(report.machines)} kinds of machine"
     m = report.machine
     parts = [m.cpu_model or "unknown CPU"]
     if m.cpu_count is not None:
@@ -426,7 +428,8 @@ def _num(value: float | None) -> str:
 
 def render_csv(report: Report) -> str:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    columns = [*CSV_COLUMNS, "machine"] if report.machines else CSV_COLUMNS
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     for section in report.sections:
         params = dict(report.fixed) | dict(section.params)

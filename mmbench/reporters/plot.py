@@ -40,6 +40,7 @@ from mmbench.analysis import Stat, group, mode_fits
 from mmbench.config import field_names
 from mmbench.errors import MmbenchError
 from mmbench.ledger import CacheTradeoff, cache_tradeoffs, ledger
+from mmbench.machines import machines, machines_differ, split_key
 from mmbench.measure.timeline import load_timeline
 from mmbench.results import PointRecord, ResultsFile
 from mmbench.transports.registry import MODES
@@ -194,23 +195,25 @@ def _median(values: Sequence[float | int | None], unit: float) -> float | None:
     return None if s is None else s.median
 
 
-def _combination(r: PointRecord) -> tuple[Any, ...]:
-    return tuple(getattr(r, k) for k in field_names() if k not in _NOT_A_COMBINATION)
+def _combination(r: PointRecord, by_machine: bool = False) -> tuple[Any, ...]:
+    params = tuple(getattr(r, k) for k in field_names() if k not in _NOT_A_COMBINATION)
+    return (*params, split_key(r, by_machine))  # a figure draws one kind of machine
 
 
 def select(points: list[PointRecord]) -> tuple[list[PointRecord], str | None]:
-    """The records of the first combination (of every parameter but mode and K) that has drawable
-    points, and a note naming it when the file holds others."""
+    """The records of the first combination (of every parameter but mode and K, and the machine
+    where machines differ) that has drawable points, and a note naming it when the file holds others."""
+    by_machine = machines_differ(points)
     combos: dict[tuple[Any, ...], list[PointRecord]] = {}
     for p in points:
         if p.status in DRAWN:
-            combos.setdefault(_combination(p), []).append(p)
+            combos.setdefault(_combination(p, by_machine), []).append(p)
     if not combos:
         return [], None
     first = next(iter(combos))
     if len(combos) == 1:
         return combos[first], None
-    names = [k for k in field_names() if k not in _NOT_A_COMBINATION]
+    names = [k for k in field_names() if k not in _NOT_A_COMBINATION] + ["machine"]
     varying = [i for i, _ in enumerate(names) if len({c[i] for c in combos}) > 1]
     shown = ", ".join(f"{names[i]}={first[i]}" for i in varying)
     return combos[first], f"drawn: {shown} (first of {len(combos)} combinations; the others are not shown)"
@@ -223,6 +226,12 @@ def _machine(env: dict[str, Any]) -> str:
     if isinstance(env.get("memory_total_bytes"), int | float):
         parts.append(f"{env['memory_total_bytes'] / GIB:.1f} GiB RAM")
     return ", ".join(parts) or "machine unknown"
+
+
+def _drawn_machine(records: list[PointRecord], results: ResultsFile) -> str:
+    """The results file's machine; the drawn points' own where the file holds several."""
+    drawn = machines(records)
+    return drawn[0] if drawn and machines_differ(results.points) else _machine(results.environment)
 
 
 def _setting(r: PointRecord) -> str:
@@ -387,7 +396,7 @@ def plot_data(results: ResultsFile, results_dir: Path | None = None) -> PlotData
     tradeoff, tradeoff_note = _tradeoff(results)
     return PlotData(
         scenario=str(results.scenario.get("name") or "unnamed scenario"),
-        machine=_machine(results.environment),
+        machine=_drawn_machine(records, results),
         setting=_setting(records[0]) if records else "",
         note=note,
         modes=modes,

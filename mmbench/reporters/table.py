@@ -59,8 +59,12 @@ def sweep_table(records: list[PointRecord], title: str | None = None) -> Table:
         "s",
     ):
         table.add_column(name, justify="left" if name == "mode" else "right", no_wrap=True)
+    groups = group(records)
+    by_machine = any(g.machine for g in groups)  # points measured on machines of different kinds
+    if by_machine:
+        table.add_column("machine")
     notes: list[str] = []
-    for g in group(records):
+    for g in groups:
         c = g.config
         wall = g.stat("wall_s")
         cells = [c.mode, str(c.rollouts)]
@@ -84,7 +88,7 @@ def sweep_table(records: list[PointRecord], title: str | None = None) -> Table:
                 f"{_secs(g, 'client_cpu_s')}/{_secs(g, 'engine_cpu_s')}",
                 "-" if wall is None else f"{wall.median:.0f}",
             ]
-        table.add_row(*cells)
+        table.add_row(*cells, *([g.machine or "unknown"] if by_machine else []))
     if notes:
         table.caption = "\n".join([SWEEP_CAPTION, *notes])
     return table

@@ -37,7 +37,7 @@ def test_plan_prints_a_row_per_mode_the_model_covers() -> None:
     (("--rollouts", "4"), "plan finds the largest K itself"),
     (("--memory", "lots"), "--memory: cannot read 'lots'"),
     (("--format", "xml"), "--format: unknown value 'xml'"),
-    (("--modes", "raw"), "does not cover mode 'raw'"),
+    (("--modes", "nope"), "does not cover mode 'nope'"),
     (("--turns", "2,4"), "one value for a single point"),
 ])  # fmt: skip
 def test_bad_input_is_one_line_and_exit_2(args: tuple[str, ...], message: str) -> None:

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psutil
@@ -18,19 +17,12 @@ from mmbench.measure.harness import HarnessOptions, measure_point
 from mmbench.results import POINTS_LOG, load
 from mmbench.scenarios import load_scenario
 from mmbench.sweep import plan
+from tests.helpers import wait_for
 
 TINY = (
     'version = 1\ndescription = "interrupt test"\nmode = ["full", "hash-only"]\n'
     "rollouts = [1, 2]\nimage_size = 256\nturns = 3\n"
 )
-
-
-def _wait_for(predicate, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)  # polling a condition, bounded by the deadline
 
 
 def _lines(path: Path) -> int:
@@ -45,7 +37,7 @@ def test_interrupt_then_resume_gives_the_uninterrupted_results(tmp_path: Path, s
     cmd = [sys.executable, "-m", "mmbench.cli", "sweep", str(scenario), "--out", str(out)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        _wait_for(lambda: _lines(out / POINTS_LOG) >= 1, 120, "the first point")
+        wait_for(lambda: _lines(out / POINTS_LOG) >= 1, 120, "the first point")
         children = psutil.Process(proc.pid).children(recursive=True)
         proc.send_signal(sig)
         _, stderr = proc.communicate(timeout=60)
@@ -128,7 +120,7 @@ def test_the_engine_dies_with_its_parent(tmp_path: Path) -> None:
         assert psutil.pid_exists(engine_pid)
         os.kill(parent.pid, signal.SIGKILL)
         parent.wait(timeout=10)
-        _wait_for(lambda: not _alive(engine_pid), 10, "the engine to exit")
+        wait_for(lambda: not _alive(engine_pid), 10, "the engine to exit")
     finally:
         if parent.poll() is None:
             parent.kill()
