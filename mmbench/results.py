@@ -128,6 +128,14 @@ class PointRecord:
     env_malloc_arena_max: str | None = None
     glibc: str | None = None
     memray_peak_bytes: int | None = None
+    # --- overhead: where the point's wall time went besides its rollouts (mmbench.measure.overhead)
+    start_method: str | None = None  # how the worker and engine started: fork (from a fork server) or exec
+    overhead_engine_start_s: float | None = None  # engine start, readiness and baseline
+    overhead_start_s: float | None = None  # worker process start and imports (or the fork)
+    overhead_setup_s: float | None = None  # world set-up and warm-up
+    overhead_readings_s: float | None = None  # baseline readings, and readings, trims and ledger after
+    overhead_engine_stop_s: float | None = None  # the engine's final stats and its shutdown
+    overhead_other_s: float | None = None  # the rest: result, worker exit, bookkeeping
     # --- time
     wall_s: float | None = None
     rollout_wall_s: float | None = None

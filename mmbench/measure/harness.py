@@ -10,7 +10,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -22,7 +21,9 @@ from typing import Any
 import psutil
 
 from mmbench.config import PointConfig
+from mmbench.launch import DEFAULT_START_METHOD, PARENT_PID, Process, StartMethod, launch
 from mmbench.measure.model import Prediction, predict
+from mmbench.measure.overhead import HarnessStamps, overhead
 from mmbench.measure.preflight import preflight
 from mmbench.measure.timeline import TimelineSampler, attach, vmhwm_of
 from mmbench.results import PointRecord
@@ -51,6 +52,8 @@ TOTALS_FIELDS = (
     "renderer_cache_misses", "rederived",
 )  # fmt: skip
 SOURCE_SAMPLES = 4
+WORKER_ENTRY = "mmbench.measure.worker:main"
+WORKER_PRELOAD = ("mmbench.measure.worker:prewarm",)  # what a fork server runs once for every worker
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +72,9 @@ class HarnessOptions:
     on_worker_start: Callable[[int], None] | None = None
     # Where each point's memory timeline is saved (None: sampled, not saved).
     timeline_dir: Path | None = None
+    # How the worker and the engine start: forked from a fork server that imported their modules
+    # (fork), or as fresh interpreters (exec). Points tracked by memray always use exec.
+    start_method: StartMethod = DEFAULT_START_METHOD
 
 
 @lru_cache(maxsize=64)
@@ -113,7 +119,7 @@ def default_max_memory() -> int:
     return int(psutil.virtual_memory().total * MAX_MEMORY_SHARE)
 
 
-def _watch(proc: subprocess.Popen[bytes], opts: HarnessOptions, err: Path) -> str | None:
+def _watch(proc: Process, opts: HarnessOptions, err: Path) -> str | None:
     """Wait for the worker, killing it when its RSS passes --max-memory or time runs out.
     Returns the cause of a failure, or None for a clean exit."""
     limit = opts.max_memory if opts.max_memory is not None else default_max_memory()
@@ -161,9 +167,10 @@ def _tail(path: Path, limit: int = 300) -> str:
 def _record(
     config: PointConfig, repeat: int, per_image: float, pred: Prediction, status: str = "ok",
     cause: str | None = None, worker: dict[str, Any] | None = None, engine: dict[str, Any] | None = None,
-    wall_s: float | None = None,
+    wall_s: float | None = None, timing: dict[str, Any] | None = None,
 ) -> PointRecord:  # fmt: skip
     fields: dict[str, Any] = dict(config.to_dict(), repeat=repeat, status=status, cause=cause)
+    fields.update(timing or {})
     fields.update(
         source_bytes_per_image=per_image,
         predicted_retained_bytes=pred.retained_bytes,
@@ -213,6 +220,24 @@ def _record(
     return PointRecord(**fields)
 
 
+def _engine_config(config: PointConfig) -> EngineConfig:
+    return EngineConfig(
+        cache_bytes=config.engine_cache_bytes, max_body_bytes=config.engine_max_body_bytes, seed=config.seed,
+        evict_rate=config.engine_evict_rate, error_rate=config.engine_error_rate,
+        delay_ms=config.engine_delay_ms, restart_every=config.engine_restart_every,
+    )  # fmt: skip
+
+
+def _final_engine_stats(engine: EngineProcess) -> dict[str, Any] | None:
+    """The engine's stats at the end of the point, raw and trimmed RSS in one request."""
+    if not engine.alive():
+        return None
+    stats = engine.stats(trim=True)
+    stats["rss_trimmed_bytes"] = stats["rss_bytes"]
+    stats["rss_bytes"] = stats.get("rss_untrimmed_bytes", stats["rss_bytes"])
+    return stats
+
+
 def measure_point(config: PointConfig, repeat: int = 0, options: HarnessOptions | None = None) -> PointRecord:
     """Measure one point in fresh processes. Never raises for a worker failure: it is recorded."""
     opts = options or HarnessOptions()
@@ -226,12 +251,9 @@ def measure_point(config: PointConfig, repeat: int = 0, options: HarnessOptions 
         check = preflight(config, per_image)
         if not check.fits:
             return _record(config, repeat, per_image, pred, "skipped", check.reason)
-    t0 = time.perf_counter()
-    engine_config = EngineConfig(
-        cache_bytes=config.engine_cache_bytes, max_body_bytes=config.engine_max_body_bytes, seed=config.seed,
-        evict_rate=config.engine_evict_rate, error_rate=config.engine_error_rate,
-        delay_ms=config.engine_delay_ms, restart_every=config.engine_restart_every,
-    )  # fmt: skip
+    stamps = HarnessStamps(time.monotonic())
+    # memray's capture is compared with fresh interpreters' (mmbench profile): never forked.
+    method: StartMethod = "exec" if opts.memray_dir is not None else opts.start_method
     with tempfile.TemporaryDirectory(prefix="mmbench-point-") as tmp:
         job, out, err = Path(tmp, "job.json"), Path(tmp, "out.json"), Path(tmp, "stderr.txt")
         memray_path = None
@@ -239,9 +261,10 @@ def measure_point(config: PointConfig, repeat: int = 0, options: HarnessOptions 
             opts.memray_dir.mkdir(parents=True, exist_ok=True)
             memray_path = opts.memray_dir / f"{config.mode}-K{config.rollouts}-r{repeat}.bin"
             memray_path.unlink(missing_ok=True)
-        with EngineProcess(engine_config) as engine:
+        with EngineProcess(_engine_config(config), start_method=method) as engine:
             assert engine.url is not None
             engine_baseline = engine.stats().get("rss_bytes")  # ready, before the worker starts
+            stamps.engine_ready = time.monotonic()
             job.write_text(json.dumps({
                 "config": config.to_dict(), "url": engine.url,
                 "memray_path": str(memray_path) if memray_path else None,
@@ -249,10 +272,10 @@ def measure_point(config: PointConfig, repeat: int = 0, options: HarnessOptions 
                 "source_cache": str(opts.source_cache) if opts.source_cache else None,
             }))  # fmt: skip
             with open(err, "wb") as err_file:
-                proc = subprocess.Popen(
-                    [sys.executable, "-m", "mmbench.measure.worker", str(job), str(out), str(os.getpid())],
-                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err_file,
-                    env=worker_env(config),
+                stamps.spawn = time.monotonic()
+                proc = launch(
+                    WORKER_ENTRY, [str(job), str(out), PARENT_PID], method=method, preload=WORKER_PRELOAD,
+                    env=worker_env(config), stderr=err_file,
                 )  # fmt: skip
                 sampler = TimelineSampler(proc.pid, lambda: engine.pid).start()
                 try:
@@ -263,32 +286,34 @@ def measure_point(config: PointConfig, repeat: int = 0, options: HarnessOptions 
                     if proc.poll() is None:
                         proc.kill()
                         proc.wait()
+                    stamps.exited = time.monotonic()
                     timeline, engine_hwm = sampler.stop(), vmhwm_of(engine.pid)
-            engine_stats = engine.stats() if engine.alive() else None
-            if engine_stats is not None:
-                engine_stats["rss_trimmed_bytes"] = engine.stats(trim=True)["rss_bytes"]
+            engine_stats = _final_engine_stats(engine)
             if engine_stats is None and cause is None:
                 cause = "engine process died during the point"
-        wall = time.perf_counter() - t0
+        stamps.engine_stopped = time.monotonic()
+        wall = stamps.engine_stopped - stamps.begin
         finish = partial(
             attach, timeline=timeline, engine_baseline=engine_baseline, engine_hwm=engine_hwm,
             directory=opts.timeline_dir,
         )  # fmt: skip
-        if cause is not None:
-            failed = _record(
-                config, repeat, per_image, pred, "failed", cause, engine=engine_stats, wall_s=wall
-            )
-            return finish(failed, worker=None)
-        try:
-            worker = json.loads(out.read_text())
-        except (OSError, json.JSONDecodeError):
-            failed = _record(config, repeat, per_image, pred, "failed", "worker wrote no result", wall_s=wall)
-            return finish(failed, worker=None)
-    record = _record(config, repeat, per_image, pred, worker=worker, engine=engine_stats, wall_s=wall)
+        worker: dict[str, Any] | None = None
+        if cause is None:
+            try:
+                worker = json.loads(out.read_text())
+            except (OSError, json.JSONDecodeError):
+                cause = "worker wrote no result"
+                engine_stats = None
+    timing = dict(
+        start_method=method,
+        **overhead(stamps, (worker or {}).get("phases"), wall, (worker or {}).get("rollout_wall_s")),
+    )
+    if worker is None:
+        failed = _record(
+            config, repeat, per_image, pred, "failed", cause, engine=engine_stats, wall_s=wall, timing=timing
+        )
+        return finish(failed, worker=None)
+    record = _record(
+        config, repeat, per_image, pred, worker=worker, engine=engine_stats, wall_s=wall, timing=timing
+    )
     return finish(record, worker=worker)
-
-
-def _pid() -> int:
-    import os
-
-    return os.getpid()

@@ -18,6 +18,7 @@ from mmbench.measure.harness import HarnessOptions, measure_point
 from mmbench.results import POINTS_LOG, RESULTS_CSV, RESULTS_JSON, SCHEMA_VERSION, load
 from mmbench.scenarios import parse_scenario
 from mmbench.sweep import run_sweep
+from tests.helpers import leftover_processes
 
 SMALL = {"image_size": "256", "turns": 3, "rollouts": 2}
 REQUIRED = (
@@ -32,7 +33,7 @@ REQUIRED = (
 
 
 def no_children() -> list[psutil.Process]:
-    return [p for p in psutil.Process().children(recursive=True) if p.is_running()]
+    return leftover_processes()
 
 
 def test_a_point_is_measured_in_fresh_processes() -> None:

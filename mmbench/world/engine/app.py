@@ -242,8 +242,11 @@ def create_app(config: EngineConfig) -> Starlette:
         if request.query_params.get("trim") == "1":
             # What the engine's live data occupies: freed request buffers returned first, as the
             # client's trimmed reading does (the engine serves on one thread: the main arena).
+            # The RSS before the trim comes along, so that the end of a point is one request.
+            untrimmed = engine.stats()["rss_bytes"]
             gc.collect()
             malloc_trim()
+            return _json({**engine.stats(), "rss_untrimmed_bytes": untrimmed})
         return _json(engine.stats())
 
     async def health(request: Request) -> Response:
