@@ -130,6 +130,7 @@ class PointRecord:
     memray_peak_bytes: int | None = None
     # --- overhead: where the point's wall time went besides its rollouts (mmbench.measure.overhead)
     start_method: str | None = None  # how the worker and engine started: fork (from a fork server) or exec
+    overhead_sources_s: float | None = None  # making the source images (once per sweep and image spec)
     overhead_engine_start_s: float | None = None  # engine start, readiness and baseline
     overhead_start_s: float | None = None  # worker process start and imports (or the fork)
     overhead_setup_s: float | None = None  # world set-up and warm-up

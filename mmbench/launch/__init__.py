@@ -18,6 +18,7 @@ can tell them from a worker or engine.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import subprocess
 import sys
@@ -51,7 +52,7 @@ STARTUP_ENV_PREFIXES = (
 
 __all__ = [
     "DEFAULT_START_METHOD", "PARENT_PID", "START_METHODS", "ForkedProcess", "Process", "StartMethod",
-    "check_start_method", "launch", "server_pids", "shutdown",
+    "check_start_method", "launch", "prestart", "server_pids", "shutdown",
 ]  # fmt: skip
 
 
@@ -85,21 +86,33 @@ def _startup_env(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
 
 
 def _server(preload: Sequence[str], env: Mapping[str, str]) -> ForkServer:
+    """The server for (preload, the start-up variables of env), started if need be. Only the
+    registry is locked while a server starts: the worker's and the engine's start at once."""
     key = (tuple(preload), _startup_env(env))
     with _lock:
         server = _servers.get(key)
-        if server is not None and server.alive:
-            _servers.move_to_end(key)
-            return server
-        if server is not None:
-            server.close()
-            del _servers[key]
-        idle = [k for k, s in _servers.items() if not s.busy]
-        for old in idle[: max(0, len(_servers) + 1 - MAX_SERVERS)]:
-            _servers.pop(old).close()
-        server = ForkServer(preload, env).start()
-        _servers[key] = server
-        return server
+        if server is None or not server.usable:
+            if server is not None:
+                server.close()
+                del _servers[key]
+            idle = [k for k, s in _servers.items() if not s.busy]
+            for old in idle[: max(0, len(_servers) + 1 - MAX_SERVERS)]:
+                _servers.pop(old).close()
+            server = ForkServer(preload, env)
+            _servers[key] = server
+        _servers.move_to_end(key)
+    return server.ensure_started()
+
+
+def prestart(entry: str, *, preload: Sequence[str] = (), env: Mapping[str, str] | None = None) -> None:
+    """Start the fork server that launch(entry, method="fork", ...) will use, on a thread, and
+    return at once; a failure shows when launch() is called."""
+
+    def start() -> None:
+        with contextlib.suppress(MmbenchError):
+            _server([entry.split(":")[0], *preload], dict(os.environ if env is None else env))
+
+    threading.Thread(target=start, name="mmbench-prestart", daemon=True).start()
 
 
 def launch(

@@ -100,6 +100,8 @@ class ForkServer:
         self._codes: dict[int, int] = {}
         self._running: set[int] = set()
         self._dead = False
+        self._closed = False
+        self._start_lock = threading.Lock()
         self._reader: threading.Thread | None = None
 
     @property
@@ -109,6 +111,11 @@ class ForkServer:
     @property
     def alive(self) -> bool:
         return self._proc is not None and not self._dead and self._proc.poll() is None
+
+    @property
+    def usable(self) -> bool:
+        """Not yet started, starting, or serving: not failed, dead or closed."""
+        return not self._closed and (self._proc is None or self.alive)
 
     @property
     def busy(self) -> bool:
@@ -123,6 +130,15 @@ class ForkServer:
         except ValueError:
             return "(no output)"
         return text[-limit:].replace("\n", " | ") or "(no output)"
+
+    def ensure_started(self) -> ForkServer:
+        """Start the server unless it is (another thread may be starting it: wait for that)."""
+        with self._start_lock:
+            if self._proc is None and not self._closed:
+                self.start()
+        if not self.alive:
+            raise MmbenchError(f"the fork server is not running: {self._tail()}")
+        return self
 
     def start(self, timeout_s: float = START_TIMEOUT_S) -> ForkServer:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -236,6 +252,7 @@ class ForkServer:
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Stop the server (it kills any child still running); idempotent."""
+        self._closed = True
         sock, self._sock = self._sock, None
         if sock is not None:
             with contextlib.suppress(OSError):

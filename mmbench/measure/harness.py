@@ -21,7 +21,7 @@ from typing import Any
 import psutil
 
 from mmbench.config import PointConfig
-from mmbench.launch import DEFAULT_START_METHOD, PARENT_PID, Process, StartMethod, launch
+from mmbench.launch import DEFAULT_START_METHOD, PARENT_PID, Process, StartMethod, launch, prestart
 from mmbench.measure.model import Prediction, predict
 from mmbench.measure.overhead import HarnessStamps, overhead
 from mmbench.measure.preflight import preflight
@@ -30,7 +30,7 @@ from mmbench.results import PointRecord
 from mmbench.units import fmt_bytes
 from mmbench.world.engine.app import EngineConfig
 from mmbench.world.engine.process import EngineProcess
-from mmbench.world.images import SourceSpec, make_source
+from mmbench.world.images import SourceSpec, SourceStore, make_source
 
 DEFAULT_TIMEOUT_S = 3600.0
 MAX_MEMORY_SHARE = 0.8
@@ -220,6 +220,17 @@ def _record(
     return PointRecord(**fields)
 
 
+def prepare_sources(config: PointConfig, cache: Path) -> None:
+    """Make the point's source images into `cache` before its worker starts, where an earlier point
+    of the sweep has not: making them is the environment's work, not the client's, and must not
+    run (and be timed) in the rollout window. The worker reads them back as its environment."""
+    store = SourceStore(_spec(config), cache)
+    for r in range(config.rollouts):
+        for t in range(config.turns):
+            for i in range(config.images_per_turn):
+                store.ensure(r, t, i)
+
+
 def _engine_config(config: PointConfig) -> EngineConfig:
     return EngineConfig(
         cache_bytes=config.engine_cache_bytes, max_body_bytes=config.engine_max_body_bytes, seed=config.seed,
@@ -254,8 +265,13 @@ def measure_point(config: PointConfig, repeat: int = 0, options: HarnessOptions 
     stamps = HarnessStamps(time.monotonic())
     # memray's capture is compared with fresh interpreters' (mmbench profile): never forked.
     method: StartMethod = "exec" if opts.memray_dir is not None else opts.start_method
+    if method == "fork":  # its imports overlap the sources and the engine's start
+        prestart(WORKER_ENTRY, preload=WORKER_PRELOAD, env=worker_env(config))
     with tempfile.TemporaryDirectory(prefix="mmbench-point-") as tmp:
         job, out, err = Path(tmp, "job.json"), Path(tmp, "out.json"), Path(tmp, "stderr.txt")
+        sources = opts.source_cache or Path(tmp, "sources")
+        prepare_sources(config, sources)
+        stamps.sources_ready = time.monotonic()
         memray_path = None
         if opts.memray_dir is not None:
             opts.memray_dir.mkdir(parents=True, exist_ok=True)
@@ -269,7 +285,7 @@ def measure_point(config: PointConfig, repeat: int = 0, options: HarnessOptions 
                 "config": config.to_dict(), "url": engine.url,
                 "memray_path": str(memray_path) if memray_path else None,
                 "memray_native": opts.memray_native,
-                "source_cache": str(opts.source_cache) if opts.source_cache else None,
+                "source_cache": str(sources),
             }))  # fmt: skip
             with open(err, "wb") as err_file:
                 stamps.spawn = time.monotonic()
