@@ -109,7 +109,7 @@ def prestart(entry: str, *, preload: Sequence[str] = (), env: Mapping[str, str] 
     return at once; a failure shows when launch() is called."""
 
     def start() -> None:
-        with contextlib.suppress(MmbenchError):
+        with contextlib.suppress(Exception):  # launch() starts it again and reports why it fails
             _server([entry.split(":")[0], *preload], dict(os.environ if env is None else env))
 
     threading.Thread(target=start, name="mmbench-prestart", daemon=True).start()

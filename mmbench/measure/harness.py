@@ -250,7 +250,8 @@ def _final_engine_stats(engine: EngineProcess) -> dict[str, Any] | None:
 
 
 def measure_point(config: PointConfig, repeat: int = 0, options: HarnessOptions | None = None) -> PointRecord:
-    """Measure one point in fresh processes. Never raises for a worker failure: it is recorded."""
+    """Measure one point in a new worker and a new engine process (forked from fork servers, or
+    fresh interpreters: options.start_method). Never raises for a worker failure: it is recorded."""
     opts = options or HarnessOptions()
     if not opts.force:
         quick = preflight(config)  # no source sampling: refuses the hopeless at once

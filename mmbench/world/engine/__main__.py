@@ -142,6 +142,13 @@ def main(argv: list[str] | None = None) -> None:
 
     def quota_reached() -> None:
         server.should_exit = True  # graceful: requests in flight are answered first
+        # ...and nothing after them: uvicorn sees should_exit only at its next 0.1 s tick and would
+        # serve its keep-alive connections until then, so a fast client could finish its point on
+        # this incarnation. Stop accepting and end idle connections now, as its shutdown will.
+        for listener in getattr(server, "servers", []):
+            listener.close()
+        for connection in list(server.server_state.connections):
+            connection.shutdown()
 
     engine.on_quota = quota_reached
     server.config.load()  # imports the protocol classes now, not after the go of --standby
