@@ -101,6 +101,7 @@ class ForkServer:
         self._running: set[int] = set()
         self._dead = False
         self._closed = False
+        self._failure: str | None = None  # why it could not start, for every thread that waited
         self._start_lock = threading.Lock()
         self._reader: threading.Thread | None = None
 
@@ -137,7 +138,7 @@ class ForkServer:
             if self._proc is None and not self._closed:
                 self.start()
         if not self.alive:
-            raise MmbenchError(f"the fork server is not running: {self._tail()}")
+            raise MmbenchError(self._failure or f"the fork server is not running: {self._tail()}")
         return self
 
     def start(self, timeout_s: float = START_TIMEOUT_S) -> ForkServer:
@@ -155,8 +156,9 @@ class ForkServer:
         try:
             hello = ours.recv(MAX_MESSAGE)
         except TimeoutError:
+            self._failure = f"the fork server did not start within {timeout_s:.0f} s"
             self.close()
-            raise MmbenchError(f"the fork server did not start within {timeout_s:.0f} s") from None
+            raise MmbenchError(self._failure) from None
         except OSError:
             hello = b""
         if not hello:
@@ -164,9 +166,9 @@ class ForkServer:
             ours.close()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self._proc.wait(timeout=10)  # its traceback is written once it unwinds
-            tail = self._tail()
+            self._failure = f"the fork server exited while starting: {self._tail()}"
             self.close()
-            raise MmbenchError(f"the fork server exited while starting: {tail}")
+            raise MmbenchError(self._failure)
         ours.settimeout(None)
         self._reader = threading.Thread(target=self._read, name="mmbench-forkserver", daemon=True)
         self._reader.start()

@@ -25,6 +25,7 @@ import selectors
 import signal
 import socket
 import sys
+import time
 import traceback
 from typing import Any, NoReturn
 
@@ -33,6 +34,7 @@ from mmbench.lifecycle import set_process_name
 MAX_MESSAGE = 1 << 20
 STDIO = 3
 SERVER_NAME = "mmbench-zygote"
+THREADS_SETTLE_S = 5.0
 
 
 def _send(sock: socket.socket, message: dict[str, Any]) -> None:
@@ -111,6 +113,15 @@ def _threads() -> int:
         return 1
 
 
+def _threads_settle(at_most: int, timeout_s: float = THREADS_SETTLE_S) -> int:
+    """The thread count once it is at most `at_most`, or what it is after timeout_s: a joined
+    thread leaves /proc/self/task a moment after its join returns."""
+    deadline = time.monotonic() + timeout_s
+    while (n := _threads()) > at_most and time.monotonic() < deadline:
+        time.sleep(0.005)  # polling the condition itself, bounded by the deadline
+    return n
+
+
 def _preload(items: list[str]) -> None:
     """Import each "module", and call each "module:function" (a warm-up). A fork copies only the
     thread that forks: a warm-up that leaves a thread running (torch's OpenMP pool, an executor)
@@ -121,10 +132,9 @@ def _preload(items: list[str]) -> None:
         if func:
             before = _threads()
             getattr(module, func)()
-            if _threads() > before:
-                raise RuntimeError(
-                    f"{item} left {_threads() - before} thread(s) running; it cannot precede a fork"
-                )
+            left = _threads_settle(before) - before
+            if left > 0:
+                raise RuntimeError(f"{item} left {left} thread(s) running; it cannot precede a fork")
 
 
 def serve(sock: socket.socket, preload: list[str]) -> None:
