@@ -1,4 +1,4 @@
-"""The worker: one measured point in a fresh process (`python -m mmbench.measure.worker JOB OUT
+"""The worker: one measured point in a new process (`python -m mmbench.measure.worker JOB OUT
 PARENT_PID`, or forked from a fork server that imported this module: see mmbench.launch).
 
 It sets the world up, takes the baseline, runs the K rollouts against the engine the harness
@@ -13,6 +13,7 @@ import asyncio
 import gc
 import json
 import os
+import signal
 import sys
 import time
 from contextlib import AbstractContextManager, ExitStack, nullcontext
@@ -181,6 +182,12 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     args = sys.argv[1:] if argv is None else argv
     set_process_name(PROCESS_NAME)
+    # Ctrl-C ends the worker at once (the harness records the point as interrupted) instead of
+    # raising KeyboardInterrupt. With Python's handler in place, asyncio.run installs its own and,
+    # putting the old one back when the rollouts end, has the signal module format the finished
+    # task's result, every trajectory with its arrays, into an error message it discards: ~1 s of
+    # CPU at K=4, N=8, 512x512 inside the rollout window (Python 3.11).
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     die_with_parent(int(args[2]) if len(args) > 2 else None)
     job = json.loads(Path(args[0]).read_text())
     config = PointConfig.from_dict(job["config"], where="worker job")
