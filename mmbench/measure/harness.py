@@ -13,6 +13,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache, partial
 from pathlib import Path
@@ -225,10 +226,11 @@ def prepare_sources(config: PointConfig, cache: Path) -> None:
     of the sweep has not: making them is the environment's work, not the client's, and must not
     run (and be timed) in the rollout window. The worker reads them back as its environment."""
     store = SourceStore(_spec(config), cache)
-    for r in range(config.rollouts):
-        for t in range(config.turns):
-            for i in range(config.images_per_turn):
-                store.ensure(r, t, i)
+    wanted = [(r, t, i) for r in range(config.rollouts) for t in range(config.turns)
+              for i in range(config.images_per_turn)]  # fmt: skip
+    # PIL and numpy release the GIL while they encode and draw: one thread per core.
+    with ThreadPoolExecutor(max_workers=max(1, min(os.cpu_count() or 1, len(wanted)))) as pool:
+        list(pool.map(lambda rti: store.ensure(*rti), wanted))
 
 
 def _engine_config(config: PointConfig) -> EngineConfig:
