@@ -85,6 +85,14 @@ def _child_end(spec: Stdio, index: int, mode: str) -> tuple[int | None, IO[bytes
     return spec.fileno(), None, None
 
 
+def _cwd() -> str | None:
+    """Our working directory, for the child; None where it is gone (the child keeps the server's)."""
+    try:
+        return os.getcwd()
+    except OSError:
+        return None
+
+
 class ForkServer:
     """One server process that has imported `preload` under environment `env`."""
 
@@ -209,7 +217,7 @@ class ForkServer:
         os.environ (None: the server's), our working directory and these stdio."""
         ends = [_child_end(stdin, 0, "wb"), _child_end(stdout, 1, "rb"), _child_end(stderr, 2, "wb")]
         request = {
-            "entry": entry, "argv": list(argv), "cwd": os.getcwd(), "stdio": [e[0] is not None for e in ends],
+            "entry": entry, "argv": list(argv), "cwd": _cwd(), "stdio": [e[0] is not None for e in ends],
             "env": None if env is None else dict(env),
         }  # fmt: skip
         fds = [e[0] for e in ends if e[0] is not None]

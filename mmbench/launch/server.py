@@ -66,7 +66,8 @@ def _child(request: dict[str, Any], fds: list[int], closing: list[int]) -> NoRet
         for fd in [*fds, devnull]:
             if fd > 2:
                 os.close(fd)
-        os.chdir(request["cwd"])
+        if request.get("cwd"):
+            os.chdir(request["cwd"])
         if request.get("env") is not None:
             os.environ.clear()
             os.environ.update(request["env"])
