@@ -22,8 +22,8 @@ install: $(STAMP) ## create .venv and install mmbench with its dev extras
 sweep: $(STAMP) ## run scenarios/default.toml with the embedded engine, print the table, write results
 	$(VENV)/bin/mmbench sweep $(SCENARIO) --out $(RUNS)/$(notdir $(basename $(SCENARIO)))-$$(date -u +%Y%m%dT%H%M%SZ)
 
-test: $(STAMP) ## run the whole test suite
-	$(PY) -m pytest -q
+test: $(STAMP) ## run the whole test suite (in parallel: one pytest worker per core)
+	$(PY) -m pytest -q -n auto --dist worksteal
 
 lint: $(STAMP) ## ruff and mypy
 	$(VENV)/bin/ruff check .

@@ -19,3 +19,16 @@ def die_with_parent(parent_pid: int | None = None) -> None:
         return
     if parent_pid and os.getppid() != parent_pid:
         sys.exit(1)  # the parent died before prctl took effect
+
+
+PR_SET_NAME = 15
+
+
+def set_process_name(name: str) -> None:
+    """Linux: the process's name as ps and psutil's name() show it (15 characters at most), so that
+    a forked worker or engine can be told from the fork server it shares a command line with."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_NAME, name.encode()[:15], 0, 0, 0)
+    except (OSError, AttributeError):
+        return

@@ -150,6 +150,15 @@ class PointRecord:
     machine_environment: dict[str, Any] | None = None  # results.json's environment block, of that machine
     cluster_worker: str | None = None  # the dask worker's address (None: not measured through a cluster)
     cluster_attempts: int | None = None  # times a cluster started the point (2: retried after a worker died)
+    # --- overhead: where the point's wall time went besides its rollouts (mmbench.measure.overhead)
+    start_method: str | None = None  # how the worker and engine started: fork (from a fork server) or exec
+    overhead_sources_s: float | None = None  # making the source images (once per sweep and image spec)
+    overhead_engine_start_s: float | None = None  # engine start, readiness and baseline
+    overhead_start_s: float | None = None  # worker process start and imports (or the fork)
+    overhead_setup_s: float | None = None  # world set-up and warm-up
+    overhead_readings_s: float | None = None  # baseline readings, and readings, trims and ledger after
+    overhead_engine_stop_s: float | None = None  # the engine's final stats and its shutdown
+    overhead_other_s: float | None = None  # the rest: result, worker exit, bookkeeping
     # --- time
     wall_s: float | None = None
     rollout_wall_s: float | None = None

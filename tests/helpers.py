@@ -6,6 +6,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import psutil
+
+from mmbench import launch
 from mmbench.config import PointConfig
 from mmbench.rollout import Trajectory, World
 from mmbench.transports import TRANSPORTS, make_transport
@@ -31,3 +34,10 @@ def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.05)  # polling a condition, bounded by the deadline
+
+
+def leftover_processes() -> list[psutil.Process]:
+    """This process's descendants still running, except its fork servers (mmbench.launch keeps them
+    for the whole session on purpose): any worker or engine left behind, forked or started fresh."""
+    servers = launch.server_pids()
+    return [p for p in psutil.Process().children(recursive=True) if p.is_running() and p.pid not in servers]

@@ -20,8 +20,10 @@ from rich.progress import (
 from mmbench.cli import common as c
 from mmbench.cluster.address import ClusterSpec, parse_cluster
 from mmbench.errors import MmbenchError
+from mmbench.launch import DEFAULT_START_METHOD, check_start_method
 from mmbench.measure.harness import HarnessOptions
 from mmbench.reporters.table import fits_table, sweep_table
+from mmbench.reporters.timings import timings_table
 from mmbench.results import POINTS_LOG, RESULTS_JSON, PointRecord, read_points_log
 from mmbench.scenarios import Scenario, load_scenario
 from mmbench.sweep import PlannedPoint, Runner, plan, rebuild, run_locally, run_sweep
@@ -71,9 +73,16 @@ def sweep(
             "(N worker processes here)"
         ),
     ] = None,
+    timings: Annotated[
+        bool, typer.Option(help="also print where each point's time went (overhead phases, seconds)")
+    ] = False,
+    start_method: Annotated[
+        str, typer.Option(hidden=True, help="fork (from a fork server) or exec (fresh interpreters)")
+    ] = DEFAULT_START_METHOD,
 ) -> None:
     """Measure a grid of points (modes x rollouts x any other list); every flag takes a comma list."""
     flags = point_flags
+    method = check_start_method(start_method)
     overrides = c.point_values(flags)
     if scenario is None:
         base = Scenario("flags", "a sweep from command-line flags", dict(DEFAULT_GRID))
@@ -104,6 +113,7 @@ def sweep(
         memray_dir=out_dir / "memray" if memray else None,
         force=force,
         max_memory=c.parse_max_memory(max_memory),
+        start_method=method,
     )
     columns = (
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -148,6 +158,8 @@ def sweep(
     fits = fits_table(results.points)
     if fits is not None:
         c.console.print(fits)
+    if timings:
+        c.console.print(timings_table(results.points, title="where the time went"))
     c.console.print(f"results: {out_dir / 'results.json'} and {out_dir / 'results.csv'}", highlight=False)
     if failed:
         c.err_console.print(f"mmbench: {len(failed)} of {len(planned)} points failed", markup=False)

@@ -10,10 +10,10 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import lru_cache, partial
 from pathlib import Path
@@ -22,7 +22,9 @@ from typing import Any
 import psutil
 
 from mmbench.config import PointConfig
+from mmbench.launch import DEFAULT_START_METHOD, PARENT_PID, Process, StartMethod, launch, prestart
 from mmbench.measure.model import Prediction, predict
+from mmbench.measure.overhead import HarnessStamps, overhead
 from mmbench.measure.preflight import preflight
 from mmbench.measure.timeline import TimelineSampler, attach, vmhwm_of
 from mmbench.results import PointRecord
@@ -30,7 +32,7 @@ from mmbench.transports.registry import TRANSPORTS
 from mmbench.units import RSS_NOISE_FLOOR_BYTES, fmt_bytes
 from mmbench.world.engine.app import EngineConfig
 from mmbench.world.engine.process import EngineProcess
-from mmbench.world.images import SourceSpec, make_source
+from mmbench.world.images import SourceSpec, SourceStore, make_source
 from mmbench.world.media import disk_bytes
 
 DEFAULT_TIMEOUT_S = 3600.0
@@ -59,6 +61,8 @@ PREDICTED_COUNTS = (
     "renderer_cache_hits", "renderer_cache_misses", "rederived", "engine_cache_hits",
     "engine_cache_misses", "fallbacks", "engine_preprocess_calls",
 )  # fmt: skip
+WORKER_ENTRY = "mmbench.measure.worker:main"
+WORKER_PRELOAD = ("mmbench.measure.worker:prewarm",)  # what a fork server runs once for every worker
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +81,9 @@ class HarnessOptions:
     on_worker_start: Callable[[int], None] | None = None
     # Where each point's memory timeline is saved (None: sampled, not saved).
     timeline_dir: Path | None = None
+    # How the worker and the engine start: forked from a fork server that imported their modules
+    # (fork), or as fresh interpreters (exec). Points tracked by memray always use exec.
+    start_method: StartMethod = DEFAULT_START_METHOD
 
 
 @lru_cache(maxsize=64)
@@ -121,7 +128,7 @@ def default_max_memory() -> int:
     return int(psutil.virtual_memory().total * MAX_MEMORY_SHARE)
 
 
-def _watch(proc: subprocess.Popen[bytes], opts: HarnessOptions, err: Path) -> str | None:
+def _watch(proc: Process, opts: HarnessOptions, err: Path) -> str | None:
     """Wait for the worker, killing it when its RSS passes --max-memory or time runs out.
     Returns the cause of a failure, or None for a clean exit."""
     limit = opts.max_memory if opts.max_memory is not None else default_max_memory()
@@ -169,9 +176,10 @@ def _tail(path: Path, limit: int = 300) -> str:
 def _record(
     config: PointConfig, repeat: int, per_image: float, pred: Prediction, status: str = "ok",
     cause: str | None = None, worker: dict[str, Any] | None = None, engine: dict[str, Any] | None = None,
-    wall_s: float | None = None,
+    wall_s: float | None = None, timing: dict[str, Any] | None = None,
 ) -> PointRecord:  # fmt: skip
     fields: dict[str, Any] = dict(config.to_dict(), repeat=repeat, status=status, cause=cause)
+    fields.update(timing or {})
     fields.update(
         source_bytes_per_image=per_image,
         predicted_retained_bytes=pred.retained_bytes,
@@ -229,8 +237,40 @@ def _record(
     return PointRecord(**fields)
 
 
+def prepare_sources(config: PointConfig, cache: Path) -> None:
+    """Make the point's source images into `cache` before its worker starts, where an earlier point
+    of the sweep has not: making them is the environment's work, not the client's, and must not
+    run (and be timed) in the rollout window. The worker reads them back as its environment."""
+    store = SourceStore(_spec(config), cache)
+    wanted = [(r, t, i) for r in range(config.rollouts) for t in range(config.turns)
+              for i in range(config.images_per_turn)]  # fmt: skip
+    # PIL and numpy release the GIL while they encode and draw: one thread per core.
+    with ThreadPoolExecutor(max_workers=max(1, min(os.cpu_count() or 1, len(wanted)))) as pool:
+        list(pool.map(lambda rti: store.ensure(*rti), wanted))
+
+
+def _engine_config(config: PointConfig, assets: Path | None = None) -> EngineConfig:
+    return EngineConfig(
+        cache_bytes=config.engine_cache_bytes, max_body_bytes=config.engine_max_body_bytes, seed=config.seed,
+        evict_rate=config.engine_evict_rate, error_rate=config.engine_error_rate,
+        delay_ms=config.engine_delay_ms, restart_every=config.engine_restart_every,
+        allowed_media_dir=str(assets) if assets else None, dtype=config.dtype,
+    )  # fmt: skip
+
+
+def _final_engine_stats(engine: EngineProcess) -> dict[str, Any] | None:
+    """The engine's stats at the end of the point, raw and trimmed RSS in one request."""
+    if not engine.alive():
+        return None
+    stats = engine.stats(trim=True)
+    stats["rss_trimmed_bytes"] = stats["rss_bytes"]
+    stats["rss_bytes"] = stats.get("rss_untrimmed_bytes", stats["rss_bytes"])
+    return stats
+
+
 def measure_point(config: PointConfig, repeat: int = 0, options: HarnessOptions | None = None) -> PointRecord:
-    """Measure one point in fresh processes. Never raises for a worker failure: it is recorded."""
+    """Measure one point in a new worker and a new engine process (forked from fork servers, or
+    fresh interpreters: options.start_method). Never raises for a worker failure: it is recorded."""
     opts = options or HarnessOptions()
     # --max-memory, where given, is also the most a point may use: preflight holds it to that too.
     budget = opts.max_memory or None
@@ -244,40 +284,42 @@ def measure_point(config: PointConfig, repeat: int = 0, options: HarnessOptions 
         check = preflight(config, per_image, budget)
         if not check.fits:
             return _record(config, repeat, per_image, pred, "skipped", check.reason)
-    t0 = time.perf_counter()
+    stamps = HarnessStamps(time.monotonic())
+    # memray's capture is compared with fresh interpreters' (mmbench profile): never forked.
+    method: StartMethod = "exec" if opts.memray_dir is not None else opts.start_method
+    if method == "fork":  # its imports overlap the sources and the engine's start
+        prestart(WORKER_ENTRY, preload=WORKER_PRELOAD, env=worker_env(config))
     with tempfile.TemporaryDirectory(prefix="mmbench-point-") as tmp:
         job, out, err = Path(tmp, "job.json"), Path(tmp, "out.json"), Path(tmp, "stderr.txt")
+        sources = opts.source_cache or Path(tmp, "sources")
         # raw-file: the asset directory the client writes each image to once and the engine reads
         assets = Path(tmp, "assets") if TRANSPORTS[config.mode].media == "file" else None
-        engine_config = EngineConfig(
-            cache_bytes=config.engine_cache_bytes, max_body_bytes=config.engine_max_body_bytes,
-            seed=config.seed, evict_rate=config.engine_evict_rate, error_rate=config.engine_error_rate,
-            delay_ms=config.engine_delay_ms, restart_every=config.engine_restart_every,
-            allowed_media_dir=str(assets) if assets else None, dtype=config.dtype,
-        )  # fmt: skip
         if assets is not None:
             assets.mkdir()
+        prepare_sources(config, sources)
+        stamps.sources_ready = time.monotonic()
         memray_path = None
         if opts.memray_dir is not None:
             opts.memray_dir.mkdir(parents=True, exist_ok=True)
             memray_path = opts.memray_dir / f"{config.mode}-K{config.rollouts}-r{repeat}.bin"
             memray_path.unlink(missing_ok=True)
-        with EngineProcess(engine_config) as engine:
+        with EngineProcess(_engine_config(config, assets), start_method=method) as engine:
             assert engine.url is not None
             ready = engine.stats()  # ready, before the worker starts
             engine_baseline = ready.get("rss_bytes")
+            stamps.engine_ready = time.monotonic()
             job.write_text(json.dumps({
                 "config": config.to_dict(), "url": engine.url,
                 "memray_path": str(memray_path) if memray_path else None,
                 "memray_native": opts.memray_native,
-                "source_cache": str(opts.source_cache) if opts.source_cache else None,
+                "source_cache": str(sources),
                 "asset_dir": str(assets) if assets else None,
             }))  # fmt: skip
             with open(err, "wb") as err_file:
-                proc = subprocess.Popen(
-                    [sys.executable, "-m", "mmbench.measure.worker", str(job), str(out), str(os.getpid())],
-                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err_file,
-                    env=worker_env(config),
+                stamps.spawn = time.monotonic()
+                proc = launch(
+                    WORKER_ENTRY, [str(job), str(out), PARENT_PID], method=method, preload=WORKER_PRELOAD,
+                    env=worker_env(config), stderr=err_file,
                 )  # fmt: skip
                 sampler = TimelineSampler(proc.pid, lambda: engine.pid).start()
                 try:
@@ -288,35 +330,38 @@ def measure_point(config: PointConfig, repeat: int = 0, options: HarnessOptions 
                     if proc.poll() is None:
                         proc.kill()
                         proc.wait()
+                    stamps.exited = time.monotonic()
                     timeline, engine_hwm = sampler.stop(), vmhwm_of(engine.pid)
-            engine_stats = engine.stats() if engine.alive() else None
+            engine_stats = _final_engine_stats(engine)
             if engine_stats is not None:
-                engine_stats["rss_trimmed_bytes"] = engine.stats(trim=True)["rss_bytes"]
                 # the engine's CPU seconds while the worker ran: it serves nothing else meanwhile
                 engine_stats["cpu_s"] = engine_stats.get("cpu_s", 0.0) - ready.get("cpu_s", 0.0)
             asset_bytes = disk_bytes(assets) if assets is not None else None
             if engine_stats is None and cause is None:
                 cause = "engine process died during the point"
-        wall = time.perf_counter() - t0
+        stamps.engine_stopped = time.monotonic()
+        wall = stamps.engine_stopped - stamps.begin
         finish = partial(
             attach, timeline=timeline, engine_baseline=engine_baseline, engine_hwm=engine_hwm,
             directory=opts.timeline_dir,
         )  # fmt: skip
-        if cause is not None:
-            failed = _record(
-                config, repeat, per_image, pred, "failed", cause, engine=engine_stats, wall_s=wall
-            )
-            return finish(failed, worker=None)
-        try:
-            worker = json.loads(out.read_text())
-        except (OSError, json.JSONDecodeError):
-            failed = _record(config, repeat, per_image, pred, "failed", "worker wrote no result", wall_s=wall)
-            return finish(failed, worker=None)
-    record = _record(config, repeat, per_image, pred, worker=worker, engine=engine_stats, wall_s=wall)
+        worker: dict[str, Any] | None = None
+        if cause is None:
+            try:
+                worker = json.loads(out.read_text())
+            except (OSError, json.JSONDecodeError):
+                cause = "worker wrote no result"
+                engine_stats = None
+    timing = dict(
+        start_method=method,
+        **overhead(stamps, (worker or {}).get("phases"), wall, (worker or {}).get("rollout_wall_s")),
+    )
+    if worker is None:
+        failed = _record(
+            config, repeat, per_image, pred, "failed", cause, engine=engine_stats, wall_s=wall, timing=timing
+        )
+        return finish(failed, worker=None)
+    record = _record(
+        config, repeat, per_image, pred, worker=worker, engine=engine_stats, wall_s=wall, timing=timing
+    )
     return finish(replace(record, asset_disk_bytes=asset_bytes), worker=worker)
-
-
-def _pid() -> int:
-    import os
-
-    return os.getpid()

@@ -1,7 +1,10 @@
-"""The worker: one measured point in a fresh process (`python -m mmbench.measure.worker JOB OUT`).
+"""The worker: one measured point in a new process (`python -m mmbench.measure.worker JOB OUT
+PARENT_PID`, or forked from a fork server that imported this module: see mmbench.launch).
 
 It sets the world up, takes the baseline, runs the K rollouts against the engine the harness
-started, and reads RSS at each phase. It writes one JSON object to OUT and prints nothing.
+started, and reads RSS at each phase. It writes one JSON object to OUT and prints nothing. The
+object carries time.monotonic() stamps of its phases (`phases`): CLOCK_MONOTONIC is system-wide,
+so the harness sets them against its own stamps to break the point's wall time down.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import gc
 import json
 import os
 import resource
+import signal
 import sys
 import time
 from contextlib import AbstractContextManager, ExitStack, nullcontext
@@ -21,38 +25,54 @@ import httpx
 import numpy as np
 
 from mmbench.config import PointConfig
-from mmbench.lifecycle import die_with_parent
+from mmbench.lifecycle import die_with_parent, set_process_name
 from mmbench.measure import probes
 from mmbench.measure.accounting import account
 from mmbench.rollout import Totals, World
 from mmbench.transports import make_transport
 from mmbench.world.client import build_body, build_raw_body
-from mmbench.world.codec import get_codec
+from mmbench.world.codec import CODECS, get_codec
 from mmbench.world.geometry import get_geometry
-from mmbench.world.images import SourceSpec, make_source
+from mmbench.world.images import IMAGE_FORMATS, SourceSpec, make_source
 from mmbench.world.media import data_url
 from mmbench.world.renderer import Renderer
 from mmbench.world.sidecar import MultiModalData, Placeholder
 
+PROCESS_NAME = "mmbench-worker"
 
-def _warm_up(config: PointConfig) -> None:
+
+def _warm_up(config: PointConfig, build: bool = True) -> None:
     """Run every code path once on a tiny input, so one-time costs (lazy library state, the thread
-    pool, the HTTP client's SSL context) land in the baseline and not in what the rollouts retain."""
+    pool, the HTTP client's SSL context) land in the baseline and not in what the rollouts retain.
+    With build False no torch operation runs (see prewarm)."""
     renderer = Renderer(get_geometry(config.model), image_cache_max=1)
     source = make_source(SourceSpec(64, 64, config.image_format, "flat"), 0, 0, 0)
     rendered = renderer.process(source)
     sidecar = MultiModalData([rendered.mm_hash], [Placeholder(0, 1)], [rendered.item])
+    codec = get_codec(config.codec)
 
     async def once() -> None:
-        codec = get_codec(config.codec)
-        await asyncio.to_thread(build_body, codec, config.model, [1], sidecar, [True], 1)
-        await asyncio.to_thread(
-            build_raw_body, codec, config.model, [1], [data_url(source, config.image_format)], 1
-        )
+        if build:
+            await asyncio.to_thread(build_body, codec, config.model, [1], sidecar, [True], 1)
+        else:
+            await asyncio.to_thread(codec.dumps, {"warm": [1]})
+        raw_body = (codec, config.model, [1], [data_url(source, config.image_format)], 1)
+        await asyncio.to_thread(build_raw_body, *raw_body)
         async with httpx.AsyncClient():
             pass
 
     asyncio.run(once())
+
+
+def prewarm() -> None:
+    """For a fork server (mmbench.launch): the one-time state of the libraries every worker uses
+    (lazy imports, PIL's codecs, asyncio and its thread pool, OpenSSL's tables), made once before
+    the forks. No torch operation runs here: the first one starts torch's OpenMP threads, which a
+    fork does not carry over; each forked worker's own warm-up starts them, before its baseline.
+    asyncio.run joins the pool's thread on the way out, so the server stays single-threaded."""
+    for fmt in IMAGE_FORMATS:
+        for codec in CODECS:
+            _warm_up(PointConfig(image_format=fmt, codec=codec), build=False)
 
 
 def _settle() -> int:
@@ -78,9 +98,11 @@ def measure(
     memray_path: str | None = None,
     source_cache: str | None = None,
     memray_native: bool = False,
+    started: float | None = None,
     asset_dir: str | None = None,
 ) -> dict[str, Any]:
     t0 = time.perf_counter()
+    phases = {"main": time.monotonic() if started is None else started}
     cache = Path(source_cache) if source_cache else None
     assets = Path(asset_dir) if asset_dir else None
     world = World(config, make_transport(config.mode, config.sent_hashes_max), cache, assets)
@@ -96,6 +118,7 @@ def measure(
         tracker = memray.Tracker(memray_path, native_traces=memray_native, follow_fork=False)
     # Tracking stops after the retained readings, while the trajectories are still alive, so that the
     # capture's leaked allocations (alive when tracking stopped) are what the client retains.
+    phases["setup"] = time.monotonic()
     with ExitStack() as tracking:
         tracking.enter_context(tracker)
         rss_baseline_raw = _settle()
@@ -104,10 +127,12 @@ def measure(
         sampler: AbstractContextManager[Any] = (
             probes.PeakSampler() if peak_method == "sampler" else nullcontext()
         )
+        phases["rollouts"] = time.monotonic()
         t_run, cpu_run = time.perf_counter(), _cpu_s()
         with sampler as s:
             trajectories = world.run(url)
         rollout_wall, client_cpu = time.perf_counter() - t_run, _cpu_s() - cpu_run
+        phases["rollouts_end"] = time.monotonic()
         hwm = probes.hwm_bytes() if peak_method == "vmhwm" else None
         rss_peak = int(hwm if hwm is not None else s.peak)
         rss_retained = _settle()
@@ -128,6 +153,7 @@ def measure(
         import memray
 
         memray_peak = int(memray.FileReader(memray_path).metadata.peak_memory)
+    phases["readings"] = time.monotonic()
     return {
         "rss_baseline_raw_bytes": rss_baseline_raw,
         "rss_baseline_bytes": rss_baseline,
@@ -170,18 +196,27 @@ def measure(
         "rollout_wall_s": rollout_wall,
         "client_cpu_s": client_cpu,
         "worker_wall_s": time.perf_counter() - t0,
+        "phases": phases,
     }
 
 
 def main(argv: list[str] | None = None) -> int:
+    started = time.monotonic()
     args = sys.argv[1:] if argv is None else argv
+    set_process_name(PROCESS_NAME)
+    # Ctrl-C ends the worker at once (the harness records the point as interrupted) instead of
+    # raising KeyboardInterrupt. With Python's handler in place, asyncio.run installs its own and,
+    # putting the old one back when the rollouts end, has the signal module format the finished
+    # task's result, every trajectory with its arrays, into an error message it discards: ~1 s of
+    # CPU at K=4, N=8, 512x512 inside the rollout window (Python 3.11).
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     die_with_parent(int(args[2]) if len(args) > 2 else None)
     job = json.loads(Path(args[0]).read_text())
     config = PointConfig.from_dict(job["config"], where="worker job")
     np.random.seed(config.seed)
     result = measure(
         config, job["url"], job.get("memray_path"), job.get("source_cache"),
-        bool(job.get("memray_native", False)), job.get("asset_dir"),
+        bool(job.get("memray_native", False)), started, job.get("asset_dir"),
     )  # fmt: skip
     out = Path(args[1])
     tmp = out.with_suffix(".tmp")
@@ -191,4 +226,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    # The result is on disk: skip the interpreter's teardown (unloading torch takes a while).
+    sys.stderr.flush()
+    os._exit(code)

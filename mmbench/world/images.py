@@ -96,10 +96,19 @@ class SourceStore:
             self.dir = cache_dir / f"{s.width}x{s.height}-{s.fmt}-{s.content}-seed{s.seed}"
             self.dir.mkdir(parents=True, exist_ok=True)
 
+    def _path(self, rollout: int, turn: int, index: int) -> Path | None:
+        return None if self.dir is None else self.dir / f"r{rollout}-t{turn}-i{index}.{self.spec.fmt}"
+
+    def ensure(self, rollout: int, turn: int, index: int) -> None:
+        """Make and store this source now unless it is stored (with a directory; else nothing)."""
+        path = self._path(rollout, turn, index)
+        if path is not None and not path.exists():
+            self.get(rollout, turn, index)
+
     def get(self, rollout: int, turn: int, index: int) -> bytes:
-        if self.dir is None:
+        path = self._path(rollout, turn, index)
+        if path is None:
             return make_source(self.spec, rollout, turn, index)
-        path = self.dir / f"r{rollout}-t{turn}-i{index}.{self.spec.fmt}"
         try:
             return path.read_bytes()
         except FileNotFoundError:

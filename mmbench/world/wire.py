@@ -12,10 +12,12 @@ The client builds it (mmbench.world.client); the engine checks it here.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import msgspec
+import pybase64
 
 GENERATE_PATH = "/inference/v1/generate"
 MODALITY = "image"
@@ -85,7 +87,9 @@ class _Placeholder(msgspec.Struct):
 class _Features(msgspec.Struct):
     mm_hashes: dict[str, list[Hash]]
     mm_placeholders: dict[str, list[_Placeholder]]
-    kwargs_data: dict[str, list[bytes | None]] | None = None
+    # Items stay raw JSON here (views into the body, no copy) and are base64-decoded by _item with
+    # pybase64's SIMD decoder, about twice as fast as decoding them while parsing.
+    kwargs_data: dict[str, list[msgspec.Raw]] | None = None
 
 
 class _ContentPart(msgspec.Struct):
@@ -103,6 +107,34 @@ class _Request(msgspec.Struct):
 
 
 _DECODER = msgspec.json.Decoder(_Request)
+_QUOTE = ord('"')
+_NULL = b"null"
+_KINDS = {ord("{"): "object", ord("["): "array", ord("t"): "bool", ord("f"): "bool"}
+
+
+def _json_kind(raw: memoryview) -> str:
+    if not len(raw):
+        return "nothing"
+    kind = _KINDS.get(raw[0])
+    if kind is None:
+        kind = "float" if any(c in raw.tobytes()[:64] for c in b".eE") else "int"
+    return kind
+
+
+def _item(raw: msgspec.Raw, where: str) -> bytes | None:
+    """One kwargs_data item: the bytes its base64 text decodes to, or None for null. The same
+    answers as decoding the item as `bytes | None` while parsing, in msgspec's words."""
+    view = memoryview(raw)
+    if len(view) and view[0] == _QUOTE:
+        with contextlib.suppress(ValueError):  # binascii.Error is a ValueError
+            return pybase64.b64decode(view[1:-1], validate=True)
+        try:  # valid JSON may escape characters ("\/"): unescape, then decode
+            return pybase64.b64decode(msgspec.json.decode(view, type=str), validate=True)
+        except (ValueError, msgspec.DecodeError):
+            raise WireError(f"invalid request: Invalid base64 encoded string - at `{where}`") from None
+    if view == _NULL:
+        return None
+    raise WireError(f"invalid request: Expected `bytes | null`, got `{_json_kind(view)}` - at `{where}`")
 
 
 def _only_image(value: dict[str, Any], key: str) -> Any:
@@ -111,7 +143,7 @@ def _only_image(value: dict[str, Any], key: str) -> Any:
     return value[MODALITY]
 
 
-def parse_request(body: bytes) -> GenerateRequest:
+def parse_request(body: bytes | bytearray) -> GenerateRequest:
     """Decode and check a request body; raise WireError naming the first problem."""
     try:
         req = _DECODER.decode(body)
@@ -127,7 +159,12 @@ def parse_request(body: bytes) -> GenerateRequest:
     hashes: list[str] = _only_image(f.mm_hashes, "mm_hashes")
     placeholders = [(p.offset, p.length) for p in _only_image(f.mm_placeholders, "mm_placeholders")]
     kwargs: list[bytes | None] = (
-        [None] * len(hashes) if f.kwargs_data is None else _only_image(f.kwargs_data, "kwargs_data")
+        [None] * len(hashes)
+        if f.kwargs_data is None
+        else [
+            _item(raw, f"$.features.kwargs_data.{MODALITY}[{i}]")
+            for i, raw in enumerate(_only_image(f.kwargs_data, "kwargs_data"))
+        ]
     )
     if not (len(hashes) == len(placeholders) == len(kwargs)):
         raise WireError(

@@ -108,6 +108,13 @@ def test_sweep_bad_flag_value(tmp_path: Path) -> None:
     assert not (tmp_path / "o").exists()
 
 
+def test_sweep_unknown_start_method_is_one_line_exit_2(tmp_path: Path) -> None:
+    out = invoke("sweep", "ci", "--start-method", "spawn", "--out", str(tmp_path / "o"))
+    assert out.exit_code == 2
+    assert out.stderr == "mmbench: error: unknown start method 'spawn'; choose one of: fork, exec\n"
+    assert not (tmp_path / "o").exists()
+
+
 def test_sweep_refuses_an_out_dir_with_results(tmp_path: Path) -> None:
     (tmp_path / "results.json").write_text("{}")
     out = invoke("sweep", "ci", "--out", str(tmp_path))

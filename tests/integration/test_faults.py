@@ -21,6 +21,7 @@ from mmbench.measure.harness import HarnessOptions, measure_point
 from mmbench.rollout import Totals
 from mmbench.rollout.driver import RETRY_FIRST_S, RETRY_MAX_S
 from mmbench.transports import MODES
+from mmbench.world.engine.__main__ import PROCESS_NAME as ENGINE_PROCESS_NAME
 from mmbench.world.engine.app import EngineConfig
 from mmbench.world.engine.process import EngineProcess
 from tests.conftest import EngineStarter
@@ -43,10 +44,11 @@ def point(mode: str, rollouts: int = K, turns: int = N, image_size: str = "64", 
 
 
 def engine_processes() -> list[psutil.Process]:
+    # By name: a forked engine shares its fork server's command line (mmbench.launch)
     return [
         p
         for p in psutil.Process().children(recursive=True)
-        if p.is_running() and "mmbench.world.engine" in " ".join(p.cmdline())
+        if p.is_running() and p.name() == ENGINE_PROCESS_NAME
     ]
 
 

@@ -15,9 +15,11 @@ from mmbench.api import load_results, run_point
 from mmbench.cli import app
 from mmbench.config import PointConfig
 from mmbench.measure.harness import HarnessOptions, measure_point
+from mmbench.measure.overhead import OVERHEAD_FIELDS
 from mmbench.results import POINTS_LOG, RESULTS_CSV, RESULTS_JSON, SCHEMA_VERSION, load
 from mmbench.scenarios import parse_scenario
 from mmbench.sweep import run_sweep
+from tests.helpers import leftover_processes
 
 SMALL = {"image_size": "256", "turns": 3, "rollouts": 2}
 REQUIRED = (
@@ -33,7 +35,7 @@ REQUIRED = (
 
 
 def no_children() -> list[psutil.Process]:
-    return [p for p in psutil.Process().children(recursive=True) if p.is_running()]
+    return leftover_processes()
 
 
 def test_a_point_is_measured_in_fresh_processes() -> None:
@@ -63,6 +65,12 @@ def test_a_point_is_measured_in_fresh_processes() -> None:
     assert record.predicted_system_peak_bytes > engine_and_client  # and the client's baseline
     assert record.glibc and record.glibc.startswith("glibc")
     assert not no_children()
+    # where its time went: every phase measured, together with the rollouts they make up wall_s
+    assert record.start_method == "fork"
+    phases = [getattr(record, k) for k in OVERHEAD_FIELDS]
+    assert all(p is not None and p >= 0 for p in phases), phases
+    assert record.wall_s is not None and record.rollout_wall_s is not None
+    assert sum(phases) + record.rollout_wall_s == pytest.approx(record.wall_s, abs=0.01)
 
 
 def test_a_killed_worker_is_recorded_and_nothing_is_left_behind() -> None:
@@ -105,9 +113,12 @@ def test_sweep_through_the_cli_writes_the_results_directory(tmp_path: Path) -> N
         "rollouts = [1, 2]\nimage_size = 256\nturns = 2\n"
     )
     out_dir = tmp_path / "out"
-    result = CliRunner().invoke(app, ["sweep", str(scenario), "--out", str(out_dir)], catch_exceptions=False)
+    result = CliRunner().invoke(
+        app, ["sweep", str(scenario), "--out", str(out_dir), "--timings"], catch_exceptions=False
+    )
     assert result.exit_code == 0, result.stderr
     assert "tiny" in result.stdout and "ephemeral+hash-only" in result.stdout
+    assert "where the time went" in result.stdout and "median overhead per point" in result.stdout
     data = json.loads((out_dir / RESULTS_JSON).read_text())
     assert data["schema_version"] == SCHEMA_VERSION
     for key in ("python", "numpy", "torch", "cpu_model", "cpu_count", "memory_total_bytes", "kernel",

@@ -17,7 +17,7 @@ from mmbench.measure.harness import HarnessOptions, measure_point
 from mmbench.results import POINTS_LOG, load
 from mmbench.scenarios import load_scenario
 from mmbench.sweep import plan
-from tests.helpers import wait_for
+from tests.helpers import leftover_processes, wait_for
 
 TINY = (
     'version = 1\ndescription = "interrupt test"\nmode = ["full", "hash-only"]\n'
@@ -91,7 +91,7 @@ def test_the_watchdog_kills_a_worker_over_max_memory() -> None:
     record = measure_point(PointConfig(mode="full", rollouts=1, turns=2, image_size="256"), options=options)
     assert record.status == "failed"
     assert record.cause and record.cause.startswith("exceeded --max-memory 64.0 MiB: worker RSS reached ")
-    assert not [p for p in psutil.Process().children(recursive=True) if p.is_running()]
+    assert not leftover_processes()
 
 
 def test_preflight_holds_a_point_to_max_memory_starting_nothing() -> None:
@@ -100,7 +100,7 @@ def test_preflight_holds_a_point_to_max_memory_starting_nothing() -> None:
     assert record.status == "skipped"
     assert record.cause and record.cause.endswith("> available 64.0 MiB")
     assert record.rss_baseline_bytes is None
-    assert not [p for p in psutil.Process().children(recursive=True) if p.is_running()]
+    assert not leftover_processes()
 
 
 def test_the_engine_dies_with_its_parent(tmp_path: Path) -> None:

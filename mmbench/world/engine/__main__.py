@@ -11,7 +11,12 @@ and builds everything, then waits for a line on stdin before it binds: the super
 next incarnation ready that way, so that a restart costs no interpreter start-up (an EOF instead
 of the line ends it quietly).
 
-Started and stopped by mmbench.world.engine.process; not meant to be run by hand, though
+The socket listens before the port is reported, so a connection made right after the handshake
+waits in the backlog until the server accepts it: the readiness check needs one request, not a
+polling loop.
+
+Started and stopped by mmbench.world.engine.process (as a fresh interpreter, or forked from a fork
+server that imported this module: see mmbench.launch); not meant to be run by hand, though
 `python -m mmbench.world.engine --help` works.
 """
 
@@ -29,13 +34,15 @@ from pathlib import Path
 
 import uvicorn
 
-from mmbench.lifecycle import die_with_parent
+from mmbench.lifecycle import die_with_parent, set_process_name
 from mmbench.world.engine.app import Engine, EngineConfig, create_app
 
 HOST = "127.0.0.1"
 BIND_RETRY_S = 10.0  # an explicit port may still be held for a moment by the previous incarnation
 LOW_PORT_MIN = 10_000
 GRACEFUL_SHUTDOWN_S = 30  # requests in flight when the engine exits get this long to be answered
+BACKLOG = 2048  # uvicorn's default
+PROCESS_NAME = "mmbench-engine"
 
 
 def _ephemeral_low() -> int:
@@ -85,6 +92,24 @@ def _write_stats(path: str, engine: Engine) -> None:
     os.replace(tmp, path)
 
 
+def _server_config(app: object) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,  # type: ignore[arg-type]
+        log_level="warning",
+        access_log=False,
+        http="httptools",
+        lifespan="off",
+        timeout_keep_alive=600,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+    )
+
+
+def prewarm() -> None:
+    """For a fork server (mmbench.launch): build an app and load the server's configuration once
+    (uvicorn imports its protocol classes then), so that a forked engine only binds and serves."""
+    _server_config(create_app(EngineConfig())).load()
+
+
 def main(argv: list[str] | None = None) -> None:
     defaults = EngineConfig()
     parser = argparse.ArgumentParser(prog="python -m mmbench.world.engine")
@@ -104,6 +129,7 @@ def main(argv: list[str] | None = None) -> None:
         "--allowed-local-media-path", default=None, help="file:// media URLs are read only below it"
     )
     args = parser.parse_args(argv)
+    set_process_name(PROCESS_NAME)
     die_with_parent(args.parent_pid or None)
     config = EngineConfig(
         cache_bytes=args.cache_bytes,
@@ -118,26 +144,24 @@ def main(argv: list[str] | None = None) -> None:
     )
     app = create_app(config)
     engine: Engine = app.state.engine
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            log_level="warning",
-            access_log=False,
-            http="httptools",
-            lifespan="off",
-            timeout_keep_alive=600,
-            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
-        )
-    )
+    server = uvicorn.Server(_server_config(app))
 
     def quota_reached() -> None:
         server.should_exit = True  # graceful: requests in flight are answered first
+        # ...and nothing after them: uvicorn sees should_exit only at its next 0.1 s tick and would
+        # serve its keep-alive connections until then, so a fast client could finish its point on
+        # this incarnation. Stop accepting and end idle connections now, as its shutdown will.
+        for listener in getattr(server, "servers", []):
+            listener.close()
+        for connection in list(server.server_state.connections):
+            connection.shutdown()
 
     engine.on_quota = quota_reached
     server.config.load()  # imports the protocol classes now, not after the go of --standby
     if args.standby and not sys.stdin.readline():
         return  # the supervisor no longer needs this incarnation
     sock = bind(args.port, stable=config.restart_every > 0)
+    sock.listen(BACKLOG)
     port = sock.getsockname()[1]
     sys.stdout.write(json.dumps({"port": port, "pid": os.getpid()}) + "\n")
     sys.stdout.flush()
@@ -154,3 +178,5 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+    sys.stderr.flush()
+    os._exit(0)  # stopped and its stats written: skip the interpreter's teardown

@@ -132,7 +132,7 @@ class Engine:
         else:
             self.counters.ok += 1
 
-    async def _read_body(self, request: Request) -> bytes | Response:
+    async def _read_body(self, request: Request) -> bytes | bytearray | Response:
         limit = self.config.max_body_bytes
         declared = request.headers.get("content-length")
         if declared is not None:
@@ -141,6 +141,8 @@ class Engine:
                     return _error(413, f"body of {declared} bytes exceeds the engine's max body {limit}")
             except ValueError:
                 return _error(400, "content-length is not an integer")
+            if int(declared) >= 0:
+                return await self._read_into(request, int(declared))
         chunks: list[bytes] = []
         size = 0
         async for chunk in request.stream():
@@ -150,6 +152,22 @@ class Engine:
                 return _error(413, f"body exceeds the engine's max body {limit}")
             chunks.append(chunk)
         return b"".join(chunks)
+
+    async def _read_into(self, request: Request, declared: int) -> bytearray | Response:
+        """A body of known length, copied chunk by chunk into one buffer as it arrives: one copy
+        of the body, where keeping the chunks and joining them would hold two at once."""
+        buf = bytearray(declared)
+        size = 0
+        with memoryview(buf) as view:
+            async for chunk in request.stream():
+                end = size + len(chunk)
+                self.counters.bytes_received += len(chunk)
+                if end > declared:  # the server frames bodies by their length: not expected
+                    return _error(400, f"body is longer than its content-length {declared}")
+                view[size:end] = chunk
+                size = end
+        del buf[size:]  # a body cut short (the client went away): what arrived, as before
+        return buf
 
     def _resolve(self, mm_hash: str, kw: bytes | None, placeholder_len: int) -> DecodedItem | Response:
         if kw is None:
@@ -329,8 +347,11 @@ def create_app(config: EngineConfig) -> Starlette:
         if request.query_params.get("trim") == "1":
             # What the engine's live data occupies: freed request buffers returned first, as the
             # client's trimmed reading does (the engine serves on one thread: the main arena).
+            # The RSS before the trim comes along, so that the end of a point is one request.
+            untrimmed = engine.stats()["rss_bytes"]
             gc.collect()
             malloc_trim()
+            return _json({**engine.stats(), "rss_untrimmed_bytes": untrimmed})
         return _json(engine.stats())
 
     async def health(request: Request) -> Response:

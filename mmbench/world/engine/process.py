@@ -9,6 +9,9 @@ incarnation is started ahead as a standby (imported, waiting for its go before i
 restart's outage is the old incarnation's shutdown plus a bind, not an interpreter start-up. An
 incarnation that exits any other way (killed, crashed) is not restarted: the engine is then
 down for good and `failure` says why.
+
+Every incarnation is a new process, forked from a fork server that has imported the engine
+(`start_method="fork"`, the default) or started as a fresh interpreter (`"exec"`): see mmbench.launch.
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ import json
 import os
 import selectors
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -29,6 +31,7 @@ from typing import Any
 import httpx
 
 from mmbench.errors import MmbenchError
+from mmbench.launch import DEFAULT_START_METHOD, PARENT_PID, Process, StartMethod, launch
 from mmbench.world.engine.app import EngineConfig
 
 READY_TIMEOUT_S = 60.0
@@ -40,6 +43,15 @@ SUMMED_STATS = (
 )  # fmt: skip
 # The engine's states: up (serving, or its incarnation just exited), restarting, down for good, stopped.
 UP, RESTARTING, DOWN, STOPPED = "up", "restarting", "down", "stopped"
+ENTRY = "mmbench.world.engine.__main__:main"
+PRELOAD = ("mmbench.world.engine.__main__:prewarm",)  # what a fork server runs once for every engine
+
+
+def _http_client() -> httpx.Client:
+    """A client for the harness's own requests to the engine (readiness, stats). Plain HTTP on
+    loopback: no TLS context (building one costs ~50-300 ms of CPU), no proxy from the environment,
+    a fresh connection per request (one to an incarnation that is gone is never reused)."""
+    return httpx.Client(verify=False, trust_env=False, limits=httpx.Limits(max_keepalive_connections=0))
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,27 +65,29 @@ def _number(value: Any) -> int | float:
     return value if isinstance(value, int | float) and not isinstance(value, bool) else 0
 
 
-def _end(proc: subprocess.Popen[bytes] | None, timeout_s: float = 10.0) -> None:
-    """Terminate (then kill) a process if it still runs, reap it, close its pipes."""
+def _end(proc: Process | None) -> None:
+    """Kill a process if it still runs, reap it, close its pipes. An engine keeps nothing that must
+    outlive it (its final stats are read over HTTP first; a planned restart writes its own before
+    it exits), and uvicorn would notice a SIGTERM only at its next 0.1 s tick."""
     if proc is None:
         return
     if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        proc.kill()
+        proc.wait()
     for pipe in (proc.stdin, proc.stdout):
         if pipe is not None:
             pipe.close()
 
 
 class EngineProcess:
-    def __init__(self, config: EngineConfig, ready_timeout_s: float = READY_TIMEOUT_S) -> None:
+    def __init__(
+        self, config: EngineConfig, ready_timeout_s: float = READY_TIMEOUT_S,
+        start_method: StartMethod = DEFAULT_START_METHOD,
+    ) -> None:  # fmt: skip
         self.config = config
         self.ready_timeout_s = ready_timeout_s
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.start_method = start_method
+        self.proc: Process | None = None
         self.url: str | None = None
         self.port: int | None = None
         self.restarts = 0  # incarnations started after the first
@@ -82,13 +96,14 @@ class EngineProcess:
         self._dir: tempfile.TemporaryDirectory[str] | None = None  # incarnations' final stats
         self._stats_paths: dict[int, str] = {}  # pid -> where that incarnation writes them
         self._spawned = 0
-        self._standby: subprocess.Popen[bytes] | None = None  # the next incarnation, waiting
+        self._standby: Process | None = None  # the next incarnation, waiting
         self._cond = threading.Condition()
         self._state = UP
         self._stopping = False
         self._supervisor: threading.Thread | None = None
         self._folded: dict[str, Any] = {"status_counts": {}}  # sums over exited incarnations
         self._folded_pids: set[int] = set()
+        self._http = _http_client()
 
     @property
     def pid(self) -> int | None:
@@ -104,7 +119,7 @@ class EngineProcess:
             return "(no output)"
         return text[-limit:].replace("\n", " | ") or "(no output)"
 
-    def _read_handshake(self, proc: subprocess.Popen[bytes], deadline: float) -> dict[str, Any]:
+    def _read_handshake(self, proc: Process, deadline: float) -> dict[str, Any]:
         assert proc.stdout is not None
         sel = selectors.DefaultSelector()
         sel.register(proc.stdout, selectors.EVENT_READ)
@@ -127,7 +142,6 @@ class EngineProcess:
     def _command(self, port: int, standby: bool) -> tuple[list[str], str | None]:
         cfg = self.config
         cmd = [
-            sys.executable, "-m", "mmbench.world.engine",
             "--port", str(port),
             "--cache-bytes", str(cfg.cache_bytes),
             "--max-body-bytes", str(cfg.max_body_bytes),
@@ -137,7 +151,7 @@ class EngineProcess:
             "--delay-ms", repr(cfg.delay_ms),
             "--restart-every", str(cfg.restart_every),
             "--dtype", cfg.dtype,
-            "--parent-pid", str(os.getpid()),
+            "--parent-pid", PARENT_PID,
         ]  # fmt: skip
         if cfg.allowed_media_dir is not None:
             cmd += ["--allowed-local-media-path", cfg.allowed_media_dir]
@@ -150,17 +164,23 @@ class EngineProcess:
             cmd.append("--standby")
         return cmd, stats_path
 
-    def _spawn(self, port: int, standby: bool = False) -> subprocess.Popen[bytes] | None:
+    def _spawn(self, port: int, standby: bool = False) -> Process | None:
         """Start an incarnation (a standby waits for its go before it binds); None once stop()
         has begun. It is registered under the lock, so that stop() always sees what it must end."""
         with self._cond:
             if self._stopping:
                 return None
-            cmd, stats_path = self._command(port, standby)
-            proc = subprocess.Popen(
-                cmd, stdin=subprocess.PIPE if standby else subprocess.DEVNULL, stdout=subprocess.PIPE,
+            argv, stats_path = self._command(port, standby)
+            stdin = subprocess.PIPE if standby else subprocess.DEVNULL
+            proc = launch(
+                ENTRY,
+                argv,
+                method=self.start_method,
+                preload=PRELOAD,
+                stdin=stdin,
+                stdout=subprocess.PIPE,
                 stderr=self._stderr,
-            )  # fmt: skip
+            )
             if stats_path is not None:
                 self._stats_paths[proc.pid] = stats_path
             if standby:
@@ -169,7 +189,7 @@ class EngineProcess:
                 self.proc = proc
         return proc
 
-    def _serve(self, proc: subprocess.Popen[bytes]) -> None:
+    def _serve(self, proc: Process) -> None:
         """Wait for an incarnation's handshake (its port), then for it to answer /health."""
         deadline = time.monotonic() + self.ready_timeout_s
         hello = self._read_handshake(proc, deadline)
@@ -194,22 +214,23 @@ class EngineProcess:
             self._supervisor.start()
         return EngineHandle(self.url, proc.pid)
 
-    def _wait_ready(self, proc: subprocess.Popen[bytes], deadline: float) -> None:
+    def _wait_ready(self, proc: Process, deadline: float) -> None:
         """Poll GET /health until it answers 200: the engine is used only once it does."""
         delay = 0.005
-        with httpx.Client(timeout=2.0) as client:
-            while True:
-                if proc.poll() is not None:
-                    raise MmbenchError(f"engine exited before it was ready: {self._stderr_tail()}")
-                try:
-                    if client.get(f"{self.url}/health").status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise MmbenchError(f"engine was not ready within {self.ready_timeout_s:.0f} s")
-                time.sleep(delay)  # back-off between readiness probes, not a stand-in for one
-                delay = min(delay * 2, 0.2)
+        while True:
+            if proc.poll() is not None:
+                raise MmbenchError(f"engine exited before it was ready: {self._stderr_tail()}")
+            try:
+                # The engine listens before it reports its port: this first request normally waits
+                # in the backlog and is answered as soon as the server runs.
+                if self._http.get(f"{self.url}/health", timeout=2.0).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise MmbenchError(f"engine was not ready within {self.ready_timeout_s:.0f} s")
+            time.sleep(delay)  # back-off between readiness probes, not a stand-in for one
+            delay = min(delay * 2, 0.2)
 
     # --- the supervisor (restart_every > 0) ------------------------------------------------
 
@@ -224,7 +245,7 @@ class EngineProcess:
         for status, n in dict(stats.get("status_counts", {})).items():
             counts[status] = counts.get(status, 0) + int(n)
 
-    def _final_stats(self, proc: subprocess.Popen[bytes]) -> dict[str, Any] | None:
+    def _final_stats(self, proc: Process) -> dict[str, Any] | None:
         path = self._stats_paths.get(proc.pid)
         if path is None:
             return None
@@ -234,7 +255,7 @@ class EngineProcess:
             return None
         return stats if isinstance(stats, dict) else None
 
-    def _promote(self) -> subprocess.Popen[bytes] | None:
+    def _promote(self) -> Process | None:
         """The standby becomes the engine: it binds the port and serves. None once stop() has begun."""
         with self._cond:
             standby = self._standby
@@ -340,8 +361,8 @@ class EngineProcess:
                     raise MmbenchError(f"engine is not running{': ' + self.failure if self.failure else ''}")
                 url = self.url
             try:
-                with httpx.Client(timeout=30.0) as client:
-                    snapshot = client.get(f"{url}/stats", params={"trim": "1"} if trim else None).json()
+                params = {"trim": "1"} if trim else None
+                snapshot = self._http.get(f"{url}/stats", params=params, timeout=30.0).json()
             except httpx.TransportError:
                 snapshot = None  # between incarnations: ask again once the next one serves
             with self._cond:
@@ -369,8 +390,8 @@ class EngineProcess:
             proc, standby = self.proc, self._standby
             self._standby = None
             self._cond.notify_all()
-        _end(standby, timeout_s)
-        _end(proc, timeout_s)
+        _end(standby)
+        _end(proc)
         supervisor = self._supervisor
         if supervisor is not None and supervisor is not threading.current_thread():
             supervisor.join(timeout=timeout_s + 5)
@@ -379,7 +400,8 @@ class EngineProcess:
             self._state = STOPPED
             self.proc = self._standby = None
         for p in late:
-            _end(p, timeout_s)
+            _end(p)
+        self._http.close()
         if proc is None:
             return
         self._stderr.close()

@@ -1,0 +1,94 @@
+"""Where a point's time went (mmbench.measure.overhead) and the --timings table, on hand-built stamps."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from rich.console import Console
+
+from mmbench.config import PointConfig
+from mmbench.measure.overhead import OVERHEAD_FIELDS, HarnessStamps, TimingSummary, overhead, point_overhead
+from mmbench.reporters.timings import timings_table
+from mmbench.results import PointRecord
+
+# The harness's stamps and the worker's, on one clock (seconds).
+STAMPS = HarnessStamps(begin=100.0, sources_ready=100.25, engine_ready=100.5, spawn=100.6, exited=105.0,
+                       engine_stopped=105.25)  # fmt: skip
+PHASES = {"main": 100.625, "setup": 101.0, "rollouts": 101.5, "rollouts_end": 104.5, "readings": 104.75}
+
+
+def test_each_phase_is_its_own_span_and_other_is_what_is_left() -> None:
+    wall, rollouts = STAMPS.engine_stopped - STAMPS.begin, 3.0  # type: ignore[operator]
+    fields = overhead(STAMPS, PHASES, wall, rollouts)
+    assert fields == {
+        "overhead_sources_s": 0.25,
+        "overhead_engine_start_s": 0.25,
+        "overhead_start_s": 0.025,
+        "overhead_setup_s": 0.375,
+        "overhead_readings_s": 0.5 + 0.25,
+        "overhead_engine_stop_s": 0.25,
+        "overhead_other_s": 0.35,  # 5.25 - 3.0 - (0.25 + 0.25 + 0.025 + 0.375 + 0.75 + 0.25)
+    }
+    assert list(fields) == list(OVERHEAD_FIELDS)
+    assert sum(fields.values()) + rollouts == pytest.approx(wall)
+
+
+def test_a_worker_that_reported_nothing_leaves_its_phases_unknown() -> None:
+    fields = overhead(STAMPS, None, 5.25, None)
+    assert fields["overhead_start_s"] is None
+    assert fields["overhead_setup_s"] is None and fields["overhead_readings_s"] is None
+    assert fields["overhead_engine_start_s"] == 0.25 and fields["overhead_engine_stop_s"] == 0.25
+    assert fields["overhead_other_s"] == pytest.approx(5.25 - 0.75)
+    partial = overhead(STAMPS, {"main": 100.625}, 5.25, None)  # a phase missing: none is trusted
+    assert partial["overhead_start_s"] is None
+
+
+def test_a_point_that_never_started_its_engine() -> None:
+    fields = overhead(HarnessStamps(begin=1.0, sources_ready=1.5), None, 0.75, None)
+    assert fields["overhead_sources_s"] == 0.5
+    assert fields["overhead_engine_start_s"] is None and fields["overhead_engine_stop_s"] is None
+    assert fields["overhead_other_s"] == 0.25
+
+
+def record(k: int, wall: float | None, rollouts: float | None, **extra: Any) -> PointRecord:
+    phases = dict.fromkeys(OVERHEAD_FIELDS, 0.1) if wall is not None else {}
+    return PointRecord(**PointConfig(rollouts=k).to_dict(), start_method="fork", wall_s=wall,
+                       rollout_wall_s=rollouts, **phases, **extra)  # fmt: skip
+
+
+def test_summary_medians_the_overhead_and_sums_the_phases() -> None:
+    records = [record(1, 2.0, 1.5), record(2, 3.0, 2.0), record(4, 5.0, 4.5), record(8, None, None)]
+    assert point_overhead(records[1]) == 1.0 and point_overhead(records[3]) is None
+    s = TimingSummary.of(records)
+    assert s.points == 3
+    assert s.wall_s == 10.0 and s.rollout_s == 8.0
+    assert s.median_overhead_s == 0.5
+    assert s.phase_s["overhead_setup_s"] == pytest.approx(0.3)
+    assert TimingSummary.of([record(1, 2.0, 1.5), record(2, 3.0, 2.0)]).median_overhead_s == 0.75
+    assert TimingSummary.of([]).median_overhead_s is None
+
+
+def render(table: Any) -> str:
+    console = Console(width=250, record=True)
+    console.print(table)
+    return console.export_text()
+
+
+def test_timings_table_shows_every_phase_and_the_totals() -> None:
+    text = render(timings_table([record(1, 2.0, 1.5), record(2, 3.0, 2.0), record(4, None, None)]))
+    for header in ("wall", "rollouts", "overhead", "sources", "engine start", "worker start", "setup",
+                   "readings", "engine stop", "other"):  # fmt: skip
+        assert header in text, header
+    assert "cpu" not in text
+    assert "2 points: 5.0 s, of which rollouts 3.5 s (70%); median overhead per point 0.75 s" in text
+    rows = [line for line in text.splitlines() if line.startswith("│ full")]
+    assert len(rows) == 2 and "fork" in rows[0]  # the unmeasured point has no row
+    assert "│ total" in text
+
+
+def test_cpu_seconds_are_shown_with_their_split_where_records_have_them() -> None:
+    text = render(timings_table([replace(record(2, 3.0, 2.0), client_cpu_s=3.0, engine_cpu_s=1.0)]))
+    assert "client cpu" in text and "engine cpu" in text
+    assert "client 75%, engine 25%" in text
