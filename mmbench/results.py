@@ -133,6 +133,9 @@ class PointRecord:
     engine_preprocess_calls: int | None = None  # images the engine preprocessed (raw modes; cache misses)
     asset_disk_bytes: int | None = None  # raw-file: bytes the shared asset directory holds at the end
     predicted_engine_preprocess_calls: int | None = None  # the model's count of engine_preprocess_calls
+    # --- the renderer backend (issue 11): point parameters, defaulted so that files without them load
+    renderer: str = "sim"  # who rendered: sim, or the real renderers library
+    tokenizer: str = ""  # renderers: the local tokenizer directory ("" = the one built in code)
     # --- time
     wall_s: float | None = None
     rollout_wall_s: float | None = None
@@ -165,7 +168,7 @@ class PointRecord:
         unknown = sorted(set(data) - known)
         if unknown:
             raise MmbenchError(f"{where}: unknown field {unknown[0]!r}; was it written by a newer mmbench?")
-        missing = [k for k in field_names() if k not in data]
+        missing = [k for k in field_names() if k not in data and k not in _DEFAULTED_PARAMETERS]
         if missing:
             raise MmbenchError(f"{where}: missing field {missing[0]!r}")
         if data.get("status", "ok") not in STATUSES:
@@ -181,6 +184,8 @@ class PointRecord:
 
 
 CSV_COLUMNS = [f.name for f in fields(PointRecord)]
+# Point parameters a file may lack (they were added with their default: files before them ran with it).
+_DEFAULTED_PARAMETERS = frozenset({"renderer", "tokenizer"})
 
 
 def _v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import gc
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
@@ -86,30 +87,33 @@ class World:
         self, http: httpx.AsyncClient, url: str, body: bytes, plan: list[Ship], c: RolloutCounters,
         turn_bytes: list[int], turn: int,
     ) -> EngineReply:  # fmt: skip
-        """Post a body until it gets an answer the caller acts on.
+        """Post a body until it gets an answer the caller acts on (see `_attempts`)."""
+        return await self._attempts(
+            lambda: post_generate(http, url, body, self.codec), lambda: len(body), plan, c, turn_bytes, turn
+        )
 
-        An answer < 500, or any error answer to a request with null slots (the caller resends it
-        in full once), is returned. A 5xx without null slots and a failed connection (refused,
-        reset, timed out: an engine restarting) are retried, the same body again, within
-        retry_budget and a bounded exponential backoff; then the rollout fails with the cause.
-        Every send after the turn's first counts as extra bytes (the cost of the faults).
+    async def _attempts(
+        self, send: Callable[[], Awaitable[EngineReply]], size: Callable[[], int], plan: list[Ship],
+        c: RolloutCounters, turn_bytes: list[int], turn: int,
+    ) -> EngineReply:  # fmt: skip
+        """Send a request until it gets an answer the caller acts on.
+
+        `send` makes one attempt (mmbench's own post, or the renderers library's client) and
+        `size` says how many body bytes that attempt sent. An answer < 500, or any error answer to
+        a request with null slots (the caller resends it in full once), is returned. A 5xx without
+        null slots and a failed connection (refused, reset, timed out: an engine restarting) are
+        retried, the same request again, within retry_budget and a bounded exponential backoff; then
+        the rollout fails with the cause. Every send after the turn's first counts as extra bytes
+        (the cost of the faults).
         """
         has_null = Ship.NULL in plan
         budget = self.config.retry_budget
         wait = RETRY_FIRST_S
         retries = 0
         while True:
-            c.requests += 1
-            c.bytes_shipped += len(body)
-            if turn_bytes[0]:
-                c.extra_bytes += len(body)
-            turn_bytes[0] += len(body)
-            c.full_items_sent += plan.count(Ship.PIXELS)
-            c.null_items_sent += plan.count(Ship.NULL)
-            c.media_items_sent += plan.count(Ship.MEDIA)
             t0 = time.perf_counter()
             try:
-                reply = await post_generate(http, url, body, self.codec)
+                reply = await send()
             except httpx.TransportError as exc:  # connect, read, write, protocol errors, timeouts
                 cause = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             except httpx.HTTPError as exc:
@@ -119,6 +123,8 @@ class World:
                 if reply.status < 500 or has_null:
                     return reply
                 cause = f"engine answered {reply.status}: {reply.error}"
+            finally:
+                _count_attempt(size(), plan, c, turn_bytes)
             if retries >= budget:
                 raise RolloutFailed(f"turn {turn}: {cause} (gave up after {retries} retries)")
             retries += 1
@@ -155,14 +161,18 @@ class World:
         policy = self.config.trim_after_build
         before = rss_bytes() if policy == "auto" else 0
         body = build_body(
-            self.codec, self.config.model, conv.tokens.tolist(), sidecar, [s is Ship.PIXELS for s in plan],
-            self.config.completion_tokens, self.config.dtype,
+            self.codec, self.config.model, self._prompt_tokens(conv), sidecar,
+            [s is Ship.PIXELS for s in plan], self.config.completion_tokens, self.config.dtype,
         )  # fmt: skip
         if policy == "always" or (policy == "auto" and rss_bytes() - before >= TRIM_AUTO_GROWTH):
             gc.collect()
             malloc_trim()
             self.trims += 1
         return body
+
+    def _prompt_tokens(self, conv: Conversation) -> list[int]:
+        """The expanded prompt a processed request carries."""
+        return conv.tokens.tolist()  # type: ignore[no-any-return]
 
     def _build_gate(self) -> contextlib.AbstractAsyncContextManager[object]:
         """The cap on concurrent payload builds (max_inflight_builds; 0 is no cap)."""
@@ -304,6 +314,19 @@ class World:
         derivation (done here, after the measured phase, once per distinct image)."""
         cfg = self.config
         return raw.count_wrong(checks, self.sources, self.geometry, cfg.dtype, cfg.images_per_turn)
+
+
+def _count_attempt(nbytes: int, plan: list[Ship], c: RolloutCounters, turn_bytes: list[int]) -> None:
+    """One attempt's request, body bytes and items in the counters (every attempt counts, also one
+    refused at connect)."""
+    c.requests += 1
+    c.bytes_shipped += nbytes
+    if turn_bytes[0]:
+        c.extra_bytes += nbytes
+    turn_bytes[0] += nbytes
+    c.full_items_sent += plan.count(Ship.PIXELS)
+    c.null_items_sent += plan.count(Ship.NULL)
+    c.media_items_sent += plan.count(Ship.MEDIA)
 
 
 def _wrong(reply: EngineReply, sent: MultiModalData) -> int:
