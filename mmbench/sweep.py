@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from mmbench.backends import check_runnable
 from mmbench.config import PointConfig, field_names
 from mmbench.errors import MmbenchError
 from mmbench.extrapolate import extrapolate
@@ -80,6 +81,8 @@ def _run(
 ) -> ResultsFile:  # fmt: skip
     env = environment()
     planned = plan(scenario)
+    for point in planned:  # before any point runs
+        check_runnable(point.config)
     planned_keys = {(*(getattr(p.config, k) for k in field_names()), p.repeat) for p in planned}
     foreign = [r for r in finished if r.key() not in planned_keys]
     if foreign:

@@ -21,6 +21,7 @@ from typing import Any
 
 import psutil
 
+from mmbench.backends import check_runnable
 from mmbench.config import PointConfig
 from mmbench.measure.model import Prediction, predict
 from mmbench.measure.preflight import preflight
@@ -225,6 +226,7 @@ def _record(
 def measure_point(config: PointConfig, repeat: int = 0, options: HarnessOptions | None = None) -> PointRecord:
     """Measure one point in fresh processes. Never raises for a worker failure: it is recorded."""
     opts = options or HarnessOptions()
+    check_runnable(config)
     if not opts.force:
         quick = preflight(config)  # no source sampling: refuses the hopeless at once
         if not quick.fits:

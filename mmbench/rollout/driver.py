@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import gc
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -72,6 +72,10 @@ class World:
         self.trims = 0  # trim_after_build trims done
         # (time.monotonic(), rollout, turn) at the end of every turn: the timeline's turn marks
         self.turn_ends: list[tuple[float, int, int]] = []
+
+    def warm_up(self) -> None:
+        """One-time costs of this world's own parts, paid before the baseline (the worker warms the
+        sim's shared code paths itself)."""
 
     def text_tokens(self, rollout: int, turn: int) -> list[int]:
         rng = np.random.default_rng([self.config.seed, rollout, turn, 1_000_003])
@@ -261,47 +265,63 @@ class World:
         conv.rendered.extend(completion)
         return Step(len(prompt), completion, list(reply.body.get("logprobs", [])), NO_SIDECAR, placeholders)
 
+    async def _turn(
+        self, http: httpx.AsyncClient, url: str, r: int, t: int, conv: Conversation, prev: Step | None,
+        c: RolloutCounters, turn_bytes: list[int],
+    ) -> Step:  # fmt: skip
+        """One turn of one rollout: the environment's text and image(s), the request, the step."""
+        text = self.text_tokens(r, t)
+        if self.transport.renders:
+            conv.tokens.extend(text)
+            stored = prev.sidecar if prev is not None else MultiModalData()
+            step, _ = await self._processed_turn(http, url, r, t, conv, stored, c, turn_bytes)
+        else:
+            conv.rendered.extend(text)
+            step = await self._raw_turn(http, url, r, t, conv, c, turn_bytes)
+        conv.tokens.extend(step.completion_ids)
+        return step
+
+    def _conversation(self) -> Conversation:
+        return Conversation()
+
     async def rollout(self, http: httpx.AsyncClient, url: str, r: int) -> Trajectory:
-        cfg = self.config
-        conv = Conversation()
+        conv = self._conversation()
         steps: list[Step] = []
         c = RolloutCounters()
-        stored = MultiModalData()
         try:
-            for t in range(cfg.turns):
-                text = self.text_tokens(r, t)
+            for t in range(self.config.turns):
                 turn_bytes = [0]
+                prev = steps[-1] if steps else None
                 try:
-                    if self.transport.renders:
-                        conv.tokens.extend(text)
-                        step, stored = await self._processed_turn(
-                            http, url, r, t, conv, stored, c, turn_bytes
-                        )
-                    else:
-                        conv.rendered.extend(text)
-                        step = await self._raw_turn(http, url, r, t, conv, c, turn_bytes)
+                    step = await self._turn(http, url, r, t, conv, prev, c, turn_bytes)
                 finally:
                     c.bytes_per_turn.append(turn_bytes[0])
-                conv.tokens.extend(step.completion_ids)
                 steps.append(step)
                 self.turn_ends.append((time.monotonic(), r, t + 1))
         except RolloutFailed as exc:
             c.failed, c.failure = True, str(exc)
         return Trajectory(r, conv, steps, c)
 
+    def _http_client(self) -> httpx.AsyncClient:
+        k = self.config.rollouts
+        limits = httpx.Limits(max_connections=k, max_keepalive_connections=k)
+        return httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(HTTP_TIMEOUT_S, connect=30.0))
+
     async def run_async(self, url: str) -> list[Trajectory]:
         k = self.config.rollouts
         n = self.config.max_inflight_builds
         self._gate = asyncio.Semaphore(n) if n > 0 else None  # bound to this loop
-        limits = httpx.Limits(max_connections=k, max_keepalive_connections=k)
-        timeout = httpx.Timeout(HTTP_TIMEOUT_S, connect=30.0)
-        async with httpx.AsyncClient(limits=limits, timeout=timeout) as http:
+        async with self._http_client() as http:
             return list(await asyncio.gather(*(self.rollout(http, url, r) for r in range(k))))
 
     def run(self, url: str) -> list[Trajectory]:
         return asyncio.run(self.run_async(url))
 
     # --- after the run -------------------------------------------------------------------
+
+    def cached_items(self) -> Iterator[MMItem]:
+        """Every item the renderer caches hold (the ledger counts their pixels)."""
+        return self.pool.cached_items()
 
     @staticmethod
     def media_checks(trajectories: list[Trajectory]) -> list[tuple[int, int, int]]:
