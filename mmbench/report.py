@@ -11,6 +11,7 @@ from typing import Any
 from mmbench.analysis import Fit, ModeFit, Stat, mode_fits
 from mmbench.config import field_names
 from mmbench.errors import MmbenchError
+from mmbench.fidelity import FidelityRow, fidelity_rows
 from mmbench.ledger import CacheTradeoff, Ledger, cache_tradeoffs, ledger, median_ledger
 from mmbench.results import PointRecord, ResultsFile
 from mmbench.transports.registry import MODES
@@ -127,6 +128,8 @@ class Report:
     timestamp_utc: str | None
     # the hash-only modes against engine_cache_gb, where the results vary it
     cache_tradeoffs: tuple[CacheTradeoff, ...] = ()
+    # sim against the renderers library on the same points, where the results hold both
+    fidelity: tuple[FidelityRow, ...] = ()
 
     @property
     def has_heap_peak(self) -> bool:
@@ -147,6 +150,7 @@ class Report:
                 s_out["ledger"] = summary.ledger.to_dict() if summary.ledger else None
         for trade, t_out in zip(self.cache_tradeoffs, data["cache_tradeoffs"], strict=True):
             t_out["params"] = dict(trade.params)
+        data["fidelity"] = [row.to_dict() for row in self.fidelity]
         return data
 
 
@@ -279,4 +283,5 @@ def build_report(results: ResultsFile, metric: str = "live") -> Report:
         git_commit=env.get("git_commit"),
         timestamp_utc=env.get("timestamp_utc"),
         cache_tradeoffs=tuple(cache_tradeoffs(records)),
+        fidelity=tuple(fidelity_rows(records)),
     )

@@ -136,6 +136,10 @@ class PointRecord:
     # --- the renderer backend (issue 11): point parameters, defaulted so that files without them load
     renderer: str = "sim"  # who rendered: sim, or the real renderers library
     tokenizer: str = ""  # renderers: the local tokenizer directory ("" = the one built in code)
+    image_tokens: int | None = None  # placeholder tokens of every image in the last prompts (all rollouts)
+    prompt_tokens: int | None = None  # the last prompt's length, summed over rollouts
+    pixel_shapes: str | None = None  # distinct pixel_values shapes the trajectories held ("" for none)
+    sidecar_digest: str | None = None  # sha256 of every image's hash, grid and placeholder (fidelity)
     # --- time
     wall_s: float | None = None
     rollout_wall_s: float | None = None

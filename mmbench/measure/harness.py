@@ -212,6 +212,7 @@ def _record(
             if pred.retained_bytes >= RSS_NOISE_FLOOR_BYTES
             else None,
             shipped_ratio=tot["bytes_shipped"] / pred.bytes_shipped if pred.bytes_shipped else None,
+            **worker.get("fingerprint", {}),
             env_malloc_mmap_threshold=alloc["malloc_mmap_threshold"],
             env_malloc_arena_max=alloc["malloc_arena_max"],
             glibc=alloc["glibc"],

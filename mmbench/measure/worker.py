@@ -25,6 +25,7 @@ from mmbench.config import PointConfig
 from mmbench.lifecycle import die_with_parent
 from mmbench.measure import probes
 from mmbench.measure.accounting import account
+from mmbench.measure.fingerprint import fingerprint
 from mmbench.rollout import Totals
 from mmbench.transports import make_transport
 from mmbench.world.client import build_body, build_raw_body
@@ -117,6 +118,7 @@ def measure(
         ledger = account(trajectories, world.cached_items())
         rss_retained_trimmed = _trimmed(freeze_thresholds=True)
         totals = Totals.of(trajectories)
+        shape = fingerprint(trajectories)
         media_checks = world.media_checks(trajectories)
         tracking.close()
         del trajectories
@@ -141,6 +143,7 @@ def measure(
         "rss_released_trimmed_bytes": rss_released_trimmed,
         "uss_retained_bytes": uss_retained,
         "accounting": ledger.to_dict(),
+        "fingerprint": shape.to_dict(),
         "totals": {
             "requests": totals.requests,
             "bytes_shipped": totals.bytes_shipped,
