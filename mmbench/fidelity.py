@@ -14,9 +14,11 @@ from dataclasses import dataclass
 from mmbench.config import field_names
 from mmbench.results import PointRecord
 from mmbench.transports.registry import MODES
+from mmbench.units import RSS_NOISE_FLOOR_BYTES
 
 # The figures compared as ratios renderers / sim.
 COST_FIELDS = ("retained_live_bytes", "peak_bytes", "bytes_shipped")
+MEMORY_FIELDS = ("retained_live_bytes", "peak_bytes")
 
 PAIRED_BY_NOT = ("renderer", "tokenizer")
 
@@ -55,8 +57,14 @@ class FidelityRow:
         return out
 
     def ratio(self, name: str) -> float | None:
+        """renderers / sim; None where either is unknown, or (memory) below the noise floor of RSS
+        readings, where a ratio says nothing."""
         a, b = getattr(self.sim, name), getattr(self.lib, name)
-        return b / a if a and b is not None else None
+        if a is None or b is None or a == 0:
+            return None
+        if name in MEMORY_FIELDS and min(a, b) < RSS_NOISE_FLOOR_BYTES:
+            return None
+        return float(b / a)
 
 
 def fidelity_rows(records: list[PointRecord]) -> list[FidelityRow]:

@@ -204,30 +204,41 @@ class World:
             new_i.append(rendered.item)
             conv.tokens.extend([IMAGE_PAD_TOKEN] * n)
         sidecar = stored.extended(new_h, new_p, new_i)
-        hashes = sidecar.hashes
         prompt_len = len(conv.tokens)
-        plan = self.transport.plan(url, cfg.model, hashes)
-        try:
-            sent, reply = await self._ship(http, url, conv, sidecar, plan, c, turn_bytes, t + 1)
-            if not reply.ok and Ship.NULL in plan:
-                # The engine could not serve a null slot: forget, re-render, resend all once.
-                self.transport.on_error(url, cfg.model, hashes)
-                c.fallbacks += 1
-                plan = [Ship.PIXELS] * len(hashes)
-                sent, reply = await self._ship(http, url, conv, sent, plan, c, turn_bytes, t + 1)
-        except RolloutFailed:
-            self.transport.on_error(url, cfg.model, hashes)
-            raise
-        if not reply.ok:
-            self.transport.on_error(url, cfg.model, hashes)
-            raise RolloutFailed(f"turn {t + 1}: engine answered {reply.status}: {reply.error}")
-        self.transport.on_success(url, cfg.model, hashes)
-        c.wrong_results += _wrong(reply, sent)
+        sent, reply, plan = await self._exchange(http, url, conv, sidecar, c, turn_bytes, t + 1)
         completion = [int(x) for x in reply.body.get("token_ids", [])]
         step = Step(
             prompt_len, completion, list(reply.body.get("logprobs", [])), self.transport.stored(sent, plan)
         )
         return step, step.sidecar
+
+    async def _exchange(
+        self, http: httpx.AsyncClient, url: str, conv: Conversation, sidecar: MultiModalData,
+        c: RolloutCounters, turn_bytes: list[int], turn: int,
+    ) -> tuple[MultiModalData, EngineReply, list[Ship]]:  # fmt: skip
+        """A processed turn's request as the transport plans it, its one full resend where the
+        engine could not serve a null slot, and the answer checked: what was sent (pixels
+        re-derived where shipped), the engine's reply and the final plan."""
+        cfg = self.config
+        hashes = sidecar.hashes
+        plan = self.transport.plan(url, cfg.model, hashes)
+        try:
+            sent, reply = await self._ship(http, url, conv, sidecar, plan, c, turn_bytes, turn)
+            if not reply.ok and Ship.NULL in plan:
+                # The engine could not serve a null slot: forget, re-render, resend all once.
+                self.transport.on_error(url, cfg.model, hashes)
+                c.fallbacks += 1
+                plan = [Ship.PIXELS] * len(hashes)
+                sent, reply = await self._ship(http, url, conv, sent, plan, c, turn_bytes, turn)
+        except RolloutFailed:
+            self.transport.on_error(url, cfg.model, hashes)
+            raise
+        if not reply.ok:
+            self.transport.on_error(url, cfg.model, hashes)
+            raise RolloutFailed(f"turn {turn}: engine answered {reply.status}: {reply.error}")
+        self.transport.on_success(url, cfg.model, hashes)
+        c.wrong_results += _wrong(reply, sent)
+        return sent, reply, plan
 
     async def _raw_turn(
         self, http: httpx.AsyncClient, url: str, r: int, t: int, conv: Conversation, c: RolloutCounters,

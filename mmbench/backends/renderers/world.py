@@ -35,7 +35,7 @@ from mmbench.backends.renderers.parts import LibraryPool, image_cache, make_rend
 from mmbench.backends.renderers.state import Chat, LibraryStep
 from mmbench.config import PointConfig
 from mmbench.rollout import raw
-from mmbench.rollout.driver import HTTP_TIMEOUT_S, NO_SIDECAR, World, _wrong
+from mmbench.rollout.driver import HTTP_TIMEOUT_S, NO_SIDECAR, World
 from mmbench.rollout.state import Conversation, RolloutCounters, RolloutFailed, Step
 from mmbench.transports.base import Ship, Transport
 from mmbench.world.client import EngineReply
@@ -159,27 +159,10 @@ class LibraryWorld(World):
             rendered = await asyncio.to_thread(self._render, renderer, conv, prev, message, c)
         conv.prompt_ids = rendered.token_ids
         mm = rendered.multi_modal_data or LibraryMM()
-        sidecar = self._view(mm)
-        hashes = sidecar.hashes
-        plan = self.transport.plan(url, cfg.model, hashes)
         try:
-            sent, reply = await self._ship(http, url, conv, sidecar, plan, c, turn_bytes, t + 1)
-            if not reply.ok and Ship.NULL in plan:
-                # The engine could not serve a null slot: forget, re-render, resend all once.
-                self.transport.on_error(url, cfg.model, hashes)
-                c.fallbacks += 1
-                plan = [Ship.PIXELS] * len(hashes)
-                sent, reply = await self._ship(http, url, conv, sent, plan, c, turn_bytes, t + 1)
-        except RolloutFailed:
-            self.transport.on_error(url, cfg.model, hashes)
-            raise
+            sent, reply, plan = await self._exchange(http, url, conv, self._view(mm), c, turn_bytes, t + 1)
         finally:
             conv.prompt_ids = []
-        if not reply.ok:
-            self.transport.on_error(url, cfg.model, hashes)
-            raise RolloutFailed(f"turn {t + 1}: engine answered {reply.status}: {reply.error}")
-        self.transport.on_success(url, cfg.model, hashes)
-        c.wrong_results += _wrong(reply, sent)
         completion = [int(x) for x in reply.body.get("token_ids", [])]
         logprobs = [float(x) for x in reply.body.get("logprobs", [])]
         # the assistant's answer joins the chat as the library parses it
