@@ -11,10 +11,12 @@ RUNS ?= runs
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
+# --no-compile: pip would byte-compile every installed module (transformers alone has thousands) for
+# about a minute here; Python compiles only the modules a run imports, once, when it first imports them.
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,renderers]'
+	$(PY) -m pip install --quiet --no-compile -c constraints.txt -e '.[dev,renderers]'
 	touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install mmbench with its dev and renderers extras
