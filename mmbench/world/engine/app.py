@@ -58,6 +58,10 @@ from mmbench.world.wire import (
     parse_request,
 )
 
+MODELS_PATH = "/v1/models"
+# The embedded engine holds no KV cache, so no prompt is too long for it; it reports Qwen3-VL's
+# native context, as a vLLM serving it would by default.
+MAX_MODEL_LEN = 262_144
 MERGE_TOKENS = 4  # placeholder tokens per image = grid_h * grid_w / merge^2, merge 2 in both presets
 
 
@@ -357,11 +361,18 @@ def create_app(config: EngineConfig) -> Starlette:
     async def health(request: Request) -> Response:
         return _json({"status": "ok"})
 
+    async def models(request: Request) -> Response:
+        # vLLM's GET /v1/models, minimal: what a client reads before it sends (ids, max_model_len)
+        cards = [{"id": name, "object": "model", "owned_by": "mmbench", "max_model_len": MAX_MODEL_LEN}
+                 for name in MODELS]  # fmt: skip
+        return _json({"object": "list", "data": cards})
+
     app = Starlette(
         routes=[
             Route(GENERATE_PATH, generate, methods=["POST"]),
             Route("/stats", stats, methods=["GET"]),
             Route("/health", health, methods=["GET"]),
+            Route(MODELS_PATH, models, methods=["GET"]),
         ]
     )
     app.state.engine = engine
