@@ -93,7 +93,8 @@ def decode_item(raw: bytes) -> DecodedItem:
             item = vllm_item.decode(raw)
         except vllm_item.VllmItemError as exc:
             raise CodecError(str(exc)) from None
-        return DecodedItem(item.pixel_values, item.pixel_dtype, item.image_grid_thw, fast_crc32(item.pixel_bytes))
+        checksum = fast_crc32(item.pixel_bytes)
+        return DecodedItem(item.pixel_values, item.pixel_dtype, item.image_grid_thw, checksum)
     return _decode_mmb1(raw)
 
 

@@ -67,7 +67,8 @@ def _enc_hook(obj: Any) -> Any:
     import torch
 
     if isinstance(obj, torch.Tensor):
-        return str(obj.dtype).removeprefix("torch."), obj.shape, msgspec.msgpack.Ext(RAW_VIEW, _tensor_data(obj))
+        data = msgspec.msgpack.Ext(RAW_VIEW, _tensor_data(obj))
+        return str(obj.dtype).removeprefix("torch."), obj.shape, data
     if isinstance(obj, slice):
         return tuple(int(v) if v is not None else None for v in (obj.start, obj.stop, obj.step))
     raise TypeError(f"Object of type {type(obj)} is not serializable")
@@ -121,13 +122,18 @@ def _ext(n: int) -> int:
 
 
 def _tensor(dtype: str, shape: tuple[int, ...], itemsize: int) -> int:
-    return _container(3) + _str(dtype) + _container(len(shape)) + sum(map(_uint, shape)) + _ext(
-        math.prod(shape) * itemsize
+    return (
+        _container(3)
+        + _str(dtype)
+        + _container(len(shape))
+        + sum(map(_uint, shape))
+        + _ext(math.prod(shape) * itemsize)
     )
 
 
 def _elem(data: int, name: str, kwargs: int, nkw: int) -> int:
-    return _container(2) + _str("data") + data + _str("field") + _container(2) + _str(name) + _container(nkw) + kwargs
+    field = _container(2) + _str(name) + _container(nkw) + kwargs
+    return _container(2) + _str("data") + data + _str("field") + field
 
 
 def item_bytes(pixel_shape: tuple[int, int], itemsize: int, dtype_name: str, items: int) -> int:
@@ -185,7 +191,9 @@ def _tensor_of(key: str, data: object) -> tuple[str, np.ndarray, memoryview]:
     dtype = np.dtype(_NUMPY[dtype_name])
     size = math.prod(shape) * dtype.itemsize  # Python ints: no overflow on absurd shapes
     if size != raw.nbytes:
-        raise VllmItemError(f"{key} of shape {shape} and dtype {dtype_name} needs {size} bytes, carries {raw.nbytes}")
+        raise VllmItemError(
+            f"{key} of shape {shape} and dtype {dtype_name} needs {size} bytes, carries {raw.nbytes}"
+        )
     return dtype_name, np.frombuffer(raw, dtype=dtype).reshape(shape), raw
 
 
