@@ -14,10 +14,10 @@ help: ## list the targets
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,renderers]'
 	touch $(STAMP)
 
-install: $(STAMP) ## create .venv and install mmbench with its dev extras
+install: $(STAMP) ## create .venv and install mmbench with its dev and renderers extras
 
 sweep: $(STAMP) ## run scenarios/default.toml with the embedded engine, print the table, write results
 	$(VENV)/bin/mmbench sweep $(SCENARIO) --out $(RUNS)/$(notdir $(basename $(SCENARIO)))-$$(date -u +%Y%m%dT%H%M%SZ)

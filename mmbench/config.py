@@ -17,6 +17,8 @@ from mmbench.world.images import CONTENTS, IMAGE_FORMATS
 MAX_ROLLOUTS = 100_000
 TRIM_POLICIES = ("off", "auto", "always")
 DTYPES = ("float32", "bfloat16")
+# Who renders each turn: mmbench's simulation, or the real `renderers` library (mmbench[renderers]).
+RENDERERS = ("sim", "renderers")
 MAX_TURNS = 10_000
 
 
@@ -51,6 +53,9 @@ class PointConfig:
     malloc_arena_max: int = 0  # MALLOC_ARENA_MAX for the worker; 0 = glibc's default
     malloc_mmap_threshold: int = 0  # MALLOC_MMAP_THRESHOLD_ (bytes) for the worker; 0 = dynamic
     dtype: str = "float32"  # pixel_values dtype: float32 or bfloat16
+    # --- the renderer backend (issue 11)
+    renderer: str = "sim"  # sim: mmbench's simulated world; renderers: the real library's objects
+    tokenizer: str = ""  # renderers: a local Hugging Face tokenizer directory ("" = one built in code)
 
     def __post_init__(self) -> None:
         validate(self)
@@ -148,6 +153,29 @@ def validate(c: PointConfig) -> None:
     _at_least("malloc_mmap_threshold", c.malloc_mmap_threshold, 0, 32 * MIB)
     if c.dtype not in DTYPES:
         raise MmbenchError(f"unknown dtype {c.dtype!r}; choose one of: {', '.join(DTYPES)}")
+    _validate_renderer(c)
+
+
+def _validate_renderer(c: PointConfig) -> None:
+    """The point's own consistency only: whether the library is installed and the tokenizer
+    directory exists is checked where points run (mmbench.backends.check_runnable), so that a
+    results file made elsewhere still loads."""
+    if c.renderer not in RENDERERS:
+        raise MmbenchError(f"unknown renderer {c.renderer!r}; choose one of: {', '.join(RENDERERS)}")
+    if c.tokenizer and c.renderer != "renderers":
+        raise MmbenchError(
+            "tokenizer is used by --renderer renderers only (the sim renderer tokenizes nothing)"
+        )
+    if c.renderer == "renderers":
+        if c.image_cache_max < 1:
+            # renderers 0.1.12 evicts before inserting (`pop(next(iter(cache)))`): a bound of 0 raises
+            raise MmbenchError(
+                "image_cache_max must be >= 1 with --renderer renderers (the library cannot turn it off)"
+            )
+        if c.dtype != "float32":
+            raise MmbenchError(
+                "dtype bfloat16 is a sim knob; the renderers library returns float32 pixel_values"
+            )
 
 
 __all__ = ["MODES", "PointConfig", "coerce", "field_names", "validate"]

@@ -11,6 +11,7 @@ from typing import Any
 from mmbench.analysis import Fit, ModeFit, Stat, mode_fits
 from mmbench.config import field_names
 from mmbench.errors import MmbenchError
+from mmbench.fidelity import FidelityRow, fidelity_rows
 from mmbench.ledger import CacheTradeoff, Ledger, cache_tradeoffs, ledger, median_ledger
 from mmbench.machines import machines, machines_differ, split_key
 from mmbench.results import PointRecord, ResultsFile
@@ -130,6 +131,8 @@ class Report:
     cache_tradeoffs: tuple[CacheTradeoff, ...] = ()
     # the kinds of machine that measured the points, where they differ (a section per machine then)
     machines: tuple[str, ...] = ()
+    # sim against the renderers library on the same points, where the results hold both
+    fidelity: tuple[FidelityRow, ...] = ()
 
     @property
     def has_heap_peak(self) -> bool:
@@ -150,6 +153,7 @@ class Report:
                 s_out["ledger"] = summary.ledger.to_dict() if summary.ledger else None
         for trade, t_out in zip(self.cache_tradeoffs, data["cache_tradeoffs"], strict=True):
             t_out["params"] = dict(trade.params)
+        data["fidelity"] = [row.to_dict() for row in self.fidelity]
         return data
 
 
@@ -287,4 +291,5 @@ def build_report(results: ResultsFile, metric: str = "live") -> Report:
         timestamp_utc=env.get("timestamp_utc"),
         cache_tradeoffs=tuple(cache_tradeoffs(records)),
         machines=tuple(machines(records)) if split else (),
+        fidelity=tuple(fidelity_rows(records)),
     )

@@ -159,6 +159,13 @@ class PointRecord:
     overhead_readings_s: float | None = None  # baseline readings, and readings, trims and ledger after
     overhead_engine_stop_s: float | None = None  # the engine's final stats and its shutdown
     overhead_other_s: float | None = None  # the rest: result, worker exit, bookkeeping
+    # --- the renderer backend: point parameters (with defaults only because they follow defaulted fields)
+    renderer: str = "sim"  # who rendered: sim, or the real renderers library
+    tokenizer: str = ""  # renderers: the local tokenizer directory ("" = the one built in code)
+    image_tokens: int | None = None  # placeholder tokens of every image in the last prompts (all rollouts)
+    prompt_tokens: int | None = None  # the last prompt's length, summed over rollouts
+    pixel_shapes: str | None = None  # distinct pixel_values shapes the trajectories held ("" for none)
+    sidecar_digest: str | None = None  # sha256 of every image's hash, grid and placeholder (fidelity)
     # --- time
     wall_s: float | None = None
     rollout_wall_s: float | None = None
@@ -238,9 +245,12 @@ def _v2_to_v3(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _v3_to_v4(data: dict[str, Any]) -> dict[str, Any]:
-    """v4 added the raw-media modes and the time axis: every new field is a reading a v3 point
-    did not take (None), and no parameter changed."""
-    return dict(data, schema_version=4)
+    """v4 added the raw-media modes, the time axis, the model's counts, the machine block, the
+    overhead phases (readings a v3 point did not take: None) and the renderer backend as point
+    parameters (v3 points were rendered by the simulation, with no tokenizer)."""
+    points = [{"renderer": "sim", "tokenizer": "", **p} if isinstance(p, dict) else p
+              for p in data.get("points", [])]  # fmt: skip
+    return dict(data, schema_version=4, points=points)
 
 
 # schema_version -> the function that lifts such a file one version up.

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+from mmbench.backends import check_runnable
 from mmbench.config import PointConfig, field_names
 from mmbench.errors import MmbenchError
 from mmbench.extrapolate import extrapolate
@@ -120,6 +121,8 @@ def _run(
 ) -> ResultsFile:  # fmt: skip
     env = environment()
     planned = plan(scenario)
+    for point in planned:  # before any point runs
+        check_runnable(point.config)
     planned_keys = {p.key for p in planned}
     foreign = [r for r in finished if r.key() not in planned_keys]
     if foreign:

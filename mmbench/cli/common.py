@@ -15,7 +15,7 @@ from typing import Annotated, Any, ParamSpec, TypeVar, get_type_hints
 import typer
 from rich.console import Console
 
-from mmbench.config import PointConfig, field_names
+from mmbench.config import RENDERERS, PointConfig, field_names
 from mmbench.errors import MmbenchError
 from mmbench.transports.registry import MODES
 from mmbench.units import parse_size
@@ -138,6 +138,13 @@ MallocMmapThreshold = Annotated[
     str | None, _opt("knob: MALLOC_MMAP_THRESHOLD_ bytes for the worker, 0 = dynamic (0)")
 ]
 Dtype = Annotated[str | None, _opt("knob: pixel_values dtype: float32, bfloat16 (float32)")]
+Renderer = Annotated[
+    str | None,
+    _opt(f"who renders: {_choices(RENDERERS)} (the real library, pip install 'mmbench[renderers]') (sim)"),
+]
+Tokenizer = Annotated[
+    str | None, _opt("renderers: a local Hugging Face tokenizer directory (default: one built in code)")
+]
 
 MaxMemory = Annotated[
     str | None,
@@ -179,6 +186,7 @@ POINT_FLAGS: dict[str, Any] = {
     "engine_error_rate": EngineErrorRate, "engine_delay_ms": EngineDelayMs, "retry_budget": RetryBudget,
     "max_inflight_builds": MaxInflightBuilds, "trim_after_build": TrimAfterBuild,
     "malloc_arena_max": MallocArenaMax, "malloc_mmap_threshold": MallocMmapThreshold, "dtype": Dtype,
+    "renderer": Renderer, "tokenizer": Tokenizer,
 }  # fmt: skip
 
 

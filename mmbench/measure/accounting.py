@@ -1,17 +1,20 @@
 """The program's own accounting of what the client holds, next to what RSS says.
 
 Pixel arrays are identified by their data pointer, so an array shared by several steps, or by a
-step and a renderer cache, is counted once. Python object sizes come from sys.getsizeof.
+step and a renderer cache, is counted once. Python object sizes come from sys.getsizeof. The
+renderers library's trajectory objects (--renderer renderers) are read by an adapter that walks
+them, each object once, into the same categories.
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, is_dataclass
 
 import numpy as np
 
+from mmbench.backends.renderers.state import Chat, LibraryStep
 from mmbench.rollout import Trajectory
 from mmbench.world.sidecar import MMItem
 
@@ -57,8 +60,75 @@ def _pixel_buffers(items: Iterable[MMItem]) -> dict[int, int]:
     return seen
 
 
+def _deep_size(root: object, seen: set[int], pixels: dict[int, int]) -> int:
+    """Bytes of `root` and of everything it reaches that `seen` does not hold yet, each object once
+    (the library's lists share their elements turn to turn). Arrays under a "pixel_values" key go to
+    `pixels` (by buffer) instead of the sum."""
+    total = 0
+    stack = [root]
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        total += sys.getsizeof(obj)
+        if isinstance(obj, dict):
+            for key, value in obj.items():
+                if key == "pixel_values" and isinstance(value, np.ndarray):
+                    seen.add(id(value))
+                    pixels[_buffer_key(value)] = int(value.nbytes)
+                else:
+                    stack.extend((key, value))
+        elif isinstance(obj, list | tuple | set | frozenset):
+            stack.extend(obj)
+        elif is_dataclass(obj) and not isinstance(obj, type):
+            if hasattr(obj, "__dict__"):
+                total += sys.getsizeof(obj.__dict__)
+            stack.extend(getattr(obj, f.name) for f in fields(obj))
+    return total
+
+
+@dataclass(slots=True)
+class _LibraryParts:
+    pixels: dict[int, int]  # distinct pixel buffers the library's sidecars hold
+    descriptor: int
+    other: int
+
+
+def _library_parts(trajectories: list[Trajectory]) -> _LibraryParts:
+    """What the library's objects hold beyond the parts every trajectory has (sources, completions,
+    logprobs, step objects, which `account` counts): its sidecars (MultiModalData; the engine's
+    placeholders in the raw modes) and its per-token lists, results and chat messages."""
+    parts = _LibraryParts({}, 0, 0)
+    # counted by `account` already: the encoded sources and media URLs, completions and logprobs
+    seen: set[int] = set()
+    for t in trajectories:
+        conv = t.conversation
+        seen.update(map(id, conv.sources))
+        seen.update(map(id, conv.media))
+        for step in t.steps:
+            for lst in (step.completion_ids, step.logprobs):
+                seen.add(id(lst))
+                seen.update(map(id, lst))
+    for t in trajectories:
+        if isinstance(t.conversation, Chat):
+            parts.other += _deep_size(t.conversation.messages, seen, parts.pixels)
+        for step in t.steps:
+            if not isinstance(step, LibraryStep):
+                continue
+            if step.prompt is not None:
+                parts.descriptor += _deep_size(step.prompt.multi_modal_data, seen, parts.pixels)
+                parts.other += _deep_size(step.prompt, seen, parts.pixels)
+            if step.result is not None:
+                parts.descriptor += _deep_size(step.result.get("mm_placeholders"), seen, parts.pixels)
+                parts.other += _deep_size(step.result, seen, parts.pixels)
+    return parts
+
+
 def account(trajectories: list[Trajectory], cached: Iterable[MMItem]) -> Accounting:
+    library = _library_parts(trajectories)
     stored = _pixel_buffers(item for t in trajectories for s in t.steps for item in s.sidecar.items)
+    stored.update(library.pixels)
     in_cache = _pixel_buffers(cached)
     seen: set[int] = set()
 
@@ -90,6 +160,8 @@ def account(trajectories: list[Trajectory], cached: Iterable[MMItem]) -> Account
                 descriptor += once(item, sys.getsizeof(item))
                 grid = item.image_grid_thw
                 descriptor += once(grid, sys.getsizeof(grid))
+    descriptor += library.descriptor
+    other += library.other
     cache_only = sum(size for key, size in in_cache.items() if key not in stored)
     return Accounting(
         stored_pixel_bytes=sum(stored.values()),

@@ -21,6 +21,7 @@ from typing import Any
 
 import psutil
 
+from mmbench.backends import check_runnable
 from mmbench.config import PointConfig
 from mmbench.launch import DEFAULT_START_METHOD, PARENT_PID, Process, StartMethod, launch, prestart
 from mmbench.measure.model import Prediction, predict
@@ -226,6 +227,7 @@ def _record(
             if pred.retained_bytes >= RSS_NOISE_FLOOR_BYTES
             else None,
             shipped_ratio=tot["bytes_shipped"] / pred.bytes_shipped if pred.bytes_shipped else None,
+            **worker.get("fingerprint", {}),
             env_malloc_mmap_threshold=alloc["malloc_mmap_threshold"],
             env_malloc_arena_max=alloc["malloc_arena_max"],
             glibc=alloc["glibc"],
@@ -274,6 +276,7 @@ def measure_point(config: PointConfig, repeat: int = 0, options: HarnessOptions 
     opts = options or HarnessOptions()
     # --max-memory, where given, is also the most a point may use: preflight holds it to that too.
     budget = opts.max_memory or None
+    check_runnable(config)
     if not opts.force:
         quick = preflight(config, budget=budget)  # no source sampling: refuses the hopeless at once
         if not quick.fits:

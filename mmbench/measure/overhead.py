@@ -79,8 +79,8 @@ PHASE_LABELS = {
     "overhead_engine_stop_s": "engine stop",
     "overhead_other_s": "other",
 }
-# CPU seconds of the two processes during the rollouts, where a record has them (another change
-# adds them; older records and this view do without).
+# CPU seconds of the two processes during the rollouts, where a record has them (records older
+# than schema 4 do not).
 CPU_FIELDS = ("client_cpu_s", "engine_cpu_s")
 
 

@@ -24,11 +24,13 @@ from typing import Any
 import httpx
 import numpy as np
 
+from mmbench.backends import make_world
 from mmbench.config import PointConfig
 from mmbench.lifecycle import die_with_parent, set_process_name
 from mmbench.measure import probes
 from mmbench.measure.accounting import account
-from mmbench.rollout import Totals, World
+from mmbench.measure.fingerprint import fingerprint
+from mmbench.rollout import Totals
 from mmbench.transports import make_transport
 from mmbench.world.client import build_body, build_raw_body
 from mmbench.world.codec import CODECS, get_codec
@@ -105,8 +107,9 @@ def measure(
     phases = {"main": time.monotonic() if started is None else started}
     cache = Path(source_cache) if source_cache else None
     assets = Path(asset_dir) if asset_dir else None
-    world = World(config, make_transport(config.mode, config.sent_hashes_max), cache, assets)
+    world = make_world(config, make_transport(config.mode, config.sent_hashes_max), cache, assets)
     _warm_up(config)
+    world.warm_up()
     # Everything alive now (modules, the world) is moved out of the collector's way, so that the
     # gc.collect() before each reading scans only what the rollouts made.
     gc.collect()
@@ -137,9 +140,10 @@ def measure(
         rss_peak = int(hwm if hwm is not None else s.peak)
         rss_retained = _settle()
         uss_retained = probes.uss_bytes()
-        ledger = account(trajectories, world.pool.cached_items())
+        ledger = account(trajectories, world.cached_items())
         rss_retained_trimmed = _trimmed(freeze_thresholds=True)
         totals = Totals.of(trajectories)
+        shape = fingerprint(trajectories)
         media_checks = world.media_checks(trajectories)
         tracking.close()
         del trajectories
@@ -165,6 +169,7 @@ def measure(
         "rss_released_trimmed_bytes": rss_released_trimmed,
         "uss_retained_bytes": uss_retained,
         "accounting": ledger.to_dict(),
+        "fingerprint": shape.to_dict(),
         "totals": {
             "requests": totals.requests,
             "bytes_shipped": totals.bytes_shipped,

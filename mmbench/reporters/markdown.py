@@ -12,6 +12,7 @@ from mmbench.analysis import Stat
 from mmbench.config import field_names
 from mmbench.ledger import LEDGER_NOTE, TOLERANCE, CacheTradeoff, Check, lines
 from mmbench.report import REFERENCE_MODE, Cell, ModeSummary, Report, Row, Section
+from mmbench.reporters import fidelity_report
 from mmbench.units import MIB, fmt_bytes, fmt_in
 
 EXTRAPOLATED_MARK = "†"
@@ -400,6 +401,7 @@ def render_markdown(report: Report) -> str:
         lines += _md_section(report, section, "###")
     for trade in report.cache_tradeoffs:
         lines += _md_tradeoff(trade, "###")
+    lines += fidelity_report.markdown(report.fidelity, "###")
     lines.append(summary_note(report))
     if report.has_heap_peak:
         lines.append("")

@@ -7,6 +7,7 @@ from rich.text import Text
 
 from mmbench.ledger import CacheTradeoff
 from mmbench.report import Report, Section
+from mmbench.reporters import fidelity_report
 from mmbench.reporters.markdown import (
     EXTRAPOLATED_MARK,
     HEAP_COLUMNS,
@@ -142,4 +143,17 @@ def report_tables(report: Report) -> list[Table]:
         extra = (_system_table(report, section, last), _ledger_table(section, last))
         tables += [t for t in extra if t is not None]
     tables += [_tradeoff_table(trade) for trade in report.cache_tradeoffs]
+    if report.fidelity:
+        tables.append(_fidelity_table(report))
     return tables
+
+
+def _fidelity_table(report: Report) -> Table:
+    table = Table(title=fidelity_report.HEADING, header_style="bold", title_justify="left")
+    for i, name in enumerate(fidelity_report.HEADER):
+        table.add_column(name, justify="left" if i == 0 else "right", overflow="fold")
+    for row in fidelity_report.rows(report.fidelity):
+        table.add_row(*(Text(c) for c in row))
+    table.caption = fidelity_report.NOTE
+    table.caption_justify = "left"
+    return table

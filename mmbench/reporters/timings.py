@@ -28,30 +28,40 @@ def timings_table(records: list[PointRecord], title: str | None = None) -> Table
     caption = (
         f"{summary.points} points: {summary.wall_s:.1f} s, of which rollouts {summary.rollout_s:.1f} s "
         f"({share}); median overhead per point {_s(summary.median_overhead_s)} s. "
-        "Seconds; start: how the worker and engine started (fork server or fresh interpreter)."
+        "Seconds."
     )
     if len(cpu) == len(CPU_FIELDS):
         client, engine = (sum(getattr(r, k, None) or 0.0 for r in timed) for k in CPU_FIELDS)
         if client + engine > 0:
             caption += f" CPU during the rollouts: client {client / (client + engine):.0%}, engine "
             caption += f"{engine / (client + engine):.0%}."
+    # What every point shares goes into the caption, so that the columns fit a terminal.
+    methods = {r.start_method or "-" for r in timed}
+    per_point_start = len(methods) > 1
+    repeats = any(r.repeat for r in timed)
+    if not per_point_start and timed:
+        caption += f" Every worker and engine started by {methods.pop()} (fork: from a fork server)."
     table = Table(title=title, header_style="bold", caption=caption, caption_justify="left", highlight=False)
-    columns = ["mode", "K", "r", "start", "wall", "rollouts", "overhead"]
-    columns += [PHASE_LABELS[k] for k in OVERHEAD_FIELDS] + [
-        k.removesuffix("_s").replace("_", " ") for k in cpu
-    ]
+    columns = ["mode", "K", *(["r"] if repeats else []), *(["start"] if per_point_start else [])]
+    columns += ["wall", "rollouts", "overhead", *(PHASE_LABELS[k] for k in OVERHEAD_FIELDS)]
+    columns += [k.removesuffix("_s").replace("_", " ") for k in cpu]
     for name in columns:
-        table.add_column(name, justify="left" if name in ("mode", "start") else "right", no_wrap=True)
+        left = name in ("mode", "start")
+        header = name.replace(" ", "\n")  # two-word headers on two lines: the table fits 150 columns
+        width = max(map(len, header.split("\n")))
+        table.add_column(header, justify="left" if left else "right", no_wrap=True, min_width=width)
     for r in timed:
-        cells = [r.mode, str(r.rollouts), str(r.repeat), r.start_method or "-", _s(r.wall_s)]
-        cells += [_s(r.rollout_wall_s), _s(point_overhead(r))]
+        cells = [r.mode, str(r.rollouts), *([str(r.repeat)] if repeats else [])]
+        cells += [r.start_method or "-"] if per_point_start else []
+        cells += [_s(r.wall_s), _s(r.rollout_wall_s), _s(point_overhead(r))]
         cells += [_s(getattr(r, k)) for k in OVERHEAD_FIELDS] + [_s(getattr(r, k, None)) for k in cpu]
         table.add_row(*cells)
     if timed:
         table.add_section()
         overhead = summary.wall_s - summary.rollout_s
+        blanks = [""] * (1 + repeats + per_point_start)
         table.add_row(
-            "total", "", "", "", _s(summary.wall_s), _s(summary.rollout_s), _s(overhead),
+            "total", *blanks, _s(summary.wall_s), _s(summary.rollout_s), _s(overhead),
             *(_s(summary.phase_s[k]) for k in OVERHEAD_FIELDS),
             *(_s(sum(getattr(r, k, None) or 0.0 for r in timed)) for k in cpu),
         )  # fmt: skip

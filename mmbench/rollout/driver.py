@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import gc
 import time
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -72,6 +73,10 @@ class World:
         # (time.monotonic(), rollout, turn) at the end of every turn: the timeline's turn marks
         self.turn_ends: list[tuple[float, int, int]] = []
 
+    def warm_up(self) -> None:
+        """One-time costs of this world's own parts, paid before the baseline (the worker warms the
+        sim's shared code paths itself)."""
+
     def text_tokens(self, rollout: int, turn: int) -> list[int]:
         rng = np.random.default_rng([self.config.seed, rollout, turn, 1_000_003])
         return rng.integers(0, VOCAB, size=self.config.text_tokens_per_turn).tolist()  # type: ignore[no-any-return]
@@ -86,30 +91,33 @@ class World:
         self, http: httpx.AsyncClient, url: str, body: bytes, plan: list[Ship], c: RolloutCounters,
         turn_bytes: list[int], turn: int,
     ) -> EngineReply:  # fmt: skip
-        """Post a body until it gets an answer the caller acts on.
+        """Post a body until it gets an answer the caller acts on (see `_attempts`)."""
+        return await self._attempts(
+            lambda: post_generate(http, url, body, self.codec), lambda: len(body), plan, c, turn_bytes, turn
+        )
 
-        An answer < 500, or any error answer to a request with null slots (the caller resends it
-        in full once), is returned. A 5xx without null slots and a failed connection (refused,
-        reset, timed out: an engine restarting) are retried, the same body again, within
-        retry_budget and a bounded exponential backoff; then the rollout fails with the cause.
-        Every send after the turn's first counts as extra bytes (the cost of the faults).
+    async def _attempts(
+        self, send: Callable[[], Awaitable[EngineReply]], size: Callable[[], int], plan: list[Ship],
+        c: RolloutCounters, turn_bytes: list[int], turn: int,
+    ) -> EngineReply:  # fmt: skip
+        """Send a request until it gets an answer the caller acts on.
+
+        `send` makes one attempt (mmbench's own post, or the renderers library's client) and
+        `size` says how many body bytes that attempt sent. An answer < 500, or any error answer to
+        a request with null slots (the caller resends it in full once), is returned. A 5xx without
+        null slots and a failed connection (refused, reset, timed out: an engine restarting) are
+        retried, the same request again, within retry_budget and a bounded exponential backoff; then
+        the rollout fails with the cause. Every send after the turn's first counts as extra bytes
+        (the cost of the faults).
         """
         has_null = Ship.NULL in plan
         budget = self.config.retry_budget
         wait = RETRY_FIRST_S
         retries = 0
         while True:
-            c.requests += 1
-            c.bytes_shipped += len(body)
-            if turn_bytes[0]:
-                c.extra_bytes += len(body)
-            turn_bytes[0] += len(body)
-            c.full_items_sent += plan.count(Ship.PIXELS)
-            c.null_items_sent += plan.count(Ship.NULL)
-            c.media_items_sent += plan.count(Ship.MEDIA)
             t0 = time.perf_counter()
             try:
-                reply = await post_generate(http, url, body, self.codec)
+                reply = await send()
             except httpx.TransportError as exc:  # connect, read, write, protocol errors, timeouts
                 cause = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             except httpx.HTTPError as exc:
@@ -119,6 +127,8 @@ class World:
                 if reply.status < 500 or has_null:
                     return reply
                 cause = f"engine answered {reply.status}: {reply.error}"
+            finally:
+                _count_attempt(size(), plan, c, turn_bytes)
             if retries >= budget:
                 raise RolloutFailed(f"turn {turn}: {cause} (gave up after {retries} retries)")
             retries += 1
@@ -155,14 +165,18 @@ class World:
         policy = self.config.trim_after_build
         before = rss_bytes() if policy == "auto" else 0
         body = build_body(
-            self.codec, self.config.model, conv.tokens.tolist(), sidecar, [s is Ship.PIXELS for s in plan],
-            self.config.completion_tokens, self.config.dtype,
+            self.codec, self.config.model, self._prompt_tokens(conv), sidecar,
+            [s is Ship.PIXELS for s in plan], self.config.completion_tokens, self.config.dtype,
         )  # fmt: skip
         if policy == "always" or (policy == "auto" and rss_bytes() - before >= TRIM_AUTO_GROWTH):
             gc.collect()
             malloc_trim()
             self.trims += 1
         return body
+
+    def _prompt_tokens(self, conv: Conversation) -> list[int]:
+        """The expanded prompt a processed request carries."""
+        return conv.tokens.tolist()  # type: ignore[no-any-return]
 
     def _build_gate(self) -> contextlib.AbstractAsyncContextManager[object]:
         """The cap on concurrent payload builds (max_inflight_builds; 0 is no cap)."""
@@ -190,30 +204,41 @@ class World:
             new_i.append(rendered.item)
             conv.tokens.extend([IMAGE_PAD_TOKEN] * n)
         sidecar = stored.extended(new_h, new_p, new_i)
-        hashes = sidecar.hashes
         prompt_len = len(conv.tokens)
-        plan = self.transport.plan(url, cfg.model, hashes)
-        try:
-            sent, reply = await self._ship(http, url, conv, sidecar, plan, c, turn_bytes, t + 1)
-            if not reply.ok and Ship.NULL in plan:
-                # The engine could not serve a null slot: forget, re-render, resend all once.
-                self.transport.on_error(url, cfg.model, hashes)
-                c.fallbacks += 1
-                plan = [Ship.PIXELS] * len(hashes)
-                sent, reply = await self._ship(http, url, conv, sent, plan, c, turn_bytes, t + 1)
-        except RolloutFailed:
-            self.transport.on_error(url, cfg.model, hashes)
-            raise
-        if not reply.ok:
-            self.transport.on_error(url, cfg.model, hashes)
-            raise RolloutFailed(f"turn {t + 1}: engine answered {reply.status}: {reply.error}")
-        self.transport.on_success(url, cfg.model, hashes)
-        c.wrong_results += _wrong(reply, sent)
+        sent, reply, plan = await self._exchange(http, url, conv, sidecar, c, turn_bytes, t + 1)
         completion = [int(x) for x in reply.body.get("token_ids", [])]
         step = Step(
             prompt_len, completion, list(reply.body.get("logprobs", [])), self.transport.stored(sent, plan)
         )
         return step, step.sidecar
+
+    async def _exchange(
+        self, http: httpx.AsyncClient, url: str, conv: Conversation, sidecar: MultiModalData,
+        c: RolloutCounters, turn_bytes: list[int], turn: int,
+    ) -> tuple[MultiModalData, EngineReply, list[Ship]]:  # fmt: skip
+        """A processed turn's request as the transport plans it, its one full resend where the
+        engine could not serve a null slot, and the answer checked: what was sent (pixels
+        re-derived where shipped), the engine's reply and the final plan."""
+        cfg = self.config
+        hashes = sidecar.hashes
+        plan = self.transport.plan(url, cfg.model, hashes)
+        try:
+            sent, reply = await self._ship(http, url, conv, sidecar, plan, c, turn_bytes, turn)
+            if not reply.ok and Ship.NULL in plan:
+                # The engine could not serve a null slot: forget, re-render, resend all once.
+                self.transport.on_error(url, cfg.model, hashes)
+                c.fallbacks += 1
+                plan = [Ship.PIXELS] * len(hashes)
+                sent, reply = await self._ship(http, url, conv, sent, plan, c, turn_bytes, turn)
+        except RolloutFailed:
+            self.transport.on_error(url, cfg.model, hashes)
+            raise
+        if not reply.ok:
+            self.transport.on_error(url, cfg.model, hashes)
+            raise RolloutFailed(f"turn {turn}: engine answered {reply.status}: {reply.error}")
+        self.transport.on_success(url, cfg.model, hashes)
+        c.wrong_results += _wrong(reply, sent)
+        return sent, reply, plan
 
     async def _raw_turn(
         self, http: httpx.AsyncClient, url: str, r: int, t: int, conv: Conversation, c: RolloutCounters,
@@ -251,47 +276,63 @@ class World:
         conv.rendered.extend(completion)
         return Step(len(prompt), completion, list(reply.body.get("logprobs", [])), NO_SIDECAR, placeholders)
 
+    async def _turn(
+        self, http: httpx.AsyncClient, url: str, r: int, t: int, conv: Conversation, prev: Step | None,
+        c: RolloutCounters, turn_bytes: list[int],
+    ) -> Step:  # fmt: skip
+        """One turn of one rollout: the environment's text and image(s), the request, the step."""
+        text = self.text_tokens(r, t)
+        if self.transport.renders:
+            conv.tokens.extend(text)
+            stored = prev.sidecar if prev is not None else MultiModalData()
+            step, _ = await self._processed_turn(http, url, r, t, conv, stored, c, turn_bytes)
+        else:
+            conv.rendered.extend(text)
+            step = await self._raw_turn(http, url, r, t, conv, c, turn_bytes)
+        conv.tokens.extend(step.completion_ids)
+        return step
+
+    def _conversation(self) -> Conversation:
+        return Conversation()
+
     async def rollout(self, http: httpx.AsyncClient, url: str, r: int) -> Trajectory:
-        cfg = self.config
-        conv = Conversation()
+        conv = self._conversation()
         steps: list[Step] = []
         c = RolloutCounters()
-        stored = MultiModalData()
         try:
-            for t in range(cfg.turns):
-                text = self.text_tokens(r, t)
+            for t in range(self.config.turns):
                 turn_bytes = [0]
+                prev = steps[-1] if steps else None
                 try:
-                    if self.transport.renders:
-                        conv.tokens.extend(text)
-                        step, stored = await self._processed_turn(
-                            http, url, r, t, conv, stored, c, turn_bytes
-                        )
-                    else:
-                        conv.rendered.extend(text)
-                        step = await self._raw_turn(http, url, r, t, conv, c, turn_bytes)
+                    step = await self._turn(http, url, r, t, conv, prev, c, turn_bytes)
                 finally:
                     c.bytes_per_turn.append(turn_bytes[0])
-                conv.tokens.extend(step.completion_ids)
                 steps.append(step)
                 self.turn_ends.append((time.monotonic(), r, t + 1))
         except RolloutFailed as exc:
             c.failed, c.failure = True, str(exc)
         return Trajectory(r, conv, steps, c)
 
+    def _http_client(self) -> httpx.AsyncClient:
+        k = self.config.rollouts
+        limits = httpx.Limits(max_connections=k, max_keepalive_connections=k)
+        return httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(HTTP_TIMEOUT_S, connect=30.0))
+
     async def run_async(self, url: str) -> list[Trajectory]:
         k = self.config.rollouts
         n = self.config.max_inflight_builds
         self._gate = asyncio.Semaphore(n) if n > 0 else None  # bound to this loop
-        limits = httpx.Limits(max_connections=k, max_keepalive_connections=k)
-        timeout = httpx.Timeout(HTTP_TIMEOUT_S, connect=30.0)
-        async with httpx.AsyncClient(limits=limits, timeout=timeout) as http:
+        async with self._http_client() as http:
             return list(await asyncio.gather(*(self.rollout(http, url, r) for r in range(k))))
 
     def run(self, url: str) -> list[Trajectory]:
         return asyncio.run(self.run_async(url))
 
     # --- after the run -------------------------------------------------------------------
+
+    def cached_items(self) -> Iterator[MMItem]:
+        """Every item the renderer caches hold (the ledger counts their pixels)."""
+        return self.pool.cached_items()
 
     @staticmethod
     def media_checks(trajectories: list[Trajectory]) -> list[tuple[int, int, int]]:
@@ -304,6 +345,19 @@ class World:
         derivation (done here, after the measured phase, once per distinct image)."""
         cfg = self.config
         return raw.count_wrong(checks, self.sources, self.geometry, cfg.dtype, cfg.images_per_turn)
+
+
+def _count_attempt(nbytes: int, plan: list[Ship], c: RolloutCounters, turn_bytes: list[int]) -> None:
+    """One attempt's request, body bytes and items in the counters (every attempt counts, also one
+    refused at connect)."""
+    c.requests += 1
+    c.bytes_shipped += nbytes
+    if turn_bytes[0]:
+        c.extra_bytes += nbytes
+    turn_bytes[0] += nbytes
+    c.full_items_sent += plan.count(Ship.PIXELS)
+    c.null_items_sent += plan.count(Ship.NULL)
+    c.media_items_sent += plan.count(Ship.MEDIA)
 
 
 def _wrong(reply: EngineReply, sent: MultiModalData) -> int:

@@ -19,6 +19,7 @@ import io
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import numpy as np
 from PIL import Image
@@ -28,6 +29,7 @@ from mmbench.world.geometry import Geometry
 from mmbench.world.sidecar import MMItem
 
 PIXEL_DTYPES = ("float32", "bfloat16")
+T = TypeVar("T")
 # OpenAI CLIP statistics, which the Qwen-VL processors use.
 IMAGE_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)
 IMAGE_STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)
@@ -165,8 +167,48 @@ class Renderer:
         return Rendered(mm_hash, item, False)
 
 
-class RendererPool:
-    """`pool_size` renderers, checked out per render (a lock for one, a queue for several)."""
+class Pool(Generic[T]):
+    """Members checked out one user at a time (a lock for one member, a queue for several): the
+    pool semantics of the library's pool factory, for mmbench's renderers and the library's own."""
+
+    def __init__(self, members: list[T]) -> None:
+        if not members:
+            raise ValueError("pool_size must be >= 1, got 0")
+        self.members = members
+        # asyncio primitives bind to the loop that first waits on them: made per loop, lazily.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock: asyncio.Lock | None = None
+        self._queue: asyncio.Queue[T] | None = None
+
+    def _bind(self) -> None:
+        loop = asyncio.get_running_loop()
+        if loop is self._loop:
+            return
+        self._loop = loop
+        if len(self.members) == 1:
+            self._lock = asyncio.Lock()
+        else:
+            self._queue = asyncio.Queue()
+            for r in self.members:
+                self._queue.put_nowait(r)
+
+    @contextlib.asynccontextmanager
+    async def checkout(self) -> AsyncIterator[T]:
+        self._bind()
+        if self._lock is not None:
+            async with self._lock:
+                yield self.members[0]
+            return
+        assert self._queue is not None
+        member = await self._queue.get()
+        try:
+            yield member
+        finally:
+            self._queue.put_nowait(member)
+
+
+class RendererPool(Pool[Renderer]):
+    """`pool_size` renderers, checked out per render."""
 
     def __init__(
         self, geometry: Geometry, pool_size: int = 1, image_cache_max: int = 32, dtype: str = "float32"
@@ -174,37 +216,11 @@ class RendererPool:
         if pool_size < 1:
             raise ValueError(f"pool_size must be >= 1, got {pool_size}")
         self.dtype = dtype
-        self.renderers = [Renderer(geometry, image_cache_max, dtype) for _ in range(pool_size)]
-        # asyncio primitives bind to the loop that first waits on them: made per loop, lazily.
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._lock: asyncio.Lock | None = None
-        self._queue: asyncio.Queue[Renderer] | None = None
+        super().__init__([Renderer(geometry, image_cache_max, dtype) for _ in range(pool_size)])
 
-    def _bind(self) -> None:
-        loop = asyncio.get_running_loop()
-        if loop is self._loop:
-            return
-        self._loop = loop
-        if len(self.renderers) == 1:
-            self._lock = asyncio.Lock()
-        else:
-            self._queue = asyncio.Queue()
-            for r in self.renderers:
-                self._queue.put_nowait(r)
-
-    @contextlib.asynccontextmanager
-    async def checkout(self) -> AsyncIterator[Renderer]:
-        self._bind()
-        if self._lock is not None:
-            async with self._lock:
-                yield self.renderers[0]
-            return
-        assert self._queue is not None
-        renderer = await self._queue.get()
-        try:
-            yield renderer
-        finally:
-            self._queue.put_nowait(renderer)
+    @property
+    def renderers(self) -> list[Renderer]:
+        return self.members
 
     async def render(self, source: bytes) -> Rendered:
         async with self.checkout() as renderer:

@@ -321,3 +321,38 @@ CRAFTED = [
 def test_crafted_input_is_a_4xx(engine: TestClient, content: bytes) -> None:
     r = post(engine, content)
     assert 400 <= r.status_code < 500, (r.status_code, r.text)
+
+
+# --- vLLM's answer shape (the renderers library's client reads it) -------------------------
+
+
+def test_the_answer_carries_vllms_shape_beside_mmbenchs_own_keys(engine: TestClient) -> None:
+    reply = post(engine, body(["h1"], [item_text(pixels(1))])).json()
+    for key in ("token_ids", "logprobs", "item_checksums", "request_id", "choices"):
+        assert key in reply
+    (choice,) = reply["choices"]
+    assert choice["token_ids"] == reply["token_ids"]
+    assert choice["finish_reason"] == "length"
+    content = choice["logprobs"]["content"]
+    assert [e["token"] for e in content] == [f"token_id:{t}" for t in reply["token_ids"]]
+    assert [e["logprob"] for e in content] == reply["logprobs"]
+    second = post(engine, body(["h1"], [None])).json()
+    assert second["request_id"] != reply["request_id"]
+
+
+def test_the_renderers_client_accepts_the_answer() -> None:
+    client_module = pytest.importorskip("renderers.client")
+    with client() as c:
+        raw = post(c, body(["h1"], [item_text(pixels(1))])).content
+    data = client_module.parse_generate_response(raw)
+    choice = data["choices"][0]
+    logprobs = client_module._parse_completion_logprobs(choice, choice["token_ids"])
+    assert logprobs == data["logprobs"]
+
+
+def test_models_lists_every_preset_with_a_max_model_len(engine: TestClient) -> None:
+    r = engine.get("/v1/models")
+    assert r.status_code == 200
+    cards = {card["id"]: card for card in r.json()["data"]}
+    assert set(cards) == {"qwen3-vl", "qwen2-vl"}
+    assert all(isinstance(c["max_model_len"], int) and c["max_model_len"] > 0 for c in cards.values())

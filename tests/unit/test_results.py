@@ -109,6 +109,8 @@ def _config(**overrides: Any) -> PointConfig:
         "malloc_arena_max": 0,
         "malloc_mmap_threshold": 0,
         "dtype": "float32",
+        "renderer": "sim",
+        "tokenizer": "",
     }
     values.update(overrides)
     assert set(values) == set(field_names())  # a new config field must be added here too

@@ -58,10 +58,7 @@ from mmbench.world.wire import (
     parse_request,
 )
 
-MODELS_PATH = "/v1/models"
-# The embedded engine holds no KV cache, so no prompt is too long for it; it reports Qwen3-VL's
-# native context, as a vLLM serving it would by default.
-MAX_MODEL_LEN = 262_144
+MAX_MODEL_LEN = 2**31 - 1  # what /v1/models reports: the engine bounds bodies, not prompts
 MERGE_TOKENS = 4  # placeholder tokens per image = grid_h * grid_w / merge^2, merge 2 in both presets
 
 
@@ -125,6 +122,7 @@ class Engine:
         # Called once, after the restart_every-th request has been answered.
         self.on_quota: Callable[[], None] | None = None
         self._media_dir = Path(config.allowed_media_dir).resolve() if config.allowed_media_dir else None
+        self._answers = 0  # completions answered: numbers the request_id
         # CPU seconds are counted from here: imports and start-up are not the engine's work.
         self._cpu0 = time.process_time()
 
@@ -257,10 +255,24 @@ class Engine:
         seed = zlib.crc32(np.asarray(prompt[-64:], dtype=np.int64).tobytes()) ^ self.config.seed
         rng = np.random.default_rng(seed)
         n = self.config.completion_tokens
+        token_ids = rng.integers(0, 150_000, size=n).tolist()
+        logprobs = np.round(-rng.exponential(1.0, size=n), 4).tolist()
+        self._answers += 1
+        entries = [{"token": f"token_id:{t}", "logprob": p} for t, p in zip(token_ids, logprobs, strict=True)]
         return {
-            "token_ids": rng.integers(0, 150_000, size=n).tolist(),
-            "logprobs": np.round(-rng.exponential(1.0, size=n), 4).tolist(),
+            "token_ids": token_ids,
+            "logprobs": logprobs,
             "item_checksums": checksums,
+            # vLLM's shape of the same completion, which the renderers library's client reads
+            "request_id": f"mmbench-{os.getpid()}-{self._answers}",
+            "choices": [
+                {
+                    "index": 0,
+                    "token_ids": token_ids,
+                    "logprobs": {"content": entries},
+                    "finish_reason": "length",
+                }
+            ],
         }
 
     def _resolve_media(self, url: str, geometry: Geometry) -> DecodedItem:
@@ -362,9 +374,9 @@ def create_app(config: EngineConfig) -> Starlette:
         return _json({"status": "ok"})
 
     async def models(request: Request) -> Response:
-        # vLLM's GET /v1/models, minimal: what a client reads before it sends (ids, max_model_len)
-        cards = [{"id": name, "object": "model", "owned_by": "mmbench", "max_model_len": MAX_MODEL_LEN}
-                 for name in MODELS]  # fmt: skip
+        # vLLM's model list, which the renderers client reads for max_model_len before a processed
+        # request: every geometry preset is served; no context bound but the body limit
+        cards = [{"id": name, "object": "model", "max_model_len": MAX_MODEL_LEN} for name in MODELS]
         return _json({"object": "list", "data": cards})
 
     app = Starlette(
@@ -372,7 +384,7 @@ def create_app(config: EngineConfig) -> Starlette:
             Route(GENERATE_PATH, generate, methods=["POST"]),
             Route("/stats", stats, methods=["GET"]),
             Route("/health", health, methods=["GET"]),
-            Route(MODELS_PATH, models, methods=["GET"]),
+            Route("/v1/models", models, methods=["GET"]),
         ]
     )
     app.state.engine = engine

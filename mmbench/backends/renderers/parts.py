@@ -1,0 +1,162 @@
+"""The library's objects, built offline: a tokenizer, the image processor of a geometry preset, and
+a pool of the library's renderers.
+
+Nothing here touches the network. The tokenizer is built in code (a `tokenizers` WordLevel model
+wrapped in `transformers.PreTrainedTokenizerFast`) with the special tokens the renderer looks up at
+Qwen's ids, or loaded from a local directory (`--tokenizer DIR`, `local_files_only`). The processor
+is any object whose `image_processor` is transformers' Qwen2-VL image processor configured from the
+preset (patch, temporal patch, merge, min/max pixels) with the public processor's normalization.
+
+renderers 0.1.12 ships no RendererPool class: the pool factory's semantics (pool_size renderer
+instances, each with its own FIFO image cache bounded by `image_cache_max` through the library's
+config, one checked out per render) are emulated with mmbench's Pool around the library's objects.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+# Before transformers is imported: never look anything up on a hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from renderers.configs import Qwen3VLRendererConfig
+from renderers.qwen3_vl import Qwen3VLRenderer
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+from mmbench.errors import MmbenchError
+from mmbench.world.geometry import Geometry
+from mmbench.world.renderer import Pool
+from mmbench.world.sidecar import MMItem
+from mmbench.world.wire import IMAGE_PAD_TOKEN
+
+# Qwen's special tokens, at Qwen's ids: the renderer looks each one up; the engine expands
+# <|image_pad|> (mmbench.world.wire.IMAGE_PAD_TOKEN).
+SPECIAL_TOKENS = {
+    "<|endoftext|>": 151_643, "<|im_start|>": 151_644, "<|im_end|>": 151_645, "<|vision_start|>": 151_652,
+    "<|vision_end|>": 151_653, "<|image_pad|>": IMAGE_PAD_TOKEN, "<|video_pad|>": 151_656,
+    "<tool_call>": 151_657, "</tool_call>": 151_658, "<tool_response>": 151_665,
+    "</tool_response>": 151_666, "<think>": 151_667, "</think>": 151_668,
+}  # fmt: skip
+# Words for every id below the special tokens: the sim's text token ids (and the engine's completion
+# ids, all below 150,000) are the words `t<id>`, so a text of N words encodes to exactly those N ids.
+TEXT_VOCAB = 151_643
+# The words the chat template itself writes (role names); newlines are whitespace to this tokenizer.
+TEMPLATE_WORDS = {"user": 151_670, "assistant": 151_671, "system": 151_672, "<unk>": 151_673}
+UNK = "<unk>"
+
+# The public processors' normalization. (mmbench's sim renderer uses the CLIP statistics for both
+# presets; giving each preset its own is a separate fix. Until then the library's pixel values
+# differ from the sim's for qwen3-vl, while sizes, hashes and token counts do not.)
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+PROCESSOR_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "qwen3-vl": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+    "qwen2-vl": (CLIP_MEAN, CLIP_STD),
+}
+
+
+def text_of(token_ids: list[int]) -> str:
+    """The words the built tokenizer encodes to exactly these ids."""
+    return " ".join(f"t{i}" for i in token_ids)
+
+
+def build_tokenizer() -> PreTrainedTokenizerFast:
+    vocab = {f"t{i}": i for i in range(TEXT_VOCAB)}
+    vocab.update(SPECIAL_TOKENS)
+    vocab.update(TEMPLATE_WORDS)
+    model = Tokenizer(models.WordLevel(vocab, unk_token=UNK))
+    model.pre_tokenizer = pre_tokenizers.Whitespace()  # type: ignore[assignment]
+    return PreTrainedTokenizerFast(
+        tokenizer_object=model, unk_token=UNK, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+        additional_special_tokens=list(SPECIAL_TOKENS),
+    )  # fmt: skip
+
+
+def load_tokenizer(directory: str) -> Any:
+    """A local Hugging Face tokenizer directory; never downloads."""
+    try:
+        tok = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise MmbenchError(f"--tokenizer {directory}: cannot load a tokenizer there ({exc})") from None
+    pad = tok.convert_tokens_to_ids("<|image_pad|>")
+    if pad != IMAGE_PAD_TOKEN:
+        raise MmbenchError(
+            f"--tokenizer {directory}: <|image_pad|> is id {pad}; the engine expands id {IMAGE_PAD_TOKEN}"
+        )
+    return tok
+
+
+def make_tokenizer(directory: str = "") -> Any:
+    return load_tokenizer(directory) if directory else build_tokenizer()
+
+
+@dataclass(frozen=True, slots=True)
+class Processor:
+    """What Qwen3VLRenderer needs of a processor: its `image_processor`."""
+
+    image_processor: Any
+
+
+def make_processor(geometry: Geometry) -> Processor:
+    # transformers without torchvision resolves Qwen2VLImageProcessor to this PIL class (with a
+    # warning): named directly, the same class is used whether or not torchvision is installed.
+    from transformers import Qwen2VLImageProcessorPil
+
+    mean, std = PROCESSOR_STATS[geometry.name]
+    image_processor = Qwen2VLImageProcessorPil(
+        patch_size=geometry.patch_size, temporal_patch_size=geometry.temporal_patch_size,
+        merge_size=geometry.merge_size, min_pixels=geometry.min_pixels, max_pixels=geometry.max_pixels,
+        image_mean=list(mean), image_std=list(std),
+    )  # fmt: skip
+    return Processor(image_processor)
+
+
+def make_renderer(tokenizer: Any, processor: Processor, image_cache_max: int) -> Qwen3VLRenderer:
+    return Qwen3VLRenderer(
+        tokenizer, Qwen3VLRendererConfig(image_cache_max=image_cache_max), processor=processor
+    )
+
+
+def image_cache(renderer: Qwen3VLRenderer) -> dict[str, tuple[Any, int]]:
+    """The renderer's per-instance image cache (hash -> (processor output, tokens)). A private
+    attribute of renderers 0.1.12, read only: to count hits and misses and to account the pixels
+    it holds (tests pin it, so a library version that renames it fails loudly)."""
+    cache: dict[str, tuple[Any, int]] = renderer._image_cache
+    return cache
+
+
+class LibraryPool(Pool[Qwen3VLRenderer]):
+    """pool_size library renderers, each with its own image cache, one checked out per render."""
+
+    def __init__(
+        self, geometry: Geometry, pool_size: int, image_cache_max: int, tokenizer_dir: str = ""
+    ) -> None:
+        self.tokenizer = make_tokenizer(tokenizer_dir)
+        self.processor = make_processor(geometry)
+        super().__init__(
+            [make_renderer(self.tokenizer, self.processor, image_cache_max) for _ in range(pool_size)]
+        )
+
+    @staticmethod
+    def count(before: set[str], hashes: list[str]) -> tuple[int, int]:
+        """Hits and misses of one render that processed these images: a hash its renderer's cache
+        held before, or one seen earlier in the same render, is a hit (the library counts nothing)."""
+        seen = set(before)
+        hits = 0
+        for h in hashes:
+            hits += h in seen
+            seen.add(h)
+        return hits, len(hashes) - hits
+
+    def cached_items(self) -> Iterator[MMItem]:
+        """The caches' pixels as items, for the ledger (which counts each buffer once)."""
+        for renderer in self.members:
+            for out, _ in image_cache(renderer).values():
+                yield MMItem(np.asarray(out["image_grid_thw"]), 0, out["pixel_values"])
