@@ -424,6 +424,7 @@ def profile_point(
     top: int = DEFAULT_TOP,
     force: bool = False,
     max_memory: int | None = None,
+    engine_url: str | None = None,
 ) -> ProfileResult:
     """Measure `config` with memray tracking the worker; write the capture, the flame graphs and
     sites.json into `out_dir` (created; it must not hold anything yet)."""
@@ -434,7 +435,9 @@ def profile_point(
         import memray  # noqa: F401
     except ImportError:
         raise MmbenchError("memray is not installed; pip install memray") from None
-    options = HarnessOptions(memray_dir=out_dir, memray_native=native, force=force, max_memory=max_memory)
+    options = HarnessOptions(
+        memray_dir=out_dir, memray_native=native, force=force, max_memory=max_memory, engine_url=engine_url
+    )
     record = measure_point(config, 0, options)
     if record.status == "skipped":
         raise MmbenchError(f"{record.cause}; use a smaller point, or --force to run it anyway")
