@@ -58,6 +58,7 @@ CATEGORY_RULES: tuple[tuple[str, str, str], ...] = (
     ("mmbench/world/geometry.py", "*", "renderer"),
     ("mmbench/world/codec.py", "pixel_checksum", "renderer"),  # called by Renderer.process
     ("mmbench/world/codec.py", "*", "transport"),  # encode_item, the text codecs
+    ("mmbench/world/vllm_item.py", "*", "transport"),  # --codec vllm: vLLM's msgpack items
     ("mmbench/world/wire.py", "*", "transport"),
     ("mmbench/world/client.py", "post_generate", "engine_client"),  # httpx: request and reply buffers
     ("mmbench/world/client.py", "*", "transport"),  # build_body: torch.cat, base64, the JSON body
