@@ -46,7 +46,8 @@ def main() -> None:
         tokens = list(range(one.placeholders[0].offset + one.placeholders[0].length + 8))
         hand = vllm_item.item_bytes(shape, 4, "float32", 1)
         print(f"{size}x{size}: pixel_values {shape} float32, {shape[0] * shape[1] * 4:,} bytes")
-        print(f"  vllm by hand: msgpack {hand:,} bytes (pixels + {hand - shape[0] * shape[1] * 4} around them), "
+        around = hand - shape[0] * shape[1] * 4
+        print(f"  vllm by hand: msgpack {hand:,} bytes (pixels + {around} around them), "
               f"in the body {b64_len(hand) + 2:,} bytes")  # fmt: skip
         for name in CODECS:
             body = json.loads(build_body(get_codec(name), "qwen3-vl", tokens, one, [True], 16))
@@ -65,7 +66,8 @@ def main() -> None:
                 body_bytes = build_body(codec, "qwen3-vl", tokens, many, [True] * args.items, 16)
                 times.append(time.perf_counter() - t0)
                 del body_bytes
-            print(f"  {name:>6}: build_body with {args.items} full items: median {statistics.median(times):.3f} s "
+            median = statistics.median(times)
+            print(f"  {name:>6}: build_body with {args.items} full items: median {median:.3f} s "
                   f"(min {min(times):.3f}, max {max(times):.3f}, {args.repeats} runs)")  # fmt: skip
 
 

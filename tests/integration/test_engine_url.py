@@ -1,9 +1,11 @@
 """--engine-url end to end on loopback: a sweep against `mmbench engine` ships the same bytes as the
-embedded engine; an engine that exposes no /stats leaves every engine figure unknown; Ctrl-C stops
-`mmbench engine`. Tiny points (256x256 after the preset's minimum, K <= 2, N = 2)."""
+embedded engine; Ctrl-C stops `mmbench engine`. An engine that answers as a vLLM does (a stub: the
+same app without /stats and checksums) leaves what it does not expose unknown. Tiny points (256x256
+after the preset's minimum, K <= 2, N = 2)."""
 
 from __future__ import annotations
 
+import json
 import selectors
 import signal
 import subprocess
@@ -14,6 +16,10 @@ from pathlib import Path
 
 import pytest
 import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from mmbench.api import run_sweep
 from mmbench.config import PointConfig
@@ -21,6 +27,7 @@ from mmbench.measure.harness import HarnessOptions, measure_point
 from mmbench.world.engine.__main__ import _server_config
 from mmbench.world.engine.app import EngineConfig, create_app
 from mmbench.world.engine.standalone import listen, url_of
+from mmbench.world.wire import GENERATE_PATH
 
 slow = pytest.mark.slow
 SCENARIO = {
@@ -90,12 +97,27 @@ def test_a_sweep_against_mmbench_engine_ships_what_the_embedded_engine_gets(
     assert proc.stderr is not None and "Traceback" not in proc.stderr.read()
 
 
-class _ServerThread:
-    """The engine's app without /stats (as a vLLM has none), served on 127.0.0.1 in a thread."""
+def vllm_like_app() -> Starlette:
+    """The engine's app answering as a vLLM does: no /stats, no item_checksums, the completion only
+    in `choices` (mmbench's engine also answers it at the top level)."""
+    app = create_app(EngineConfig())
+    engine = app.state.engine
 
-    def __init__(self) -> None:
-        app = create_app(EngineConfig())
-        app.router.routes = [r for r in app.router.routes if getattr(r, "path", "") != "/stats"]
+    async def generate(request: Request) -> Response:
+        answer = await engine.generate(request)
+        body = json.loads(bytes(answer.body))
+        for key in ("item_checksums", "token_ids", "logprobs"):
+            body.pop(key, None)
+        return Response(json.dumps(body), status_code=answer.status_code, media_type="application/json")
+
+    models = next(r for r in app.router.routes if getattr(r, "path", "") == "/v1/models")
+    return Starlette(routes=[Route(GENERATE_PATH, generate, methods=["POST"]), models])
+
+
+class _ServerThread:
+    """An app served on 127.0.0.1 in a thread of the test."""
+
+    def __init__(self, app: Starlette) -> None:
         self.sock = listen("127.0.0.1", 0)
         self.url = url_of(self.sock)
         self.server = uvicorn.Server(_server_config(app))
@@ -113,13 +135,20 @@ class _ServerThread:
 
 
 @slow
-def test_an_engine_without_stats_leaves_engine_figures_unknown_never_zero(tmp_path: Path) -> None:
-    config = PointConfig(mode="hash-only", rollouts=2, turns=2, image_size="64", codec="vllm")
-    with _ServerThread() as stub:
+@pytest.mark.parametrize("mode", ["hash-only", "raw"])
+def test_against_a_vllm_like_engine_what_it_does_not_expose_is_unknown_never_zero(
+    mode: str, tmp_path: Path
+) -> None:
+    config = PointConfig(mode=mode, rollouts=2, turns=2, image_size="64", codec="vllm")
+    with _ServerThread(vllm_like_app()) as stub:
         record = measure_point(config, 0, HarnessOptions(engine_url=stub.url, timeline_dir=tmp_path))
-    assert record.ok, record.cause
+    embedded = measure_point(config, 0, HarnessOptions(timeline_dir=tmp_path))
+    assert record.ok and embedded.ok, (record.cause, embedded.cause)
     assert record.engine == stub.url
-    assert record.bytes_shipped and record.wrong_results == 0 and record.requests == 4
+    # the completions came from `choices`: the same prompts, the same bytes
+    same = ("bytes_shipped", "bytes_per_turn", "requests", "prompt_tokens", "image_tokens")
+    assert {k: getattr(record, k) for k in same} == {k: getattr(embedded, k) for k in same}
+    assert embedded.wrong_results == 0 and record.wrong_results is None  # no checksums to compare with
     unknown = (
         "engine_rss_bytes", "engine_cache_bytes", "engine_cache_hits", "engine_bytes_received",
         "engine_cpu_s", "engine_errors", "engine_rss_baseline_bytes", "engine_preprocess_calls",
@@ -130,7 +159,7 @@ def test_an_engine_without_stats_leaves_engine_figures_unknown_never_zero(tmp_pa
 def test_faults_are_refused_on_an_external_engine_before_anything_runs(tmp_path: Path) -> None:
     from mmbench.errors import MmbenchError
 
-    with _ServerThread() as stub:
+    with _ServerThread(vllm_like_app()) as stub:
         options = HarnessOptions(engine_url=stub.url, timeline_dir=tmp_path)
         with pytest.raises(MmbenchError, match="engine_error_rate need the embedded engine"):
             measure_point(PointConfig(engine_error_rate=0.2), 0, options)
