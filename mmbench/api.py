@@ -8,15 +8,19 @@ from typing import Any
 import pandas as pd
 
 from mmbench.config import PointConfig
+from mmbench.errors import MmbenchError
 from mmbench.measure.harness import HarnessOptions, measure_point
 from mmbench.results import CSV_COLUMNS, PointRecord, ResultsFile, load
 from mmbench.scenarios import Scenario, load_scenario, parse_scenario
 
 
-def run_point(repeat: int = 0, memray_dir: str | Path | None = None, **params: Any) -> PointRecord:
-    """Measure one point, e.g. run_point(mode="full", rollouts=8, image_size="512")."""
+def run_point(
+    repeat: int = 0, memray_dir: str | Path | None = None, engine_url: str | None = None, **params: Any
+) -> PointRecord:
+    """Measure one point, e.g. run_point(mode="full", rollouts=8, image_size="512"); `engine_url` as
+    `mmbench run --engine-url`."""
     config = PointConfig.from_dict(params, where="run_point")
-    options = HarnessOptions(memray_dir=Path(memray_dir) if memray_dir else None)
+    options = HarnessOptions(memray_dir=Path(memray_dir) if memray_dir else None, engine_url=engine_url)
     return measure_point(config, repeat, options)
 
 
@@ -25,10 +29,12 @@ def run_sweep(
     out: str | Path | None = None,
     repeats: int | None = None,
     cluster: str | None = None,
+    engine_url: str | None = None,
     **overrides: Any,
 ) -> ResultsFile:
     """Run a scenario (a name, a path, a Scenario, or a dict in the TOML's shape); keyword
-    arguments override its axes (a value or a list). `cluster` as `mmbench sweep --cluster`."""
+    arguments override its axes (a value or a list). `cluster` as `mmbench sweep --cluster`,
+    `engine_url` as `--engine-url`."""
     from mmbench.sweep import run_sweep as _run
 
     if isinstance(scenario, dict):
@@ -40,6 +46,12 @@ def run_sweep(
     axes = {k: v if isinstance(v, list) else [v] for k, v in overrides.items()}
     chosen = chosen.with_overrides(axes, repeats)
     out_dir = Path(out) if out is not None else None
+    if engine_url is not None:
+        if cluster is not None:
+            raise MmbenchError(
+                "engine_url and cluster do not go together: an external engine serves one client"
+            )
+        return _run(chosen, out_dir, HarnessOptions(engine_url=engine_url))
     if cluster is None:
         return _run(chosen, out_dir)
     from mmbench.cluster.address import parse_cluster

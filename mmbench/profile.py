@@ -58,6 +58,7 @@ CATEGORY_RULES: tuple[tuple[str, str, str], ...] = (
     ("mmbench/world/geometry.py", "*", "renderer"),
     ("mmbench/world/codec.py", "pixel_checksum", "renderer"),  # called by Renderer.process
     ("mmbench/world/codec.py", "*", "transport"),  # encode_item, the text codecs
+    ("mmbench/world/vllm_item.py", "*", "transport"),  # --codec vllm: vLLM's msgpack items
     ("mmbench/world/wire.py", "*", "transport"),
     ("mmbench/world/client.py", "post_generate", "engine_client"),  # httpx: request and reply buffers
     ("mmbench/world/client.py", "*", "transport"),  # build_body: torch.cat, base64, the JSON body
@@ -424,6 +425,7 @@ def profile_point(
     top: int = DEFAULT_TOP,
     force: bool = False,
     max_memory: int | None = None,
+    engine_url: str | None = None,
 ) -> ProfileResult:
     """Measure `config` with memray tracking the worker; write the capture, the flame graphs and
     sites.json into `out_dir` (created; it must not hold anything yet)."""
@@ -434,7 +436,9 @@ def profile_point(
         import memray  # noqa: F401
     except ImportError:
         raise MmbenchError("memray is not installed; pip install memray") from None
-    options = HarnessOptions(memray_dir=out_dir, memray_native=native, force=force, max_memory=max_memory)
+    options = HarnessOptions(
+        memray_dir=out_dir, memray_native=native, force=force, max_memory=max_memory, engine_url=engine_url
+    )
     record = measure_point(config, 0, options)
     if record.status == "skipped":
         raise MmbenchError(f"{record.cause}; use a smaller point, or --force to run it anyway")

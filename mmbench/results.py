@@ -166,6 +166,9 @@ class PointRecord:
     prompt_tokens: int | None = None  # the last prompt's length, summed over rollouts
     pixel_shapes: str | None = None  # distinct pixel_values shapes the trajectories held ("" for none)
     sidecar_digest: str | None = None  # sha256 of every image's hash, grid and placeholder (fidelity)
+    # --- the engine that served the point (issue 11, --engine-url): "embedded" (started by mmbench for
+    # the point) or the URL of an external one; a recorded fact, not a point parameter (not in the key)
+    engine: str | None = None
     # --- time
     wall_s: float | None = None
     rollout_wall_s: float | None = None

@@ -20,6 +20,7 @@ from mmbench.errors import MmbenchError
 from mmbench.extrapolate import extrapolate
 from mmbench.machines import machine_block
 from mmbench.measure.environment import environment
+from mmbench.measure.external import check_engine
 from mmbench.measure.harness import HarnessOptions, measure_point
 from mmbench.measure.timeline import TIMELINES_DIR
 from mmbench.results import PointRecord, ResultsFile, append_point, read_points_log, save
@@ -132,6 +133,8 @@ def _run(
         )
     records: dict[tuple[object, ...], PointRecord] = {r.key(): r for r in finished}
     todo = [p for p in planned if p.key not in records]
+    if options.engine_url is not None:  # reachable and fit for every point, before the first runs
+        check_engine(options.engine_url, [p.config for p in todo])
     rewrites, unsaved = _Rewrites(), False
     try:
         # closing(): an interrupt between two batches still stops the runner (a cluster's queue).

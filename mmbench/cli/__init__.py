@@ -7,6 +7,7 @@ import typer
 
 from mmbench import __version__
 from mmbench.cli.compare import compare
+from mmbench.cli.engine import engine
 from mmbench.cli.plan import plan
 from mmbench.cli.plot import plot
 from mmbench.cli.profile import profile
@@ -31,6 +32,7 @@ app.command()(plot)
 app.command()(profile)
 app.command()(compare)
 app.command()(plan)
+app.command()(engine)
 
 
 def _version(value: bool) -> None:

@@ -155,6 +155,17 @@ MaxMemory = Annotated[
 ]
 
 
+EngineUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--engine-url",
+        help="use the engine at this URL (a vLLM, or `mmbench engine`) instead of starting one per point; "
+        "it must answer GET /v1/models",
+        show_default=False,
+    ),
+]
+
+
 def parse_max_memory(text: str | None) -> int | None:
     return None if text is None else parse_size(text, "--max-memory")
 

@@ -36,6 +36,7 @@ def profile(
     top: Annotated[int, typer.Option(help="sites listed per snapshot")] = DEFAULT_TOP,
     force: Annotated[bool, typer.Option(help="run even when preflight predicts it will not fit")] = False,
     max_memory: c.MaxMemory = None,
+    engine_url: c.EngineUrl = None,
 ) -> None:
     """Profile one point with memray: capture, flame graphs, top allocation sites by mmbench function."""
     flags = point_flags
@@ -43,7 +44,9 @@ def profile(
     limit = c.parse_max_memory(max_memory)
     out_dir = out if out is not None else default_out(config.mode, config.rollouts)
     with c.console.status(f"profiling {config.mode}, K={config.rollouts}, N={config.turns} with memray ..."):
-        result = profile_point(config, out_dir, native, top=top, force=force, max_memory=limit)
+        result = profile_point(
+            config, out_dir, native, top=top, force=force, max_memory=limit, engine_url=engine_url
+        )
     atomic_write(out_dir / SITES_MD, profile_markdown(result))
     for renderable in profile_tables(result):
         c.console.print(renderable)

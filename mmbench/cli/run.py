@@ -28,6 +28,7 @@ def run(
     ] = False,
     force: Annotated[bool, typer.Option(help="run even when preflight predicts it will not fit")] = False,
     max_memory: c.MaxMemory = None,
+    engine_url: c.EngineUrl = None,
 ) -> None:
     """Measure one point (one mode, one parameter set) in a fresh worker and engine process."""
     flags = point_flags
@@ -42,6 +43,7 @@ def run(
                 force=force,
                 max_memory=c.parse_max_memory(max_memory),
                 timeline_dir=json_out.parent / TIMELINES_DIR if json_out else None,
+                engine_url=engine_url,
             ),
         )
     if record.status == "skipped":

@@ -21,6 +21,7 @@ from mmbench.cli import common as c
 from mmbench.cluster.address import ClusterSpec, parse_cluster
 from mmbench.errors import MmbenchError
 from mmbench.launch import DEFAULT_START_METHOD, check_start_method
+from mmbench.measure.external import check_engine
 from mmbench.measure.harness import HarnessOptions
 from mmbench.reporters.table import fits_table, sweep_table
 from mmbench.reporters.timings import timings_table
@@ -76,6 +77,7 @@ def sweep(
     timings: Annotated[
         bool, typer.Option(help="also print where each point's time went (overhead phases, seconds)")
     ] = False,
+    engine_url: c.EngineUrl = None,
     start_method: Annotated[
         str, typer.Option(hidden=True, help="fork (from a fork server) or exec (fresh interpreters)")
     ] = DEFAULT_START_METHOD,
@@ -103,6 +105,12 @@ def sweep(
         if (out_dir / RESULTS_JSON).exists() or (out_dir / POINTS_LOG).exists():
             raise MmbenchError(f"{out_dir} already holds results; choose another --out, or --resume it")
     planned = plan(chosen)
+    if engine_url is not None:
+        if spec is not None:
+            raise MmbenchError(
+                "--engine-url and --cluster do not go together: an external engine serves one client"
+            )
+        check_engine(engine_url, [p.config for p in planned])  # before anything is printed or written
     todo = len(planned) - len({r.key() for r in finished})
     c.console.print(
         f"[bold]{chosen.name}[/bold]: {chosen.description} — "
@@ -114,6 +122,7 @@ def sweep(
         force=force,
         max_memory=c.parse_max_memory(max_memory),
         start_method=method,
+        engine_url=engine_url,
     )
     columns = (
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

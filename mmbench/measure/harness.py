@@ -24,6 +24,7 @@ import psutil
 from mmbench.backends import check_runnable
 from mmbench.config import PointConfig
 from mmbench.launch import DEFAULT_START_METHOD, PARENT_PID, Process, StartMethod, launch, prestart
+from mmbench.measure.external import check_engine
 from mmbench.measure.model import Prediction, predict
 from mmbench.measure.overhead import HarnessStamps, overhead
 from mmbench.measure.preflight import preflight
@@ -32,7 +33,8 @@ from mmbench.results import PointRecord
 from mmbench.transports.registry import TRANSPORTS
 from mmbench.units import RSS_NOISE_FLOOR_BYTES, fmt_bytes
 from mmbench.world.engine.app import EngineConfig
-from mmbench.world.engine.process import EngineProcess
+from mmbench.world.engine.process import SUMMED_STATS, EngineProcess
+from mmbench.world.engine.remote import EMBEDDED, RemoteEngine, normalize_url
 from mmbench.world.images import SourceSpec, SourceStore, make_source
 from mmbench.world.media import disk_bytes
 
@@ -85,6 +87,8 @@ class HarnessOptions:
     # How the worker and the engine start: forked from a fork server that imported their modules
     # (fork), or as fresh interpreters (exec). Points tracked by memray always use exec.
     start_method: StartMethod = DEFAULT_START_METHOD
+    # --- external engine: the URL of an engine mmbench did not start (None: start the embedded one)
+    engine_url: str | None = None
 
 
 @lru_cache(maxsize=64)
@@ -260,20 +264,47 @@ def _engine_config(config: PointConfig, assets: Path | None = None) -> EngineCon
     )  # fmt: skip
 
 
-def _final_engine_stats(engine: EngineProcess) -> dict[str, Any] | None:
-    """The engine's stats at the end of the point, raw and trimmed RSS in one request."""
+def _final_engine_stats(
+    engine: EngineProcess | RemoteEngine, ready: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    """The engine's stats at the end of the point, raw and trimmed RSS in one request, its counters
+    counted from `ready` (an external engine's run on across points; the embedded one's start at 0
+    but its CPU seconds)."""
     if not engine.alive():
         return None
     stats = engine.stats(trim=True)
+    if stats is None or ready is None:  # an external engine that exposes no stats: all unknown
+        return None
     stats["rss_trimmed_bytes"] = stats["rss_bytes"]
     stats["rss_bytes"] = stats.get("rss_untrimmed_bytes", stats["rss_bytes"])
+    for key in SUMMED_STATS:
+        if isinstance(stats.get(key), int | float) and isinstance(ready.get(key), int | float):
+            stats[key] -= ready[key]
     return stats
 
 
+def _engine(
+    config: PointConfig, assets: Path | None, method: StartMethod, opts: HarnessOptions
+) -> EngineProcess | RemoteEngine:
+    """The point's engine: a new embedded one, or (--engine-url) the one the user runs."""
+    if opts.engine_url is not None:
+        return RemoteEngine(opts.engine_url)
+    return EngineProcess(_engine_config(config, assets), start_method=method)
+
+
 def measure_point(config: PointConfig, repeat: int = 0, options: HarnessOptions | None = None) -> PointRecord:
-    """Measure one point in a new worker and a new engine process (forked from fork servers, or
-    fresh interpreters: options.start_method). Never raises for a worker failure: it is recorded."""
+    """Measure one point (see _measure_point); the record says which engine served it."""
     opts = options or HarnessOptions()
+    if opts.engine_url is not None:
+        check_engine(opts.engine_url, [config])  # reachable, and fit for this point, before it runs
+    record = _measure_point(config, repeat, opts)
+    return replace(record, engine=normalize_url(opts.engine_url) if opts.engine_url else EMBEDDED)
+
+
+def _measure_point(config: PointConfig, repeat: int, opts: HarnessOptions) -> PointRecord:
+    """Measure one point in a new worker and a new engine process (forked from fork servers, or
+    fresh interpreters: options.start_method), or against the external engine of
+    options.engine_url. Never raises for a worker failure: it is recorded."""
     # --max-memory, where given, is also the most a point may use: preflight holds it to that too.
     budget = opts.max_memory or None
     check_runnable(config)
@@ -306,10 +337,10 @@ def measure_point(config: PointConfig, repeat: int = 0, options: HarnessOptions 
             opts.memray_dir.mkdir(parents=True, exist_ok=True)
             memray_path = opts.memray_dir / f"{config.mode}-K{config.rollouts}-r{repeat}.bin"
             memray_path.unlink(missing_ok=True)
-        with EngineProcess(_engine_config(config, assets), start_method=method) as engine:
+        with _engine(config, assets, method, opts) as engine:
             assert engine.url is not None
-            ready = engine.stats()  # ready, before the worker starts
-            engine_baseline = ready.get("rss_bytes")
+            ready = engine.stats()  # ready, before the worker starts (None: an engine without stats)
+            engine_baseline = ready.get("rss_bytes") if ready is not None else None
             stamps.engine_ready = time.monotonic()
             job.write_text(json.dumps({
                 "config": config.to_dict(), "url": engine.url,
@@ -335,12 +366,10 @@ def measure_point(config: PointConfig, repeat: int = 0, options: HarnessOptions 
                         proc.wait()
                     stamps.exited = time.monotonic()
                     timeline, engine_hwm = sampler.stop(), vmhwm_of(engine.pid)
-            engine_stats = _final_engine_stats(engine)
-            if engine_stats is not None:
-                # the engine's CPU seconds while the worker ran: it serves nothing else meanwhile
-                engine_stats["cpu_s"] = engine_stats.get("cpu_s", 0.0) - ready.get("cpu_s", 0.0)
+            # its counters and CPU seconds while the worker ran (it serves nothing else meanwhile)
+            engine_stats = _final_engine_stats(engine, ready)
             asset_bytes = disk_bytes(assets) if assets is not None else None
-            if engine_stats is None and cause is None:
+            if engine_stats is None and cause is None and opts.engine_url is None:
                 cause = "engine process died during the point"
         stamps.engine_stopped = time.monotonic()
         wall = stamps.engine_stopped - stamps.begin

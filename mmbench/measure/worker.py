@@ -151,7 +151,9 @@ def measure(
         rss_released_trimmed = _trimmed(freeze_thresholds=True)
     # Raw media: the engine's pixels checked against the client's own derivation, now that every
     # reading is taken (it preprocesses each distinct image once).
-    wrong = totals.wrong_results + world.count_wrong_media(media_checks)
+    wrong: int | None = totals.wrong_results + world.count_wrong_media(media_checks)
+    if totals.unverified:  # the engine returned no checksums for some items: unknown, never 0
+        wrong = None
     memray_peak: int | None = None
     if memray_path:
         import memray

@@ -197,7 +197,7 @@ def point_table(r: PointRecord) -> Table:
     )
     table.add_row(
         "fallbacks / wrong results / failed rollouts",
-        f"{r.fallbacks} / {r.wrong_results} / {r.failed_rollouts}",
+        f"{r.fallbacks} / {'-' if r.wrong_results is None else r.wrong_results} / {r.failed_rollouts}",
         "",
     )
     table.add_row(

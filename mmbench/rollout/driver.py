@@ -21,6 +21,7 @@ import gc
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -206,10 +207,8 @@ class World:
         sidecar = stored.extended(new_h, new_p, new_i)
         prompt_len = len(conv.tokens)
         sent, reply, plan = await self._exchange(http, url, conv, sidecar, c, turn_bytes, t + 1)
-        completion = [int(x) for x in reply.body.get("token_ids", [])]
-        step = Step(
-            prompt_len, completion, list(reply.body.get("logprobs", [])), self.transport.stored(sent, plan)
-        )
+        completion, logprobs = completion_of(reply.body)
+        step = Step(prompt_len, completion, logprobs, self.transport.stored(sent, plan))
         return step, step.sidecar
 
     async def _exchange(
@@ -237,7 +236,11 @@ class World:
             self.transport.on_error(url, cfg.model, hashes)
             raise RolloutFailed(f"turn {turn}: engine answered {reply.status}: {reply.error}")
         self.transport.on_success(url, cfg.model, hashes)
-        c.wrong_results += _wrong(reply, sent)
+        wrong = _wrong(reply, sent)
+        if wrong is None:  # an engine that returns no checksums (a vLLM): these items are unverified
+            c.unverified += len(sent)
+        else:
+            c.wrong_results += wrong
         return sent, reply, plan
 
     async def _raw_turn(
@@ -268,13 +271,16 @@ class World:
         if not reply.ok:
             raise RolloutFailed(f"turn {t + 1}: engine answered {reply.status}: {reply.error}")
         prompt, placeholders, checksums = raw.read_answer(reply.body, len(conv.media), t + 1)
-        c.media_checksums.extend(enumerate(int(x) for x in checksums))
+        if "item_checksums" in reply.body:
+            c.media_checksums.extend(enumerate(int(x) for x in checksums))
+        else:  # an engine that returns no checksums (a vLLM): these images are unverified
+            c.unverified += len(conv.media)
         # The expanded stream is the engine's prompt; the client renders from its own next turn.
         del conv.tokens[:]
         conv.tokens.extend(prompt)
-        completion = [int(x) for x in reply.body.get("token_ids", [])]
+        completion, logprobs = completion_of(reply.body)
         conv.rendered.extend(completion)
-        return Step(len(prompt), completion, list(reply.body.get("logprobs", [])), NO_SIDECAR, placeholders)
+        return Step(len(prompt), completion, logprobs, NO_SIDECAR, placeholders)
 
     async def _turn(
         self, http: httpx.AsyncClient, url: str, r: int, t: int, conv: Conversation, prev: Step | None,
@@ -360,8 +366,24 @@ def _count_attempt(nbytes: int, plan: list[Ship], c: RolloutCounters, turn_bytes
     c.media_items_sent += plan.count(Ship.MEDIA)
 
 
-def _wrong(reply: EngineReply, sent: MultiModalData) -> int:
-    """Items whose pixels, as the engine resolved them, differ from what the client meant."""
+def completion_of(body: dict[str, Any]) -> tuple[list[int], list[float]]:
+    """The completion's token ids and logprobs: mmbench's engine also answers them at the top level,
+    a vLLM only in `choices` (read as the renderers library's client reads them)."""
+    if "token_ids" in body:
+        return [int(x) for x in body.get("token_ids") or []], [float(x) for x in body.get("logprobs") or []]
+    choices = body.get("choices")
+    choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
+    logprobs = choice.get("logprobs")
+    content = logprobs.get("content") if isinstance(logprobs, dict) else None
+    entries = [e for e in content or [] if isinstance(e, dict)]
+    return [int(x) for x in choice.get("token_ids") or []], [float(e.get("logprob") or 0.0) for e in entries]
+
+
+def _wrong(reply: EngineReply, sent: MultiModalData) -> int | None:
+    """Items whose pixels, as the engine resolved them, differ from what the client meant; None
+    where the engine returns no checksums at all (a vLLM: nothing to compare with)."""
+    if "item_checksums" not in reply.body:
+        return None
     got = reply.body.get("item_checksums")
     want = [item.checksum for item in sent.items]
     if not isinstance(got, list) or len(got) != len(want):

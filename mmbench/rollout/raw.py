@@ -42,7 +42,8 @@ def read_answer(
     malformed answer fails the rollout (as the released client raises on it)."""
     prompt = body.get("prompt_token_ids")
     spans = body.get("mm_placeholders")
-    checksums = body.get("item_checksums")
+    # mmbench's engine returns each image's pixel checksum; a vLLM none (the caller counts them unverified)
+    checksums = body.get("item_checksums", [None] * images)
     image_spans = spans.get(MODALITY) if isinstance(spans, dict) else None
     if not isinstance(prompt, list) or not isinstance(image_spans, list):
         raise RolloutFailed(f"turn {turn}: the engine's answer lacks prompt_token_ids or mm_placeholders")

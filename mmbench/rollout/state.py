@@ -52,6 +52,7 @@ class RolloutCounters:
     retries: int = 0  # requests sent again after a 5xx without null slots or a failed connection
     extra_bytes: int = 0  # bytes of resends and retries: beyond what the turns ship without faults
     wrong_results: int = 0
+    unverified: int = 0  # items an engine without checksums (a vLLM) answered for: correctness unknown
     cache_hits: int = 0
     cache_misses: int = 0
     rederived: int = 0
@@ -72,7 +73,7 @@ class Trajectory:
 
 SUM_FIELDS = (
     "requests", "bytes_shipped", "full_items_sent", "null_items_sent", "media_items_sent", "fallbacks",
-    "wrong_results", "cache_hits", "cache_misses", "rederived", "retries", "extra_bytes",
+    "wrong_results", "cache_hits", "cache_misses", "rederived", "retries", "extra_bytes", "unverified",
 )  # fmt: skip
 
 
@@ -101,6 +102,7 @@ class Totals:
     latency_p50_s: float | None
     latency_p95_s: float | None
     latency_max_s: float | None
+    unverified: int = 0  # items whose correctness no checksum could show (wrong_results is then unknown)
 
     @classmethod
     def of(cls, trajectories: list[Trajectory]) -> Totals:

@@ -4,6 +4,8 @@ Full items are built with torch as the real client builds them: `torch.as_tensor
 `torch.cat` of all full items (so a request transiently holds the pixels again), then each item
 serialized and base64-encoded into the JSON body (4/3 x), then the body itself. bfloat16 pixels
 (held as their uint16 bits) go through torch as bfloat16 tensors and ship with dtype "bfloat16".
+With `--codec vllm` the grids are concatenated too and the batch is split into vLLM's items
+(mmbench.world.vllm_item), each serialized and base64-encoded in turn, as renderers' client does.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import httpx
 import numpy as np
 import torch
 
+from mmbench.world import vllm_item
 from mmbench.world.codec import Codec, encode_item
 from mmbench.world.sidecar import MultiModalData
 from mmbench.world.wire import GENERATE_PATH, raw_request_object, request_object
@@ -59,14 +62,20 @@ def build_body(
                 raise ValueError(f"item {i} is shipped in full but carries no pixel_values")
             pixel_arrays.append(pv)
         batch = torch.cat([_as_tensor(pv, dtype) for pv in pixel_arrays])
-        offset = 0
-        for i, pv in zip(full, pixel_arrays, strict=True):
-            rows = pv.shape[0]
-            part = _as_numpy(batch[offset : offset + rows])
-            raw = encode_item(part, dtype, sidecar.items[i].image_grid_thw)
-            kwargs[i] = codec.b64encode(raw).decode("ascii")
-            del raw
-            offset += rows
+        if codec.item_format == "vllm":
+            grids = torch.cat([torch.as_tensor(sidecar.items[i].image_grid_thw) for i in full])
+            for i, raw in zip(full, vllm_item.encode_items(batch, grids), strict=True):
+                kwargs[i] = codec.b64encode(raw).decode("ascii")
+                del raw
+        else:
+            offset = 0
+            for i, pv in zip(full, pixel_arrays, strict=True):
+                rows = pv.shape[0]
+                part = _as_numpy(batch[offset : offset + rows])
+                raw = encode_item(part, dtype, sidecar.items[i].image_grid_thw)
+                kwargs[i] = codec.b64encode(raw).decode("ascii")
+                del raw
+                offset += rows
         del batch, pixel_arrays
     placeholders = [(p.offset, p.length) for p in sidecar.placeholders]
     obj = request_object(model, token_ids, list(sidecar.hashes), placeholders, kwargs, max_tokens)

@@ -4,14 +4,20 @@ An item is serialized as the real client does it in spirit: tensor bytes with a 
 shape/dtype header. Layout: b"MMB1", a little-endian uint32 header length, a JSON header
 {"tensors": [[name, dtype, shape], ...]}, then each tensor's raw C-order bytes in that order.
 
-Two codecs do the text layers. `stdlib` (json + base64) is what the real client uses through
+Two codecs do the text layers of that item. `stdlib` (json + base64) is what the real client uses through
 httpx `json=`; `fast` (orjson + pybase64) is 3-10x faster on bodies of this size. The codec
 changes wall time and how many copies of a body exist at once, so it is a recorded option.
+
+The third, `vllm`, is the real client's whole wire: each item in vLLM's own msgpack layout
+(mmbench.world.vllm_item), `pybase64`, and the body through the openai SDK's `json.dumps` (compact
+separators, ensure_ascii off). `decode_item` reads either item format, told apart by the first byte
+(b"MMB1", or a msgpack map).
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import math
 import struct
@@ -25,6 +31,7 @@ import orjson
 import pybase64
 
 from mmbench.errors import MmbenchError
+from mmbench.world import vllm_item
 
 MAGIC = b"MMB1"
 _LEN = struct.Struct("<I")
@@ -80,8 +87,20 @@ def pixel_checksum(pixels: np.ndarray) -> int:
 
 
 def decode_item(raw: bytes) -> DecodedItem:
+    """Either item format: mmbench's MMB1 (fast, stdlib), or vLLM's msgpack map (vllm)."""
+    if len(raw) and (0x80 <= raw[0] <= 0x8F or raw[0] in (0xDE, 0xDF)):  # a msgpack map
+        try:
+            item = vllm_item.decode(raw)
+        except vllm_item.VllmItemError as exc:
+            raise CodecError(str(exc)) from None
+        checksum = fast_crc32(item.pixel_bytes)
+        return DecodedItem(item.pixel_values, item.pixel_dtype, item.image_grid_thw, checksum)
+    return _decode_mmb1(raw)
+
+
+def _decode_mmb1(raw: bytes) -> DecodedItem:
     if len(raw) < 8 or raw[:4] != MAGIC:
-        raise CodecError("item does not start with the MMB1 header")
+        raise CodecError("item does not start with the MMB1 header (nor with a msgpack map: vLLM's layout)")
     (hlen,) = _LEN.unpack_from(raw, 4)
     try:
         spec = json.loads(raw[8 : 8 + hlen])["tensors"]
@@ -138,6 +157,9 @@ class Codec:
     b64decode: Callable[[str | bytes], bytes]
     dumps: Callable[[Any], bytes]
     loads: Callable[[bytes], Any]
+    # json.dumps's default separators put ", " between elements and ": " after keys (the model counts them)
+    spaced: bool = False
+    item_format: str = "mmb1"  # "mmb1" (mmbench's own) or "vllm" (vLLM's msgpack MultiModalKwargsItem)
 
 
 def _std_b64decode(text: str | bytes) -> bytes:
@@ -153,9 +175,18 @@ def _std_dumps(obj: Any) -> bytes:
     return json.dumps(obj).encode("utf-8")
 
 
+def _openai_dumps(obj: Any) -> bytes:
+    # The openai SDK's body serializer (openai._utils._json.openapi_dumps): the standard library with
+    # httpx's own settings (a custom encoder class that only adds datetime and pydantic types).
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+
+
 CODECS: dict[str, Codec] = {
-    "stdlib": Codec("stdlib", base64.b64encode, _std_b64decode, _std_dumps, json.loads),
+    "stdlib": Codec("stdlib", base64.b64encode, _std_b64decode, _std_dumps, json.loads, spaced=True),
     "fast": Codec("fast", pybase64.b64encode, _fast_b64decode, orjson.dumps, orjson.loads),
+    # the real client: vLLM's item layout, pybase64 (encode_mm_kwargs_item), the openai SDK's json.dumps,
+    # and the SDK reads answers with httpx's json.loads
+    "vllm": Codec("vllm", pybase64.b64encode, _fast_b64decode, _openai_dumps, json.loads, item_format="vllm"),
 }
 DEFAULT_CODEC = "fast"
 
@@ -171,8 +202,16 @@ def b64_len(n: int) -> int:
     return 4 * ((n + 2) // 3)
 
 
-def item_wire_bytes(pixel_shape: tuple[int, int], itemsize: int = 4, dtype_name: str = "float32") -> int:
-    """Bytes one full item adds to the JSON body: its quoted base64 text (no escaping needed)."""
-    header = item_header({"pixel_values": (dtype_name, pixel_shape), "image_grid_thw": ("int64", (1, 3))})
-    raw = len(header) + pixel_shape[0] * pixel_shape[1] * itemsize + 3 * 8
+@functools.lru_cache(maxsize=1024)  # the model asks for the same few sizes for every simulated request
+def item_wire_bytes(
+    pixel_shape: tuple[int, int], itemsize: int = 4, dtype_name: str = "float32", codec: str = "fast",
+    full_items: int = 1,
+) -> int:  # fmt: skip
+    """Bytes one full item adds to the JSON body: its quoted base64 text (no escaping needed). In
+    vLLM's layout an item also lists the slices of every full item of its request (`full_items`)."""
+    if get_codec(codec).item_format == "vllm":
+        raw = vllm_item.item_bytes(pixel_shape, itemsize, dtype_name, full_items)
+    else:
+        header = item_header({"pixel_values": (dtype_name, pixel_shape), "image_grid_thw": ("int64", (1, 3))})
+        raw = len(header) + pixel_shape[0] * pixel_shape[1] * itemsize + 3 * 8
     return b64_len(raw) + 2

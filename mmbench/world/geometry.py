@@ -14,6 +14,11 @@ from mmbench.errors import MmbenchError
 MAX_ASPECT_RATIO = 200
 # A practical bound on a source side: beyond it the source image itself (not the model) is the problem.
 MAX_SOURCE_SIDE = 32_768
+# OpenAI CLIP's per-channel statistics, which Qwen2-VL's public processor normalizes with; Qwen3-VL's
+# uses mean = std = 0.5. Sizes do not depend on them; pixel values and their checksums do.
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+HALF = (0.5, 0.5, 0.5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +32,8 @@ class Geometry:
     min_pixels: int
     max_pixels: int
     channels: int = 3
+    image_mean: tuple[float, float, float] = CLIP_MEAN  # per channel, after rescaling to [0, 1]
+    image_std: tuple[float, float, float] = CLIP_STD
 
     @property
     def factor(self) -> int:
@@ -67,7 +74,7 @@ class ImageLayout:
 
 
 MODELS: dict[str, Geometry] = {
-    "qwen3-vl": Geometry("qwen3-vl", 16, 2, 2, 65_536, 16_777_216),
+    "qwen3-vl": Geometry("qwen3-vl", 16, 2, 2, 65_536, 16_777_216, image_mean=HALF, image_std=HALF),
     "qwen2-vl": Geometry("qwen2-vl", 14, 2, 2, 3_136, 1_003_520),
 }
 DEFAULT_MODEL = "qwen3-vl"

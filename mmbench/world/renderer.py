@@ -30,9 +30,6 @@ from mmbench.world.sidecar import MMItem
 
 PIXEL_DTYPES = ("float32", "bfloat16")
 T = TypeVar("T")
-# OpenAI CLIP statistics, which the Qwen-VL processors use.
-IMAGE_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)
-IMAGE_STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)
 
 
 def image_hash(image: Image.Image) -> str:
@@ -48,8 +45,8 @@ def preprocess(image: Image.Image, geometry: Geometry) -> tuple[np.ndarray, np.n
     resized = image.resize((layout.resized_width, layout.resized_height), Image.Resampling.BICUBIC)
     arr = np.asarray(resized, dtype=np.float32)  # (H, W, C)
     arr *= 1.0 / 255.0
-    arr -= IMAGE_MEAN
-    arr /= IMAGE_STD
+    arr -= np.asarray(geometry.image_mean, dtype=np.float32)  # each preset's own statistics
+    arr /= np.asarray(geometry.image_std, dtype=np.float32)
     p, m, t = geometry.patch_size, geometry.merge_size, geometry.temporal_patch_size
     _, gh, gw = layout.grid_thw
     chw = arr.transpose(2, 0, 1)[None]  # (1, C, H, W)

@@ -83,20 +83,22 @@ def test_library_render_matches_the_sim_in_hash_grid_shape_and_tokens(tokenizer:
     span = mm.mm_placeholders["image"][0]
     assert span.length == layout.tokens
     assert out.token_ids[span.offset : span.offset + span.length] == [IMAGE_PAD_TOKEN] * layout.tokens
-    # qwen3-vl's public processor normalizes with 0.5: the values differ from the sim's CLIP ones
-    assert not np.allclose(item["pixel_values"], sim.item.pixel_values, atol=1e-3)
+    # both normalize qwen3-vl with the public processor's 0.5 / 0.5 (the preset's own statistics)
+    assert np.abs(item["pixel_values"] - sim.item.pixel_values).max() < 1e-5
 
 
-def test_with_the_sims_statistics_the_library_pixels_equal_the_sims_within_float_rounding(
-    tokenizer: object, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("model", ["qwen3-vl", "qwen2-vl"])
+def test_each_presets_statistics_give_the_library_pixels_the_sims_within_float_rounding(
+    tokenizer: object, model: str
 ) -> None:
-    monkeypatch.setitem(parts.PROCESSOR_STATS, "qwen3-vl", (parts.CLIP_MEAN, parts.CLIP_STD))
+    geometry = get_geometry(model)
+    assert parts.PROCESSOR_STATS[model] == (geometry.image_mean, geometry.image_std)
     source = make_source(SourceSpec(128, 128), 1, 0, 0)
-    renderer = parts.make_renderer(tokenizer, parts.make_processor(QWEN3), 4)
+    renderer = parts.make_renderer(tokenizer, parts.make_processor(geometry), 4)
     mm = renderer.render([_message(source)]).multi_modal_data
     assert mm is not None
     library = mm.mm_items["image"][0]["pixel_values"]
-    sim = Renderer(QWEN3).process(source).item.pixel_values
+    sim = Renderer(geometry).process(source).item.pixel_values
     # the same pixels up to the order of float32 operations (rescale and normalize are fused apart)
     assert np.abs(library - sim).max() < 1e-5
 

@@ -5,6 +5,7 @@ output for an empty request, plus what each token id, hash, placeholder and item
 from __future__ import annotations
 
 import sys
+from functools import partial
 
 import numpy as np
 
@@ -84,10 +85,12 @@ class BodySize:
         codec = get_codec(config.codec)
         self.config = config
         self.layout = layout
-        self.wire = item_wire_bytes(layout.pixel_shape, itemsize, config.dtype)
+        # one full item's text, given how many full items its request carries (vLLM's items list them all)
+        self.item_text = partial(item_wire_bytes, layout.pixel_shape, itemsize, config.dtype, config.codec)
+        self.wire = self.item_text(1)
         c = config.completion_tokens
         self.empty = len(codec.dumps(request_object(config.model, [], [], [], [], c)))
-        self.spaced = config.codec == "stdlib"  # json.dumps separates list elements with ", "
+        self.spaced = codec.spaced  # json.dumps's default separates list elements with ", "
 
     def __call__(self, turn: int, items: int, full: int) -> int:
         """Turn `turn` (1-based) carries `items` images, `full` of them in full, the rest null."""
@@ -100,7 +103,7 @@ class BodySize:
             + text * _TEXT_TOKEN_CHARS
             + pads * _PAD_TOKEN_CHARS
             + items * (_HASH_CHARS + _PLACEHOLDER_CHARS)
-            + full * (self.wire + 1)
+            + (full * (self.item_text(full) + 1) if full else 0)
             + (items - full) * _NULL_CHARS
             + (elements if self.spaced else 0)
         )

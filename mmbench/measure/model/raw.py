@@ -63,7 +63,7 @@ def _body_sizes(config: PointConfig, url: float) -> list[float]:
     empty = len(codec.dumps(raw_request_object(config.model, [], [], c)))
     one = len(codec.dumps(raw_request_object(config.model, [], [""], c))) - empty
     two = len(codec.dumps(raw_request_object(config.model, [], ["", ""], c))) - empty
-    spaced = config.codec == "stdlib"  # json.dumps separates list elements with ", "
+    spaced = codec.spaced  # json.dumps's default separates list elements with ", "
     bodies = []
     for t in range(1, config.turns + 1):
         parts = t * m

@@ -1,0 +1,54 @@
+"""`mmbench engine`: serve the embedded engine standalone, for `--engine-url`, until Ctrl-C."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from mmbench.cli import common as c
+from mmbench.config import DTYPES
+from mmbench.errors import MmbenchError
+from mmbench.units import GIB, MIB
+from mmbench.world.engine.app import EngineConfig
+from mmbench.world.engine.standalone import is_loopback, serve
+
+DEFAULTS = EngineConfig()
+
+
+@c.handle_errors
+def engine(
+    port: Annotated[
+        int, typer.Option(min=0, max=65535, help="port to listen on; 0 chooses a free one")
+    ] = 8000,
+    host: Annotated[
+        str, typer.Option(help="address to bind; anything but loopback lets other machines send it requests")
+    ] = "127.0.0.1",
+    cache_gb: Annotated[
+        float, typer.Option(min=0.0, help="mm cache GiB, LRU by bytes; 0 = no cache")
+    ] = DEFAULTS.cache_bytes / GIB,
+    max_body_mb: Annotated[
+        int, typer.Option(min=1, help="bodies above this many MiB are refused with 413")
+    ] = DEFAULTS.max_body_bytes // MIB,
+    seed: Annotated[int, typer.Option(min=0, help="seed of the completions it answers")] = 0,
+    dtype: Annotated[
+        str, typer.Option(help=f"dtype raw media are preprocessed to: {', '.join(DTYPES)}")
+    ] = "float32",
+) -> None:
+    """Serve the embedded engine standalone (vLLM's /inference/v1/generate, /v1/models, and /stats)."""
+    if dtype not in DTYPES:
+        raise MmbenchError(f"unknown dtype {dtype!r}; choose one of: {', '.join(DTYPES)}")
+    if not is_loopback(host):
+        c.err_console.print(
+            f"mmbench engine: warning: --host {host} is not loopback: any machine that reaches it can "
+            "send it requests (it has no authentication)",
+            markup=False,
+        )
+    config = EngineConfig(
+        cache_bytes=int(cache_gb * GIB), max_body_bytes=max_body_mb * MIB, seed=seed, dtype=dtype
+    )
+
+    def ready(url: str) -> None:
+        typer.echo(f"mmbench engine: serving {url} (use --engine-url {url}); Ctrl-C stops it")
+
+    serve(config, host, port, ready)

@@ -1,0 +1,70 @@
+"""`--engine-url`: the checks made before any point runs against an engine mmbench did not start.
+
+The engine must answer `GET /v1/models` (reachable, and vLLM-shaped), serve each point's model
+under mmbench's name for it (a vLLM serves it so with `--served-model-name qwen3-vl`), and have room
+for each point's longest prompt plus its completion. What only the embedded engine can do is
+refused with a clear error: the faults (it would have to be told to evict, fail, delay or restart)
+and raw-file (the client and the engine share one asset directory on this machine).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from mmbench.config import PointConfig
+from mmbench.errors import MmbenchError
+from mmbench.transports.registry import TRANSPORTS
+from mmbench.world.engine.remote import EngineInfo, probe
+from mmbench.world.geometry import get_geometry
+
+# Point parameters that need the embedded engine, with the value that leaves them off.
+EMBEDDED_ONLY = {
+    "engine_evict_rate": 0.0, "engine_restart_every": 0, "engine_error_rate": 0.0, "engine_delay_ms": 0.0,
+}  # fmt: skip
+
+
+def longest_request_tokens(config: PointConfig) -> int:
+    """The last turn's prompt (every turn's text, the completions so far, every image's tokens)
+    plus the completion it asks for: what the engine's max_model_len must hold."""
+    w, h = config.image_wh
+    image_tokens = get_geometry(config.model).layout(w, h).tokens
+    n = config.turns
+    prompt = n * config.text_tokens_per_turn + (n - 1) * config.completion_tokens
+    return prompt + n * config.images_per_turn * image_tokens + config.completion_tokens
+
+
+def refusal(config: PointConfig, info: EngineInfo) -> str | None:
+    """Why this point cannot run against that engine, or None."""
+    on = [name for name, off in EMBEDDED_ONLY.items() if getattr(config, name) != off]
+    if on:
+        names = ", ".join(on)
+        return f"{names} need the embedded engine (its faults are injected there); leave out --engine-url"
+    if TRANSPORTS[config.mode].media == "file":
+        return (
+            f"mode {config.mode} needs the embedded engine (the client and the engine share an asset "
+            "directory on this machine); use mode raw with --engine-url"
+        )
+    if config.model not in info.max_model_len:
+        served = ", ".join(sorted(info.max_model_len))
+        return (
+            f"the engine at {info.url} serves {served}, not {config.model!r}; serve the model under that "
+            f"name (vllm serve ... --served-model-name {config.model})"
+        )
+    limit = info.max_model_len[config.model]
+    need = longest_request_tokens(config)
+    if limit is not None and need > limit:
+        return (
+            f"the point's last request needs {need} tokens (prompt and completion), more than the "
+            f"engine's max_model_len {limit}; use fewer turns, images or a smaller image size"
+        )
+    return None
+
+
+def check_engine(url: str, configs: Iterable[PointConfig]) -> EngineInfo:
+    """Probe the engine once and check every point against it, before any point runs."""
+    info = probe(url)
+    for config in configs:
+        reason = refusal(config, info)
+        if reason is not None:
+            raise MmbenchError(reason)
+    return info
