@@ -271,10 +271,7 @@ class World:
         if not reply.ok:
             raise RolloutFailed(f"turn {t + 1}: engine answered {reply.status}: {reply.error}")
         prompt, placeholders, checksums = raw.read_answer(reply.body, len(conv.media), t + 1)
-        if "item_checksums" in reply.body:
-            c.media_checksums.extend(enumerate(int(x) for x in checksums))
-        else:  # an engine that returns no checksums (a vLLM): these images are unverified
-            c.unverified += len(conv.media)
+        raw.keep_checksums(c, reply.body, checksums)
         # The expanded stream is the engine's prompt; the client renders from its own next turn.
         del conv.tokens[:]
         conv.tokens.extend(prompt)

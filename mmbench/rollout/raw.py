@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from mmbench.rollout.state import RolloutFailed
+from mmbench.rollout.state import RolloutCounters, RolloutFailed
 from mmbench.world.codec import pixel_checksum
 from mmbench.world.geometry import Geometry
 from mmbench.world.images import SourceStore
@@ -60,6 +60,15 @@ def read_answer(
             raise RolloutFailed(f"turn {turn}: the engine's answer has a placeholder outside its prompt")
         placeholders.append(Placeholder(offset, length))
     return prompt, placeholders, checksums
+
+
+def keep_checksums(c: RolloutCounters, body: dict[str, Any], checksums: list[Any]) -> None:
+    """Keep the engine's checksum of every image for the check after the run; an engine that returns
+    none (a vLLM) leaves these images unverified."""
+    if "item_checksums" in body:
+        c.media_checksums.extend(enumerate(int(x) for x in checksums))
+    else:
+        c.unverified += len(checksums)
 
 
 def _expected(source: bytes, geometry: Geometry, dtype: str) -> int:

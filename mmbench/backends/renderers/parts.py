@@ -51,17 +51,6 @@ TEXT_VOCAB = 151_643
 TEMPLATE_WORDS = {"user": 151_670, "assistant": 151_671, "system": 151_672, "<unk>": 151_673}
 UNK = "<unk>"
 
-# The public processors' normalization. (mmbench's sim renderer uses the CLIP statistics for both
-# presets; giving each preset its own is a separate fix. Until then the library's pixel values
-# differ from the sim's for qwen3-vl, while sizes, hashes and token counts do not.)
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-PROCESSOR_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
-    "qwen3-vl": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
-    "qwen2-vl": (CLIP_MEAN, CLIP_STD),
-}
-
-
 def text_of(token_ids: list[int]) -> str:
     """The words the built tokenizer encodes to exactly these ids."""
     return " ".join(f"t{i}" for i in token_ids)
@@ -109,7 +98,8 @@ def make_processor(geometry: Geometry) -> Processor:
     # warning): named directly, the same class is used whether or not torchvision is installed.
     from transformers import Qwen2VLImageProcessorPil
 
-    mean, std = PROCESSOR_STATS[geometry.name]
+    # each preset's own normalization, as the sim renderer uses it (mmbench.world.geometry)
+    mean, std = geometry.image_mean, geometry.image_std
     image_processor = Qwen2VLImageProcessorPil(
         patch_size=geometry.patch_size, temporal_patch_size=geometry.temporal_patch_size,
         merge_size=geometry.merge_size, min_pixels=geometry.min_pixels, max_pixels=geometry.max_pixels,

@@ -35,7 +35,7 @@ from mmbench.backends.renderers.parts import LibraryPool, image_cache, make_rend
 from mmbench.backends.renderers.state import Chat, LibraryStep
 from mmbench.config import PointConfig
 from mmbench.rollout import raw
-from mmbench.rollout.driver import HTTP_TIMEOUT_S, NO_SIDECAR, World
+from mmbench.rollout.driver import HTTP_TIMEOUT_S, NO_SIDECAR, World, completion_of
 from mmbench.rollout.state import Conversation, RolloutCounters, RolloutFailed, Step
 from mmbench.transports.base import Ship, Transport
 from mmbench.world.client import EngineReply
@@ -163,8 +163,7 @@ class LibraryWorld(World):
             sent, reply, plan = await self._exchange(http, url, conv, self._view(mm), c, turn_bytes, t + 1)
         finally:
             conv.prompt_ids = []
-        completion = [int(x) for x in reply.body.get("token_ids", [])]
-        logprobs = [float(x) for x in reply.body.get("logprobs", [])]
+        completion, logprobs = completion_of(reply.body)  # top level, or a vLLM's `choices`
         # the assistant's answer joins the chat as the library parses it
         answer = self.library.members[0].parse_response(completion, prompt_ids=rendered.token_ids)
         conv.messages.append({"role": "assistant", "content": answer.content})
@@ -269,7 +268,7 @@ class LibraryWorld(World):
         if not reply.ok:
             raise RolloutFailed(f"turn {t + 1}: engine answered {reply.status}: {reply.error}")
         _, _, checksums = raw.read_answer(reply.body, len(conv.media), t + 1)
-        c.media_checksums.extend(enumerate(int(x) for x in checksums))
+        raw.keep_checksums(c, reply.body, checksums)
         conv.messages.append({"role": "assistant", "content": result["content"]})
         return LibraryStep(
             len(result["prompt_ids"]), result["completion_ids"], result["completion_logprobs"], NO_SIDECAR,
