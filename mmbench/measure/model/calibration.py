@@ -29,6 +29,7 @@ import numpy as np
 from mmbench.errors import MmbenchError
 from mmbench.measure.model import explain
 from mmbench.measure.model.constants import CONSTANTS, Constants
+from mmbench.measure.model.modes import behaviour
 from mmbench.measure.model.peak import client_parts, engine_basis, slack_basis, transient_basis
 from mmbench.results import PointRecord, load
 
@@ -120,6 +121,18 @@ def _envelope(excess: list[float], predicted: list[float]) -> float:
     return max((e / p for e, p in zip(excess, predicted, strict=True) if p > 0), default=1.0)
 
 
+def _fit_raw_client(points: list[Point], c: Constants) -> tuple[float, float]:
+    """The raw modes' client peak above the live data: per byte of the last turn's bodies of all K
+    rollouts and fixed bytes, minimax of the relative error, scaled to cover every measured peak."""
+    explained = [(p.record, explain(p.record.config, p.per_image, c)[1]) for p in points]
+    peaks = np.array([float(r.peak_bytes or 0) for r, _ in explained])
+    excess = peaks - np.array([float(pi.live) for _, pi in explained])
+    basis = np.array([[pi.k * pi.last_turn_body, 1.0] for _, pi in explained])
+    x = minimax(basis / peaks[:, None], excess / peaks)
+    x *= _envelope(list(excess), list(basis @ x))
+    return float(x[0]), float(x[1])
+
+
 def fit(points: list[Point], start: Constants = CONSTANTS) -> Constants:
     """The constants that best explain these points (see the module doc)."""
     recs = [p.record for p in points]
@@ -131,6 +144,13 @@ def fit(points: list[Point], start: Constants = CONSTANTS) -> Constants:
         ),
     )
     c = replace(c, engine_order_jitter=_fit_jitter(points, c))
+    # The raw-media modes' client peak has a model of its own (model/raw.py): fitted apart.
+    raw = [p for p in points if not behaviour(p.record.mode).client_renders]
+    if raw:
+        c = replace(c, raw_client=_fit_raw_client(raw, c))
+    points = [p for p in points if behaviour(p.record.mode).client_renders]
+    if not points:
+        return c
     explained = [(p.record, *explain(p.record.config, p.per_image, c)) for p in points]
     # The slack and the transient together, on the untrimmed points: the coefficients that make the
     # largest relative error of the peak smallest, then scaled to cover every measured peak.
