@@ -63,6 +63,8 @@ class PointRecord:
     cause: str | None = None
     # --- client RSS at each phase (bytes)
     rss_baseline_bytes: int | None = None
+    # of the baseline, what a trim with frozen thresholds would release (measured in a fork)
+    rss_baseline_trim_floor_bytes: int | None = None
     rss_peak_bytes: int | None = None
     rss_retained_bytes: int | None = None
     rss_retained_trimmed_bytes: int | None = None

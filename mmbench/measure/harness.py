@@ -43,8 +43,9 @@ MAX_MEMORY_SHARE = 0.8
 WATCH_INTERVAL_S = 0.02
 # Readings the worker reports that go into the record as they are.
 WORKER_FIELDS = (
-    "rss_baseline_bytes", "rss_peak_bytes", "rss_retained_bytes", "rss_retained_trimmed_bytes",
-    "rss_released_bytes", "rss_released_trimmed_bytes", "uss_retained_bytes", "peak_method",
+    "rss_baseline_bytes", "rss_baseline_trim_floor_bytes", "rss_peak_bytes", "rss_retained_bytes",
+    "rss_retained_trimmed_bytes", "rss_released_bytes", "rss_released_trimmed_bytes", "uss_retained_bytes",
+    "peak_method",
     "memray_peak_bytes", "rollout_wall_s", "trims_after_build", "client_cpu_s",
 )  # fmt: skip
 # The worker's accounting and totals that go into the record under the same names.
@@ -215,7 +216,9 @@ def _record(
         base = worker["rss_baseline_bytes"]
         acc, tot, alloc = worker["accounting"], worker["totals"], worker["allocator"]
         retained = worker["rss_retained_bytes"] - base
-        live = worker["rss_retained_trimmed_bytes"] - base
+        # The trimmed reading against the baseline as the same trim would leave it (see probes)
+        floor = worker.get("rss_baseline_trim_floor_bytes") or 0
+        live = worker["rss_retained_trimmed_bytes"] - (base - floor)
         fields.update(
             {k: worker[k] for k in WORKER_FIELDS},
             retained_bytes=retained,

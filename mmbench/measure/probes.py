@@ -6,6 +6,7 @@ import ctypes
 import os
 import platform
 import threading
+import warnings
 from dataclasses import dataclass
 
 import psutil
@@ -78,6 +79,43 @@ def deep_trim(freeze_thresholds: bool = True) -> bool:
     for t in threads:
         t.join()
     return malloc_trim()
+
+
+def trim_floor_bytes() -> int | None:
+    """What RSS a trim with frozen thresholds (deep_trim(True)) would release now, measured in a
+    forked copy of this process so that this one keeps glibc's dynamic thresholds.
+
+    The baseline can only be trimmed at glibc's current threshold (freezing it would change how the
+    rollouts allocate), which leaves each per-thread arena's top chunk resident below it: ~2-3 MiB
+    here that the retained (live) reading, taken with the thresholds frozen, no longer holds. The
+    child repeats the baseline's trim first (so its own code pages are faulted in and its arenas are
+    in the parent's state), reads RSS, trims with the thresholds frozen, reads again, and reports
+    the difference through a pipe. None where fork or the trim is not available."""
+    if not hasattr(os, "fork"):
+        return None
+    read_fd, write_fd = os.pipe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # forking with threads: the child only trims
+        pid = os.fork()
+    if pid == 0:  # the child: no return from here
+        released = -1
+        try:
+            deep_trim(freeze_thresholds=False)
+            before = rss_bytes()
+            deep_trim(freeze_thresholds=True)
+            released = max(0, before - rss_bytes())
+        finally:
+            os.write(write_fd, str(released).encode())
+            os._exit(0)
+    os.close(write_fd)
+    with os.fdopen(read_fd) as r:
+        text = r.read()
+    os.waitpid(pid, 0)
+    try:
+        value = int(text)
+    except ValueError:
+        return None
+    return value if value >= 0 else None
 
 
 def glibc_version() -> str | None:

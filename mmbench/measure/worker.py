@@ -126,6 +126,8 @@ def measure(
         tracking.enter_context(tracker)
         rss_baseline_raw = _settle()
         rss_baseline = _trimmed(freeze_thresholds=False)
+        # What the later trimmed readings release below this baseline (None: not measured)
+        baseline_trim_floor = probes.trim_floor_bytes()
         peak_method = "vmhwm" if probes.reset_peak() else "sampler"
         sampler: AbstractContextManager[Any] = (
             probes.PeakSampler() if peak_method == "sampler" else nullcontext()
@@ -163,6 +165,7 @@ def measure(
     return {
         "rss_baseline_raw_bytes": rss_baseline_raw,
         "rss_baseline_bytes": rss_baseline,
+        "rss_baseline_trim_floor_bytes": baseline_trim_floor,
         "rss_peak_bytes": max(rss_peak, rss_retained),
         "peak_method": peak_method,
         "rss_retained_bytes": rss_retained,

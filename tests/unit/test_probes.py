@@ -18,6 +18,7 @@ from mmbench.measure.probes import (
     glibc_version,
     malloc_trim,
     rss_bytes,
+    trim_floor_bytes,
     uss_bytes,
 )
 
@@ -136,6 +137,48 @@ def test_deep_trim_does_not_raise_rss() -> None:
     assert isinstance(out["result"], bool)
     assert out["before"] > 0
     assert out["after"] <= out["before"] + 4 * MIB
+
+
+_TRIM_FLOOR_SCRIPT = textwrap.dedent(
+    """
+    import json, threading
+    import numpy as np
+    from mmbench.measure.probes import deep_trim, rss_bytes, trim_floor_bytes
+
+    # Free a 16 MiB mmap'd block: glibc's dynamic thresholds rise (mmap 16 MiB, trim 32 MiB).
+    del_me = np.ones(16 * 1024 * 1024 // 8)
+    del del_me
+
+    def work():  # 4 MiB written, then freed, in this thread's arena: its top stays resident
+        block = np.ones(4 * 1024 * 1024 // 8)
+        del block
+
+    t = threading.Thread(target=work)
+    t.start()
+    t.join()
+    deep_trim(freeze_thresholds=False)  # the baseline's trim: leaves that top where it is
+    before = rss_bytes()
+    floor = trim_floor_bytes()
+    after = rss_bytes()
+    print(json.dumps({"floor": floor, "before": before, "after": after}))
+    """
+)
+
+
+@linux_only
+def test_trim_floor_measures_the_arena_tops_a_frozen_trim_releases() -> None:
+    proc = _fresh(_TRIM_FLOOR_SCRIPT)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    # the 4 MiB top is what a trim with frozen thresholds releases, measured in the fork...
+    assert 3 * MIB <= out["floor"] <= 8 * MIB, out
+    # ...and this process keeps it (its thresholds stay dynamic)
+    assert out["after"] >= out["before"] - MIB, out
+
+
+def test_trim_floor_is_none_or_non_negative() -> None:
+    floor = trim_floor_bytes()
+    assert floor is None or floor >= 0
 
 
 SAMPLER_SCRIPT = """

@@ -51,6 +51,7 @@ TEXT_VOCAB = 151_643
 TEMPLATE_WORDS = {"user": 151_670, "assistant": 151_671, "system": 151_672, "<unk>": 151_673}
 UNK = "<unk>"
 
+
 def text_of(token_ids: list[int]) -> str:
     """The words the built tokenizer encodes to exactly these ids."""
     return " ".join(f"t{i}" for i in token_ids)
