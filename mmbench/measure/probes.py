@@ -41,7 +41,20 @@ def uss_bytes() -> int | None:
 
 
 M_TRIM_THRESHOLD = -1
-_ARENA_PROBE_THREADS = 64  # more than glibc's arena cap on this machine kind (8 x cores)
+
+
+def _arena_probe_threads() -> int:
+    """Threads alive at once in deep_trim, one per arena: glibc caps the arenas at MALLOC_ARENA_MAX,
+    or 8 per core (64-bit) where that is not set; at most 64 (each thread costs ~0.7 ms to start)."""
+    cap = 8 * (os.cpu_count() or 8)
+    try:
+        cap = max(cap, int(os.environ.get("MALLOC_ARENA_MAX", "0")))
+    except ValueError:
+        pass
+    return min(64, cap)
+
+
+_ARENA_PROBE_THREADS = _arena_probe_threads()
 _ARENA_PROBE_BYTES = 1 << 18  # >= FASTBIN_CONSOLIDATION_THRESHOLD, so free() runs heap_trim
 
 
@@ -88,9 +101,9 @@ def trim_floor_bytes() -> int | None:
     The baseline can only be trimmed at glibc's current threshold (freezing it would change how the
     rollouts allocate), which leaves each per-thread arena's top chunk resident below it: ~2-3 MiB
     here that the retained (live) reading, taken with the thresholds frozen, no longer holds. The
-    child repeats the baseline's trim first (so its own code pages are faulted in and its arenas are
-    in the parent's state), reads RSS, trims with the thresholds frozen, reads again, and reports
-    the difference through a pipe. None where fork or the trim is not available."""
+    child reads its anonymous resident pages (the parent's, shared copy-on-write), trims with the
+    thresholds frozen, reads again, and reports the difference through a pipe. None where fork or
+    /proc is not available."""
     if not hasattr(os, "fork"):
         return None
     read_fd, write_fd = os.pipe()
@@ -100,10 +113,13 @@ def trim_floor_bytes() -> int | None:
     if pid == 0:  # the child: no return from here
         released = -1
         try:
-            deep_trim(freeze_thresholds=False)
-            before = rss_bytes()
+            # Anonymous pages only: the child's RSS also gains the file-backed pages (code) it faults
+            # in as it runs, which the parent already has; the arena tops are anonymous.
+            before = _status_kb("RssAnon")
             deep_trim(freeze_thresholds=True)
-            released = max(0, before - rss_bytes())
+            after = _status_kb("RssAnon")
+            if before is not None and after is not None:
+                released = max(0, before - after)
         finally:
             os.write(write_fd, str(released).encode())
             os._exit(0)
