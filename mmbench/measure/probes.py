@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import platform
@@ -47,10 +48,8 @@ def _arena_probe_threads() -> int:
     """Threads alive at once in deep_trim, one per arena: glibc caps the arenas at MALLOC_ARENA_MAX,
     or 8 per core (64-bit) where that is not set; at most 64 (each thread costs ~0.7 ms to start)."""
     cap = 8 * (os.cpu_count() or 8)
-    try:
+    with contextlib.suppress(ValueError):  # glibc ignores a malformed value too
         cap = max(cap, int(os.environ.get("MALLOC_ARENA_MAX", "0")))
-    except ValueError:
-        pass
     return min(64, cap)
 
 
