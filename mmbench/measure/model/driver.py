@@ -18,9 +18,14 @@ Two stages, since the renderer's work never changes what the engine sees:
    few places ahead of it at random, since the rollouts drift apart in time. That drift is the one
    calibrated part (`engine_order_jitter`, a share of K): without it a cache smaller than the
    working set would thrash on every request from some turn on, which measured points do not
-   (scenarios/engine-cache.toml, K = 8, caches of 8, 17 and 34 items: 48, 25 and 5 fallbacks in
-   hash-only, 37, 19 and 4 in ephemeral+hash-only; this model 38, 21 and 6; a fixed rotation 50,
-   36 and 11. One point measured 25 and 35 in two runs: the drift is chaotic).
+   (scenarios/engine-cache.toml, K = 8, caches of 8, 17 and 34 items: three repeats each on a quiet
+   machine, 51-54, 29-30 and 5 fallbacks in hash-only, 40-43, 16-17 and 4-5 in ephemeral+hash-only;
+   this model 38, 21 and 6 for both; a fixed rotation 50, 36 and 11). Repeats agree within 3
+   fallbacks, so the gap in hash-only is this model's, not noise: hash-only resends need no
+   re-derivation and come back at once, which a queue with a drift does not capture. Two
+   timing-aware variants were tried (client builds sharing the GIL, the engine in arrival order, the
+   renders through the pool's FIFO): they give 37, 16, 4 for ephemeral+hash-only but 37, 15, 4 for
+   hash-only, no better; left as it is.
 2. The renderer pool, turn by turn. The rollouts render concurrently, one render at a time each, so
    the renders of a turn interleave across rollouts (a fresh random order for every step of the
    turn); the pool's asyncio queue hands renderers out in rotation (a renderer goes to the back
