@@ -23,6 +23,7 @@ import statistics
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
+from pathlib import Path
 
 import numpy as np
 
@@ -52,6 +53,8 @@ def measured_points(directories: Sequence[str]) -> list[Point]:
     for d in directories:
         results = load(d)
         name = str(results.scenario.get("name", d))
+        if name == "flags":  # a sweep of command-line flags: named by its directory
+            name = Path(d).name
         for r in results.points:
             if r.ok and r.peak_bytes is not None and r.source_bytes_per_image is not None:
                 out.append(Point(name, r))
@@ -136,12 +139,12 @@ def _fit_raw_client(points: list[Point], c: Constants) -> tuple[float, float]:
 def fit(points: list[Point], start: Constants = CONSTANTS) -> Constants:
     """The constants that best explain these points (see the module doc)."""
     recs = [p.record for p in points]
+    clients = [r.rss_baseline_bytes for r in recs if r.rss_baseline_bytes]
+    engines = [r.engine_rss_baseline_bytes for r in recs if r.engine_rss_baseline_bytes]
     c = replace(
         start,
-        client_baseline=int(statistics.median(r.rss_baseline_bytes for r in recs if r.rss_baseline_bytes)),
-        engine_baseline=int(
-            statistics.median(r.engine_rss_baseline_bytes for r in recs if r.engine_rss_baseline_bytes)
-        ),
+        client_baseline=int(statistics.median(clients)) if clients else start.client_baseline,
+        engine_baseline=int(statistics.median(engines)) if engines else start.engine_baseline,
     )
     c = replace(c, engine_order_jitter=_fit_jitter(points, c))
     # The raw-media modes' client peak has a model of its own (model/raw.py): fitted apart.
@@ -149,8 +152,41 @@ def fit(points: list[Point], start: Constants = CONSTANTS) -> Constants:
     if raw:
         c = replace(c, raw_client=_fit_raw_client(raw, c))
     points = [p for p in points if behaviour(p.record.mode).client_renders]
-    if not points:
-        return c
+    # Codecs other than `fast` get a factor each on the bodies alive at once, fitted apart below.
+    others = [p for p in points if p.record.codec != "fast"]
+    points = [p for p in points if p.record.codec == "fast"]
+    c = replace(c, codec_peak=())
+    if points:
+        c = _fit_processed(points, c)
+    if others:
+        c = replace(c, codec_peak=_fit_codecs(others, c))
+    return c
+
+
+def _fit_codecs(points: list[Point], c: Constants) -> tuple[tuple[str, float, float], ...]:
+    """Per codec: the factors on the client's transient and on the engine's bodies that make the
+    prediction cover every peak of its points (with `fast`'s coefficients)."""
+    out = []
+    for codec in sorted({p.record.codec for p in points}):
+        explained = [(p.record, *explain(p.record.config, p.per_image, c)) for p in points
+                     if p.record.codec == codec]  # fmt: skip
+        parts = [(r, client_parts(pi, c)) for r, _, pi in explained]
+        client = _envelope(
+            [float((r.peak_bytes or 0) - pt["live"] - pt["slack"]) for r, pt in parts],
+            [float(pt["transient"]) for _, pt in parts],
+        )
+        engine_pts = [(r, pred, pi) for r, pred, pi in explained if r.engine_peak_rss_bytes is not None]
+        engine = _envelope(
+            [float((r.engine_peak_rss_bytes or 0) - c.engine_baseline - pred.engine_cache_bytes)
+             for r, pred, _ in engine_pts],
+            [float(np.dot(engine_basis(pi), c.engine)) for _, _, pi in engine_pts],
+        ) if engine_pts else 1.0  # fmt: skip
+        out.append((codec, client, engine))
+    return tuple(out)
+
+
+def _fit_processed(points: list[Point], c: Constants) -> Constants:
+    """The slack, the transient, trim_factor and the engine's bodies, on the processed modes' points."""
     explained = [(p.record, *explain(p.record.config, p.per_image, c)) for p in points]
     # The slack and the transient together, on the untrimmed points: the coefficients that make the
     # largest relative error of the peak smallest, then scaled to cover every measured peak.

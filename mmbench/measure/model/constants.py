@@ -26,28 +26,39 @@ torch 2.13.0 CPU; results of
 @dataclass(frozen=True, slots=True)
 class Constants:
     #: the worker's RSS after setup (imports, renderer pool, warm-up): added to the client's peak
-    client_baseline: int = 307_924_992
+    client_baseline: int = 192_598_016
     #: the engine process's RSS once ready
-    engine_baseline: int = 49_139_712
+    engine_baseline: int = 39_084_032
     #: how far ahead of the back of the engine's queue a rollout's next request may land, as a
     #: share of K (the rollouts drift apart in time)
     engine_order_jitter: float = 1.0
     #: the allocator's slack (see mmbench.measure.model.peak.slack_basis): per byte of the last
     #: turn's item text of all K rollouts, per byte of K images, per byte the renderer caches
     #: evicted, and fixed bytes
-    slack: tuple[float, ...] = (0.7045, 5.179, 0.0, 0.0)
+    slack: tuple[float, ...] = (0.0, 4.185, 0.07742, 0.0)
     #: the transient (peak.transient_basis): bodies as large as the largest and bodies of the last
     #: turn per doubling of K, each for bodies glibc mmaps and for smaller ones; float32 images per
     #: render in flight; fixed bytes
-    transient: tuple[float, ...] = (6.690, 5.950, 8.682, 5.045, 5.734, 9_846_000)
+    transient: tuple[float, ...] = (8.783, 7.520, 8.749, 6.451, 10.12, 0.0)
     #: what trim_after_build leaves of the slack and the transient where it trims the largest builds
-    trim_factor: float = 0.4687
+    trim_factor: float = 0.3441
     #: the bodies the engine holds at once (peak.engine_basis): as large as the largest, and of the
     #: last turn's per doubling of K
-    engine: tuple[float, ...] = (2.457, 2.890)
+    engine: tuple[float, ...] = (2.597, 2.135)
     #: the raw-media modes' client peak above its live data (model/raw.py): per byte of the last
-    #: turn's bodies of all K rollouts, and fixed bytes (raw, 512x512, N=8, K = 4, 8, 16)
-    raw_client: tuple[float, float] = (4.4, 85 * 1024**2)
+    #: turn's bodies of all K rollouts, and fixed bytes (raw at 512x512 and 1024x1024, N=8)
+    raw_client: tuple[float, float] = (20.68, 24_533_369)
+    #: per codec other than `fast` (whose points the coefficients above are fitted on): what its
+    #: builds leave of the client's transient, and of the bodies the engine holds at once, as
+    #: factors (codec, client, engine); a codec not named here counts as `fast` (1.0, 1.0)
+    codec_peak: tuple[tuple[str, float, float], ...] = (("vllm", 0.4954, 0.7514),)
+
+    def codec_factors(self, codec: str) -> tuple[float, float]:
+        """(client transient, engine bodies) factors of this codec's peaks."""
+        for name, client, engine in self.codec_peak:
+            if name == codec:
+                return client, engine
+        return 1.0, 1.0
 
 
 CONSTANTS = Constants()

@@ -22,7 +22,8 @@ last turn's request bodies, the largest, are alive. Its peak is the sum of three
   temporaries (the resized image as float32, the frames, the patches: ~2.5 x the pixels each).
 
 trim_after_build, where it trims the largest builds, returns most of the slack and, the builds being
-slower, spreads the bodies out: both shrink by `trim_factor`.
+slower, spreads the bodies out: both shrink by `trim_factor`. A slower codec does the same to the
+bodies alive at once (client and engine): `codec_peak`, fitted on that codec's points apart.
 
 The engine's peak is its baseline, its cache (the model's, from the driver simulation) and the
 bodies it holds at once (each received in chunks, joined, then decoded into the items it stores).
@@ -69,6 +70,7 @@ class PeakInputs:
     evicted: float  # pixel arrays the renderer caches made, held a while, then evicted (freed)
     trims: bool  # trim_after_build trims the largest builds
     slack_free: bool  # a fixed mmap threshold returns every large buffer on free
+    codec: str = "fast"  # the wire codec: its builds' speed sets how many bodies are alive at once
 
     @property
     def log2_k(self) -> float:
@@ -107,6 +109,7 @@ def peak_inputs(
         else max(0.0, sim.renderer_cache_misses - sim.renderer_cache_entries),
         trims=trims(config, largest[2] * pixel),
         slack_free=0 < threshold <= pixel,
+        codec=config.codec,
     )
 
 
@@ -151,10 +154,11 @@ def _dot(a: list[float], b: tuple[float, ...]) -> float:
 def client_parts(p: PeakInputs, c: Constants) -> dict[str, int]:
     """The client's peak above its baseline, part by part."""
     factor = c.trim_factor if p.trims else 1.0
+    codec = c.codec_factors(p.codec)[0]
     return {
         "live": p.live,
         "slack": int(factor * _dot(slack_basis(p), c.slack)),
-        "transient": int(factor * _dot(transient_basis(p), c.transient)),
+        "transient": int(factor * codec * _dot(transient_basis(p), c.transient)),
     }
 
 
@@ -169,4 +173,5 @@ def engine_basis(p: PeakInputs) -> list[float]:
 
 def engine_peak(p: PeakInputs, cache_bytes: int, c: Constants) -> int:
     """The engine's RSS at its peak: baseline, cache, and the bodies it holds at once."""
-    return int(c.engine_baseline + cache_bytes + _dot(engine_basis(p), c.engine))
+    bodies = c.codec_factors(p.codec)[1] * _dot(engine_basis(p), c.engine)
+    return int(c.engine_baseline + cache_bytes + bodies)

@@ -127,7 +127,7 @@ def explain_raw(
     inputs = PeakInputs(
         k=k, live=retained, largest_body=int(max(bodies)), last_turn_body=int(bodies[-1]),
         last_turn_full_items=0.0, item_text_float32=0, pixel_float32=layout.pixel_bytes(4),
-        renders_in_flight=0, evicted=0.0, trims=False, slack_free=False,
+        renders_in_flight=0, evicted=0.0, trims=False, slack_free=False, codec=config.codec,
     )  # fmt: skip
     per_k, fixed = constants.raw_client
     client_peak = retained + int(per_k * k * inputs.last_turn_body + fixed)
