@@ -16,11 +16,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 CALIBRATION_DATA = """\
-2-core, 24 GiB reference machine (shared with other jobs while measured), Python 3.11, glibc 2.36,
-torch 2.13.0 CPU; results of
-  mmbench sweep ci; mmbench sweep default; mmbench sweep knobs; mmbench sweep image-cache;
-  mmbench sweep engine-cache; mmbench sweep pr-verification;
-  mmbench sweep --modes full,ephemeral,hash-only --pool-size 1,4,16 --rollouts 4,8 --image-size 512"""
+2-core AMD EPYC, 24 GiB reference machine (shared with other jobs: load 1-3), Python 3.11, glibc 2.36,
+torch 2.13.0 CPU, fork servers, 2026-12-01; results of
+  mmbench sweep ci; mmbench sweep default (twice); mmbench sweep knobs; mmbench sweep image-cache;
+  mmbench sweep engine-cache; mmbench sweep modes (--codec vllm); mmbench sweep pr-verification
+  (--codec vllm: K = 4, 8, 12 full, 4-16 ephemeral);
+  mmbench sweep --modes full,ephemeral,hash-only --pool-size 1,4,16 --rollouts 4,8 --image-size 512;
+  mmbench sweep --modes hash-only,ephemeral+hash-only --rollouts 8 --engine-cache-gb 0.05,0.1,0.2
+    --image-size 512 --repeats 3;
+  mmbench sweep --modes full,ephemeral,hash-only --rollouts 4,8 --image-size 512 --repeats 3;
+  mmbench sweep --modes raw,raw-file --rollouts 4,8,16 --image-size 512 (and raw, K=8, cache 0)"""
 
 
 @dataclass(frozen=True, slots=True)
