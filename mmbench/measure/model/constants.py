@@ -20,7 +20,8 @@ CALIBRATION_DATA = """\
 torch 2.13.0 CPU, fork servers, 2026-12-01; results of
   mmbench sweep ci; mmbench sweep default (twice); mmbench sweep knobs; mmbench sweep image-cache;
   mmbench sweep engine-cache; mmbench sweep modes (--codec vllm); mmbench sweep pr-verification
-  (--codec vllm: K = 4, 8, 12 full, 4-16 ephemeral);
+  (--codec vllm: K = 4, 8, 12 full, 4-16 ephemeral); its next K measured apart:
+  mmbench sweep --modes full --rollouts 16,20,24 --image-size 1024 --codec vllm (and ephemeral 20,24,32);
   mmbench sweep --modes full,ephemeral,hash-only --pool-size 1,4,16 --rollouts 4,8 --image-size 512;
   mmbench sweep --modes hash-only,ephemeral+hash-only --rollouts 8 --engine-cache-gb 0.05,0.1,0.2
     --image-size 512 --repeats 3;
@@ -31,7 +32,7 @@ torch 2.13.0 CPU, fork servers, 2026-12-01; results of
 @dataclass(frozen=True, slots=True)
 class Constants:
     #: the worker's RSS after setup (imports, renderer pool, warm-up): added to the client's peak
-    client_baseline: int = 192_598_016
+    client_baseline: int = 192_602_112
     #: the engine process's RSS once ready
     engine_baseline: int = 39_084_032
     #: how far ahead of the back of the engine's queue a rollout's next request may land, as a
@@ -40,23 +41,23 @@ class Constants:
     #: the allocator's slack (see mmbench.measure.model.peak.slack_basis): per byte of the last
     #: turn's item text of all K rollouts, per byte of K images, per byte the renderer caches
     #: evicted, and fixed bytes
-    slack: tuple[float, ...] = (0.0, 4.185, 0.07742, 0.0)
+    slack: tuple[float, ...] = (0.0, 3.477, 0.03122, 0.0)
     #: the transient (peak.transient_basis): bodies as large as the largest and bodies of the last
     #: turn per doubling of K, each for bodies glibc mmaps and for smaller ones; float32 images per
     #: render in flight; fixed bytes
-    transient: tuple[float, ...] = (8.783, 7.520, 8.749, 6.451, 10.12, 0.0)
+    transient: tuple[float, ...] = (7.851, 9.027, 7.554, 10.46, 10.85, 0.0)
     #: what trim_after_build leaves of the slack and the transient where it trims the largest builds
-    trim_factor: float = 0.3441
+    trim_factor: float = 0.3162
     #: the bodies the engine holds at once (peak.engine_basis): as large as the largest, and of the
     #: last turn's per doubling of K
-    engine: tuple[float, ...] = (2.597, 2.135)
+    engine: tuple[float, ...] = (2.438, 2.004)
     #: the raw-media modes' client peak above its live data (model/raw.py): per byte of the last
     #: turn's bodies of all K rollouts, and fixed bytes (raw at 512x512 and 1024x1024, N=8)
     raw_client: tuple[float, float] = (20.68, 24_533_369)
     #: per codec other than `fast` (whose points the coefficients above are fitted on): what its
     #: builds leave of the client's transient, and of the bodies the engine holds at once, as
     #: factors (codec, client, engine); a codec not named here counts as `fast` (1.0, 1.0)
-    codec_peak: tuple[tuple[str, float, float], ...] = (("vllm", 0.4954, 0.7514),)
+    codec_peak: tuple[tuple[str, float, float], ...] = (("vllm", 0.5570, 0.8743),)
 
     def codec_factors(self, codec: str) -> tuple[float, float]:
         """(client transient, engine bodies) factors of this codec's peaks."""
