@@ -32,6 +32,7 @@ from mmbench.measure.model import explain
 from mmbench.measure.model.constants import CONSTANTS, Constants
 from mmbench.measure.model.modes import behaviour
 from mmbench.measure.model.peak import client_parts, engine_basis, slack_basis, transient_basis
+from mmbench.measure.model.raw import raw_basis
 from mmbench.results import PointRecord, load
 
 JITTER_CANDIDATES = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5)
@@ -124,16 +125,16 @@ def _envelope(excess: list[float], predicted: list[float]) -> float:
     return max((e / p for e, p in zip(excess, predicted, strict=True) if p > 0), default=1.0)
 
 
-def _fit_raw_client(points: list[Point], c: Constants) -> tuple[float, float]:
-    """The raw modes' client peak above the live data: per byte of the last turn's bodies of all K
-    rollouts and fixed bytes, minimax of the relative error, scaled to cover every measured peak."""
-    explained = [(p.record, explain(p.record.config, p.per_image, c)[1]) for p in points]
-    peaks = np.array([float(r.peak_bytes or 0) for r, _ in explained])
+def _fit_raw_client(points: list[Point], c: Constants) -> tuple[float, ...]:
+    """The raw modes' client peak above the live data (model/raw.py's raw_basis): minimax of the
+    relative error, then scaled to cover every measured peak."""
+    explained = [(p, explain(p.record.config, p.per_image, c)[1]) for p in points]
+    peaks = np.array([float(p.record.peak_bytes or 0) for p, _ in explained])
     excess = peaks - np.array([float(pi.live) for _, pi in explained])
-    basis = np.array([[pi.k * pi.last_turn_body, 1.0] for _, pi in explained])
+    basis = np.array([raw_basis(pi.k, pi.last_turn_body, p.per_image) for p, pi in explained])
     x = minimax(basis / peaks[:, None], excess / peaks)
     x *= _envelope(list(excess), list(basis @ x))
-    return float(x[0]), float(x[1])
+    return tuple(float(v) for v in x)
 
 
 def fit(points: list[Point], start: Constants = CONSTANTS) -> Constants:

@@ -51,9 +51,10 @@ class Constants:
     #: the bodies the engine holds at once (peak.engine_basis): as large as the largest, and of the
     #: last turn's per doubling of K
     engine: tuple[float, ...] = (2.438, 2.004)
-    #: the raw-media modes' client peak above its live data (model/raw.py): per byte of the last
-    #: turn's bodies of all K rollouts, and fixed bytes (raw at 512x512 and 1024x1024, N=8)
-    raw_client: tuple[float, float] = (20.68, 24_533_369)
+    #: the raw-media modes' client peak above its live data (model/raw.py's raw_basis): per byte of
+    #: a last-turn body, of one per doubling of K, of a source image per rollout, and fixed bytes
+    #: (raw and raw-file at 512x512 and 1024x1024, N=8)
+    raw_client: tuple[float, ...] = (0.0, 15.20, 1.571, 1_718_709)
     #: per codec other than `fast` (whose points the coefficients above are fitted on): what its
     #: builds leave of the client's transient, and of the bodies the engine holds at once, as
     #: factors (codec, client, engine); a codec not named here counts as `fast` (1.0, 1.0)

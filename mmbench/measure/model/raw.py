@@ -24,6 +24,7 @@ processed modes) and one image's preprocessing temporaries.
 
 from __future__ import annotations
 
+import math
 import tempfile
 from collections import OrderedDict
 from pathlib import Path
@@ -96,6 +97,14 @@ def engine_preprocess_calls(config: PointConfig, item_bytes: int) -> tuple[int, 
     return misses, hits
 
 
+def raw_basis(k: int, last_turn_body: int, source_bytes_per_image: float) -> list[float]:
+    """The raw modes' client peak above the live data is these, each times its coefficient
+    (Constants.raw_client): a last-turn body, and one per doubling of K (the bodies alive at once
+    grow with log2 K, as the processed modes' do), a source image per rollout (each rollout's image
+    read, encoded or written as an asset while the others' are alive), and fixed bytes."""
+    return [float(last_turn_body), math.log2(k) * last_turn_body, k * source_bytes_per_image, 1.0]
+
+
 def explain_raw(
     config: PointConfig, source_bytes_per_image: float, constants: Constants
 ) -> tuple[Prediction, PeakInputs]:
@@ -129,8 +138,10 @@ def explain_raw(
         last_turn_full_items=0.0, item_text_float32=0, pixel_float32=layout.pixel_bytes(4),
         renders_in_flight=0, evicted=0.0, trims=False, slack_free=False, codec=config.codec,
     )  # fmt: skip
-    per_k, fixed = constants.raw_client
-    client_peak = retained + int(per_k * k * inputs.last_turn_body + fixed)
+    client_peak = retained + int(
+        sum(x * y for x, y in zip(raw_basis(k, inputs.last_turn_body, source_bytes_per_image),
+                                  constants.raw_client, strict=True))
+    )  # fmt: skip
     temporaries = int(_PREPROCESS_TEMPORARIES * inputs.pixel_float32)
     prediction = Prediction(
         retained_bytes=retained,
