@@ -20,12 +20,14 @@ predicts fault-free runs: engine faults (evictions, restarts, errors) are not mo
   baseline + cache + the bodies it holds. constants.py has every calibrated constant with the data
   it was fitted on; calibration.py re-fits them from results directories.
 
-How well, measured / predicted on the 2-core reference machine (84 points of the scenarios named in
-constants.py; the README's model section has them per scenario): retained (live) 0.95-1.01 at
-512x512 and 1024x1024 in every mode, renderer pool and cache size (0.80-1.02 where the engine cache
-is smaller than the working set); bytes shipped 1.00 (0.87-1.20 with fallbacks); the client's peak
-0.66-1.00 (0.73-1.00 in scenarios/default.toml); the engine's peak 0.46-1.00; fallbacks within 2 or
-20 % (they vary as much run to run).
+How well, measured / predicted on the 2-core reference machine (2026-12-01: the scenarios and sweeps
+named in constants.py; the README's model section has them per scenario): retained (live) 0.94-1.03
+in every processed mode, renderer pool and cache size at 256x256 to 1024x1024 (0.76-1.08 where the
+engine cache is smaller than the working set); bytes shipped 1.00 (0.83-1.41 with fallbacks); the
+client's peak 0.56-1.00 (an upper bound of these runs; the same point's peak moves 0.85-1.14 between
+runs); the engine's peak 0.50-1.00 (1.38 with raw media and no engine cache); fallbacks exact without
+an engine cache and where it holds the working set, and in between off by up to a third (hash-only
+under: 38 predicted where 51-54 were measured; ephemeral+hash-only within 2-5).
 """
 
 from __future__ import annotations
