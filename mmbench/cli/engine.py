@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from typing import Annotated
 
 import typer
@@ -51,4 +52,8 @@ def engine(
     def ready(url: str) -> None:
         typer.echo(f"mmbench engine: serving {url} (use --engine-url {url}); Ctrl-C stops it")
 
+    # Ctrl-C (SIGINT) stops it with 130 even where it was started with SIGINT ignored (a parent that
+    # ignores it, a background job of a shell without job control): uvicorn restores the handler it
+    # found and raises the signal again once it has shut down, which SIG_IGN would swallow (exit 0).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     serve(config, host, port, ready)

@@ -19,9 +19,11 @@ from mmbench.scenarios import load_scenario
 from mmbench.sweep import plan
 from tests.helpers import leftover_processes, wait_for
 
+# Each request waits 250 ms in the engine, so the points after the first take seconds: the signal
+# lands while the sweep still runs even on a loaded machine (a fast sweep could finish first).
 TINY = (
     'version = 1\ndescription = "interrupt test"\nmode = ["full", "hash-only"]\n'
-    "rollouts = [1, 2]\nimage_size = 256\nturns = 3\n"
+    "rollouts = [1, 2]\nimage_size = 256\nturns = 3\nengine_delay_ms = 250\n"
 )
 
 
