@@ -155,7 +155,8 @@ def explain(
     retained = pixels + sources + cache_only + descriptors + other
 
     body = BodySize(config, layout, itemsize)
-    shipped = int(sum(count * body(*shape) for shape, count in sim.request_shapes))
+    # round, not int: the counts are averages over simulated runs (12 may be 11.999999999999998)
+    shipped = round(sum(count * body(*shape) for shape, count in sim.request_shapes))
     engine_cache = int(sim.engine_cache_items * (pixel + GRID_BYTES))
     # The renderer makes float32 pixels before any cast: the allocator's holes are float32-sized.
     body_float32 = body if itemsize == 4 else BodySize(config, layout, 4)
