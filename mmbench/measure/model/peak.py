@@ -147,7 +147,8 @@ def _split(size: int) -> tuple[int, int]:
     return (size, 0) if size >= MMAP_THRESHOLD_MAX else (0, size)
 
 
-def _dot(a: list[float], b: tuple[float, ...]) -> float:
+def dot(a: list[float], b: tuple[float, ...]) -> float:
+    """A basis times its coefficients (every calibrated part of the model is one)."""
     return sum(x * y for x, y in zip(a, b, strict=True))
 
 
@@ -157,8 +158,8 @@ def client_parts(p: PeakInputs, c: Constants) -> dict[str, int]:
     codec = c.codec_factors(p.codec)[0]
     return {
         "live": p.live,
-        "slack": int(factor * _dot(slack_basis(p), c.slack)),
-        "transient": int(factor * codec * _dot(transient_basis(p), c.transient)),
+        "slack": int(factor * dot(slack_basis(p), c.slack)),
+        "transient": int(factor * codec * dot(transient_basis(p), c.transient)),
     }
 
 
@@ -173,5 +174,5 @@ def engine_basis(p: PeakInputs) -> list[float]:
 
 def engine_peak(p: PeakInputs, cache_bytes: int, c: Constants) -> int:
     """The engine's RSS at its peak: baseline, cache, and the bodies it holds at once."""
-    bodies = c.codec_factors(p.codec)[1] * _dot(engine_basis(p), c.engine)
+    bodies = c.codec_factors(p.codec)[1] * dot(engine_basis(p), c.engine)
     return int(c.engine_baseline + cache_bytes + bodies)

@@ -34,7 +34,7 @@ from mmbench.config import PointConfig
 from mmbench.measure.model.constants import Constants
 from mmbench.measure.model.modes import behaviour
 from mmbench.measure.model.parts import _PAD_TOKEN_CHARS, _SIZE, _TEXT_TOKEN_CHARS, GRID_BYTES, _list_bytes
-from mmbench.measure.model.peak import PeakInputs, engine_peak
+from mmbench.measure.model.peak import PeakInputs, dot, engine_peak
 from mmbench.world.codec import b64_len, get_codec
 from mmbench.world.geometry import get_geometry
 from mmbench.world.media import data_url_prefix
@@ -138,10 +138,8 @@ def explain_raw(
         last_turn_full_items=0.0, item_text_float32=0, pixel_float32=layout.pixel_bytes(4),
         renders_in_flight=0, evicted=0.0, trims=False, slack_free=False, codec=config.codec,
     )  # fmt: skip
-    client_peak = retained + int(
-        sum(x * y for x, y in zip(raw_basis(k, inputs.last_turn_body, source_bytes_per_image),
-                                  constants.raw_client, strict=True))
-    )  # fmt: skip
+    basis = raw_basis(k, inputs.last_turn_body, source_bytes_per_image)
+    client_peak = retained + int(dot(basis, constants.raw_client))
     temporaries = int(_PREPROCESS_TEMPORARIES * inputs.pixel_float32)
     prediction = Prediction(
         retained_bytes=retained,
