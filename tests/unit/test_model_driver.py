@@ -2,24 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
 
 from mmbench.errors import MmbenchError
-from mmbench.measure.model import driver
-from mmbench.measure.model.driver import _closed_form, _engine_stage, _Point, _render_stage, simulate
+from mmbench.measure.model import driver, timing
+from mmbench.measure.model.driver import Timing, _closed_form, _Point, _Run, _SharedCpu, simulate
 from mmbench.measure.model.modes import MODEL_MODES, behaviour
 from mmbench.transports.registry import TRANSPORTS
 
 FULL, EPHEMERAL = MODEL_MODES["full"], MODEL_MODES["ephemeral"]
 HASH, BOTH = MODEL_MODES["hash-only"], MODEL_MODES["ephemeral+hash-only"]
 BIG = 1_000_000  # an engine cache (in items) that holds every image
+T512 = timing(512 * 512, 1024 * 1536 * 4)  # the committed costs at 512x512, float32
 
 
 def sim(mode: object, k: int = 4, n: int = 8, m: int = 1, pool: int = 1, cap: int = 32, engine: int = BIG,
-        sent: int = 16_384, jitter: float = 0.75) -> driver.DriverCounts:  # fmt: skip
-    return simulate(mode, k, n, m, pool, cap, engine, sent, jitter)  # type: ignore[arg-type]
+        sent: int = 16_384, t: Timing = T512) -> driver.DriverCounts:  # fmt: skip
+    return simulate(mode, k, n, m, pool, cap, engine, sent, t)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("mode", [FULL, HASH, BOTH])
@@ -29,10 +31,8 @@ def sim(mode: object, k: int = 4, n: int = 8, m: int = 1, pool: int = 1, cap: in
 def test_the_closed_form_is_what_the_simulation_does_where_nothing_is_rederived(
     mode: object, k: int, m: int, pool: int, cap: int
 ) -> None:
-    p = _Point(mode, k, 8, m, pool, cap, BIG, 16_384, 3)  # type: ignore[arg-type]
-    rng, simulated = random.Random(0), {}
-    _render_stage(p, _engine_stage(p, rng, simulated), rng, simulated)
-    assert _closed_form(p) == pytest.approx(simulated)
+    p = _Point(mode, k, 8, m, pool, cap, BIG, 16_384, T512)  # type: ignore[arg-type]
+    assert _closed_form(p) == pytest.approx(_Run(p, random.Random(0)).run())
 
 
 def test_one_renderer_caches_every_image_it_can_hold_and_hits_every_rederivation() -> None:
@@ -102,9 +102,35 @@ def test_a_small_sent_hash_lru_sends_more_in_full_and_never_fails() -> None:
 
 
 def test_a_prediction_is_deterministic() -> None:
-    a = sim(HASH, k=8, n=8, engine=17, jitter=0.75)
+    a = sim(HASH, k=8, n=8, engine=17)
     simulate.cache_clear()
-    assert sim(HASH, k=8, n=8, engine=17, jitter=0.75) == a
+    assert sim(HASH, k=8, n=8, engine=17) == a
+
+
+def test_the_shared_cpu_gives_every_job_an_equal_share() -> None:
+    cpu, done = _SharedCpu(), []
+    cpu.add(1.0, lambda: done.append("short"))
+    cpu.add(2.0, lambda: done.append("long"))
+    assert cpu.next_in() == pytest.approx(2.0)  # two jobs at half speed: the short one after 2
+    cpu.advance(2.0)
+    cpu.pop_done()()
+    assert cpu.next_in() == pytest.approx(1.0)  # the long one alone, 1 of its 2 left
+    cpu.advance(1.0)
+    cpu.pop_done()()
+    assert done == ["short", "long"] and cpu.next_in() == float("inf")
+
+
+def test_only_the_ratios_of_the_costs_set_the_order() -> None:
+    slow = Timing(*(10 * x for x in dataclasses.astuple(T512)))
+    assert sim(HASH, k=8, n=8, engine=17, t=slow) == sim(HASH, k=8, n=8, engine=17)
+
+
+def test_hash_only_resends_overtake_and_thrash_more_than_those_that_rederive() -> None:
+    # engine-cache.toml at 0.05 GiB (8 items): measured 51-54 fallbacks in hash-only, whose resends
+    # need no render, and 40-43 in ephemeral+hash-only, whose resends queue for the renderer
+    hash_only, both = sim(HASH, k=8, n=8, engine=8), sim(BOTH, k=8, n=8, engine=8)
+    assert 47 <= hash_only.fallbacks <= 56 and 36 <= both.fallbacks <= 46
+    assert hash_only.fallbacks > both.fallbacks + 5
 
 
 def test_request_shapes_add_up_to_the_requests() -> None:

@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass
 
 from mmbench.config import PointConfig
 from mmbench.measure.model.constants import CONSTANTS, Constants
-from mmbench.measure.model.driver import DriverCounts, simulate
+from mmbench.measure.model.driver import DriverCounts, Timing, simulate
 from mmbench.measure.model.modes import MODEL_MODES, ModeBehaviour, behaviour
 from mmbench.measure.model.parts import (  # the private names: for models built on these sizes
     _PAD_TOKEN_CHARS,
@@ -52,6 +52,10 @@ from mmbench.measure.model.parts import (  # the private names: for models built
 from mmbench.measure.model.peak import PeakInputs, client_peak, engine_peak, peak_inputs, trims
 from mmbench.measure.model.raw import explain_raw
 from mmbench.world.geometry import get_geometry
+
+# The item the timing constants are measured at: 512x512, float32 (Qwen3-VL: 1024 rows of 1536).
+TIMING_PIXELS = 512 * 512
+TIMING_ITEM_BYTES = 1024 * 1536 * 4
 
 __all__ = [
     "GRID_BYTES",
@@ -123,8 +127,19 @@ def counts(config: PointConfig, constants: Constants = CONSTANTS) -> DriverCount
     engine_items = capacity // item if item <= capacity else 0
     return simulate(
         behaviour(config.mode), config.rollouts, config.turns, config.images_per_turn, config.pool_size,
-        config.image_cache_max, engine_items, config.sent_hashes_max, constants.engine_order_jitter,
+        config.image_cache_max, engine_items, config.sent_hashes_max, timing(layout.resized_height * layout.resized_width, item, constants),
     )  # fmt: skip
+
+
+def timing(pixels: int, item_bytes: int, constants: Constants = CONSTANTS) -> Timing:
+    """The driver's CPU costs at this item size: renders scale with the resized image's pixels,
+    builds and the engine's work with the item's bytes (the constants are for 512x512 float32)."""
+    render = pixels / TIMING_PIXELS
+    body = item_bytes / TIMING_ITEM_BYTES
+    miss, hit, item, fixed, engine_item, engine_decode, engine_fixed = constants.timing
+    return Timing(
+        miss * render, hit * render, item * body, fixed, engine_item * body, engine_decode * body, engine_fixed
+    )
 
 
 def predict(

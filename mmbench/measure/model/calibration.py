@@ -35,8 +35,6 @@ from mmbench.measure.model.peak import client_parts, engine_basis, slack_basis, 
 from mmbench.measure.model.raw import raw_basis
 from mmbench.results import PointRecord, load
 
-JITTER_CANDIDATES = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5)
-
 
 @dataclass(frozen=True, slots=True)
 class Point:
@@ -100,25 +98,6 @@ def minimax(a: np.ndarray, b: np.ndarray, iterations: int = 100) -> np.ndarray:
     return x
 
 
-def _fit_jitter(points: list[Point], c: Constants) -> float:
-    """The engine queue's drift that best matches the fallbacks measured, each error counted in
-    units of the tolerance (10 %, or 2 fallbacks)."""
-    used = [p for p in points if (p.record.fallbacks or 0) > 0]
-    if not used:
-        return c.engine_order_jitter
-
-    def error(share: float) -> float:
-        trial = replace(c, engine_order_jitter=share)
-        total = 0.0
-        for p in used:
-            measured = p.record.fallbacks or 0
-            predicted = explain(p.record.config, p.per_image, trial)[0].fallbacks
-            total += ((predicted - measured) / max(2.0, 0.1 * measured)) ** 2
-        return total
-
-    return min(JITTER_CANDIDATES, key=error)
-
-
 def _envelope(excess: list[float], predicted: list[float]) -> float:
     """The factor on `predicted` that makes it cover every `excess` (the prediction an upper bound
     of what was measured)."""
@@ -147,7 +126,6 @@ def fit(points: list[Point], start: Constants = CONSTANTS) -> Constants:
         client_baseline=int(statistics.median(clients)) if clients else start.client_baseline,
         engine_baseline=int(statistics.median(engines)) if engines else start.engine_baseline,
     )
-    c = replace(c, engine_order_jitter=_fit_jitter(points, c))
     # The raw-media modes' client peak has a model of its own (model/raw.py): fitted apart.
     raw = [p for p in points if not behaviour(p.record.mode).client_renders]
     if raw:

@@ -1,8 +1,8 @@
 """Every calibrated constant of the model, in one place, with the data it was fitted on.
 
 Everything else the model predicts comes from the data structures and the driver simulated. These
-are what a first principle cannot give here: the processes' baselines, how far the rollouts drift
-apart in the engine's queue, how many request bodies are alive at once (which depends on how fast
+are what a first principle cannot give here: the processes' baselines, what the client's and the
+engine's work costs in CPU time (which sets the order requests reach the engine in), how many request bodies are alive at once (which depends on how fast
 the engine answers against how fast the client builds) and how much freed memory the allocator
 keeps.
 
@@ -35,9 +35,14 @@ class Constants:
     client_baseline: int = 192_602_112
     #: the engine process's RSS once ready
     engine_baseline: int = 39_084_032
-    #: how far ahead of the back of the engine's queue a rollout's next request may land, as a
-    #: share of K (the rollouts drift apart in time)
-    engine_order_jitter: float = 1.0
+    #: CPU milliseconds per 512x512 float32 item (6 MiB; model/driver.py scales them with the
+    #: point's item): a render that misses and one that hits, a body's build and upload per item in
+    #: full and per request, the engine's read and parse per item in full, its decode per item
+    #: decoded and its cost per request. Measured on the engine-cache points (K=8, 0.05-0.2 GB): the
+    #: renders timed alone (`Renderer.process`), the builds as the points' client_cpu_s over their
+    #: items in full, the engine's parse and decode from its request log, its read as the rest of
+    #: its engine_cpu_s
+    timing: tuple[float, ...] = (31.0, 10.0, 25.0, 3.0, 10.0, 11.0, 1.0)
     #: the allocator's slack (see mmbench.measure.model.peak.slack_basis): per byte of the last
     #: turn's item text of all K rollouts, per byte of K images, per byte the renderer caches
     #: evicted, and fixed bytes

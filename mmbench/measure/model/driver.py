@@ -1,52 +1,51 @@
-"""The rollout driver, simulated: what the engine's cache serves and who renders what on which
-renderer, in the order the driver produces. No pixels are made; only keys move.
+"""The rollout driver, simulated in time: what the engine's cache serves and who renders what on
+which renderer, in the order the driver produces. No pixels are made; only keys and CPU time move.
 
-What each rollout does (mmbench.world.rollout): K rollouts of N turns, m new images a turn, each
+What each rollout does (mmbench.rollout.driver): K rollouts of N turns, m new images a turn, each
 image a distinct key. A turn renders its new images through the pool, asks the mode which items
 ship in full (null slots for the hashes already sent, in the modes that send them), re-derives
-through the pool every full item whose pixels the previous step did not keep, and posts. After a
-success the step keeps the pixels of the items it shipped in full if the mode stores pixels, none
-otherwise; after an error on a null slot ("Expected a cached item") the client forgets the
-request's hashes and resends every item in full once, re-deriving what it lacks.
+through the pool every full item whose pixels the previous step did not keep, builds the body and
+posts it. After a success the step keeps the pixels of the items it shipped in full if the mode
+stores pixels, none otherwise; after an error on a null slot ("Expected a cached item") the client
+forgets the request's hashes and resends every item in full once, re-deriving what it lacks. The
+next turn starts as soon as the answer is in.
 
-Two stages, since the renderer's work never changes what the engine sees:
+Where the time goes, and so the order things happen in (a discrete-event simulation):
+- The client is one CPU shared by everything it does at once (its threads take turns on the GIL:
+  measured, its CPU seconds equal the rollouts' wall time): every render in progress and every body
+  being built and uploaded gets an equal share of it (processor sharing).
+- The renderer pool hands its renderers out first come, first served (the library's asyncio queue;
+  a renderer goes to the back when returned), each with its own FIFO cache of `image_cache_max`
+  entries that a hit does not reorder, so an image re-derived on a later turn lands on another
+  renderer and sits in several caches at once. A render that misses costs more than a hit (a hit
+  still decodes and hashes).
+- The engine is another CPU and answers one request at a time in the order the bodies reach it:
+  its cache is LRU by bytes with items all of one size (so LRU by a count); a full item is stored,
+  a null slot is a lookup that refreshes its entry or fails the request, which stops there.
 
-1. The engine, request by request. Its cache is LRU by bytes with items all of one size (so LRU by
-   a count): a full item is stored, a null slot is a lookup that refreshes its entry or fails the
-   request, which stops there. The engine answers one request at a time, in the order they reach
-   it: each rollout's next request (its next turn, or its resend) joins the back of the queue, a
-   few places ahead of it at random, since the rollouts drift apart in time. That drift is the one
-   calibrated part (`engine_order_jitter`, a share of K): without it a cache smaller than the
-   working set would thrash on every request from some turn on, which measured points do not
-   (scenarios/engine-cache.toml, K = 8, caches of 8, 17 and 34 items: three repeats each on a quiet
-   machine, 51-54, 29-30 and 5 fallbacks in hash-only, 40-43, 16-17 and 4-5 in ephemeral+hash-only;
-   this model 38, 21 and 6 for both; a fixed rotation 50, 36 and 11). Repeats agree within 3
-   fallbacks, so the gap in hash-only is this model's, not noise: hash-only resends need no
-   re-derivation and come back at once, which a queue with a drift does not capture. Two
-   timing-aware variants were tried (client builds sharing the GIL, the engine in arrival order, the
-   renders through the pool's FIFO): they give 37, 16, 4 for ephemeral+hash-only but 37, 15, 4 for
-   hash-only, no better; left as it is.
-2. The renderer pool, turn by turn. The rollouts render concurrently, one render at a time each, so
-   the renders of a turn interleave across rollouts (a fresh random order for every step of the
-   turn); the pool's asyncio queue hands renderers out in rotation (a renderer goes to the back
-   when returned), each with its own FIFO cache of `image_cache_max` entries that a hit does not
-   reorder. So one image re-derived on later turns lands on several renderers and sits in several
-   caches at once. Cache entries at the end, measured at pool 16, 512x512, 8 turns, K = 4..32
-   (scenarios/image-cache.toml) against this: -1..+6 %; at pools 1 and 4, where the caches fill,
-   exact. (A fixed order of the rollouts would send each rollout's images to the same few
-   renderers: 96 entries at K = 4 where 123 and 125 were measured and this gives 130.) Hits vary
-   run to run: 55 and 83 in two runs of one pool-1 point, this 48.
+The costs (Timing) are CPU milliseconds measured at 512x512 and scale with the item's size; only
+their ratios change the order. Why time matters, measured on scenarios/engine-cache.toml (K = 8,
+caches of 8, 17 and 34 items; the engine's request log read back): hash-only resends need no
+render and overtake the other rollouts' first attempts, which wait for the renderer, so a cache
+smaller than the working set thrashes there (51-54, 25-31 and 5 fallbacks measured over four
+runs; this model 53, 26 and 5); ephemeral+hash-only resends re-derive through the same renderer
+and queue behind the others (40-43, 16-17, 4-5 measured; this model 39, 17 and 4), with the
+per-turn pattern of each reproduced. The queue-with-a-drift this replaced gave 38, 21 and 6 for
+both. Renderer caches against image-cache.toml and pools of 1, 4 and 16: see the README's model
+section.
 
-The random orders come from fixed seeds and the counts are averaged over a few runs, so that a
-prediction is deterministic; large points run once, their averages being stable already.
+Small random variations of every cost (a few per cent) stand for the machine's noise; they come
+from fixed seeds and the counts are averaged over a few runs, so that a prediction is
+deterministic; large points run once, their averages being stable already.
 """
 
 from __future__ import annotations
 
 import heapq
 import random
-from collections import OrderedDict
-from dataclasses import dataclass
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 from mmbench.measure.model.modes import ModeBehaviour
@@ -55,6 +54,21 @@ from mmbench.measure.model.modes import ModeBehaviour
 # with at most about this many renders and request items simulated in all (a few 0.1 s).
 _RUNS_MAX = 8
 _WORK_BUDGET = 30_000
+# Each cost varies by up to this share either way, at random (the machine's noise).
+_COST_NOISE = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """CPU milliseconds of the client's and the engine's work for one point's item size."""
+
+    render_miss: float  # decode, hash and preprocess one image
+    render_hit: float  # decode and hash one image the renderer has cached
+    build_item: float  # one item's share of a body: copy, encode, JSON, upload
+    build_fixed: float  # a body's fixed share (tokens, JSON, the answer)
+    engine_item: float  # the engine's read and parse of one full item
+    engine_decode: float  # its decode of one full item (not done for the items after a miss)
+    engine_fixed: float  # the engine's fixed cost of a request
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,75 +129,200 @@ class _Point:
     cache_max: int
     engine_items: int
     sent_max: int
-    jitter: int
+    timing: Timing
 
 
-def _engine_stage(p: _Point, rng: random.Random, out: dict[str, float]) -> list[list[list[tuple[int, bool]]]]:
-    """Every request in the order the engine answers it. Returns, per rollout and turn, the renders
-    that turn makes, in order: (key, re-derived)."""
-    images = p.n * p.m
-    engine = _Engine(p.engine_items, OrderedDict())
-    sent: OrderedDict[int, None] = OrderedDict()
-    renders: list[list[list[tuple[int, bool]]]] = [[[] for _ in range(p.n)] for _ in range(p.k)]
-    turn = [0] * p.k
-    kept: list[list[bool]] = [[] for _ in range(p.k)]  # pixels the last step kept, per item
-    resend = [False] * p.k
-    order = list(range(p.k))
-    rng.shuffle(order)
-    queue: list[tuple[float, int]] = [(float(i), r) for i, r in enumerate(order)]  # (place, rollout): a heap
-    place = p.k
-    fallbacks = requests = full_sent = null_sent = 0
-    shapes: dict[tuple[int, int, int], int] = {}
-    while queue:
-        _, r = heapq.heappop(queue)
-        t = turn[r]
-        keys = list(range(r * images, r * images + (t + 1) * p.m))
-        todo = renders[r][t]
-        if resend[r]:
-            pixels, mask = kept[r], [True] * len(keys)
+class _SharedCpu:
+    """Processor sharing: every job in progress gets an equal share of one CPU. Kept in virtual
+    time (the service each job has had so far), so each event is O(log jobs)."""
+
+    def __init__(self) -> None:
+        self.virtual = 0.0
+        self.jobs: list[tuple[float, int, Callable[[], None]]] = []  # (virtual finish, seq, done)
+        self.seq = 0
+
+    def add(self, work: float, done: Callable[[], None]) -> None:
+        self.seq += 1
+        heapq.heappush(self.jobs, (self.virtual + work, self.seq, done))
+
+    def next_in(self) -> float:
+        """Real time until the next job finishes (inf when idle)."""
+        return (self.jobs[0][0] - self.virtual) * len(self.jobs) if self.jobs else float("inf")
+
+    def advance(self, dt: float) -> None:
+        if self.jobs:
+            self.virtual += dt / len(self.jobs)
+
+    def pop_done(self) -> Callable[[], None]:
+        return heapq.heappop(self.jobs)[2]
+
+
+@dataclass(slots=True)
+class _Rollout:
+    turn: int = 0
+    resend: bool = False
+    kept: list[bool] = field(default_factory=list)  # pixels the last step kept, per item
+    keys: list[int] = field(default_factory=list)  # the request in progress
+    mask: list[bool] = field(default_factory=list)  # its items in full
+    pixels: list[bool] = field(default_factory=list)  # its items with pixels once rendered
+    todo: deque[tuple[int, bool]] = field(default_factory=deque)  # renders before the build: (key, again)
+
+
+class _Run:
+    """One simulated run of a point (see the module doc)."""
+
+    def __init__(self, p: _Point, rng: random.Random) -> None:
+        self.p, self.rng = p, rng
+        self.client = _SharedCpu()
+        self.engine = _Engine(p.engine_items, OrderedDict())
+        self.engine_queue: deque[int] = deque()
+        self.engine_done_at = float("inf")  # when the request at the head of the queue is answered
+        self.served = False  # whether that request's null slots were all cached
+        self.now = 0.0
+        self.sent: OrderedDict[int, None] = OrderedDict()  # hash-only's sent hashes, an LRU
+        self.caches: list[OrderedDict[int, None]] = [OrderedDict() for _ in range(p.pool_size)]
+        self.free: deque[int] = deque(range(p.pool_size))
+        self.waiting: deque[int] = deque()  # rollouts waiting for a renderer
+        self.rollouts = [_Rollout() for _ in range(p.k)]
+        self.fallbacks = self.requests = self.full_sent = self.null_sent = 0
+        self.hits = self.misses = self.rederived = self.kept_new = 0
+        self.shapes: dict[tuple[int, int, int], int] = {}
+
+    def cost(self, ms: float) -> float:
+        return ms * (1.0 + _COST_NOISE * (2.0 * self.rng.random() - 1.0))
+
+    # --- the client -----------------------------------------------------------------------
+
+    def start_request(self, r: int) -> None:
+        """The next request of rollout r: its turn's new images, or the resend of its last one."""
+        p, ro = self.p, self.rollouts[r]
+        images = p.n * p.m
+        ro.keys = list(range(r * images, r * images + (ro.turn + 1) * p.m))
+        ro.todo.clear()
+        if ro.resend:
+            ro.pixels, ro.mask = list(ro.kept), [True] * len(ro.keys)
         else:
-            todo += [(key, False) for key in keys[-p.m :]]
-            pixels = kept[r] + [True] * p.m
-            mask = [key not in sent for key in keys] if p.mode.null_slots else [True] * len(keys)
-        for i, (key, in_full) in enumerate(zip(keys, mask, strict=True)):
-            if in_full and not pixels[i]:
-                todo.append((key, True))
-                pixels[i] = True
-        full = sum(mask)
-        requests += 1
-        full_sent += full
-        null_sent += len(keys) - full
-        shape = (t + 1, len(keys), full)
-        shapes[shape] = shapes.get(shape, 0) + 1
-        if engine.serve(keys, mask):
-            for key in keys:
-                sent.pop(key, None)
-                sent[key] = None
-            while len(sent) > p.sent_max:
-                sent.popitem(last=False)
-            kept[r] = [f and p.mode.stores_pixels for f in mask]
-            resend[r] = False
-            turn[r] += 1
-            if turn[r] == p.n:
-                continue
+            ro.todo.extend((key, False) for key in ro.keys[-p.m :])
+            ro.pixels = ro.kept + [True] * p.m
+            ro.mask = [key not in self.sent for key in ro.keys] if p.mode.null_slots else [True] * len(ro.keys)
+        for i, (key, in_full) in enumerate(zip(ro.keys, ro.mask, strict=True)):
+            if in_full and not ro.pixels[i]:
+                ro.todo.append((key, True))
+                ro.pixels[i] = True
+        self.next_render(r)
+
+    def next_render(self, r: int) -> None:
+        ro = self.rollouts[r]
+        if ro.todo and self.p.mode.client_renders:
+            self.waiting.append(r)
+            self.hand_out()
+            return
+        t, full = self.p.timing, sum(ro.mask)
+        self.client.add(self.cost(t.build_fixed + t.build_item * full), lambda: self.posted(r))
+
+    def hand_out(self) -> None:
+        """The pool gives its free renderers to the rollouts waiting, first come first served."""
+        while self.waiting and self.free:
+            r, slot = self.waiting.popleft(), self.free.popleft()
+            key, again = self.rollouts[r].todo.popleft()
+            cache = self.caches[slot]
+            hit = key in cache
+            if hit:
+                self.hits += 1
+            else:
+                self.misses += 1
+                if self.p.cache_max:
+                    cache[key] = None
+                    if len(cache) > self.p.cache_max:
+                        cache.popitem(last=False)
+            self.rederived += again
+            self.kept_new += again and not hit and self.p.mode.stores_pixels
+            ms = self.p.timing.render_hit if hit else self.p.timing.render_miss
+            self.client.add(self.cost(ms), lambda r=r, slot=slot: self.rendered(r, slot))
+
+    def rendered(self, r: int, slot: int) -> None:
+        self.free.append(slot)
+        self.hand_out()
+        self.next_render(r)
+
+    # --- the engine -----------------------------------------------------------------------
+
+    def posted(self, r: int) -> None:
+        ro = self.rollouts[r]
+        full = sum(ro.mask)
+        self.requests += 1
+        self.full_sent += full
+        self.null_sent += len(ro.keys) - full
+        shape = (ro.turn + 1, len(ro.keys), full)
+        self.shapes[shape] = self.shapes.get(shape, 0) + 1
+        self.engine_queue.append(r)
+        if len(self.engine_queue) == 1:
+            self.engine_start()
+
+    def engine_start(self) -> None:
+        """The request at the head of the queue is served now (the cache is the engine's alone, so
+        its effects may be applied at once) and answered when its cost has run."""
+        t, ro = self.p.timing, self.rollouts[self.engine_queue[0]]
+        self.served = self.engine.serve(ro.keys, ro.mask)
+        decoded = sum(ro.mask) if self.served else 0  # the items in full come after the null slots
+        cost = t.engine_fixed + t.engine_item * sum(ro.mask) + t.engine_decode * decoded
+        self.engine_done_at = self.now + self.cost(cost)
+
+    def answered(self) -> None:
+        p, r, served = self.p, self.engine_queue.popleft(), self.served
+        ro = self.rollouts[r]
+        self.engine_done_at = float("inf")
+        if self.engine_queue:
+            self.engine_start()
+        if served:
+            for key in ro.keys:
+                self.sent.pop(key, None)
+                self.sent[key] = None
+            while len(self.sent) > p.sent_max:
+                self.sent.popitem(last=False)
+            ro.kept = [f and p.mode.stores_pixels for f in ro.mask]
+            ro.resend = False
+            ro.turn += 1
+            if ro.turn == p.n:
+                return
         else:
-            for key in keys:
-                sent.pop(key, None)
-            kept[r] = pixels  # the resend ships what this attempt re-derived
-            resend[r] = True
-            fallbacks += 1
-        # back of the queue, a few places ahead of it at random (the rollouts drift apart)
-        ahead = 0 if resend[r] else rng.randint(0, p.jitter)
-        heapq.heappush(queue, (place - ahead - 0.5, r))
-        place += 1
-    out.update(
-        engine_cache_hits=engine.hits, engine_cache_misses=engine.misses,
-        engine_cache_items=len(engine.lru), fallbacks=fallbacks, requests=requests,
-        full_items_sent=full_sent, null_items_sent=null_sent,
-    )  # fmt: skip
-    for shape, count in shapes.items():
-        out[f"shape:{shape[0]}:{shape[1]}:{shape[2]}"] = count
-    return renders
+            for key in ro.keys:
+                self.sent.pop(key, None)
+            ro.kept = ro.pixels  # the resend ships what this attempt re-derived
+            ro.resend = True
+            self.fallbacks += 1
+        self.start_request(r)
+
+    # --- the clock ------------------------------------------------------------------------
+
+    def run(self) -> dict[str, float]:
+        order = list(range(self.p.k))
+        self.rng.shuffle(order)
+        for r in order:
+            self.start_request(r)
+        while True:
+            client_in = self.client.next_in()
+            engine_in = self.engine_done_at - self.now
+            dt = min(client_in, engine_in)
+            if dt == float("inf"):
+                break
+            self.client.advance(dt)
+            self.now += dt
+            if engine_in <= client_in:
+                self.answered()
+            else:
+                self.client.pop_done()()
+        out: dict[str, float] = dict(
+            renders=self.hits + self.misses, renderer_cache_hits=self.hits, renderer_cache_misses=self.misses,
+            rederived=self.rederived, renderer_cache_entries=sum(len(c) for c in self.caches),
+            rederived_kept=self.kept_new, engine_cache_hits=self.engine.hits,
+            engine_cache_misses=self.engine.misses, engine_cache_items=len(self.engine.lru),
+            fallbacks=self.fallbacks, requests=self.requests, full_items_sent=self.full_sent,
+            null_items_sent=self.null_sent,
+        )  # fmt: skip
+        for (t, items, full), count in self.shapes.items():
+            out[f"shape:{t}:{items}:{full}"] = count
+        return out
 
 
 def _fallback_free(p: _Point) -> bool:
@@ -224,62 +363,20 @@ def _closed_form(p: _Point) -> dict[str, float]:
     return out
 
 
-def _render_stage(
-    p: _Point, renders: list[list[list[tuple[int, bool]]]], rng: random.Random, out: dict[str, float]
-) -> None:
-    caches: list[OrderedDict[int, None]] = [OrderedDict() for _ in range(p.pool_size)]
-    slot = hits = misses = rederived = kept = 0
-    rollouts = list(range(p.k))
-    for t in range(p.n):
-        steps = max(len(renders[r][t]) for r in rollouts)
-        for step in range(steps):
-            rng.shuffle(rollouts)
-            for r in rollouts:
-                todo = renders[r][t]
-                if step >= len(todo):
-                    continue
-                key, again = todo[step]
-                cache = caches[slot]
-                slot = (slot + 1) % p.pool_size
-                hit = key in cache
-                if hit:
-                    hits += 1
-                else:
-                    misses += 1
-                    if p.cache_max:
-                        cache[key] = None
-                        if len(cache) > p.cache_max:
-                            cache.popitem(last=False)
-                rederived += again
-                kept += again and not hit and p.mode.stores_pixels
-    out.update(
-        renders=hits + misses, renderer_cache_hits=hits, renderer_cache_misses=misses,
-        rederived=rederived, renderer_cache_entries=sum(len(c) for c in caches), rederived_kept=kept,
-    )  # fmt: skip
-
-
 def _run(p: _Point, seed: int) -> dict[str, float]:
     if not _needs_renders(p) and _fallback_free(p):
         return _closed_form(p)
-    rng = random.Random(seed)
-    out: dict[str, float] = {}
-    renders = _engine_stage(p, rng, out)
-    if p.mode.client_renders:
-        _render_stage(p, renders, rng, out)
-    else:
-        out.update(renders=0, renderer_cache_hits=0, renderer_cache_misses=0, rederived=0,
-                   renderer_cache_entries=0, rederived_kept=0)  # fmt: skip
-    return out
+    return _Run(p, random.Random(seed)).run()
 
 
 @lru_cache(maxsize=1024)
 def simulate(
     mode: ModeBehaviour, k: int, n: int, m: int, pool_size: int, cache_max: int, engine_items: int,
-    sent_max: int, jitter_share: float,
+    sent_max: int, timing: Timing,
 ) -> DriverCounts:  # fmt: skip
     """The expected counts of a point. `engine_items`: how many items the engine's cache holds;
-    `jitter_share`: how far ahead of the back of the queue a request may land, as a share of K."""
-    p = _Point(mode, k, n, m, pool_size, cache_max, engine_items, sent_max, round(jitter_share * k))
+    `timing`: what the client's and the engine's work costs at this point's item size."""
+    p = _Point(mode, k, n, m, pool_size, cache_max, engine_items, sent_max, timing)
     first = _run(p, 0)
     random_order = _needs_renders(p) or not _fallback_free(p)
     work = max(1.0, first["renders"] + first["full_items_sent"] + first["null_items_sent"])
