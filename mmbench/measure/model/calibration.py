@@ -8,8 +8,8 @@ predicted for retained (live), bytes shipped, the client's peak, the engine's pe
 under the constants in use and under the ones fitted. Nothing is written: paste the constants into
 constants.py.
 
-How: the baselines are medians; the engine queue's drift is the candidate that best matches the
-fallbacks measured; the allocator's slack and the transient are fitted together on the peak above
+How: the baselines are medians; the driver's CPU costs (Constants.timing) are measured, not fitted
+(see constants.py); the allocator's slack and the transient are fitted together on the peak above
 the live data, coefficients >= 0 that make the largest relative error of the peak smallest
 (minimax), then scaled so that the predicted peak covers every measured one: the prediction is an
 upper bound of the calibration data, to which preflight adds its margin. trim_factor likewise on
