@@ -22,12 +22,12 @@ predicts fault-free runs: engine faults (evictions, restarts, errors) are not mo
 
 How well, measured / predicted on the 2-core reference machine (2026-12-01: the scenarios and sweeps
 named in constants.py; the README's model section has them per scenario): retained (live) 0.94-1.03
-in every processed mode, renderer pool and cache size at 256x256 to 1024x1024 (0.76-1.08 where the
-engine cache is smaller than the working set); bytes shipped 1.00 (0.83-1.41 with fallbacks); the
-client's peak 0.56-1.00 (an upper bound of these runs; the same point's peak moves 0.85-1.14 between
-runs); the engine's peak 0.50-1.00 (1.38 with raw media and no engine cache); fallbacks exact without
-an engine cache and where it holds the working set, and in between off by up to a third (hash-only
-under: 38 predicted where 51-54 were measured; ephemeral+hash-only within 2-5).
+in every processed mode, renderer pool and cache size at 256x256 to 1024x1024 (0.85-1.04 where the
+engine cache is smaller than the working set); bytes shipped 1.00 (0.98-1.21 with fallbacks); the
+client's peak 0.55-1.00 (an upper bound of these runs; the same point's peak moves 0.85-1.14 between
+runs); the engine's peak 0.48-1.00; fallbacks exact without an engine cache and where it holds the
+working set, and in between within the run-to-run spread but for one point (K=8 at 17 items:
+hash-only 25-34 measured over six runs, 26 predicted; ephemeral+hash-only 16-17, 16).
 """
 
 from __future__ import annotations

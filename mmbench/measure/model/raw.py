@@ -19,7 +19,9 @@ asyncio's copy of what the socket has not taken) and the holes freed bodies leav
 smaller than glibc's largest mmap threshold, so once the threshold has risen they come from a heap):
 both grow with the K bodies of the last turn, calibrated as `Constants.raw_client` on measured raw
 points. The engine holds its cache, the bodies it reads and decodes (`Constants.engine`, as in the
-processed modes) and one image's preprocessing temporaries.
+processed modes), one image's preprocessing temporaries, and every processed item of the request it
+is answering until the answer is made (the cache holds the latest of them; the rest are alive only
+in the request: a whole last-turn request's items with no cache).
 """
 
 from __future__ import annotations
@@ -140,7 +142,9 @@ def explain_raw(
     )  # fmt: skip
     basis = raw_basis(k, inputs.last_turn_body, source_bytes_per_image)
     client_peak = retained + int(dot(basis, constants.raw_client))
-    temporaries = int(_PREPROCESS_TEMPORARIES * inputs.pixel_float32)
+    # the items of the largest (last-turn) request that the cache does not hold while it is answered
+    uncached = images - min(images, config.engine_cache_bytes // item_bytes)
+    temporaries = int(_PREPROCESS_TEMPORARIES * inputs.pixel_float32) + uncached * item_bytes
     prediction = Prediction(
         retained_bytes=retained,
         pixel_bytes=0,
