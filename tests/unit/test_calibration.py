@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 
 from mmbench.measure.model import explain
-from mmbench.measure.model.calibration import Point, fit, main, minimax, nnls
+from mmbench.measure.model.calibration import Point, _above_noise, fit, main, minimax, nnls
 from mmbench.measure.model.constants import CONSTANTS
 from mmbench.measure.model.peak import client_parts
 from mmbench.results import PointRecord, load
+from mmbench.units import MIB
 
 GOLDEN = Path(__file__).parents[1] / "golden" / "results_schema_v4.json"
 
@@ -82,3 +83,9 @@ def test_the_calibration_command_says_what_is_wrong_in_one_line(
     assert main([str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err and err[-1].startswith("mmbench: error:")
+
+
+def test_retained_ratios_under_the_rss_noise_floor_are_left_out() -> None:
+    assert _above_noise(0.3 * MIB, 0.8 * MIB) is None  # raw-file: under 1 MiB either side
+    assert _above_noise(None, 100 * MIB) is None
+    assert _above_noise(99 * MIB, 100 * MIB) == pytest.approx(0.99)

@@ -127,7 +127,8 @@ def counts(config: PointConfig, constants: Constants = CONSTANTS) -> DriverCount
     engine_items = capacity // item if item <= capacity else 0
     return simulate(
         behaviour(config.mode), config.rollouts, config.turns, config.images_per_turn, config.pool_size,
-        config.image_cache_max, engine_items, config.sent_hashes_max, timing(layout.resized_height * layout.resized_width, item, constants),
+        config.image_cache_max, engine_items, config.sent_hashes_max,
+        timing(layout.resized_height * layout.resized_width, item, constants),
     )  # fmt: skip
 
 
@@ -138,8 +139,9 @@ def timing(pixels: int, item_bytes: int, constants: Constants = CONSTANTS) -> Ti
     body = item_bytes / TIMING_ITEM_BYTES
     miss, hit, item, fixed, engine_item, engine_decode, engine_fixed = constants.timing
     return Timing(
-        miss * render, hit * render, item * body, fixed, engine_item * body, engine_decode * body, engine_fixed
-    )
+        miss * render, hit * render, item * body, fixed,
+        engine_item * body, engine_decode * body, engine_fixed,
+    )  # fmt: skip
 
 
 def predict(

@@ -34,6 +34,7 @@ from mmbench.measure.model.modes import behaviour
 from mmbench.measure.model.peak import client_parts, engine_basis, slack_basis, transient_basis
 from mmbench.measure.model.raw import raw_basis
 from mmbench.results import PointRecord, load
+from mmbench.units import RSS_NOISE_FLOOR_BYTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,7 +200,7 @@ def _fit_processed(points: list[Point], c: Constants) -> Constants:
 
 # measured / predicted, per figure
 RATIOS: dict[str, Callable[[PointRecord, object], float | None]] = {
-    "retained": lambda r, p: _ratio(r.retained_live_bytes, p.retained_bytes),  # type: ignore[attr-defined]
+    "retained": lambda r, p: _above_noise(r.retained_live_bytes, p.retained_bytes),  # type: ignore[attr-defined]
     "shipped": lambda r, p: _ratio(r.bytes_shipped, p.bytes_shipped),  # type: ignore[attr-defined]
     "peak": lambda r, p: _ratio(r.peak_bytes, p.peak_bytes),  # type: ignore[attr-defined]
     "engine peak": lambda r, p: _ratio(r.engine_peak_rss_bytes, p.engine_peak_bytes),  # type: ignore[attr-defined]
@@ -208,6 +209,14 @@ RATIOS: dict[str, Callable[[PointRecord, object], float | None]] = {
 
 def _ratio(measured: float | None, predicted: float) -> float | None:
     return None if measured is None or not predicted else measured / predicted
+
+
+def _above_noise(measured: float | None, predicted: float) -> float | None:
+    """A ratio of RSS figures, none where either is under the RSS noise floor (raw-file retains
+    under 1 MiB: its ratio would be noise)."""
+    if measured is None or min(measured, predicted) < RSS_NOISE_FLOOR_BYTES:
+        return None
+    return _ratio(measured, predicted)
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,9 +2,9 @@
 
 Everything else the model predicts comes from the data structures and the driver simulated. These
 are what a first principle cannot give here: the processes' baselines, what the client's and the
-engine's work costs in CPU time (which sets the order requests reach the engine in), how many request bodies are alive at once (which depends on how fast
-the engine answers against how fast the client builds) and how much freed memory the allocator
-keeps.
+engine's work costs in CPU time (which sets the order requests reach the engine in), how many
+request bodies are alive at once (which depends on how fast the engine answers against how fast
+the client builds) and how much freed memory the allocator keeps.
 
 To re-fit them (after a change to the engine, the client or the machine), run the scenarios named
 below and `python -m mmbench.measure.model.calibration DIR...`: it prints the constants it fits

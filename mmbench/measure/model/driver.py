@@ -31,8 +31,8 @@ smaller than the working set thrashes there (51-54, 25-34 and 5 fallbacks measur
 runs; this model 53, 26 and 5); ephemeral+hash-only resends re-derive through the same renderer
 and queue behind the others (40-43, 16-17, 4-5 measured; this model 40, 16 and 4), with the
 per-turn pattern of each reproduced (hash-only at 8 items: 0, 6, 7, 8, 7, 8, 8, 8 measured, 0, 6,
-7, 8, 8, 8, 8, 8 here). The queue-with-a-drift this replaced gave 38, 21 and 6 for both. Renderer caches against image-cache.toml and pools of 1, 4 and 16: see the README's model
-section.
+7, 8, 8, 8, 8, 8 here). The queue-with-a-drift this replaced gave 38, 21 and 6 for both.
+Renderer caches against image-cache.toml and pools of 1, 4 and 16: see the README's model section.
 
 Small random variations of every cost (a few per cent) stand for the machine's noise; they come
 from fixed seeds and the counts are averaged over a few runs, so that a prediction is
@@ -46,7 +46,7 @@ import random
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import lru_cache, partial
 
 from mmbench.measure.model.modes import ModeBehaviour
 
@@ -204,7 +204,8 @@ class _Run:
         else:
             ro.todo.extend((key, False) for key in ro.keys[-p.m :])
             ro.pixels = ro.kept + [True] * p.m
-            ro.mask = [key not in self.sent for key in ro.keys] if p.mode.null_slots else [True] * len(ro.keys)
+            null_slots = p.mode.null_slots
+            ro.mask = [not (null_slots and key in self.sent) for key in ro.keys]
         for i, (key, in_full) in enumerate(zip(ro.keys, ro.mask, strict=True)):
             if in_full and not ro.pixels[i]:
                 ro.todo.append((key, True))
@@ -218,7 +219,7 @@ class _Run:
             self.hand_out()
             return
         t, full = self.p.timing, sum(ro.mask)
-        self.client.add(self.cost(t.build_fixed + t.build_item * full), lambda: self.posted(r))
+        self.client.add(self.cost(t.build_fixed + t.build_item * full), partial(self.posted, r))
 
     def hand_out(self) -> None:
         """The pool gives its free renderers to the rollouts waiting, first come first served."""
@@ -238,7 +239,7 @@ class _Run:
             self.rederived += again
             self.kept_new += again and not hit and self.p.mode.stores_pixels
             ms = self.p.timing.render_hit if hit else self.p.timing.render_miss
-            self.client.add(self.cost(ms), lambda r=r, slot=slot: self.rendered(r, slot))
+            self.client.add(self.cost(ms), partial(self.rendered, r, slot))
 
     def rendered(self, r: int, slot: int) -> None:
         self.free.append(slot)
