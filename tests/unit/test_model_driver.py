@@ -32,7 +32,8 @@ def test_the_closed_form_is_what_the_simulation_does_where_nothing_is_rederived(
     mode: object, k: int, m: int, pool: int, cap: int
 ) -> None:
     p = _Point(mode, k, 8, m, pool, cap, BIG, 16_384, T512)  # type: ignore[arg-type]
-    assert _closed_form(p) == pytest.approx(_Run(p, random.Random(0)).run())
+    closed, simulated = _closed_form(p), _Run(p, random.Random(0)).run()
+    assert closed == pytest.approx({name: simulated[name] for name in closed})
 
 
 def test_one_renderer_caches_every_image_it_can_hold_and_hits_every_rederivation() -> None:
@@ -152,3 +153,26 @@ def test_every_mode_the_model_covers_is_a_transport_and_agrees_with_its_flags() 
 def test_an_unknown_mode_is_one_line() -> None:
     with pytest.raises(MmbenchError, match=r"does not cover mode 'nope'.*full"):
         behaviour("nope")
+
+
+@pytest.mark.parametrize("cap", [0, 1, 3])
+def test_a_build_cap_bounds_the_bodies_built_at_once_and_not_the_work(cap: int) -> None:
+    p = _Point(FULL, 8, 4, 1, 1, 32, BIG, 16_384, T512, cap)  # type: ignore[arg-type]
+    run = _Run(p, random.Random(0))
+    out = run.run()
+    # capped: never more than the cap; uncapped, with renders one at a time: more than that
+    assert run.building_max == cap if cap else run.building_max > 3
+    assert out["requests"] == 8 * 4 and run.building == 0 and not run.gated
+
+
+def test_the_simulated_time_adds_up_to_the_work_it_was_given() -> None:
+    # full, K=2, N=2, no cache effects: 2 x (1 + 2) renders that miss... none: full keeps its pixels,
+    # so 2 x 2 renders that miss, 2 x (1 + 2) items built and decoded, 4 requests
+    t = Timing(render_miss=10.0, render_hit=0.0, build_item=5.0, build_fixed=0.0, engine_item=2.0,
+               engine_decode=1.0, engine_fixed=0.0)  # fmt: skip
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(driver, "_COST_NOISE", 0.0)
+        got = driver.simulate_time.__wrapped__(FULL, 2, 2, 1, 1, 32, BIG, 16_384, t)
+    assert got.client_cpu_s == pytest.approx((4 * 10.0 + 6 * 5.0) / 1000)
+    assert got.engine_cpu_s == pytest.approx(6 * 3.0 / 1000)
+    assert got.client_cpu_s <= got.wall_s <= got.client_cpu_s + got.engine_cpu_s

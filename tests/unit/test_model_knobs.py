@@ -28,16 +28,23 @@ def _parts(**kwargs: Any) -> dict[str, int]:
     return client_parts(explain(_config(**kwargs), SOURCE)[1], CONSTANTS)
 
 
-@pytest.mark.parametrize(
-    "knob", [{"max_inflight_builds": 1}, {"max_inflight_builds": 4}, {"malloc_arena_max": 2}]
-)
 @pytest.mark.parametrize("mode", MODES)
-def test_knobs_measured_to_move_nothing_beyond_the_spread_change_no_prediction(
-    mode: str, knob: dict[str, Any]
-) -> None:
-    # measured (scenarios/knobs.toml): a build cap of 1 or 4, and 2 arenas, left the peak within its
-    # run-to-run spread; the model does not pretend to know better
-    assert _predict(mode=mode, **knob) == _predict(mode=mode)
+def test_knobs_measured_to_move_nothing_beyond_the_spread_change_no_prediction(mode: str) -> None:
+    # measured (scenarios/knobs.toml): 2 arenas left the peak within its run-to-run spread; the
+    # model does not pretend to know better
+    assert _predict(mode=mode, malloc_arena_max=2) == _predict(mode=mode)
+
+
+@pytest.mark.parametrize("cap", [1, 4])
+@pytest.mark.parametrize("mode", MODES)
+def test_a_build_cap_changes_only_the_order_of_the_driver(mode: str, cap: int) -> None:
+    # measured (scenarios/knobs.toml): a build cap of 1 or 4 left the peak within its run-to-run
+    # spread; the simulated driver builds at most `cap` bodies at once, which may move which renders
+    # hit a cache, not what is retained or shipped
+    capped, free = _predict(mode=mode, max_inflight_builds=cap), _predict(mode=mode)
+    assert capped.retained_bytes == free.retained_bytes
+    assert capped.bytes_shipped == free.bytes_shipped
+    assert capped.peak_bytes == pytest.approx(free.peak_bytes, rel=0.01)
 
 
 @pytest.mark.parametrize("mode", MODES)

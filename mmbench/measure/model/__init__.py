@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass
 
 from mmbench.config import PointConfig
 from mmbench.measure.model.constants import CONSTANTS, Constants
-from mmbench.measure.model.driver import DriverCounts, Timing, simulate
+from mmbench.measure.model.driver import DriverCounts, DriverTime, Timing, simulate, simulate_time
 from mmbench.measure.model.modes import MODEL_MODES, ModeBehaviour, behaviour
 from mmbench.measure.model.parts import (  # the private names: for models built on these sizes
     _PAD_TOKEN_CHARS,
@@ -119,27 +119,41 @@ class Prediction:
         return asdict(self)
 
 
-def counts(config: PointConfig, constants: Constants = CONSTANTS) -> DriverCounts:
-    """The driver simulated for this point (see mmbench.measure.model.driver)."""
+def _driver_args(config: PointConfig, constants: Constants) -> tuple[object, ...]:
+    """The driver simulation's arguments for this point."""
     layout = get_geometry(config.model).layout(*config.image_wh)
     item = layout.pixel_bytes(PIXEL_ITEMSIZE[config.dtype]) + GRID_BYTES
     capacity = config.engine_cache_bytes
     engine_items = capacity // item if item <= capacity else 0
-    return simulate(
+    return (
         behaviour(config.mode), config.rollouts, config.turns, config.images_per_turn, config.pool_size,
         config.image_cache_max, engine_items, config.sent_hashes_max,
-        timing(layout.resized_height * layout.resized_width, item, constants),
+        timing(layout.resized_height * layout.resized_width, item, constants, config.codec),
+        config.max_inflight_builds,
     )  # fmt: skip
 
 
-def timing(pixels: int, item_bytes: int, constants: Constants = CONSTANTS) -> Timing:
-    """The driver's CPU costs at this item size: renders scale with the resized image's pixels,
-    builds and the engine's work with the item's bytes (the constants are for 512x512 float32)."""
+def counts(config: PointConfig, constants: Constants = CONSTANTS) -> DriverCounts:
+    """The driver simulated for this point (see mmbench.measure.model.driver)."""
+    return simulate(*_driver_args(config, constants))  # type: ignore[arg-type]
+
+
+def driver_time(config: PointConfig, constants: Constants = CONSTANTS) -> DriverTime:
+    """The simulated driver's CPU and wall time for this point: a check of the timing constants,
+    not a prediction mmbench prints (the processed modes only; raw media is not simulated)."""
+    return simulate_time(*_driver_args(config, constants))  # type: ignore[arg-type]
+
+
+def timing(pixels: int, item_bytes: int, constants: Constants = CONSTANTS, codec: str = "fast") -> Timing:
+    """The driver's CPU costs at this item size and codec: renders scale with the resized image's
+    pixels, builds and the engine's work with the item's bytes (the constants are for 512x512
+    float32 and the `fast` codec; a slower codec's builds cost its factor more)."""
     render = pixels / TIMING_PIXELS
     body = item_bytes / TIMING_ITEM_BYTES
     miss, hit, item, fixed, engine_item, engine_decode, engine_fixed = constants.timing
+    build = body * constants.build_factor(codec)
     return Timing(
-        miss * render, hit * render, item * body, fixed,
+        miss * render, hit * render, item * build, fixed,
         engine_item * body, engine_decode * body, engine_fixed,
     )  # fmt: skip
 

@@ -19,6 +19,7 @@ and cache.
 
 from __future__ import annotations
 
+import math
 import statistics
 import sys
 from collections.abc import Callable, Sequence
@@ -28,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from mmbench.errors import MmbenchError
-from mmbench.measure.model import explain
+from mmbench.measure.model import driver_time, explain
 from mmbench.measure.model.constants import CONSTANTS, Constants
 from mmbench.measure.model.modes import behaviour
 from mmbench.measure.model.peak import client_parts, engine_basis, slack_basis, transient_basis
@@ -135,12 +136,33 @@ def fit(points: list[Point], start: Constants = CONSTANTS) -> Constants:
     # Codecs other than `fast` get a factor each on the bodies alive at once, fitted apart below.
     others = [p for p in points if p.record.codec != "fast"]
     points = [p for p in points if p.record.codec == "fast"]
-    c = replace(c, codec_peak=())
+    c = replace(c, codec_build=_fit_codec_build(others, c), codec_peak=())
     if points:
         c = _fit_processed(points, c)
     if others:
         c = replace(c, codec_peak=_fit_codecs(others, c))
     return c
+
+
+def _fit_codec_build(points: list[Point], c: Constants) -> tuple[tuple[str, float], ...]:
+    """Per codec measured: the factor on the builds' cost that makes the simulated driver's client
+    CPU time closest to the measured client_cpu_s (least squares of the log ratio); codecs without
+    points keep theirs."""
+    fitted = dict(c.codec_build)
+    for codec in sorted({p.record.codec for p in points}):
+        mine = [p for p in points if p.record.codec == codec and p.record.client_cpu_s]
+        if not mine:
+            continue
+
+        def error(factor: float, mine: list[Point] = mine, codec: str = codec) -> float:
+            trial = replace(c, codec_build=((codec, factor),))
+            return sum(
+                math.log((p.record.client_cpu_s or 0.0) / driver_time(p.record.config, trial).client_cpu_s) ** 2
+                for p in mine
+            )
+
+        fitted[codec] = min(BUILD_FACTORS, key=error)
+    return tuple(sorted(fitted.items()))
 
 
 def _fit_codecs(points: list[Point], c: Constants) -> tuple[tuple[str, float, float], ...]:
@@ -198,6 +220,9 @@ def _fit_processed(points: list[Point], c: Constants) -> Constants:
     return c
 
 
+# The codec build factors calibration tries (a coarse grid: the simulated time is noisy at 5 %).
+BUILD_FACTORS = tuple(round(1.0 + 0.1 * i, 1) for i in range(51))
+
 # measured / predicted, per figure
 RATIOS: dict[str, Callable[[PointRecord, object], float | None]] = {
     "retained": lambda r, p: _above_noise(r.retained_live_bytes, p.retained_bytes),  # type: ignore[attr-defined]
@@ -238,6 +263,15 @@ def compare(points: list[Point], c: Constants) -> list[ScenarioFit]:
             values = [
                 v for p, pred in zip(mine, preds, strict=True) if (v := ratio(p.record, pred)) is not None
             ]
+            if values:
+                ranges[figure] = (min(values), max(values))
+        timed = [p for p in mine if behaviour(p.record.mode).client_renders and p.record.client_cpu_s]
+        times = [(p.record, driver_time(p.record.config, c)) for p in timed]
+        for figure, measured, simulated in (
+            ("client cpu (driver)", lambda r: r.client_cpu_s, lambda t: t.client_cpu_s),
+            ("wall (driver)", lambda r: r.rollout_wall_s, lambda t: t.wall_s),
+        ):
+            values = [v for r, t in times if (v := _ratio(measured(r), simulated(t))) is not None]
             if values:
                 ranges[figure] = (min(values), max(values))
         fb = [

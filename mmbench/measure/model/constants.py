@@ -29,7 +29,9 @@ torch 2.13.0 CPU, fork servers, 2026-12-01; results of
   mmbench sweep --modes raw,raw-file --rollouts 4,8,16 --image-size 512 (and raw, K=8, cache 0);
 timing: mmbench run --mode hash-only|ephemeral+hash-only -k 8 --turns 8 --image-size 512
   --engine-cache-gb 0.05|0.1|0.2 with the engine's request log on (a debugging patch: per request its
-  arrival, body read, answer and items), and Renderer.process timed alone"""
+  arrival, body read, answer and items), and Renderer.process timed alone;
+codec_build: mmbench sweep --modes full,hash-only --rollouts 4,8 --image-size 512 --codec stdlib,
+  and the vllm points above"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +48,10 @@ class Constants:
     #: items in full, the engine's parse and decode from its request log, its read as the rest of
     #: its engine_cpu_s
     timing: tuple[float, ...] = (31.0, 10.0, 25.0, 3.0, 10.0, 11.0, 1.0)
+    #: per codec other than `fast`: what its body builds cost per item, as a factor on `fast`'s,
+    #: fitted on the codec's points' client_cpu_s (vllm: modes and pr-verification at 1024x1024;
+    #: stdlib: the sweep named above at 512x512); a codec not named here counts as 1
+    codec_build: tuple[tuple[str, float], ...] = (("stdlib", 2.5), ("vllm", 3.5))
     #: the allocator's slack (see mmbench.measure.model.peak.slack_basis): per byte of the last
     #: turn's item text of all K rollouts, per byte of K images, per byte the renderer caches
     #: evicted, and fixed bytes
@@ -67,6 +73,10 @@ class Constants:
     #: builds leave of the client's transient, and of the bodies the engine holds at once, as
     #: factors (codec, client, engine); a codec not named here counts as `fast` (1.0, 1.0)
     codec_peak: tuple[tuple[str, float, float], ...] = (("vllm", 0.5570, 0.8743),)
+
+    def build_factor(self, codec: str) -> float:
+        """What this codec's body builds cost per item, as a factor on the `fast` codec's."""
+        return next((factor for name, factor in self.codec_build if name == codec), 1.0)
 
     def codec_factors(self, codec: str) -> tuple[float, float]:
         """(client transient, engine bodies) factors of this codec's peaks."""

@@ -130,6 +130,7 @@ class _Point:
     engine_items: int
     sent_max: int
     timing: Timing
+    build_gate: int = 0  # max_inflight_builds: builds at once (0: no cap)
 
 
 class _SharedCpu:
@@ -183,13 +184,21 @@ class _Run:
         self.caches: list[OrderedDict[int, None]] = [OrderedDict() for _ in range(p.pool_size)]
         self.free: deque[int] = deque(range(p.pool_size))
         self.waiting: deque[int] = deque()  # rollouts waiting for a renderer
+        self.building = self.building_max = 0  # bodies being built (now, and at most)
+        self.gated: deque[int] = deque()  # rollouts waiting to build (max_inflight_builds)
         self.rollouts = [_Rollout() for _ in range(p.k)]
         self.fallbacks = self.requests = self.full_sent = self.null_sent = 0
         self.hits = self.misses = self.rederived = self.kept_new = 0
         self.shapes: dict[tuple[int, int, int], int] = {}
+        self.client_ms = self.engine_ms = 0.0  # the CPU time each side spent
 
     def cost(self, ms: float) -> float:
         return ms * (1.0 + _COST_NOISE * (2.0 * self.rng.random() - 1.0))
+
+    def client_job(self, ms: float, done: Callable[[], None]) -> None:
+        work = self.cost(ms)
+        self.client_ms += work
+        self.client.add(work, done)
 
     # --- the client -----------------------------------------------------------------------
 
@@ -218,8 +227,13 @@ class _Run:
             self.waiting.append(r)
             self.hand_out()
             return
+        if self.p.build_gate and self.building >= self.p.build_gate:
+            self.gated.append(r)  # max_inflight_builds: waits for a build to end
+            return
+        self.building += 1
+        self.building_max = max(self.building_max, self.building)
         t, full = self.p.timing, sum(ro.mask)
-        self.client.add(self.cost(t.build_fixed + t.build_item * full), partial(self.posted, r))
+        self.client_job(t.build_fixed + t.build_item * full, partial(self.posted, r))
 
     def hand_out(self) -> None:
         """The pool gives its free renderers to the rollouts waiting, first come first served."""
@@ -239,7 +253,7 @@ class _Run:
             self.rederived += again
             self.kept_new += again and not hit and self.p.mode.stores_pixels
             ms = self.p.timing.render_hit if hit else self.p.timing.render_miss
-            self.client.add(self.cost(ms), partial(self.rendered, r, slot))
+            self.client_job(ms, partial(self.rendered, r, slot))
 
     def rendered(self, r: int, slot: int) -> None:
         self.free.append(slot)
@@ -249,6 +263,9 @@ class _Run:
     # --- the engine -----------------------------------------------------------------------
 
     def posted(self, r: int) -> None:
+        self.building -= 1
+        if self.gated:
+            self.next_render(self.gated.popleft())
         ro = self.rollouts[r]
         full = sum(ro.mask)
         self.requests += 1
@@ -267,7 +284,9 @@ class _Run:
         self.served = self.engine.serve(ro.keys, ro.mask)
         decoded = sum(ro.mask) if self.served else 0  # the items in full come after the null slots
         cost = t.engine_fixed + t.engine_item * sum(ro.mask) + t.engine_decode * decoded
-        self.engine_done_at = self.now + self.cost(cost)
+        work = self.cost(cost)
+        self.engine_ms += work
+        self.engine_done_at = self.now + work
 
     def answered(self) -> None:
         p, r, served = self.p, self.engine_queue.popleft(), self.served
@@ -319,7 +338,7 @@ class _Run:
             rederived_kept=self.kept_new, engine_cache_hits=self.engine.hits,
             engine_cache_misses=self.engine.misses, engine_cache_items=len(self.engine.lru),
             fallbacks=self.fallbacks, requests=self.requests, full_items_sent=self.full_sent,
-            null_items_sent=self.null_sent,
+            null_items_sent=self.null_sent, client_ms=self.client_ms, engine_ms=self.engine_ms, wall_ms=self.now,
         )  # fmt: skip
         for (t, items, full), count in self.shapes.items():
             out[f"shape:{t}:{items}:{full}"] = count
@@ -373,11 +392,12 @@ def _run(p: _Point, seed: int) -> dict[str, float]:
 @lru_cache(maxsize=1024)
 def simulate(
     mode: ModeBehaviour, k: int, n: int, m: int, pool_size: int, cache_max: int, engine_items: int,
-    sent_max: int, timing: Timing,
+    sent_max: int, timing: Timing, build_gate: int = 0,
 ) -> DriverCounts:  # fmt: skip
     """The expected counts of a point. `engine_items`: how many items the engine's cache holds;
-    `timing`: what the client's and the engine's work costs at this point's item size."""
-    p = _Point(mode, k, n, m, pool_size, cache_max, engine_items, sent_max, timing)
+    `timing`: what the client's and the engine's work costs at this point's item size;
+    `build_gate`: max_inflight_builds."""
+    p = _Point(mode, k, n, m, pool_size, cache_max, engine_items, sent_max, timing, build_gate)
     first = _run(p, 0)
     random_order = _needs_renders(p) or not _fallback_free(p)
     work = max(1.0, first["renders"] + first["full_items_sent"] + first["null_items_sent"])
@@ -396,3 +416,30 @@ def simulate(
         **{f: total[f] for f in DriverCounts.__dataclass_fields__ if f != "request_shapes"},
         request_shapes=tuple(sorted(shapes)),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class DriverTime:
+    """The driver's time in the simulation, in seconds: a check of the timing constants against
+    the client_cpu_s, engine_cpu_s and rollout_wall_s a point measures (not a prediction mmbench
+    prints)."""
+
+    client_cpu_s: float
+    engine_cpu_s: float
+    wall_s: float
+
+
+@lru_cache(maxsize=256)
+def simulate_time(
+    mode: ModeBehaviour, k: int, n: int, m: int, pool_size: int, cache_max: int, engine_items: int,
+    sent_max: int, timing: Timing, build_gate: int = 0,
+) -> DriverTime:  # fmt: skip
+    """The simulated run's CPU and wall time (always simulated, also where the counts have a
+    closed form), averaged over the same runs as `simulate`."""
+    p = _Point(mode, k, n, m, pool_size, cache_max, engine_items, sent_max, timing, build_gate)
+    first = _Run(p, random.Random(0)).run()
+    work = max(1.0, first["renders"] + first["full_items_sent"] + first["null_items_sent"])
+    runs = max(1, min(_RUNS_MAX, int(_WORK_BUDGET // work)))
+    results = [first] + [_Run(p, random.Random(seed)).run() for seed in range(1, runs)]
+    mean = {f: sum(r[f] for r in results) / runs / 1000 for f in ("client_ms", "engine_ms", "wall_ms")}
+    return DriverTime(mean["client_ms"], mean["engine_ms"], mean["wall_ms"])
