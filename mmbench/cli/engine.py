@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -35,6 +36,13 @@ def engine(
     dtype: Annotated[
         str, typer.Option(help=f"dtype raw media are preprocessed to: {', '.join(DTYPES)}")
     ] = "float32",
+    request_log: Annotated[
+        Path | None,
+        typer.Option(
+            help="append one JSON line per request to this file: when it arrived, was read and was "
+            "answered, its status, hashes and null slots (the order the engine saw)"
+        ),
+    ] = None,
 ) -> None:
     """Serve the embedded engine standalone (vLLM's /inference/v1/generate, /v1/models, and /stats)."""
     if dtype not in DTYPES:
@@ -45,9 +53,14 @@ def engine(
             "send it requests (it has no authentication)",
             markup=False,
         )
+    if request_log is not None and (request_log.is_dir() or not request_log.parent.is_dir()):
+        raise MmbenchError(
+            f"--request-log {request_log}: not a file in an existing directory; give a file path there"
+        )
     config = EngineConfig(
-        cache_bytes=int(cache_gb * GIB), max_body_bytes=max_body_mb * MIB, seed=seed, dtype=dtype
-    )
+        cache_bytes=int(cache_gb * GIB), max_body_bytes=max_body_mb * MIB, seed=seed, dtype=dtype,
+        request_log=None if request_log is None else str(request_log),
+    )  # fmt: skip
 
     def ready(url: str) -> None:
         typer.echo(f"mmbench engine: serving {url} (use --engine-url {url}); Ctrl-C stops it")

@@ -41,6 +41,10 @@ def test_engine_command_refuses_bad_input() -> None:
     assert result.exit_code == 2 and "unknown dtype 'float16'" in result.stderr
     result = runner.invoke(app, ["engine", "--port", "70000"])
     assert result.exit_code == 2
+    for where in ("/", "/no/such/directory/log.jsonl"):
+        result = runner.invoke(app, ["engine", "--port", "0", "--request-log", where])
+        assert result.exit_code == 2 and "--request-log" in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
     assert "engine" in runner.invoke(app, ["--help"]).stdout
     for command in ("run", "sweep", "profile"):
         assert "--engine-url" in runner.invoke(app, [command, "--help"], terminal_width=200).stdout

@@ -7,6 +7,7 @@ import json
 import struct
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -356,3 +357,19 @@ def test_models_lists_every_preset_with_a_max_model_len(engine: TestClient) -> N
     cards = {card["id"]: card for card in r.json()["data"]}
     assert set(cards) == {"qwen3-vl", "qwen2-vl"}
     assert all(isinstance(c["max_model_len"], int) and c["max_model_len"] > 0 for c in cards.values())
+
+
+def test_the_request_log_has_a_line_per_request_in_the_order_answered(tmp_path: Path) -> None:
+    log = tmp_path / "requests.jsonl"
+    with TestClient(create_app(EngineConfig(request_log=str(log))), raise_server_exceptions=False) as c:
+        send_full(c, "ha", 1)
+        assert null_status(c, "ha") == 200
+        assert null_status(c, "hb") == 400
+        assert post(c, b"{").status_code == 400  # not even JSON: logged, with nothing it carried
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [x["request"] for x in lines] == [1, 2, 3, 4]
+    assert [x["status"] for x in lines] == [200, 200, 400, 400]
+    assert [x["hashes"] for x in lines] == [["ha"], ["ha"], ["hb"], []]
+    assert [x["null_slots"] for x in lines] == [0, 1, 1, 0]
+    for x in lines:
+        assert x["arrived_s"] <= x["read_s"] <= x["answered_s"]

@@ -28,8 +28,9 @@ torch 2.13.0 CPU, fork servers, 2026-12-01; results of
   mmbench sweep --modes full,ephemeral,hash-only --rollouts 4,8 --image-size 512 --repeats 3;
   mmbench sweep --modes raw,raw-file --rollouts 4,8,16 --image-size 512 (and raw, K=8, cache 0);
 timing: mmbench run --mode hash-only|ephemeral+hash-only -k 8 --turns 8 --image-size 512
-  --engine-cache-gb 0.05|0.1|0.2 with the engine's request log on (a debugging patch: per request its
-  arrival, body read, answer and items), and Renderer.process timed alone;
+  --engine-cache-gb 0.05|0.1|0.2 with the engine's request log (then a patch, now `mmbench engine
+  --request-log`: per request its arrival, body read, answer and items), and Renderer.process
+  timed alone;
 codec_build: mmbench sweep --modes full,hash-only --rollouts 4,8 --image-size 512 --codec stdlib,
   and the vllm points above"""
 
