@@ -338,7 +338,8 @@ class _Run:
             rederived_kept=self.kept_new, engine_cache_hits=self.engine.hits,
             engine_cache_misses=self.engine.misses, engine_cache_items=len(self.engine.lru),
             fallbacks=self.fallbacks, requests=self.requests, full_items_sent=self.full_sent,
-            null_items_sent=self.null_sent, client_ms=self.client_ms, engine_ms=self.engine_ms, wall_ms=self.now,
+            null_items_sent=self.null_sent,
+            client_ms=self.client_ms, engine_ms=self.engine_ms, wall_ms=self.now,
         )  # fmt: skip
         for (t, items, full), count in self.shapes.items():
             out[f"shape:{t}:{items}:{full}"] = count
