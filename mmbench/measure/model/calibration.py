@@ -157,7 +157,10 @@ def _fit_codec_build(points: list[Point], c: Constants) -> tuple[tuple[str, floa
         def error(factor: float, mine: list[Point] = mine, codec: str = codec) -> float:
             trial = replace(c, codec_build=((codec, factor),))
             simulated = [driver_time(p.record.config, trial).client_cpu_s for p in mine]
-            return sum(math.log((p.record.client_cpu_s or 0.0) / t) ** 2 for p, t in zip(mine, simulated, strict=True))
+            return sum(
+                math.log((p.record.client_cpu_s or 0.0) / t) ** 2
+                for p, t in zip(mine, simulated, strict=True)
+            )
 
         fitted[codec] = min(BUILD_FACTORS, key=error)
     return tuple(sorted(fitted.items()))
