@@ -27,7 +27,7 @@ The costs (Timing) are CPU milliseconds measured at 512x512 and scale with the i
 their ratios change the order. Why time matters, measured on scenarios/engine-cache.toml (K = 8,
 caches of 8, 17 and 34 items; the engine's request log read back): hash-only resends need no
 render and overtake the other rollouts' first attempts, which wait for the renderer, so a cache
-smaller than the working set thrashes there (51-54, 25-34 and 5 fallbacks measured over six
+smaller than the working set thrashes there (51-54, 25-34 and 5 fallbacks measured over up to eleven
 runs; this model 53, 26 and 5); ephemeral+hash-only resends re-derive through the same renderer
 and queue behind the others (40-43, 16-17, 4-5 measured; this model 40, 16 and 4), with the
 per-turn pattern of each reproduced (hash-only at 8 items: 0, 6, 7, 8, 7, 8, 8, 8 measured, 0, 6,
