@@ -25,9 +25,10 @@ named in constants.py; the README's model section has them per scenario): retain
 in every processed mode, renderer pool and cache size at 256x256 to 1024x1024 (0.85-1.04 where the
 engine cache is smaller than the working set); bytes shipped 1.00 (0.98-1.21 with fallbacks); the
 client's peak 0.55-1.00 (an upper bound of these runs; the same point's peak moves 0.85-1.14 between
-runs; one point measured after the fit, ephemeral K=32 at 1024x1024, at 1.05, inside the margin); the engine's peak 0.48-1.00; fallbacks exact without an engine cache and where it holds the
-working set, and in between within the run-to-run spread but for one point (K=8 at 17 items:
-hash-only 25-34 measured over eleven runs (mean 28.7), 26 predicted; ephemeral+hash-only 16-17, 16).
+runs; one point measured after the fit, ephemeral K=32 at 1024x1024, at 1.05, inside the margin);
+the engine's peak 0.48-1.00; fallbacks exact without an engine cache and where it holds the working
+set, and in between within the run-to-run spread but for one point (K=8 at 17 items: hash-only 25-34
+measured over eleven runs (mean 28.7), 26 predicted; ephemeral+hash-only 16-17, 16).
 """
 
 from __future__ import annotations
