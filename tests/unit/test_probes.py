@@ -129,9 +129,7 @@ _DEEP_TRIM_SCRIPT = textwrap.dedent(
 @linux_only
 def test_deep_trim_does_not_raise_rss() -> None:
     # In a child: deep_trim freezes glibc's thresholds for the rest of the process.
-    proc = subprocess.run(
-        [sys.executable, "-c", _DEEP_TRIM_SCRIPT], capture_output=True, text=True, timeout=60, check=False
-    )
+    proc = _fresh(_DEEP_TRIM_SCRIPT)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert isinstance(out["result"], bool)

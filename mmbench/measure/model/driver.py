@@ -390,6 +390,12 @@ def _run(p: _Point, seed: int) -> dict[str, float]:
     return _Run(p, random.Random(seed)).run()
 
 
+def _runs(first: dict[str, float]) -> int:
+    """How many seeded runs a prediction averages: as many as the work budget allows."""
+    work = max(1.0, first["renders"] + first["full_items_sent"] + first["null_items_sent"])
+    return max(1, min(_RUNS_MAX, int(_WORK_BUDGET // work)))
+
+
 @lru_cache(maxsize=1024)
 def simulate(
     mode: ModeBehaviour, k: int, n: int, m: int, pool_size: int, cache_max: int, engine_items: int,
@@ -400,9 +406,7 @@ def simulate(
     `build_gate`: max_inflight_builds."""
     p = _Point(mode, k, n, m, pool_size, cache_max, engine_items, sent_max, timing, build_gate)
     first = _run(p, 0)
-    random_order = _needs_renders(p) or not _fallback_free(p)
-    work = max(1.0, first["renders"] + first["full_items_sent"] + first["null_items_sent"])
-    runs = max(1, min(_RUNS_MAX, int(_WORK_BUDGET // work))) if random_order else 1
+    runs = _runs(first) if _needs_renders(p) or not _fallback_free(p) else 1
     results = [first] + [_run(p, seed) for seed in range(1, runs)]
     total: dict[str, float] = {}
     for res in results:
@@ -439,8 +443,7 @@ def simulate_time(
     closed form), averaged over the same runs as `simulate`."""
     p = _Point(mode, k, n, m, pool_size, cache_max, engine_items, sent_max, timing, build_gate)
     first = _Run(p, random.Random(0)).run()
-    work = max(1.0, first["renders"] + first["full_items_sent"] + first["null_items_sent"])
-    runs = max(1, min(_RUNS_MAX, int(_WORK_BUDGET // work)))
-    results = [first] + [_Run(p, random.Random(seed)).run() for seed in range(1, runs)]
+    results = [first] + [_Run(p, random.Random(seed)).run() for seed in range(1, _runs(first))]
+    runs = len(results)
     mean = {f: sum(r[f] for r in results) / runs / 1000 for f in ("client_ms", "engine_ms", "wall_ms")}
     return DriverTime(mean["client_ms"], mean["engine_ms"], mean["wall_ms"])
