@@ -26,6 +26,7 @@ from mmbench.world.geometry import get_geometry
 from mmbench.world.images import SourceSpec, make_source
 from mmbench.world.renderer import Renderer, decode_image, image_hash
 from mmbench.world.sidecar import MMItem, MultiModalData, Placeholder
+from mmbench.world.tokens import SPECIAL_TOKENS, text_of
 from mmbench.world.wire import IMAGE_PAD_TOKEN
 
 QWEN3 = get_geometry("qwen3-vl")
@@ -44,12 +45,12 @@ def _message(*sources: bytes, text: str = "t1 t2") -> dict[str, object]:
 
 def test_built_tokenizer_has_qwens_special_tokens_and_encodes_text_to_its_ids(tokenizer: object) -> None:
     tok = tokenizer
-    for token, tid in parts.SPECIAL_TOKENS.items():
+    for token, tid in SPECIAL_TOKENS.items():
         assert tok.convert_tokens_to_ids(token) == tid  # type: ignore[attr-defined]
     assert tok.convert_tokens_to_ids("<|image_pad|>") == IMAGE_PAD_TOKEN  # type: ignore[attr-defined]
     ids = [0, 7, 149_999, 151_642]
-    assert tok.encode(parts.text_of(ids), add_special_tokens=False) == ids  # type: ignore[attr-defined]
-    assert tok.decode(ids) == parts.text_of(ids)  # type: ignore[attr-defined]
+    assert tok.encode(text_of(ids), add_special_tokens=False) == ids  # type: ignore[attr-defined]
+    assert tok.decode(ids) == text_of(ids)
 
 
 def test_a_saved_tokenizer_directory_loads_offline_and_encodes_the_same(

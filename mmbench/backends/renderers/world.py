@@ -31,7 +31,7 @@ from renderers.base import RenderedTokens
 from renderers.client import MalformedGenerateResponseError, generate
 from renderers.qwen3_vl import Qwen3VLRenderer
 
-from mmbench.backends.renderers.parts import LibraryPool, image_cache, make_renderer, text_of
+from mmbench.backends.renderers.parts import LibraryPool, image_cache, make_renderer
 from mmbench.backends.renderers.state import Chat, LibraryStep
 from mmbench.config import PointConfig
 from mmbench.rollout import raw
@@ -42,6 +42,7 @@ from mmbench.world.client import EngineReply
 from mmbench.world.codec import pixel_checksum
 from mmbench.world.images import SourceSpec, make_source
 from mmbench.world.sidecar import MMItem, MultiModalData, Placeholder
+from mmbench.world.tokens import text_of
 from mmbench.world.wire import MODALITY
 
 OPENAI_API_KEY = "mmbench"  # the embedded engine checks none; the SDK wants one
