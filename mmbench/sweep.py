@@ -19,6 +19,7 @@ from mmbench.config import PointConfig, field_names
 from mmbench.errors import MmbenchError
 from mmbench.extrapolate import extrapolate
 from mmbench.machines import machine_block
+from mmbench.measure.engines import check_points
 from mmbench.measure.environment import environment
 from mmbench.measure.external import check_engine
 from mmbench.measure.harness import HarnessOptions, measure_point
@@ -135,6 +136,8 @@ def _run(
     todo = [p for p in planned if p.key not in records]
     if options.engine_url is not None:  # reachable and fit for every point, before the first runs
         check_engine(options.engine_url, [p.config for p in todo])
+    else:
+        check_points(options.engine, options.vllm, [p.config for p in todo])
     rewrites, unsaved = _Rewrites(), False
     try:
         # closing(): an interrupt between two batches still stops the runner (a cluster's queue).

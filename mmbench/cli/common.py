@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import shlex
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -15,11 +16,13 @@ from typing import Annotated, Any, ParamSpec, TypeVar, get_type_hints
 import typer
 from rich.console import Console
 
-from mmbench.config import RENDERERS, PointConfig, field_names
+from mmbench.config import RENDERERS, PointConfig, engine_arg_list, field_names
 from mmbench.errors import MmbenchError
+from mmbench.measure.engines import VLLM, VllmOptions, check_engine_name
 from mmbench.transports.registry import MODES
 from mmbench.units import parse_size
 from mmbench.world.codec import CODECS
+from mmbench.world.engine.vllm.server import READY_TIMEOUT_S
 from mmbench.world.geometry import MODELS
 from mmbench.world.images import CONTENTS, IMAGE_FORMATS
 
@@ -164,6 +167,67 @@ EngineUrl = Annotated[
         show_default=False,
     ),
 ]
+
+
+Engine = Annotated[
+    str | None,
+    typer.Option(
+        "--engine",
+        help="the engine started for each point: embedded (mmbench's own, the default) or vllm (a real "
+        "vLLM OpenAI server from its own environment: make vllm)",
+        show_default=False,
+    ),
+]
+EngineModel = Annotated[
+    str | None,
+    _opt("--engine vllm: serve this Hugging Face model directory (dummy weights unless an --engine-arg "
+         "says otherwise; default: a tiny model mmbench writes for the point's --model preset)"),
+]  # fmt: skip
+EngineArg = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--engine-arg",
+        help="--engine vllm: an extra `vllm serve` flag, repeatable (e.g. --engine-arg=--max-num-seqs=8, "
+        "--engine-arg '--mm-processor-cache-type shm'); a point parameter (engine_args)",
+        show_default=False,
+    ),
+]
+VllmPython = Annotated[
+    str | None,
+    _opt("--engine vllm: the vLLM environment's python (default: $MMBENCH_VLLM_PYTHON, else .venv-vllm)"),
+]
+EngineReadyTimeout = Annotated[
+    float | None, _opt("--engine vllm: seconds a new vLLM may take to answer GET /health (300)")
+]
+
+
+def engine_choice(
+    engine: str | None, model: str | None, python: str | None, ready_timeout: float | None,
+    engine_url: str | None, scenario_engine: str | None = None,
+) -> tuple[str, VllmOptions]:  # fmt: skip
+    """The engine the points are started with, and vLLM's options; a one-line error for a mix that
+    cannot be (flags of vLLM without it, or a URL beside an engine to start)."""
+    name = check_engine_name(engine or scenario_engine or "embedded")
+    if engine_url is not None and engine is not None:
+        raise MmbenchError("--engine-url and --engine do not go together: the URL's engine serves the points")
+    options = {"--engine-model": model, "--vllm-python": python, "--engine-ready-timeout": ready_timeout}
+    given = [flag for flag, value in options.items() if value is not None]
+    if given and name != VLLM:
+        raise MmbenchError(f"{given[0]} is an option of --engine vllm; add --engine vllm")
+    if ready_timeout is not None and not ready_timeout > 0:
+        raise MmbenchError(f"--engine-ready-timeout must be a number of seconds > 0, got {ready_timeout}")
+    vllm = VllmOptions(python, model, ready_timeout if ready_timeout is not None else READY_TIMEOUT_S)
+    return (name if engine_url is None else "embedded"), vllm
+
+
+def engine_arg_values(args: list[str] | None) -> dict[str, list[Any]]:
+    """--engine-arg (repeated) as the one engine_args value of every point: shell words joined."""
+    if not args:
+        return {}
+    words: list[str] = []
+    for arg in args:
+        words += engine_arg_list(arg)
+    return {"engine_args": [shlex.join(words)]}
 
 
 def parse_max_memory(text: str | None) -> int | None:

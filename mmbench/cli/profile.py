@@ -37,16 +37,23 @@ def profile(
     force: Annotated[bool, typer.Option(help="run even when preflight predicts it will not fit")] = False,
     max_memory: c.MaxMemory = None,
     engine_url: c.EngineUrl = None,
+    engine: c.Engine = None,
+    engine_model: c.EngineModel = None,
+    engine_arg: c.EngineArg = None,
+    vllm_python: c.VllmPython = None,
+    engine_ready_timeout: c.EngineReadyTimeout = None,
 ) -> None:
     """Profile one point with memray: capture, flame graphs, top allocation sites by mmbench function."""
     flags = point_flags
-    config = c.single_point(flags)
+    name, vllm = c.engine_choice(engine, engine_model, vllm_python, engine_ready_timeout, engine_url)
+    config = c.single_point(flags, {k: v[0] for k, v in c.engine_arg_values(engine_arg).items()})
     limit = c.parse_max_memory(max_memory)
     out_dir = out if out is not None else default_out(config.mode, config.rollouts)
     with c.console.status(f"profiling {config.mode}, K={config.rollouts}, N={config.turns} with memray ..."):
         result = profile_point(
-            config, out_dir, native, top=top, force=force, max_memory=limit, engine_url=engine_url
-        )
+            config, out_dir, native, top=top, force=force, max_memory=limit, engine_url=engine_url,
+            engine=name, vllm=vllm,
+        )  # fmt: skip
     atomic_write(out_dir / SITES_MD, profile_markdown(result))
     for renderable in profile_tables(result):
         c.console.print(renderable)

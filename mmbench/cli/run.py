@@ -29,10 +29,16 @@ def run(
     force: Annotated[bool, typer.Option(help="run even when preflight predicts it will not fit")] = False,
     max_memory: c.MaxMemory = None,
     engine_url: c.EngineUrl = None,
+    engine: c.Engine = None,
+    engine_model: c.EngineModel = None,
+    engine_arg: c.EngineArg = None,
+    vllm_python: c.VllmPython = None,
+    engine_ready_timeout: c.EngineReadyTimeout = None,
 ) -> None:
     """Measure one point (one mode, one parameter set) in a fresh worker and engine process."""
     flags = point_flags
-    config = c.single_point(flags)
+    name, vllm = c.engine_choice(engine, engine_model, vllm_python, engine_ready_timeout, engine_url)
+    config = c.single_point(flags, {k: v[0] for k, v in c.engine_arg_values(engine_arg).items()})
     memray_dir = (json_out.parent if json_out else Path.cwd()) / "memray" if memray else None
     with c.console.status(f"measuring {config.mode}, K={config.rollouts}, N={config.turns} ..."):
         record = measure_point(
@@ -44,6 +50,8 @@ def run(
                 max_memory=c.parse_max_memory(max_memory),
                 timeline_dir=json_out.parent / TIMELINES_DIR if json_out else None,
                 engine_url=engine_url,
+                engine=name,
+                vllm=vllm,
             ),
         )
     if record.status == "skipped":

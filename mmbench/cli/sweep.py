@@ -21,6 +21,7 @@ from mmbench.cli import common as c
 from mmbench.cluster.address import ClusterSpec, parse_cluster
 from mmbench.errors import MmbenchError
 from mmbench.launch import DEFAULT_START_METHOD, check_start_method
+from mmbench.measure.engines import VLLM, check_points
 from mmbench.measure.external import check_engine
 from mmbench.measure.harness import HarnessOptions
 from mmbench.reporters.table import fits_table, sweep_table
@@ -78,6 +79,11 @@ def sweep(
         bool, typer.Option(help="also print where each point's time went (overhead phases, seconds)")
     ] = False,
     engine_url: c.EngineUrl = None,
+    engine: c.Engine = None,
+    engine_model: c.EngineModel = None,
+    engine_arg: c.EngineArg = None,
+    vllm_python: c.VllmPython = None,
+    engine_ready_timeout: c.EngineReadyTimeout = None,
     start_method: Annotated[
         str, typer.Option(hidden=True, help="fork (from a fork server) or exec (fresh interpreters)")
     ] = DEFAULT_START_METHOD,
@@ -85,12 +91,15 @@ def sweep(
     """Measure a grid of points (modes x rollouts x any other list); every flag takes a comma list."""
     flags = point_flags
     method = check_start_method(start_method)
-    overrides = c.point_values(flags)
+    overrides = {**c.point_values(flags), **c.engine_arg_values(engine_arg)}
     if scenario is None:
         base = Scenario("flags", "a sweep from command-line flags", dict(DEFAULT_GRID))
     else:
         base = load_scenario(scenario)
     chosen = base.with_overrides(overrides, repeats)
+    name, vllm = c.engine_choice(
+        engine, engine_model, vllm_python, engine_ready_timeout, engine_url, chosen.engine
+    )
     spec = parse_cluster(cluster) if cluster is not None else None
     finished: list[PointRecord] = []
     if resume is not None:
@@ -111,6 +120,11 @@ def sweep(
                 "--engine-url and --cluster do not go together: an external engine serves one client"
             )
         check_engine(engine_url, [p.config for p in planned])  # before anything is printed or written
+    if name == VLLM and spec is not None:
+        raise MmbenchError(
+            "--engine vllm and --cluster do not go together yet: each point's vLLM runs beside its worker"
+        )
+    check_points(name, vllm, [p.config for p in planned])  # the same: vLLM's environment found, first
     todo = len(planned) - len({r.key() for r in finished})
     c.console.print(
         f"[bold]{chosen.name}[/bold]: {chosen.description} — "
@@ -123,6 +137,8 @@ def sweep(
         max_memory=c.parse_max_memory(max_memory),
         start_method=method,
         engine_url=engine_url,
+        engine=name,
+        vllm=vllm,
     )
     columns = (
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

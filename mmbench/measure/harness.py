@@ -14,7 +14,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
@@ -24,17 +24,17 @@ import psutil
 from mmbench.backends import check_runnable
 from mmbench.config import PointConfig
 from mmbench.launch import DEFAULT_START_METHOD, PARENT_PID, Process, StartMethod, launch, prestart
+from mmbench.measure.engines import VLLM, Engine, VllmOptions, check_points, open_engine
 from mmbench.measure.external import check_engine
 from mmbench.measure.model import Prediction, predict
 from mmbench.measure.overhead import HarnessStamps, overhead
 from mmbench.measure.preflight import preflight
-from mmbench.measure.timeline import TimelineSampler, attach, vmhwm_of
+from mmbench.measure.timeline import TimelineSampler, attach
 from mmbench.results import PointRecord
 from mmbench.transports.registry import TRANSPORTS
 from mmbench.units import RSS_NOISE_FLOOR_BYTES, fmt_bytes
-from mmbench.world.engine.app import EngineConfig
-from mmbench.world.engine.process import SUMMED_STATS, EngineProcess
-from mmbench.world.engine.remote import EMBEDDED, RemoteEngine, normalize_url
+from mmbench.world.engine.process import SUMMED_STATS
+from mmbench.world.engine.remote import EMBEDDED, normalize_url
 from mmbench.world.images import SourceSpec, SourceStore, make_source
 from mmbench.world.media import disk_bytes
 
@@ -57,7 +57,7 @@ TOTALS_FIELDS = (
     "bytes_shipped", "bytes_per_turn", "requests", "full_items_sent", "null_items_sent", "fallbacks",
     "retries", "extra_bytes_shipped", "wrong_results", "failed_rollouts", "renderer_cache_hits",
     "renderer_cache_misses", "rederived", "media_items_sent", "request_latency_p50_s",
-    "request_latency_p95_s", "request_latency_max_s",
+    "request_latency_p95_s", "request_latency_max_s", "fallback_error",
 )  # fmt: skip
 SOURCE_SAMPLES = 4
 # The model's expected counts that go into the record as predicted_<name>, beside the measured <name>.
@@ -88,8 +88,11 @@ class HarnessOptions:
     # How the worker and the engine start: forked from a fork server that imported their modules
     # (fork), or as fresh interpreters (exec). Points tracked by memray always use exec.
     start_method: StartMethod = DEFAULT_START_METHOD
-    # --- external engine: the URL of an engine mmbench did not start (None: start the embedded one)
+    # --- external engine: the URL of an engine mmbench did not start (None: start one per point)
     engine_url: str | None = None
+    # --- the engine started per point: embedded (mmbench's), or vllm (a real one: --engine vllm)
+    engine: str = "embedded"
+    vllm: VllmOptions = field(default_factory=VllmOptions)
 
 
 @lru_cache(maxsize=64)
@@ -211,6 +214,9 @@ def _record(
             engine_injected_evictions=engine.get("injected_evictions"),
             engine_preprocess_calls=engine.get("preprocess_calls"),
             engine_cpu_s=engine.get("cpu_s"),
+            engine_mm_cache_queries=engine.get("cache_queries"),
+            engine_status_counts=_status_text(engine.get("status_counts")),
+            **_process_peaks(engine.get("peaks")),
         )
     if worker:
         base = worker["rss_baseline_bytes"]
@@ -246,6 +252,23 @@ def _record(
     return PointRecord(**fields)
 
 
+def _status_text(counts: dict[str, int] | None) -> str | None:
+    """{"200": 52, "500": 4} -> "200:52,500:4" (None: the engine does not count them)."""
+    if not counts:
+        return None
+    return ",".join(f"{status}:{n}" for status, n in sorted(counts.items()))
+
+
+def _process_peaks(peaks: dict[str, int] | None) -> dict[str, int | None]:
+    """A real vLLM's VmHWM per process kind during the point (None: not a tree mmbench reads)."""
+    peaks = peaks or {}
+    return {
+        "engine_api_peak_rss_bytes": peaks.get("api_server"),
+        "engine_core_peak_rss_bytes": peaks.get("engine_core"),
+        "engine_worker_peak_rss_bytes": peaks.get("worker"),
+    }
+
+
 def prepare_sources(config: PointConfig, cache: Path) -> None:
     """Make the point's source images into `cache` before its worker starts, where an earlier point
     of the sweep has not: making them is the environment's work, not the client's, and must not
@@ -258,18 +281,7 @@ def prepare_sources(config: PointConfig, cache: Path) -> None:
         list(pool.map(lambda rti: store.ensure(*rti), wanted))
 
 
-def _engine_config(config: PointConfig, assets: Path | None = None) -> EngineConfig:
-    return EngineConfig(
-        cache_bytes=config.engine_cache_bytes, max_body_bytes=config.engine_max_body_bytes, seed=config.seed,
-        evict_rate=config.engine_evict_rate, error_rate=config.engine_error_rate,
-        delay_ms=config.engine_delay_ms, restart_every=config.engine_restart_every,
-        allowed_media_dir=str(assets) if assets else None, dtype=config.dtype,
-    )  # fmt: skip
-
-
-def _final_engine_stats(
-    engine: EngineProcess | RemoteEngine, ready: dict[str, Any] | None
-) -> dict[str, Any] | None:
+def _final_engine_stats(engine: Engine, ready: dict[str, Any] | None) -> dict[str, Any] | None:
     """The engine's stats at the end of the point, raw and trimmed RSS in one request, its counters
     counted from `ready` (an external engine's run on across points; the embedded one's start at 0
     but its CPU seconds)."""
@@ -286,21 +298,19 @@ def _final_engine_stats(
     return stats
 
 
-def _engine(
-    config: PointConfig, assets: Path | None, method: StartMethod, opts: HarnessOptions
-) -> EngineProcess | RemoteEngine:
-    """The point's engine: a new embedded one, or (--engine-url) the one the user runs."""
-    if opts.engine_url is not None:
-        return RemoteEngine(opts.engine_url)
-    return EngineProcess(_engine_config(config, assets), start_method=method)
-
-
 def measure_point(config: PointConfig, repeat: int = 0, options: HarnessOptions | None = None) -> PointRecord:
     """Measure one point (see _measure_point); the record says which engine served it."""
     opts = options or HarnessOptions()
     if opts.engine_url is not None:
         check_engine(opts.engine_url, [config])  # reachable, and fit for this point, before it runs
+    vllm = check_points(opts.engine, opts.vllm, [config]) if opts.engine_url is None else None
     record = _measure_point(config, repeat, opts)
+    if vllm is not None:
+        # the model's engine side is the embedded engine's: no prediction of vLLM's memory is made
+        return replace(
+            record, engine=VLLM, engine_version=vllm.describe(), predicted_engine_peak_bytes=None,
+            predicted_system_peak_bytes=None,
+        )  # fmt: skip
     return replace(record, engine=normalize_url(opts.engine_url) if opts.engine_url else EMBEDDED)
 
 
@@ -340,9 +350,11 @@ def _measure_point(config: PointConfig, repeat: int, opts: HarnessOptions) -> Po
             opts.memray_dir.mkdir(parents=True, exist_ok=True)
             memray_path = opts.memray_dir / f"{config.mode}-K{config.rollouts}-r{repeat}.bin"
             memray_path.unlink(missing_ok=True)
-        with _engine(config, assets, method, opts) as engine:
+        engine = open_engine(config, assets, method, opts.engine, opts.engine_url, opts.vllm)
+        with engine:
             assert engine.url is not None
             ready = engine.stats()  # ready, before the worker starts (None: an engine without stats)
+            engine.reset_peaks()  # its high-water marks from here on are the point's
             engine_baseline = ready.get("rss_bytes") if ready is not None else None
             stamps.engine_ready = time.monotonic()
             job.write_text(json.dumps({
@@ -358,7 +370,7 @@ def _measure_point(config: PointConfig, repeat: int, opts: HarnessOptions) -> Po
                     WORKER_ENTRY, [str(job), str(out), PARENT_PID], method=method, preload=WORKER_PRELOAD,
                     env=worker_env(config), stderr=err_file,
                 )  # fmt: skip
-                sampler = TimelineSampler(proc.pid, lambda: engine.pid).start()
+                sampler = TimelineSampler(proc.pid, engine.pids).start()
                 try:
                     if opts.on_worker_start:
                         opts.on_worker_start(proc.pid)
@@ -368,12 +380,12 @@ def _measure_point(config: PointConfig, repeat: int, opts: HarnessOptions) -> Po
                         proc.kill()
                         proc.wait()
                     stamps.exited = time.monotonic()
-                    timeline, engine_hwm = sampler.stop(), vmhwm_of(engine.pid)
+                    timeline, engine_hwm = sampler.stop(), engine.hwm()
             # its counters and CPU seconds while the worker ran (it serves nothing else meanwhile)
             engine_stats = _final_engine_stats(engine, ready)
             asset_bytes = disk_bytes(assets) if assets is not None else None
             if engine_stats is None and cause is None and opts.engine_url is None:
-                cause = "engine process died during the point"
+                cause = engine.failure or "engine process died during the point"
         stamps.engine_stopped = time.monotonic()
         wall = stamps.engine_stopped - stamps.begin
         finish = partial(
@@ -395,8 +407,8 @@ def _measure_point(config: PointConfig, repeat: int, opts: HarnessOptions) -> Po
         failed = _record(
             config, repeat, per_image, pred, "failed", cause, engine=engine_stats, wall_s=wall, timing=timing
         )
-        return finish(failed, worker=None)
+        return finish(replace(failed, engine_flags=engine.flags), worker=None)
     record = _record(
         config, repeat, per_image, pred, worker=worker, engine=engine_stats, wall_s=wall, timing=timing
     )
-    return finish(replace(record, asset_disk_bytes=asset_bytes), worker=worker)
+    return finish(replace(record, asset_disk_bytes=asset_bytes, engine_flags=engine.flags), worker=worker)

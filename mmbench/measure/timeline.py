@@ -31,49 +31,39 @@ SAMPLE_INTERVAL_S = 0.005
 TIMELINES_DIR = "timelines"  # inside a results directory
 TIMELINE_VERSION = 1
 COLUMNS = ("t", "client_rss", "engine_rss")
-# A pid, or how to find it now (the engine's pid changes when a fault restarts it).
-PidSource = int | Callable[[], int | None] | None
+# A pid, or how to find it now (the engine's pid changes when a fault restarts it), or the pids of
+# a process tree now (a real vLLM: API server, engine core, worker), whose RSS is summed.
+PidSource = int | Callable[[], int | list[int] | None] | None
 
 
 class _RssReader:
-    """RSS of one process, None while there is none (not started yet, exited, or restarting)."""
+    """RSS of one process or the sum over a tree, None while there is none (not started yet,
+    exited, or restarting)."""
 
     def __init__(self, source: PidSource) -> None:
         self._source = source
-        self._proc: psutil.Process | None = None
+        self._procs: dict[int, psutil.Process] = {}
 
-    def _pid(self) -> int | None:
-        return self._source() if callable(self._source) else self._source
+    def _pids(self) -> list[int]:
+        found = self._source() if callable(self._source) else self._source
+        if found is None:
+            return []
+        return [found] if isinstance(found, int) else found
 
     def rss(self) -> int | None:
-        pid = self._pid()
-        if pid is None:
-            return None
-        if self._proc is None or self._proc.pid != pid:
+        pids = self._pids()
+        total: int | None = None
+        for pid in pids:
+            proc = self._procs.get(pid)
             try:
-                self._proc = psutil.Process(pid)
+                if proc is None:
+                    proc = self._procs[pid] = psutil.Process(pid)
+                total = (total or 0) + int(proc.memory_info().rss)
             except psutil.Error:
-                self._proc = None
-                return None
-        try:
-            return int(self._proc.memory_info().rss)
-        except psutil.Error:
-            return None
-
-
-def vmhwm_of(pid: int | None) -> int | None:
-    """Another process's RSS high-water mark (VmHWM of /proc/<pid>/status), exact where sampling
-    is not; None where it cannot be read."""
-    if pid is None:
-        return None
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
+                self._procs.pop(pid, None)
+        if len(self._procs) > len(pids):  # forget the processes that are gone
+            self._procs = {p: self._procs[p] for p in pids if p in self._procs}
+        return total
 
 
 @dataclass(frozen=True, slots=True)

@@ -198,6 +198,7 @@ def measure(
             "request_latency_p50_s": totals.latency_p50_s,
             "request_latency_p95_s": totals.latency_p95_s,
             "request_latency_max_s": totals.latency_max_s,
+            "fallback_error": totals.fallback_error,
         },
         "allocator": {
             "malloc_mmap_threshold": os.environ.get("MALLOC_MMAP_THRESHOLD_"),

@@ -227,6 +227,7 @@ class World:
                 # The engine could not serve a null slot: forget, re-render, resend all once.
                 self.transport.on_error(url, cfg.model, hashes)
                 c.fallbacks += 1
+                c.fallback_error = c.fallback_error or f"HTTP {reply.status}: {reply.error}"[:300]
                 plan = [Ship.PIXELS] * len(hashes)
                 sent, reply = await self._ship(http, url, conv, sent, plan, c, turn_bytes, turn)
         except RolloutFailed:

@@ -61,6 +61,7 @@ class RolloutCounters:
     media_checksums: list[tuple[int, int]] = field(default_factory=list)
     failed: bool = False
     failure: str | None = None
+    fallback_error: str | None = None  # the engine's answer that made the first fallback
 
 
 @dataclass(slots=True)
@@ -103,6 +104,7 @@ class Totals:
     latency_p95_s: float | None
     latency_max_s: float | None
     unverified: int = 0  # items whose correctness no checksum could show (wrong_results is then unknown)
+    fallback_error: str | None = None  # the engine's answer that made the first fallback of any rollout
 
     @classmethod
     def of(cls, trajectories: list[Trajectory]) -> Totals:
@@ -114,8 +116,9 @@ class Totals:
         ]
         failures = [f"rollout {t.rollout}: {t.counters.failure}" for t in trajectories if t.counters.failed]
         latencies = [x for t in trajectories for x in t.counters.latencies]
+        causes = [t.counters.fallback_error for t in trajectories if t.counters.fallback_error]
         return cls(
             **sums, failed_rollouts=len(failures), bytes_per_turn=per_turn, failures=failures,
             latency_p50_s=percentile(latencies, 50), latency_p95_s=percentile(latencies, 95),
-            latency_max_s=max(latencies) if latencies else None,
+            latency_max_s=max(latencies) if latencies else None, fallback_error=causes[0] if causes else None,
         )  # fmt: skip

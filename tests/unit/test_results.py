@@ -30,7 +30,8 @@ from mmbench.results import (
     to_json,
 )
 
-GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "results_schema_v4.json"
+GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "results_schema_v5.json"
+GOLDEN_V4 = Path(__file__).resolve().parent.parent / "golden" / "results_schema_v4.json"
 GOLDEN_V3 = Path(__file__).resolve().parent.parent / "golden" / "results_schema_v3.json"
 GOLDEN_V2 = Path(__file__).resolve().parent.parent / "golden" / "results_schema_v2.json"
 GOLDEN_V1 = Path(__file__).resolve().parent.parent / "golden" / "results_schema_v1.json"
@@ -111,6 +112,7 @@ def _config(**overrides: Any) -> PointConfig:
         "dtype": "float32",
         "renderer": "sim",
         "tokenizer": "",
+        "engine_args": "",
     }
     values.update(overrides)
     assert set(values) == set(field_names())  # a new config field must be added here too
@@ -514,18 +516,18 @@ def test_golden_results_file(tmp_path: Path) -> None:
     assert produced == GOLDEN.read_bytes()
 
 
-@pytest.mark.parametrize("old", [GOLDEN_V1, GOLDEN_V2, GOLDEN_V3], ids=["v1", "v2", "v3"])
+@pytest.mark.parametrize("old", [GOLDEN_V1, GOLDEN_V2, GOLDEN_V3, GOLDEN_V4], ids=["v1", "v2", "v3", "v4"])
 def test_an_older_file_is_migrated_to_the_current_schema(tmp_path: Path, old: Path) -> None:
     (tmp_path / RESULTS_JSON).write_text(old.read_text())
     migrated = load(tmp_path)
-    assert migrated.schema_version == SCHEMA_VERSION == 4
+    assert migrated.schema_version == SCHEMA_VERSION == 5
     assert all(p.engine_max_body_mb == 2048 and p.dtype == "float32" for p in migrated.points)
     assert load(GOLDEN).points == migrated.points  # the current golden = the same points, migrated
 
 
 def test_golden_has_the_current_schema_and_required_fields() -> None:
     data = json.loads(GOLDEN.read_text())
-    assert data["schema_version"] == 4
+    assert data["schema_version"] == 5
     assert data["environment"] == ENVIRONMENT
     assert len(data["points"]) == 2
     for point in data["points"]:

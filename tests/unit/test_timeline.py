@@ -23,8 +23,8 @@ from mmbench.measure.timeline import (
     load_timeline,
     save_timeline,
     timeline_name,
-    vmhwm_of,
 )
+from mmbench.procmem import vmhwm_of
 from mmbench.results import PointRecord
 
 

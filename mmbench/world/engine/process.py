@@ -32,6 +32,7 @@ import httpx
 
 from mmbench.errors import MmbenchError
 from mmbench.launch import DEFAULT_START_METHOD, PARENT_PID, Process, StartMethod, launch
+from mmbench.procmem import vmhwm_of
 from mmbench.world.engine.app import EngineConfig
 
 READY_TIMEOUT_S = 60.0
@@ -92,6 +93,7 @@ class EngineProcess:
         self.port: int | None = None
         self.restarts = 0  # incarnations started after the first
         self.failure: str | None = None  # why the engine is down for good
+        self.flags: str | None = None  # a real engine's command line; mmbench's engine has its config
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the process
         self._dir: tempfile.TemporaryDirectory[str] | None = None  # incarnations' final stats
         self._stats_paths: dict[int, str] = {}  # pid -> where that incarnation writes them
@@ -374,6 +376,17 @@ class EngineProcess:
             if time.monotonic() > deadline:
                 raise MmbenchError(f"engine stats unavailable within {self.ready_timeout_s:.0f} s")
             time.sleep(0.02)
+
+    def pids(self) -> list[int]:
+        """The process the engine runs in now (its RSS is the engine's)."""
+        pid = self.pid
+        return [pid] if pid is not None else []
+
+    def reset_peaks(self) -> None:
+        """Nothing: a new engine's VmHWM is the point's (its start-up stays below what it serves)."""
+
+    def hwm(self) -> int | None:
+        return vmhwm_of(self.pid)
 
     def alive(self) -> bool:
         """Serving, or (with restarts) between two incarnations of a planned restart."""

@@ -105,6 +105,18 @@ class RemoteEngine:
         """Its counters now (summed since it started, not per point), or None where it has none."""
         return _stats(self._http, self.url, trim)
 
+    failure: str | None = None  # not ours to diagnose
+    flags: str | None = None  # not ours to know
+
+    def pids(self) -> list[int]:
+        return []  # not ours to read
+
+    def reset_peaks(self) -> None:
+        """Nothing: its memory is not read."""
+
+    def hwm(self) -> int | None:
+        return None
+
     def alive(self) -> bool:
         return True  # a request that finds it gone fails the rollout, which records why
 

@@ -1,0 +1,328 @@
+"""A real vLLM OpenAI server, started for one point (or standalone), measured, and stopped.
+
+It runs `vllm serve` in the vLLM environment's interpreter (mmbench.world.engine.vllm.env), on
+127.0.0.1 and a port the OS gave, in a session of its own so that the API server, its engine core,
+the engine's worker and whatever else vLLM starts end together. It is used only once GET /health
+answers 200 (asked, with a back-off, never slept on), and always stopped: SIGTERM to the session,
+then SIGKILL to it and to every process it was seen to have. The launcher (site/mmbench_vllm_serve.py)
+also ends the session when mmbench itself dies.
+
+What mmbench knows of it, as `stats()` (the same keys as the embedded engine's where they mean the
+same): the RSS and CPU seconds of the whole process tree (psutil), each process kind's RSS
+high-water mark since `reset_peaks()`, the bytes, requests and answers by status that its API
+servers counted (site/mmbench_vllm_stats.py), and vLLM's own /metrics (multimodal cache queries and
+hits, requests finished). A vLLM keeps no figure of its cache's bytes: those stay unknown (None).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import httpx
+import psutil
+
+from mmbench.errors import MmbenchError
+from mmbench.procmem import vmhwm_of
+from mmbench.world.engine.vllm.env import SITE_DIR, VllmEnv
+from mmbench.world.engine.vllm.metrics import vllm_counters
+
+HOST = "127.0.0.1"
+READY_TIMEOUT_S = 300.0  # 27-60 s here; a loaded 2-core machine takes longer
+STOP_GRACE_S = 10.0
+LAUNCHER = SITE_DIR / "mmbench_vllm_serve.py"
+MIDDLEWARE = "mmbench_vllm_stats.Counter"
+# Flags mmbench sets itself: an --engine-arg may not change them.
+OWN_FLAGS = ("--host", "--port", "--served-model-name", "--middleware", "--uds")
+# The process kinds of a vLLM tree, by the title vLLM gives each process (the rest: the API server).
+KINDS = {"VLLM::EngineCore": "engine_core", "VLLM::Worker": "worker", "VLLM::APIServer": "api_server"}
+
+
+def free_port() -> int:
+    """A port the OS calls free now on 127.0.0.1 (vLLM binds it a moment later)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def check_engine_args(args: list[str]) -> None:
+    for arg in args:
+        flag = arg.split("=", 1)[0]
+        if flag in OWN_FLAGS:
+            raise MmbenchError(f"--engine-arg {arg}: mmbench sets {flag} itself; leave it out")
+
+
+def _kind(proc: psutil.Process, root: int) -> str:
+    try:
+        title = (proc.cmdline() or [""])[0]
+    except psutil.Error:
+        return "other"
+    for prefix, kind in KINDS.items():
+        if title.startswith(prefix):
+            return kind
+    return "api_server" if proc.pid == root else "other"
+
+
+def _last_error_line(text: str, limit: int = 300) -> str:
+    """The line of vLLM's log that says why it stopped: the last exception's, else the last line."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    for line in reversed(lines):
+        if "Error" in line or "error:" in line or "Exception" in line:
+            return line[-limit:]
+    return lines[-1][-limit:] if lines else "(no output)"
+
+
+class VllmEngine:
+    """The harness's handle on a vLLM it started (the interface of EngineProcess it uses)."""
+
+    restarts = 0  # never restarted: a dead vLLM ends the point
+
+    def __init__(
+        self, env: VllmEnv, model_dir: Path, served_name: str, args: list[str],
+        ready_timeout_s: float = READY_TIMEOUT_S,
+    ) -> None:  # fmt: skip
+        check_engine_args(args)
+        self.env = env
+        self.model_dir = model_dir
+        self.served_name = served_name
+        self.args = list(args)  # every flag after the model, but the host, port and middleware
+        self.ready_timeout_s = ready_timeout_s
+        self.url: str | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._dir = tempfile.TemporaryDirectory(prefix="mmbench-vllm-")
+        self._log_path = Path(self._dir.name, "vllm.log")
+        self._stats_dir = Path(self._dir.name, "stats")
+        self._stats_dir.mkdir()
+        self._seen: dict[int, psutil.Process] = {}  # every process of the tree seen so far
+        self._tree_at = 0.0
+        # the harness's own few requests: no proxy from the environment, nothing kept between them
+        self._http = httpx.Client(
+            trust_env=False, timeout=10.0, limits=httpx.Limits(max_keepalive_connections=0)
+        )
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    @property
+    def flags(self) -> str:
+        """The command's flags as recorded: everything but the host and port (they change per run)."""
+        return shlex.join(["serve", str(self.model_dir), "--served-model-name", self.served_name, *self.args])
+
+    def command(self, port: int) -> list[str]:
+        return [
+            str(self.env.python), str(LAUNCHER), str(os.getpid()), "serve", str(self.model_dir),
+            "--served-model-name", self.served_name, "--host", HOST, "--port", str(port),
+            "--middleware", MIDDLEWARE, *self.args,
+        ]  # fmt: skip
+
+    # --- start and stop ------------------------------------------------------------------
+
+    def start(self) -> None:
+        port = free_port()
+        self.url = f"http://{HOST}:{port}"
+        env = self.env.environment()
+        env["MMBENCH_VLLM_STATS_DIR"] = str(self._stats_dir)
+        with open(self._log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                self.command(port), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+                start_new_session=True,  # its own process group: stopped as one
+            )  # fmt: skip
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+
+    def log_tail(self) -> str:
+        try:
+            return self._log_path.read_text(errors="replace")[-20_000:]
+        except OSError:
+            return ""
+
+    def _wait_ready(self) -> None:
+        assert self.proc is not None
+        deadline = time.monotonic() + self.ready_timeout_s
+        delay = 0.05
+        while True:
+            if self.proc.poll() is not None:
+                raise MmbenchError(
+                    f"vLLM exited with code {self.proc.returncode} before it was ready: "
+                    f"{_last_error_line(self.log_tail())}"
+                )
+            with contextlib.suppress(httpx.HTTPError):
+                if self._http.get(f"{self.url}/health", timeout=5.0).status_code == 200:
+                    self.tree()  # every process it runs with, before any is measured
+                    return
+            if time.monotonic() > deadline:
+                raise MmbenchError(
+                    f"vLLM was not ready within {self.ready_timeout_s:.0f} s (GET /health); its log ends: "
+                    f"{_last_error_line(self.log_tail())}"
+                )
+            time.sleep(delay)  # back-off between readiness probes, not a stand-in for one
+            delay = min(delay * 2, 1.0)
+
+    def stop(self) -> None:
+        """SIGTERM to its session, then SIGKILL to the session and every process seen; idempotent."""
+        proc = self.proc
+        if proc is not None:
+            self.tree()
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=STOP_GRACE_S)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            for p in self._seen.values():  # any that left the session
+                with contextlib.suppress(psutil.Error):
+                    p.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=STOP_GRACE_S)
+            psutil.wait_procs([p for p in self._seen.values() if p.pid != proc.pid], timeout=STOP_GRACE_S)
+            self.proc = None
+        self._http.close()
+        self._dir.cleanup()
+
+    def __enter__(self) -> VllmEngine:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    # --- the process tree ----------------------------------------------------------------
+
+    def tree(self, max_age_s: float = 0.0) -> list[psutil.Process]:
+        """The live processes of the server's tree (the root and its descendants)."""
+        now = time.monotonic()
+        if self.proc is None:
+            return []
+        if now - self._tree_at > max_age_s or not self._seen:
+            try:
+                root = self._seen.get(self.proc.pid) or psutil.Process(self.proc.pid)
+                found = [root, *root.children(recursive=True)]
+            except psutil.Error:
+                found = []
+            for p in found:
+                self._seen.setdefault(p.pid, p)
+            self._tree_at = now
+        return [p for p in self._seen.values() if p.is_running()]
+
+    def pids(self) -> list[int]:
+        """The tree's pids, refreshed at most every half second (the sampler asks every few ms)."""
+        return [p.pid for p in self.tree(max_age_s=0.5)]
+
+    def reset_peaks(self) -> None:
+        """Reset every process's VmHWM to its RSS now, so the peaks read later are the point's."""
+        for p in self.tree():
+            with contextlib.suppress(OSError):
+                Path(f"/proc/{p.pid}/clear_refs").write_text("5")
+
+    def _memory(self) -> dict[str, Any]:
+        rss = 0
+        cpu = 0.0
+        peaks: dict[str, int] = {}
+        root = self.pid or -1
+        for p in self.tree():
+            try:
+                with p.oneshot():
+                    rss += p.memory_info().rss
+                    t = p.cpu_times()
+                    cpu += t.user + t.system + t.children_user + t.children_system
+                    hwm = vmhwm_of(p.pid)
+            except psutil.Error:
+                continue
+            kind = _kind(p, root)
+            peaks[kind] = peaks.get(kind, 0) + (hwm or 0)
+        return {"rss_bytes": rss, "cpu_s": cpu, "peaks": peaks}
+
+    # --- what the harness asks -----------------------------------------------------------
+
+    def counted(self) -> dict[str, Any]:
+        """What its API servers counted (summed over their files)."""
+        out: dict[str, Any] = {"requests": 0, "bytes_received": 0, "status_counts": {}}
+        for path in self._stats_dir.glob("*.json"):
+            try:
+                data = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            out["requests"] += int(data.get("requests", 0))
+            out["bytes_received"] += int(data.get("bytes_received", 0))
+            for status, n in dict(data.get("status_counts", {})).items():
+                out["status_counts"][status] = out["status_counts"].get(status, 0) + int(n)
+        return out
+
+    def metrics(self) -> dict[str, float] | None:
+        try:
+            reply = self._http.get(f"{self.url}/metrics")
+        except httpx.HTTPError:
+            return None
+        return vllm_counters(reply.text) if reply.status_code == 200 else None
+
+    def health(self) -> int | None:
+        """GET /health's status (200 serving, 503 its engine is dead), None when nothing answers."""
+        try:
+            return self._http.get(f"{self.url}/health", timeout=5.0).status_code
+        except httpx.HTTPError:
+            return None
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None and self.health() == 200
+
+    def hwm(self) -> int | None:
+        """None: the tree's peak is its sampled sum (the processes peak at different moments);
+        each kind's own VmHWM is in stats()["peaks"]."""
+        return None
+
+    @property
+    def failure(self) -> str | None:
+        """Why it no longer serves (its log's last error), or None while it does."""
+        if self.alive():
+            return None
+        code = self.proc.poll() if self.proc is not None else None
+        state = f"exited with code {code}" if code is not None else f"answers /health {self.health()}"
+        return f"vLLM {state}: {_last_error_line(self.log_tail())}"
+
+    def stats(self, trim: bool = False) -> dict[str, Any]:
+        """Its figures now, counters summed since it started (the harness subtracts the baseline's).
+        `trim` is the embedded engine's: a vLLM is measured as it is."""
+        del trim
+        counted = self.counted()
+        errors = sum(n for s, n in counted["status_counts"].items() if s.isdigit() and int(s) >= 400)
+        memory = self._memory()
+        metrics = self.metrics() or {}
+        queries = metrics.get("mm_cache_queries")
+        hits = metrics.get("mm_cache_hits")
+        return {
+            "pid": self.pid,
+            "restarts": 0,
+            "rss_bytes": memory["rss_bytes"],
+            "cpu_s": memory["cpu_s"],
+            "peaks": memory["peaks"],
+            "requests": counted["requests"],
+            "bytes_received": counted["bytes_received"],
+            "status_counts": counted["status_counts"],
+            "errors": errors,
+            "ok": counted["requests"] - errors,
+            "cache_queries": None if queries is None else int(queries),
+            "cache_hits": None if hits is None else int(hits),
+            "cache_misses": None if queries is None or hits is None else int(queries - hits),
+            # vLLM preprocesses what its processor cache does not serve; it counts only raw media there
+            "preprocess_calls": None if queries is None or hits is None else int(queries - hits),
+            "finished": metrics.get("requests_finished"),
+            "cache_bytes": None,
+            "cache_items": None,
+        }
+
