@@ -181,6 +181,7 @@ class PointRecord:
     engine_mm_cache_queries: int | None = None  # vLLM's mm_cache_queries during the point
     engine_status_counts: str | None = None  # the engine's answers by HTTP status, e.g. "200:52,500:4"
     fallback_error: str | None = None  # the engine's first answer that made the client resend in full
+    engine_failure: str | None = None  # why the engine no longer served at the point's end (None: it did)
     # --- time
     wall_s: float | None = None
     rollout_wall_s: float | None = None

@@ -96,6 +96,10 @@ class Scenario:
                     out.append((variant.name, config))
         return out
 
+    def sets(self, key: str) -> bool:
+        """Whether the grid or a variant gives this point parameter."""
+        return key in self.grid or any(key in v.overrides for v in self.variants)
+
     def with_overrides(self, overrides: dict[str, list[Any]], repeats: int | None = None) -> Scenario:
         values = {k: _values(k, v, "override") for k, v in overrides.items()}
         grid = {**self.grid, **values}

@@ -7,6 +7,7 @@ import typer
 
 from mmbench import __version__
 from mmbench.cli.compare import compare
+from mmbench.cli.compat import compat
 from mmbench.cli.engine import engine
 from mmbench.cli.plan import plan
 from mmbench.cli.plot import plot
@@ -33,6 +34,7 @@ app.command()(profile)
 app.command()(compare)
 app.command()(plan)
 app.command()(engine)
+app.command()(compat)
 
 
 def _version(value: bool) -> None:

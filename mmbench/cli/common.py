@@ -18,7 +18,7 @@ from rich.console import Console
 
 from mmbench.config import RENDERERS, PointConfig, engine_arg_list, field_names
 from mmbench.errors import MmbenchError
-from mmbench.measure.engines import VLLM, VllmOptions, check_engine_name
+from mmbench.measure.engines import VLLM, VLLM_DEFAULTS, VllmOptions, check_engine_name
 from mmbench.transports.registry import MODES
 from mmbench.units import parse_size
 from mmbench.world.codec import CODECS
@@ -218,6 +218,12 @@ def engine_choice(
         raise MmbenchError(f"--engine-ready-timeout must be a number of seconds > 0, got {ready_timeout}")
     vllm = VllmOptions(python, model, ready_timeout if ready_timeout is not None else READY_TIMEOUT_S)
     return (name if engine_url is None else "embedded"), vllm
+
+
+def point_defaults(engine: str, args: list[str] | None) -> dict[str, Any]:
+    """A single point's defaults from the engine options: --engine-arg, and vLLM's codec."""
+    values = {**(VLLM_DEFAULTS if engine == VLLM else {}), **engine_arg_values(args)}
+    return {k: v[0] for k, v in values.items()}
 
 
 def engine_arg_values(args: list[str] | None) -> dict[str, list[Any]]:

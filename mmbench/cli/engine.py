@@ -9,11 +9,13 @@ from typing import Annotated
 import typer
 
 from mmbench.cli import common as c
-from mmbench.config import DTYPES
+from mmbench.config import DTYPES, engine_arg_list
 from mmbench.errors import MmbenchError
+from mmbench.measure.engines import standalone_vllm
 from mmbench.units import GIB, MIB
 from mmbench.world.engine.app import EngineConfig
 from mmbench.world.engine.standalone import is_loopback, serve
+from mmbench.world.geometry import DEFAULT_MODEL, get_geometry
 
 DEFAULTS = EngineConfig()
 
@@ -36,6 +38,17 @@ def engine(
     dtype: Annotated[
         str, typer.Option(help=f"dtype raw media are preprocessed to: {', '.join(DTYPES)}")
     ] = "float32",
+    vllm: Annotated[
+        bool,
+        typer.Option(
+            "--vllm", help="serve a real vLLM instead (from its environment: make vllm), for --engine-url"
+        ),
+    ] = False,
+    model: c.Model = None,
+    engine_model: c.EngineModel = None,
+    engine_arg: c.EngineArg = None,
+    vllm_python: c.VllmPython = None,
+    engine_ready_timeout: c.EngineReadyTimeout = None,
     request_log: Annotated[
         Path | None,
         typer.Option(
@@ -45,6 +58,18 @@ def engine(
     ] = None,
 ) -> None:
     """Serve the embedded engine standalone (vLLM's /inference/v1/generate, /v1/models, and /stats)."""
+    vllm_only = {
+        "--model": model, "--engine-model": engine_model, "--engine-arg": engine_arg,
+        "--vllm-python": vllm_python, "--engine-ready-timeout": engine_ready_timeout,
+    }  # fmt: skip
+    vllm_given = [flag for flag, value in vllm_only.items() if value is not None]
+    if vllm:
+        if request_log is not None:
+            raise MmbenchError("--request-log is the embedded engine's; a vLLM logs to its own output")
+        _serve_vllm(host, port, cache_gb, model, engine_model, engine_arg, vllm_python, engine_ready_timeout)
+        return
+    if vllm_given:
+        raise MmbenchError(f"{vllm_given[0]} is an option of mmbench engine --vllm; add --vllm")
     if dtype not in DTYPES:
         raise MmbenchError(f"unknown dtype {dtype!r}; choose one of: {', '.join(DTYPES)}")
     if not is_loopback(host):
@@ -70,3 +95,25 @@ def engine(
     # found and raises the signal again once it has shut down, which SIG_IGN would swallow (exit 0).
     signal.signal(signal.SIGINT, signal.default_int_handler)
     serve(config, host, port, ready)
+
+
+def _serve_vllm(
+    host: str, port: int, cache_gb: float, model: str | None, engine_model: str | None,
+    engine_arg: list[str] | None, vllm_python: str | None, ready_timeout: float | None,
+) -> None:  # fmt: skip
+    _, options = c.engine_choice("vllm", engine_model, vllm_python, ready_timeout, None)
+    preset = model or DEFAULT_MODEL
+    get_geometry(preset)
+    extra = engine_arg_list(c.engine_arg_values(engine_arg).get("engine_args", [""])[0])
+    server = standalone_vllm(preset, cache_gb, options, extra, host, port)
+    with c.console.status(f"starting vLLM ({server.env.describe()}) ..."):
+        server.start()
+    try:
+        url = server.url
+        typer.echo(f"mmbench engine: vLLM serving {url} as {preset} (use --engine-url {url}); Ctrl-C stops")
+        typer.echo(f"  vllm {server.flags}")
+        assert server.proc is not None
+        code = server.proc.wait()
+        raise MmbenchError(f"vLLM exited with code {code}: {server.failure}", exit_code=1)
+    finally:
+        server.stop()

@@ -46,7 +46,7 @@ def profile(
     """Profile one point with memray: capture, flame graphs, top allocation sites by mmbench function."""
     flags = point_flags
     name, vllm = c.engine_choice(engine, engine_model, vllm_python, engine_ready_timeout, engine_url)
-    config = c.single_point(flags, {k: v[0] for k, v in c.engine_arg_values(engine_arg).items()})
+    config = c.single_point(flags, c.point_defaults(name, engine_arg))
     limit = c.parse_max_memory(max_memory)
     out_dir = out if out is not None else default_out(config.mode, config.rollouts)
     with c.console.status(f"profiling {config.mode}, K={config.rollouts}, N={config.turns} with memray ..."):

@@ -38,7 +38,7 @@ def run(
     """Measure one point (one mode, one parameter set) in a fresh worker and engine process."""
     flags = point_flags
     name, vllm = c.engine_choice(engine, engine_model, vllm_python, engine_ready_timeout, engine_url)
-    config = c.single_point(flags, {k: v[0] for k, v in c.engine_arg_values(engine_arg).items()})
+    config = c.single_point(flags, c.point_defaults(name, engine_arg))
     memray_dir = (json_out.parent if json_out else Path.cwd()) / "memray" if memray else None
     with c.console.status(f"measuring {config.mode}, K={config.rollouts}, N={config.turns} ..."):
         record = measure_point(

@@ -21,7 +21,7 @@ from mmbench.cli import common as c
 from mmbench.cluster.address import ClusterSpec, parse_cluster
 from mmbench.errors import MmbenchError
 from mmbench.launch import DEFAULT_START_METHOD, check_start_method
-from mmbench.measure.engines import VLLM, check_points
+from mmbench.measure.engines import VLLM, VLLM_DEFAULTS, check_points
 from mmbench.measure.external import check_engine
 from mmbench.measure.harness import HarnessOptions
 from mmbench.reporters.table import fits_table, sweep_table
@@ -96,10 +96,12 @@ def sweep(
         base = Scenario("flags", "a sweep from command-line flags", dict(DEFAULT_GRID))
     else:
         base = load_scenario(scenario)
-    chosen = base.with_overrides(overrides, repeats)
     name, vllm = c.engine_choice(
-        engine, engine_model, vllm_python, engine_ready_timeout, engine_url, chosen.engine
+        engine, engine_model, vllm_python, engine_ready_timeout, engine_url, base.engine
     )
+    if name == VLLM and not base.sets("codec"):  # vLLM decodes its own items: the vllm codec by default
+        overrides = {**VLLM_DEFAULTS, **overrides}
+    chosen = base.with_overrides(overrides, repeats)
     spec = parse_cluster(cluster) if cluster is not None else None
     finished: list[PointRecord] = []
     if resume is not None:

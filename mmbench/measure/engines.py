@@ -23,6 +23,8 @@ from mmbench.config import PointConfig, engine_arg_list
 from mmbench.errors import MmbenchError
 from mmbench.launch import StartMethod
 from mmbench.measure.external import EMBEDDED_ONLY, longest_request_tokens
+from mmbench.transports.registry import TRANSPORTS
+from mmbench.world.codec import get_codec
 from mmbench.world.engine.app import EngineConfig
 from mmbench.world.engine.process import EngineProcess
 from mmbench.world.engine.remote import RemoteEngine
@@ -89,7 +91,16 @@ def vllm_refusal(config: PointConfig) -> str | None:
     if on:
         names = ", ".join(on)
         return f"{names} need the embedded engine (its faults are injected there); leave out --engine vllm"
+    if TRANSPORTS[config.mode].renders and get_codec(config.codec).item_format != VLLM:
+        return (
+            f"mode {config.mode} ships processed items, and vLLM decodes only its own (msgpack "
+            f"MultiModalKwargsItem): use --codec vllm, the default with --engine vllm, not {config.codec}"
+        )
     return None
+
+
+# What --engine vllm changes in a point's defaults: the item format vLLM decodes.
+VLLM_DEFAULTS: dict[str, list[Any]] = {"codec": [VLLM]}
 
 
 def check_points(engine: str, vllm: VllmOptions, configs: Iterable[PointConfig]) -> VllmEnv | None:
@@ -140,6 +151,22 @@ def start_vllm(config: PointConfig, assets: Path | None, vllm: VllmOptions) -> V
     env = find_vllm(vllm.python)
     model = check_model_dir(vllm.model) if vllm.model is not None else tiny_model(config.model, env)
     return VllmEngine(env, model, config.model, vllm_args(config, assets), vllm.ready_timeout_s)
+
+
+# What a standalone vLLM (`mmbench engine --vllm`) is sized for, as if for a point of this shape:
+# up to 32 images of up to 1024x1024 a prompt (--engine-arg changes any of it).
+STANDALONE_SHAPE = {"turns": 32, "image_size": "1024"}
+
+
+def standalone_vllm(
+    preset: str, cache_gb: float, vllm: VllmOptions, extra: list[str], host: str, port: int
+) -> VllmEngine:
+    """A vLLM to serve on its own until stopped (not yet started)."""
+    config = PointConfig(model=preset, engine_cache_gb=cache_gb, **STANDALONE_SHAPE)  # type: ignore[arg-type]
+    check_engine_args(extra)
+    env = find_vllm(vllm.python)
+    model = check_model_dir(vllm.model) if vllm.model is not None else tiny_model(preset, env)
+    return VllmEngine(env, model, preset, vllm_args(config, None) + extra, vllm.ready_timeout_s, host, port)
 
 
 def open_engine(

@@ -384,8 +384,9 @@ def _measure_point(config: PointConfig, repeat: int, opts: HarnessOptions) -> Po
             # its counters and CPU seconds while the worker ran (it serves nothing else meanwhile)
             engine_stats = _final_engine_stats(engine, ready)
             asset_bytes = disk_bytes(assets) if assets is not None else None
+            engine_failure = None if engine_stats is not None else engine.failure
             if engine_stats is None and cause is None and opts.engine_url is None:
-                cause = engine.failure or "engine process died during the point"
+                cause = engine_failure or "engine process died during the point"
         stamps.engine_stopped = time.monotonic()
         wall = stamps.engine_stopped - stamps.begin
         finish = partial(
@@ -407,7 +408,7 @@ def _measure_point(config: PointConfig, repeat: int, opts: HarnessOptions) -> Po
         failed = _record(
             config, repeat, per_image, pred, "failed", cause, engine=engine_stats, wall_s=wall, timing=timing
         )
-        return finish(replace(failed, engine_flags=engine.flags), worker=None)
+        return finish(replace(failed, engine_flags=engine.flags, engine_failure=engine_failure), worker=None)
     record = _record(
         config, repeat, per_image, pred, worker=worker, engine=engine_stats, wall_s=wall, timing=timing
     )

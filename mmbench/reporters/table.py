@@ -211,7 +211,24 @@ def point_table(r: PointRecord) -> Table:
         f"predicted {r.predicted_engine_preprocess_calls}; media items sent {r.media_items_sent}",
     )
     row("engine RSS at end", r.engine_rss_bytes)
-    row("engine cache", r.engine_cache_bytes, f"{r.engine_cache_items} items, {r.engine_cache_hits} hits")
+    items = "-" if r.engine_cache_items is None else r.engine_cache_items
+    hits = "-" if r.engine_cache_hits is None else r.engine_cache_hits
+    row("engine cache", r.engine_cache_bytes, f"{items} items, {hits} hits")
+    if r.engine_version is not None:  # a real engine: what served, and what only it counts
+        table.add_row("engine", r.engine or "-", r.engine_version)
+        for label, value in (
+            ("engine API server peak RSS", r.engine_api_peak_rss_bytes),
+            ("engine core peak RSS", r.engine_core_peak_rss_bytes),
+            ("engine worker peak RSS", r.engine_worker_peak_rss_bytes),
+        ):
+            row(label, value, "VmHWM during the point")
+        queries = "-" if r.engine_mm_cache_queries is None else r.engine_mm_cache_queries
+        table.add_row("engine mm cache queries / hits", f"{queries} / {hits}", "vLLM's /metrics")
+        table.add_row("engine answers by status", r.engine_status_counts or "-", "")
+    if r.fallback_error:
+        table.add_row("first fallback's cause", r.fallback_error, "")
+    if r.engine_failure:
+        table.add_row("engine failure", r.engine_failure, "")
     if r.asset_disk_bytes is not None:
         row("asset files on disk (raw-file)", r.asset_disk_bytes)
     if r.memray_peak_bytes is not None:

@@ -17,16 +17,16 @@ COUNTERS = {
 
 
 def vllm_counters(text: str) -> dict[str, float]:
-    """The counters of COUNTERS that the text has (a counter vLLM does not export stays absent)."""
-    wanted = {family: name for name, family in COUNTERS.items()}
+    """The counters of COUNTERS that the text has (a counter vLLM does not export stays absent).
+    Read by sample (`<name>_total`), whatever family its TYPE line gave it."""
+    wanted = {f"{family}_total": name for name, family in COUNTERS.items()}
     out: dict[str, float] = {}
     try:
         for family in text_string_to_metric_families(text):
-            name = wanted.get(family.name)
-            if name is None:
-                continue
-            values = [s.value for s in family.samples if s.name.endswith("_total")]
-            out[name] = float(sum(values))
+            for sample in family.samples:
+                name = wanted.get(sample.name)
+                if name is not None:
+                    out[name] = out.get(name, 0.0) + float(sample.value)
     except ValueError:  # not Prometheus text
         return {}
     return out

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shlex
 import signal
 import socket
@@ -49,7 +50,8 @@ KINDS = {"VLLM::EngineCore": "engine_core", "VLLM::Worker": "worker", "VLLM::API
 
 
 def free_port() -> int:
-    """A port the OS calls free now on 127.0.0.1 (vLLM binds it a moment later)."""
+    """A port the OS calls free now on 127.0.0.1 (vLLM binds it a moment later; a race lost to
+    another process shows as vLLM exiting before it was ready, with its bind error)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((HOST, 0))
         return int(s.getsockname()[1])
@@ -73,13 +75,19 @@ def _kind(proc: psutil.Process, root: int) -> str:
     return "api_server" if proc.pid == root else "other"
 
 
+_EXCEPTION = re.compile(r"\b([A-Z]\w*(?:Error|Exception))\b")
+_ACCESS_LOG = re.compile(r'"[A-Z]+ \S+ HTTP/[\d.]+" \d{3}')  # uvicorn's access lines
+
+
 def _last_error_line(text: str, limit: int = 300) -> str:
-    """The line of vLLM's log that says why it stopped: the last exception's, else the last line."""
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    for line in reversed(lines):
-        if "Error" in line or "error:" in line or "Exception" in line:
-            return line[-limit:]
-    return lines[-1][-limit:] if lines else "(no output)"
+    """Why vLLM stopped, from its log: the exceptions it raised, in order, and the last one's line
+    (its access log's "500 Internal Server Error" lines are answers, not causes); else the last line."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not _ACCESS_LOG.search(ln)]
+    raised = [(m.group(1), ln) for ln in lines for m in [_EXCEPTION.search(ln)] if m is not None]
+    if not raised:
+        return lines[-1][-limit:] if lines else "(no output)"
+    names = list(dict.fromkeys(name for name, _ in raised))
+    return f"{', '.join(names)}: {raised[-1][1][-limit:]}"
 
 
 class VllmEngine:
@@ -89,7 +97,7 @@ class VllmEngine:
 
     def __init__(
         self, env: VllmEnv, model_dir: Path, served_name: str, args: list[str],
-        ready_timeout_s: float = READY_TIMEOUT_S,
+        ready_timeout_s: float = READY_TIMEOUT_S, host: str = HOST, port: int = 0,
     ) -> None:  # fmt: skip
         check_engine_args(args)
         self.env = env
@@ -97,6 +105,8 @@ class VllmEngine:
         self.served_name = served_name
         self.args = list(args)  # every flag after the model, but the host, port and middleware
         self.ready_timeout_s = ready_timeout_s
+        self.host = host
+        self.port = port  # 0: a free one
         self.url: str | None = None
         self.proc: subprocess.Popen[bytes] | None = None
         self._dir = tempfile.TemporaryDirectory(prefix="mmbench-vllm-")
@@ -122,15 +132,15 @@ class VllmEngine:
     def command(self, port: int) -> list[str]:
         return [
             str(self.env.python), str(LAUNCHER), str(os.getpid()), "serve", str(self.model_dir),
-            "--served-model-name", self.served_name, "--host", HOST, "--port", str(port),
+            "--served-model-name", self.served_name, "--host", self.host, "--port", str(port),
             "--middleware", MIDDLEWARE, *self.args,
         ]  # fmt: skip
 
     # --- start and stop ------------------------------------------------------------------
 
     def start(self) -> None:
-        port = free_port()
-        self.url = f"http://{HOST}:{port}"
+        port = self.port or free_port()
+        self.url = f"http://{self.host}:{port}"
         env = self.env.environment()
         env["MMBENCH_VLLM_STATS_DIR"] = str(self._stats_dir)
         with open(self._log_path, "wb") as log:

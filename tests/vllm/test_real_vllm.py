@@ -1,0 +1,119 @@
+"""The real-engine tier (make test-vllm): mmbench starts, measures and stops a real vLLM.
+
+Needs the vLLM environment (`make vllm`; MMBENCH_VLLM_PYTHON names it, as make test-vllm sets it).
+Each vLLM takes ~40 s to start here, so the tier is a handful of points: start and stop, one small
+point of every mode, each crash case of the compatibility matrix on a fresh engine, and the
+one-line errors of a bad model directory and of a vLLM that never becomes ready.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+from typer.testing import CliRunner
+
+from mmbench.cli import app
+from mmbench.compat import DIES, FALLS_BACK, WORKS, choose_setups, run_compat
+from mmbench.config import PointConfig
+from mmbench.measure.engines import VLLM, VllmOptions, start_vllm
+from mmbench.measure.harness import HarnessOptions
+from mmbench.scenarios import Scenario
+from mmbench.sweep import run_sweep
+from mmbench.transports.registry import MODES
+
+pytestmark = pytest.mark.vllm
+SMALL = {"rollouts": [1], "turns": [2], "image_size": ["256"], "codec": ["vllm"]}
+
+
+def vllm_processes() -> list[psutil.Process]:
+    """Every process of a vLLM that mmbench started, anywhere on the machine."""
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = p.info["cmdline"] or []
+        if any("mmbench_vllm_serve.py" in c for c in cmd) or (cmd and cmd[0].startswith("VLLM::")):
+            found.append(p)
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_vllm_left() -> Iterator[None]:
+    assert vllm_processes() == [], "a vLLM from before the test still runs"
+    yield
+    left = vllm_processes()
+    for p in left:  # do not let one test's leftovers fail the next
+        p.kill()
+    assert left == [], f"processes left behind: {[p.pid for p in left]}"
+
+
+def test_it_starts_is_ready_when_it_says_and_stops_with_its_whole_tree() -> None:
+    engine = start_vllm(PointConfig(image_size="256"), None, VllmOptions())
+    with engine:
+        assert engine.alive()
+        kinds = engine.stats()["peaks"]
+        assert {"api_server", "engine_core", "worker"} <= set(kinds)
+        assert engine.stats()["rss_bytes"] > 1 << 30  # ~3-4 GiB idle here
+        assert len(engine.pids()) >= 3
+    assert engine.proc is None
+
+
+def test_one_point_of_every_mode_with_bytes_counted_on_vllms_side(tmp_path: Path) -> None:
+    scenario = Scenario("vllm-modes", "one small point per mode", {"mode": list(MODES), **SMALL})
+    results = run_sweep(scenario, tmp_path / "out", HarnessOptions(engine=VLLM))
+    by_mode = {r.mode: r for r in results.points}
+    assert set(by_mode) == set(MODES)
+    for mode, r in by_mode.items():
+        assert r.status == "ok", (mode, r.cause)
+        assert r.engine == VLLM and r.engine_version
+        assert r.engine_flags is not None and "--enable-scale-out" in r.engine_flags
+        assert r.bytes_shipped == r.engine_bytes_received, mode  # what vLLM's API server received
+        assert r.engine_rss_baseline_bytes and r.engine_peak_rss_bytes
+        assert r.engine_peak_rss_bytes >= r.engine_rss_baseline_bytes
+        assert r.engine_cpu_s is not None and r.engine_cpu_s > 0
+        assert r.engine_status_counts == "200:2", (mode, r.engine_status_counts)
+        assert r.wrong_results is None  # vLLM returns no checksums: unknown, never 0
+    assert by_mode["hash-only"].null_items_sent == 1 and by_mode["hash-only"].fallbacks == 0
+    # vLLM's cache counters count the requests it preprocesses (raw media), not `features`
+    assert by_mode["raw"].engine_mm_cache_queries == 3 and by_mode["raw"].engine_cache_hits == 1
+    assert by_mode["full"].engine_mm_cache_queries == 0
+
+
+def test_each_crash_case_of_the_matrix_on_a_fresh_engine(tmp_path: Path) -> None:
+    setups = choose_setups(["vllm-cache-0", "vllm-shm", "vllm-api-servers-2"])
+    result = run_compat(tmp_path / "compat", setups, ("hash-only",), VllmOptions())
+    verdicts = {c.setup: c for c in result.cells}
+    assert set(verdicts) == {s.name for s in setups}
+    for name, cell in verdicts.items():
+        assert cell.verdict in (DIES, FALLS_BACK, WORKS), (name, cell.detail)
+        assert cell.verdict == DIES, (name, cell.verdict, cell.detail)
+        assert "EngineDeadError" in cell.detail or "AssertionError" in cell.detail, cell.detail
+
+
+runner = CliRunner()
+POINT = ["run", "--engine", "vllm", "-k", "1", "--turns", "1", "--image-size", "256"]
+
+
+def _one_line_exit_2(args: list[str]) -> str:
+    out = runner.invoke(app, args, catch_exceptions=False)
+    assert out.exit_code == 2, out.stdout + out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in out.stdout + out.stderr, out.stderr
+    return lines[0]
+
+
+def test_a_bad_engine_model_is_a_one_line_error(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert "no config.json" in _one_line_exit_2(["run", "--engine", "vllm", "--engine-model", str(empty)])
+    bogus = tmp_path / "bogus"
+    bogus.mkdir()
+    (bogus / "config.json").write_text('{"architectures": ["NoSuchModelForAnything"], "model_type": "nope"}')
+    line = _one_line_exit_2([*POINT, "--engine-model", str(bogus)])
+    assert "vLLM exited with code" in line and "before it was ready" in line
+
+
+def test_a_vllm_that_is_not_ready_in_time_is_a_one_line_error(tmp_path: Path) -> None:
+    line = _one_line_exit_2([*POINT, "--engine-ready-timeout", "2"])
+    assert "vLLM was not ready within 2 s" in line
