@@ -55,7 +55,9 @@ def tiny_model(preset: str, env: VllmEnv) -> Path:
     """The tiny model directory for this preset, written where the cache has none yet."""
     wanted = spec(preset)
     text = json.dumps(wanted, sort_keys=True)
-    digest = hashlib.sha256((text + env.version + (env.transformers or "")).encode()).hexdigest()[:12]
+    # what the files depend on: the spec, vLLM's and transformers' versions, and the script itself
+    key = text + env.version + (env.transformers or "") + hashlib.sha256(SCRIPT.read_bytes()).hexdigest()
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     target = cache_root() / "vllm-models" / f"{preset}-{digest}"
     if (target / "mmbench-model.json").is_file():
         return target

@@ -57,14 +57,7 @@ def qwen3_vl(spec: dict, g: dict) -> tuple[object, object]:
         ),
     )  # fmt: skip
     config.architectures = ["Qwen3VLForConditionalGeneration"]
-    video = Qwen3VLVideoProcessor(
-        patch_size=g["patch_size"], temporal_patch_size=g["temporal_patch_size"], merge_size=g["merge_size"]
-    )
-    processor = Qwen3VLProcessor(
-        image_processor=image_processor(Qwen2VLImageProcessor, g), tokenizer=tokenizer(spec),
-        video_processor=video, chat_template=CHAT_TEMPLATE,
-    )  # fmt: skip
-    return config, processor
+    return config, processor(Qwen3VLProcessor, Qwen2VLImageProcessor, Qwen3VLVideoProcessor, spec, g)
 
 
 def qwen2_vl(spec: dict, g: dict) -> tuple[object, object]:
@@ -82,22 +75,22 @@ def qwen2_vl(spec: dict, g: dict) -> tuple[object, object]:
         ),
     )  # fmt: skip
     config.architectures = ["Qwen2VLForConditionalGeneration"]
-    video = Qwen2VLVideoProcessor(
-        patch_size=g["patch_size"], temporal_patch_size=g["temporal_patch_size"], merge_size=g["merge_size"]
-    )
-    processor = Qwen2VLProcessor(
-        image_processor=image_processor(Qwen2VLImageProcessor, g), tokenizer=tokenizer(spec),
-        video_processor=video, chat_template=CHAT_TEMPLATE,
-    )  # fmt: skip
-    return config, processor
+    return config, processor(Qwen2VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor, spec, g)
 
 
-def image_processor(cls: type, g: dict) -> object:
-    return cls(
-        patch_size=g["patch_size"], temporal_patch_size=g["temporal_patch_size"], merge_size=g["merge_size"],
-        size={"shortest_edge": g["min_pixels"], "longest_edge": g["max_pixels"]},
+def processor(processor_cls: type, image_cls: type, video_cls: type, spec: dict, g: dict) -> object:
+    """The preset's processor: its image processor's geometry and normalization, a video processor
+    of the same patches (the processor class requires one), mmbench's tokenizer."""
+    patches = {"patch_size": g["patch_size"], "temporal_patch_size": g["temporal_patch_size"],
+               "merge_size": g["merge_size"]}  # fmt: skip
+    image = image_cls(
+        **patches, size={"shortest_edge": g["min_pixels"], "longest_edge": g["max_pixels"]},
         image_mean=g["image_mean"], image_std=g["image_std"],
     )  # fmt: skip
+    return processor_cls(
+        image_processor=image, tokenizer=tokenizer(spec), video_processor=video_cls(**patches),
+        chat_template=CHAT_TEMPLATE,
+    )
 
 
 FAMILIES = {"qwen3-vl": qwen3_vl, "qwen2-vl": qwen2_vl}
