@@ -196,7 +196,8 @@ def test_the_cause_read_from_vllms_log_names_its_exceptions_not_its_answers() ->
         'INFO:     127.0.0.1:5 - "POST /inference/v1/generate HTTP/1.1" 500 Internal Server Error\n'
     )
     cause = _last_error_line(log)
-    assert cause.startswith("AssertionError, EngineDeadError: ")
+    assert cause.startswith("AssertionError in _iter_mm_grid_hw (qwen3_vl.py), EngineDeadError: ")
+    assert cause.endswith(": vllm.v1.engine.exceptions.EngineDeadError: EngineCore failed.")
     assert "500 Internal" not in cause
     assert _last_error_line("just a line\n") == "just a line"
     assert _last_error_line("") == "(no output)"

@@ -77,17 +77,28 @@ def _kind(proc: psutil.Process, root: int) -> str:
 
 _EXCEPTION = re.compile(r"\b([A-Z]\w*(?:Error|Exception))\b")
 _ACCESS_LOG = re.compile(r'"[A-Z]+ \S+ HTTP/[\d.]+" \d{3}')  # uvicorn's access lines
+# vLLM's log prefix: "(EngineCore pid=12) ERROR 12-02 06:54:05 [core.py:906] "
+_PREFIX = re.compile(
+    r"^(\(\w+ pid=\d+\) )?((DEBUG|INFO|WARNING|ERROR|CRITICAL) +(\d\d-\d\d [\d:]+ )?(\[[^]]+\] )?)?"
+)
+_FRAME = re.compile(r'File "([^"]+)", line \d+, in (\w+)')
 
 
 def _last_error_line(text: str, limit: int = 300) -> str:
-    """Why vLLM stopped, from its log: the exceptions it raised, in order, and the last one's line
-    (its access log's "500 Internal Server Error" lines are answers, not causes); else the last line."""
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not _ACCESS_LOG.search(ln)]
-    raised = [(m.group(1), ln) for ln in lines for m in [_EXCEPTION.search(ln)] if m is not None]
+    """Why vLLM stopped, from its log: the exceptions it raised, in order (the first with the
+    function it was raised in), and the last one's message; its access log's "500 Internal Server
+    Error" lines are answers, not causes. Else the last line."""
+    lines = [_PREFIX.sub("", ln.strip()) for ln in text.splitlines()]
+    lines = [ln for ln in lines if ln and not _ACCESS_LOG.search(ln)]
+    raised = [(i, m.group(1)) for i, ln in enumerate(lines) for m in [_EXCEPTION.search(ln)] if m is not None]
     if not raised:
         return lines[-1][-limit:] if lines else "(no output)"
-    names = list(dict.fromkeys(name for name, _ in raised))
-    return f"{', '.join(names)}: {raised[-1][1][-limit:]}"
+    names = list(dict.fromkeys(name for _, name in raised))
+    first_at = raised[0][0]
+    frames = [m for ln in lines[:first_at] for m in [_FRAME.search(ln)] if m is not None]
+    if frames:
+        names[0] += f" in {frames[-1].group(2)} ({Path(frames[-1].group(1)).name})"
+    return f"{', '.join(names)}: {lines[raised[-1][0]][-limit:]}"
 
 
 class VllmEngine:
