@@ -14,10 +14,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+from mmbench.analysis.extrapolate import extrapolate
 from mmbench.backends import check_runnable
 from mmbench.config import PointConfig, field_names
 from mmbench.errors import MmbenchError
-from mmbench.extrapolate import extrapolate
 from mmbench.machines import machine_block
 from mmbench.measure.environment import environment
 from mmbench.measure.external import check_engine

@@ -18,13 +18,13 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from mmbench.analysis.report import build_report
 from mmbench.cli import common as c
 from mmbench.cluster.address import ClusterSpec, parse_cluster
 from mmbench.errors import MmbenchError
 from mmbench.launch import DEFAULT_START_METHOD, check_start_method
 from mmbench.measure.external import check_engine
 from mmbench.measure.harness import HarnessOptions
-from mmbench.report import build_report
 from mmbench.reporters.report_table import per_mode_table
 from mmbench.reporters.table import fits_table, sweep_table
 from mmbench.reporters.timings import timings_table

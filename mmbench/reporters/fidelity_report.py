@@ -3,7 +3,7 @@ the terminal table share it)."""
 
 from __future__ import annotations
 
-from mmbench.fidelity import FidelityRow
+from mmbench.analysis.fidelity import FidelityRow
 from mmbench.units import fmt_bytes
 
 HEADING = "Fidelity: sim against the renderers library"

@@ -5,8 +5,8 @@ from __future__ import annotations
 from rich.table import Table
 from rich.text import Text
 
-from mmbench.ledger import CacheTradeoff
-from mmbench.report import Report, Section
+from mmbench.analysis.ledger import CacheTradeoff
+from mmbench.analysis.report import Report, Section
 from mmbench.reporters import fidelity_report
 from mmbench.reporters.markdown import (
     EXTRAPOLATED_MARK,

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from mmbench.analysis.ledger import ledger
 from mmbench.cli import app
 from mmbench.config import PointConfig
-from mmbench.ledger import ledger
 from mmbench.measure.harness import HarnessOptions, measure_point
 from mmbench.measure.timeline import load_timeline
 from mmbench.reporters.plot import plot_results

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from mmbench.report import build_report
+from mmbench.analysis.report import build_report
 from mmbench.reporters.markdown import render_json, render_markdown
 from mmbench.reporters.report_table import per_mode_table, report_tables
 from mmbench.results import PointRecord
