@@ -24,8 +24,8 @@ from mmbench.config import PointConfig
 from mmbench.machines import machine_block
 from mmbench.measure.harness import HarnessOptions
 from mmbench.results import PointRecord, read_points_log
-from mmbench.scenarios import Scenario
-from mmbench.sweep import Finished, OnStart, PlannedPoint, run_sweep
+from mmbench.sweep.loop import Finished, OnStart, PlannedPoint, run_sweep
+from mmbench.sweep.scenarios import Scenario
 
 
 def trivial(config: PointConfig, repeat: int, options: HarnessOptions) -> PointRecord:

@@ -29,8 +29,8 @@ from mmbench.reporters.report_table import per_mode_table
 from mmbench.reporters.table import fits_table, sweep_table
 from mmbench.reporters.timings import timings_table
 from mmbench.results import POINTS_LOG, RESULTS_JSON, PointRecord, ResultsFile, read_points_log
-from mmbench.scenarios import Scenario, load_scenario
-from mmbench.sweep import PlannedPoint, Runner, plan, rebuild, run_locally, run_sweep
+from mmbench.sweep.loop import PlannedPoint, Runner, plan, rebuild, run_locally, run_sweep
+from mmbench.sweep.scenarios import Scenario, load_scenario
 from mmbench.transports.registry import MODES
 
 DEFAULT_GRID: dict[str, list[Any]] = {"mode": list(MODES), "rollouts": [1, 2, 4, 8]}

@@ -17,8 +17,8 @@ from mmbench.config import PointConfig
 from mmbench.measure.harness import HarnessOptions, measure_point
 from mmbench.measure.overhead import OVERHEAD_FIELDS
 from mmbench.results import POINTS_LOG, RESULTS_CSV, RESULTS_JSON, SCHEMA_VERSION, load
-from mmbench.scenarios import parse_scenario
-from mmbench.sweep import run_sweep
+from mmbench.sweep.loop import run_sweep
+from mmbench.sweep.scenarios import parse_scenario
 from tests.helpers import leftover_processes
 
 SMALL = {"image_size": "256", "turns": 3, "rollouts": 2}

@@ -24,7 +24,7 @@ from mmbench.measure.external import check_engine
 from mmbench.measure.harness import HarnessOptions, measure_point
 from mmbench.measure.timeline import TIMELINES_DIR
 from mmbench.results import PointRecord, ResultsFile, append_point, read_points_log, save
-from mmbench.scenarios import Scenario
+from mmbench.sweep.scenarios import Scenario
 
 
 @dataclass(frozen=True, slots=True)
