@@ -21,8 +21,8 @@ from mmbench.cluster.address import ClusterSpec
 from mmbench.cluster.connect import open_cluster
 from mmbench.cluster.runner import ClusterRunner
 from mmbench.config import PointConfig
-from mmbench.machines import machine_block
 from mmbench.measure.harness import HarnessOptions
+from mmbench.measure.machines import machine_block
 from mmbench.results import PointRecord, read_points_log
 from mmbench.sweep.loop import Finished, OnStart, PlannedPoint, run_sweep
 from mmbench.sweep.scenarios import Scenario

@@ -11,7 +11,7 @@ from dataclasses import replace
 from typing import Any
 
 from mmbench.analysis.fits import Fit, cache_full_k, fit_line, group
-from mmbench.machines import machines_differ, roomiest, split_key
+from mmbench.measure.machines import machines_differ, roomiest, split_key
 from mmbench.results import PointRecord
 
 EXTRAPOLATED_FIELDS = (

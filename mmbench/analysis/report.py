@@ -13,7 +13,7 @@ from mmbench.analysis.fits import Fit, ModeFit, Stat, mode_fits
 from mmbench.analysis.ledger import CacheTradeoff, Ledger, cache_tradeoffs, ledger, median_ledger
 from mmbench.config import field_names
 from mmbench.errors import MmbenchError
-from mmbench.machines import machines, machines_differ, split_key
+from mmbench.measure.machines import machines, machines_differ, split_key
 from mmbench.results import PointRecord, ResultsFile
 from mmbench.transports.registry import MODES
 

@@ -14,7 +14,7 @@ from mmbench.analysis.extrapolate import extrapolate
 from mmbench.analysis.fits import group, mode_fits
 from mmbench.analysis.report import build_report
 from mmbench.config import PointConfig
-from mmbench.machines import machine_block, machine_of, machines, machines_differ
+from mmbench.measure.machines import machine_block, machine_of, machines, machines_differ
 from mmbench.reporters.markdown import render_csv, title
 from mmbench.reporters.table import sweep_table
 from mmbench.results import CSV_COLUMNS, PointRecord, ResultsFile, to_csv
