@@ -184,8 +184,11 @@ def sweep(
     if timings:
         c.console.print(timings_table(results.points, title="where the time went"))
     c.console.print(f"results: {out_dir / 'results.json'} and {out_dir / 'results.csv'}", highlight=False)
+    # One line however narrow the terminal, so that the commands can be copied whole.
     c.console.print(
-        f"figures: mmbench plot {out_dir}    the whole report: mmbench report {out_dir}", highlight=False
+        f"figures: mmbench plot {out_dir}    the whole report: mmbench report {out_dir}",
+        highlight=False,
+        soft_wrap=True,
     )
     if failed:
         c.err_console.print(f"mmbench: {len(failed)} of {len(planned)} points failed", markup=False)
