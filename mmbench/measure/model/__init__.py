@@ -21,7 +21,7 @@ predicts fault-free runs: engine faults (evictions, restarts, errors) are not mo
   it was fitted on; calibration.py re-fits them from results directories.
 
 How well, measured / predicted on the 2-core reference machine (2026-12-01: the scenarios and sweeps
-named in constants.py; the README's model section has them per scenario): retained (live) 0.94-1.03
+named in constants.py; docs/model.md has them per scenario): retained (live) 0.94-1.03
 in every processed mode, renderer pool and cache size at 256x256 to 1024x1024 (0.85-1.04 where the
 engine cache is smaller than the working set); bytes shipped 1.00 (0.98-1.21 with fallbacks); the
 client's peak 0.55-1.00 (an upper bound of these runs; the same point's peak moves 0.85-1.14 between
