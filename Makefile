@@ -62,5 +62,9 @@ lint: $(STAMP) ## ruff and mypy
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy mmbench
 
+.PHONY: docs
+docs: $(STAMP) ## write docs/cli.md, the CLI reference, from the Typer app (a test fails while it is stale)
+	$(PY) -m mmbench.cli.reference docs/cli.md
+
 clean: ## remove the venvs and run outputs
 	rm -rf $(VENV) $(VLLM_VENV) $(RUNS)

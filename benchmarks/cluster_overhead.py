@@ -21,11 +21,11 @@ from mmbench.cluster.address import ClusterSpec
 from mmbench.cluster.connect import open_cluster
 from mmbench.cluster.runner import ClusterRunner
 from mmbench.config import PointConfig
-from mmbench.machines import machine_block
 from mmbench.measure.harness import HarnessOptions
+from mmbench.measure.machines import machine_block
 from mmbench.results import PointRecord, read_points_log
-from mmbench.scenarios import Scenario
-from mmbench.sweep import Finished, OnStart, PlannedPoint, run_sweep
+from mmbench.sweep.loop import Finished, OnStart, PlannedPoint, run_sweep
+from mmbench.sweep.scenarios import Scenario
 
 
 def trivial(config: PointConfig, repeat: int, options: HarnessOptions) -> PointRecord:

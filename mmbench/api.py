@@ -11,7 +11,7 @@ from mmbench.config import PointConfig
 from mmbench.errors import MmbenchError
 from mmbench.measure.harness import HarnessOptions, measure_point
 from mmbench.results import CSV_COLUMNS, PointRecord, ResultsFile, load
-from mmbench.scenarios import Scenario, load_scenario, parse_scenario
+from mmbench.sweep.scenarios import Scenario, load_scenario, parse_scenario
 
 
 def run_point(
@@ -35,7 +35,7 @@ def run_sweep(
     """Run a scenario (a name, a path, a Scenario, or a dict in the TOML's shape); keyword
     arguments override its axes (a value or a list). `cluster` as `mmbench sweep --cluster`,
     `engine_url` as `--engine-url`."""
-    from mmbench.sweep import run_sweep as _run
+    from mmbench.sweep.loop import run_sweep as _run
 
     if isinstance(scenario, dict):
         chosen = parse_scenario(scenario, "notebook", "scenario dict")

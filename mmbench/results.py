@@ -144,7 +144,7 @@ class PointRecord:
     predicted_fallbacks: int | None = None
     predicted_engine_peak_bytes: int | None = None  # engine RSS at its peak, baseline included
     predicted_system_peak_bytes: int | None = None  # client baseline + client peak + engine peak
-    # --- cluster: the machine that measured the point, and how a cluster ran it (mmbench/machines.py)
+    # --- cluster: the machine that measured the point, and how a cluster ran it (mmbench/measure/machines.py)
     machine_host: str | None = None
     machine_cpu_model: str | None = None
     machine_cpu_count: int | None = None

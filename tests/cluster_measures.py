@@ -14,8 +14,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from mmbench.config import PointConfig
-from mmbench.machines import machine_block
 from mmbench.measure.harness import HarnessOptions
+from mmbench.measure.machines import machine_block
 from mmbench.results import PointRecord
 
 NANNY_KEYS = ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS", "PYTHONHASHSEED")  # some a nanny sets
@@ -35,7 +35,7 @@ def environment_probe(config: PointConfig, repeat: int, options: HarnessOptions)
 # worker and engine do, and runs until the test releases it (a file named after its pid).
 CHILD = (
     "import os, sys, time\n"
-    "from mmbench.lifecycle import die_with_parent\n"
+    "from mmbench.launch.lifecycle import die_with_parent\n"
     "die_with_parent(int(sys.argv[2]))\n"
     "release = os.path.join(sys.argv[1], str(os.getpid()))\n"
     "deadline = time.monotonic() + 60\n"

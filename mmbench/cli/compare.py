@@ -9,9 +9,9 @@ from typing import Annotated
 import typer
 
 from mmbench import results
+from mmbench.analysis.compare import METRICS
+from mmbench.analysis.compare import compare as compare_results
 from mmbench.cli import common as c
-from mmbench.compare import METRICS
-from mmbench.compare import compare as compare_results
 from mmbench.reporters.compare_report import compare_markdown, compare_table
 from mmbench.units import parse_size
 

@@ -8,12 +8,12 @@ from typing import Annotated
 import typer
 
 from mmbench.cli import common as c
-from mmbench.compat import SETUP_NAMES, choose_setups, run_compat
 from mmbench.errors import MmbenchError
 from mmbench.measure.engines import VLLM, check_points
 from mmbench.reporters.compat_report import markdown, messages, table
 from mmbench.results import atomic_write
-from mmbench.sweep import PlannedPoint
+from mmbench.sweep.compat import SETUP_NAMES, choose_setups, run_compat
+from mmbench.sweep.loop import PlannedPoint
 from mmbench.transports.registry import MODES
 
 COMPAT_MD = "compat.md"

@@ -7,9 +7,9 @@ from typing import Annotated
 import psutil
 import typer
 
+from mmbench.analysis.plan import plan as make_plan
 from mmbench.cli import common as c
 from mmbench.errors import MmbenchError
-from mmbench.plan import plan as make_plan
 from mmbench.reporters.plan_report import plan_table, render_json, render_markdown
 from mmbench.units import parse_size
 

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from mmbench.cli import common as c
-from mmbench.profile import DEFAULT_TOP, SITES_MD, profile_point
+from mmbench.measure.profile import DEFAULT_TOP, SITES_MD, profile_point
 from mmbench.reporters.profile_report import profile_markdown, profile_tables
 from mmbench.results import atomic_write
 

@@ -8,9 +8,9 @@ from typing import Annotated
 
 import typer
 
+from mmbench.analysis.report import METRICS, build_report
 from mmbench.cli import common as c
 from mmbench.errors import MmbenchError
-from mmbench.report import METRICS, build_report
 from mmbench.reporters.markdown import render_csv, render_json, render_markdown
 from mmbench.reporters.report_table import report_tables
 from mmbench.results import load

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.table import Table
 
 from mmbench.cli import common as c
-from mmbench.scenarios import list_scenarios
+from mmbench.sweep.scenarios import list_scenarios
 
 
 @c.handle_errors

@@ -16,7 +16,9 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.table import Table
 
+from mmbench.analysis.report import build_report
 from mmbench.cli import common as c
 from mmbench.cluster.address import ClusterSpec, parse_cluster
 from mmbench.errors import MmbenchError
@@ -24,11 +26,12 @@ from mmbench.launch import DEFAULT_START_METHOD, check_start_method
 from mmbench.measure.engines import VLLM, VLLM_DEFAULTS, check_points
 from mmbench.measure.external import check_engine
 from mmbench.measure.harness import HarnessOptions
+from mmbench.reporters.report_table import per_mode_table
 from mmbench.reporters.table import fits_table, sweep_table
 from mmbench.reporters.timings import timings_table
-from mmbench.results import POINTS_LOG, RESULTS_JSON, PointRecord, read_points_log
-from mmbench.scenarios import Scenario, load_scenario
-from mmbench.sweep import PlannedPoint, Runner, plan, rebuild, run_locally, run_sweep
+from mmbench.results import POINTS_LOG, RESULTS_JSON, PointRecord, ResultsFile, read_points_log
+from mmbench.sweep.loop import PlannedPoint, Runner, plan, rebuild, run_locally, run_sweep
+from mmbench.sweep.scenarios import Scenario, load_scenario
 from mmbench.transports.registry import MODES
 
 DEFAULT_GRID: dict[str, list[Any]] = {"mode": list(MODES), "rollouts": [1, 2, 4, 8]}
@@ -36,6 +39,14 @@ DEFAULT_GRID: dict[str, list[Any]] = {"mode": list(MODES), "rollouts": [1, 2, 4,
 
 def default_out(name: str) -> Path:
     return c.runs_dir(name)
+
+
+def _per_mode(results: ResultsFile) -> Table | None:
+    """The report's per-mode table of memory, bytes and time, where the sweep compares modes."""
+    try:
+        return per_mode_table(build_report(results))
+    except MmbenchError:  # no point measured: the sweep table says why
+        return None
 
 
 @contextlib.contextmanager
@@ -58,7 +69,7 @@ def sweep(
         str | None, typer.Argument(help="scenario name (see `mmbench scenarios`) or path to a .toml file")
     ] = None,
     repeats: Annotated[int | None, typer.Option(min=1, max=100, help="repeats of every point [1]")] = None,
-    out: Annotated[Path | None, typer.Option(help="results directory [runs/SCENARIO-UTCTIME]")] = None,
+    out: Annotated[Path | None, typer.Option(help="results directory \\[runs/SCENARIO-UTCTIME]")] = None,
     memray: Annotated[bool, typer.Option(help="also track every worker with memray")] = False,
     force: Annotated[
         bool, typer.Option(help="run points even when preflight predicts they will not fit")
@@ -182,12 +193,21 @@ def sweep(
             )
             raise typer.Exit(130) from None
     c.console.print(sweep_table(results.points, title=f"{chosen.name} ({out_dir})"))
+    per_mode = _per_mode(results)
+    if per_mode is not None:
+        c.console.print(per_mode)
     fits = fits_table(results.points)
     if fits is not None:
         c.console.print(fits)
     if timings:
         c.console.print(timings_table(results.points, title="where the time went"))
     c.console.print(f"results: {out_dir / 'results.json'} and {out_dir / 'results.csv'}", highlight=False)
+    # One line however narrow the terminal, so that the commands can be copied whole.
+    c.console.print(
+        f"figures: mmbench plot {out_dir}    the whole report: mmbench report {out_dir}",
+        highlight=False,
+        soft_wrap=True,
+    )
     if failed:
         c.err_console.print(f"mmbench: {len(failed)} of {len(planned)} points failed", markup=False)
         c.exit_with(1)

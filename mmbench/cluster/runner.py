@@ -1,5 +1,5 @@
 """The client side of a clustered sweep: hand points to a dask scheduler, take records back as
-they arrive (a sweep Runner, see mmbench.sweep)."""
+they arrive (a sweep Runner, see mmbench.sweep.loop)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from mmbench.cluster.task import EVENT_TOPIC, Measure, job_for, run_job
 from mmbench.errors import MmbenchError
 from mmbench.measure.harness import HarnessOptions, prediction_for
 from mmbench.results import PointRecord, atomic_write
-from mmbench.sweep import Finished, OnStart, PlannedPoint
+from mmbench.sweep.loop import Finished, OnStart, PlannedPoint
 from mmbench.units import fmt_bytes
 
 WAIT_S = 0.25  # how long the loop waits for a result before it looks at start events again

@@ -19,11 +19,11 @@ from typing import Any
 
 from mmbench import __version__
 from mmbench.config import PointConfig
-from mmbench.machines import machine_block
 from mmbench.measure.harness import HarnessOptions
+from mmbench.measure.machines import machine_block
 from mmbench.measure.timeline import TIMELINES_DIR
 from mmbench.results import SCHEMA_VERSION, PointRecord
-from mmbench.sweep import measure_here
+from mmbench.sweep.loop import measure_here
 
 PROTOCOL = 1
 EVENT_TOPIC = "mmbench-point"  # the worker tells the client when a point starts, and on which worker

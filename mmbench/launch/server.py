@@ -29,7 +29,7 @@ import time
 import traceback
 from typing import Any, NoReturn
 
-from mmbench.lifecycle import set_process_name
+from mmbench.launch.lifecycle import set_process_name
 
 MAX_MESSAGE = 1 << 20
 STDIO = 3

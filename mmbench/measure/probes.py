@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import psutil
 
-from mmbench.procmem import _status_kb, libc, malloc_trim, rss_bytes
+from mmbench.world.procmem import _status_kb, libc, malloc_trim, rss_bytes
 
 __all__ = ["malloc_trim", "rss_bytes"]
 

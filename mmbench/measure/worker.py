@@ -26,7 +26,7 @@ import numpy as np
 
 from mmbench.backends import make_world
 from mmbench.config import PointConfig
-from mmbench.lifecycle import die_with_parent, set_process_name
+from mmbench.launch.lifecycle import die_with_parent, set_process_name
 from mmbench.measure import probes
 from mmbench.measure.accounting import account
 from mmbench.measure.fingerprint import fingerprint

@@ -7,7 +7,7 @@ import math
 from rich.markup import escape
 from rich.table import Table
 
-from mmbench.compare import METRIC_LABELS, Comparison, Row, Side
+from mmbench.analysis.compare import METRIC_LABELS, Comparison, Row, Side
 from mmbench.units import fmt_in
 
 COLUMNS = ("point", "base MiB", "head MiB", "change", "p", "significant", "verdict")

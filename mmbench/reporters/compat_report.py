@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from mmbench.compat import FALLS_BACK, WORKS, Cell, CompatResult
+from mmbench.sweep.compat import FALLS_BACK, WORKS, Cell, CompatResult
 from mmbench.units import fmt_bytes
 
 HEADING = "Which modes survive which engine"

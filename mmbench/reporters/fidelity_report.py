@@ -3,7 +3,7 @@ the terminal table share it)."""
 
 from __future__ import annotations
 
-from mmbench.fidelity import FidelityRow
+from mmbench.analysis.fidelity import FidelityRow
 from mmbench.units import fmt_bytes
 
 HEADING = "Fidelity: sim against the renderers library"
@@ -14,7 +14,7 @@ HEADER = [
 NOTE = (
     "Pairs of points that differ only in --renderer. images: `same` when the image tokens, the "
     "pixel_values shapes held and the digest of every image's mm hash, grid and placeholder are equal "
-    "(raw modes: the engine's placeholders only). Ratios are renderers / sim; the README's Fidelity "
+    "(raw modes: the engine's placeholders only). Ratios are renderers / sim; docs/renderers.md's Fidelity "
     "section explains each difference by a measured cause."
 )
 

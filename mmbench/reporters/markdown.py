@@ -8,10 +8,10 @@ import csv
 import io
 import json
 
-from mmbench.analysis import Stat
+from mmbench.analysis.fits import Stat
+from mmbench.analysis.ledger import LEDGER_NOTE, TOLERANCE, CacheTradeoff, Check, lines
+from mmbench.analysis.report import REFERENCE_MODE, Cell, ModeSummary, Report, Row, Section
 from mmbench.config import field_names
-from mmbench.ledger import LEDGER_NOTE, TOLERANCE, CacheTradeoff, Check, lines
-from mmbench.report import REFERENCE_MODE, Cell, ModeSummary, Report, Row, Section
 from mmbench.reporters import fidelity_report
 from mmbench.units import MIB, fmt_bytes, fmt_in
 

@@ -6,7 +6,7 @@ import json
 
 from rich.table import Table
 
-from mmbench.plan import PARTS, ModePlan, Plan
+from mmbench.analysis.plan import PARTS, ModePlan, Plan
 from mmbench.units import fmt_bytes, fmt_in
 
 COLUMNS = (

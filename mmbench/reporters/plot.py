@@ -36,11 +36,11 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 from matplotlib.typing import RcKeyType
 
-from mmbench.analysis import Stat, group, mode_fits
+from mmbench.analysis.fits import Stat, group, mode_fits
+from mmbench.analysis.ledger import CacheTradeoff, cache_tradeoffs, ledger
 from mmbench.config import field_names
 from mmbench.errors import MmbenchError
-from mmbench.ledger import CacheTradeoff, cache_tradeoffs, ledger
-from mmbench.machines import machines, machines_differ, split_key
+from mmbench.measure.machines import machines, machines_differ, split_key
 from mmbench.measure.timeline import load_timeline
 from mmbench.results import PointRecord, ResultsFile
 from mmbench.transports.registry import MODES

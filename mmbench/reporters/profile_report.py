@@ -8,7 +8,7 @@ from rich.console import RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from mmbench.profile import ATTRIBUTION, CATEGORIES, ProfileResult, Site, Snapshot, category_of
+from mmbench.measure.profile import ATTRIBUTION, CATEGORIES, ProfileResult, Site, Snapshot, category_of
 from mmbench.units import fmt_bytes
 
 SNAPSHOT_TITLES = {

@@ -5,8 +5,8 @@ from __future__ import annotations
 from rich.table import Table
 from rich.text import Text
 
-from mmbench.ledger import CacheTradeoff
-from mmbench.report import Report, Section
+from mmbench.analysis.ledger import CacheTradeoff
+from mmbench.analysis.report import Report, Section
 from mmbench.reporters import fidelity_report
 from mmbench.reporters.markdown import (
     EXTRAPOLATED_MARK,
@@ -95,13 +95,25 @@ def _system_table(report: Report, section: Section, last: bool) -> Table | None:
     suffix = f" ({section.title})" if section.params else ""
     table = Table(title=f"Memory, bytes and time per mode{suffix}", header_style="bold", title_justify="left")
     for name in SYSTEM_COLUMNS:
-        table.add_column(name, justify="left" if name == "mode" else "right", overflow="fold")
+        # The mode is never folded ("ephemeral+hash-only" over three lines); the figures may be.
+        table.add_column(
+            name, justify="left" if name == "mode" else "right", no_wrap=name == "mode", overflow="fold"
+        )
     for s in section.summaries:
         table.add_row(*(Text(c) for c in system_cells(s, section)))
     if last:
         table.caption = system_note(report)
         table.caption_justify = "left"
     return table
+
+
+def per_mode_table(report: Report) -> Table | None:
+    """The "Memory, bytes and time per mode" table, where the report is one comparison of modes (a
+    single section of two or more): what a sweep ends with. None otherwise (`mmbench report` shows
+    every section's)."""
+    if len(report.sections) != 1 or len(report.sections[0].modes) < 2:
+        return None
+    return _system_table(report, report.sections[0], last=True)
 
 
 def _ledger_table(section: Section, last: bool) -> Table | None:

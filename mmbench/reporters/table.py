@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from mmbench.analysis import PointGroup, Stat, group, mode_fits
-from mmbench.ledger import ledger, lines
+from mmbench.analysis.fits import PointGroup, Stat, group, mode_fits
+from mmbench.analysis.ledger import ledger, lines
 from mmbench.results import PointRecord
 from mmbench.units import fmt_bytes, fmt_in
 

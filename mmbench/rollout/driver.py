@@ -27,7 +27,6 @@ import httpx
 import numpy as np
 
 from mmbench.config import PointConfig
-from mmbench.procmem import malloc_trim, rss_bytes
 from mmbench.rollout import raw
 from mmbench.rollout.state import Conversation, RolloutCounters, RolloutFailed, Step, Trajectory
 from mmbench.transports.base import Ship, Transport
@@ -36,6 +35,7 @@ from mmbench.world.codec import Codec, get_codec
 from mmbench.world.geometry import get_geometry
 from mmbench.world.images import SourceSpec, SourceStore
 from mmbench.world.media import AssetStore
+from mmbench.world.procmem import malloc_trim, rss_bytes
 from mmbench.world.renderer import RendererPool
 from mmbench.world.sidecar import MMItem, MultiModalData, Placeholder
 from mmbench.world.wire import IMAGE_PAD_TOKEN

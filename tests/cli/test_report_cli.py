@@ -13,8 +13,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from mmbench.analysis.report import build_report
 from mmbench.cli.report import report
-from mmbench.report import build_report
 from mmbench.reporters.markdown import render_markdown
 from mmbench.results import RESULTS_JSON, load, save, to_json
 from tests.unit.test_report import sample_records, sample_results

@@ -26,8 +26,8 @@ from mmbench.cluster.runner import ClusterRunner
 from mmbench.cluster.task import nanny_environ
 from mmbench.measure.harness import prediction_for
 from mmbench.results import PointRecord, load, read_points_log
-from mmbench.scenarios import Scenario
-from mmbench.sweep import PlannedPoint, plan, run_sweep
+from mmbench.sweep.loop import PlannedPoint, plan, run_sweep
+from mmbench.sweep.scenarios import Scenario
 from tests.cluster_measures import environment_probe, stand_in, trivial
 from tests.helpers import wait_for
 

@@ -17,8 +17,8 @@ from mmbench.config import PointConfig
 from mmbench.measure.harness import HarnessOptions, measure_point
 from mmbench.measure.overhead import OVERHEAD_FIELDS
 from mmbench.results import POINTS_LOG, RESULTS_CSV, RESULTS_JSON, SCHEMA_VERSION, load
-from mmbench.scenarios import parse_scenario
-from mmbench.sweep import run_sweep
+from mmbench.sweep.loop import run_sweep
+from mmbench.sweep.scenarios import parse_scenario
 from tests.helpers import leftover_processes
 
 SMALL = {"image_size": "256", "turns": 3, "rollouts": 2}
@@ -123,6 +123,10 @@ def test_sweep_through_the_cli_writes_the_results_directory(tmp_path: Path) -> N
     assert result.exit_code == 0, result.stderr
     assert "tiny" in result.stdout and "ephemeral+hash-only" in result.stdout
     assert "where the time went" in result.stdout and "median overhead per point" in result.stdout
+    # It ends with the modes side by side, their slopes against the floors, then the plot command.
+    out = result.stdout
+    assert out.index("Memory, bytes and time per mode") < out.index("least squares over K")
+    assert out.rstrip().splitlines()[-1].startswith(f"figures: mmbench plot {out_dir}")
     data = json.loads((out_dir / RESULTS_JSON).read_text())
     assert data["schema_version"] == SCHEMA_VERSION
     for key in ("python", "numpy", "torch", "cpu_model", "cpu_count", "memory_total_bytes", "kernel",

@@ -9,15 +9,15 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from mmbench.analysis.ledger import ledger
 from mmbench.cli import app
 from mmbench.config import PointConfig
-from mmbench.ledger import ledger
 from mmbench.measure.harness import HarnessOptions, measure_point
 from mmbench.measure.timeline import load_timeline
 from mmbench.reporters.plot import plot_results
 from mmbench.results import load
-from mmbench.scenarios import parse_scenario
-from mmbench.sweep import run_sweep
+from mmbench.sweep.loop import run_sweep
+from mmbench.sweep.scenarios import parse_scenario
 
 SMALL = {"image_size": "256", "turns": 3, "rollouts": 2}
 PIXELS_256 = 1024 * 1536  # float32 pixel_values of one 256x256 image (Qwen3-VL: 32x32 patches of 16)

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from mmbench.cli.profile import profile
 from mmbench.config import PointConfig
-from mmbench.profile import profile_point
+from mmbench.measure.profile import profile_point
 
 SMALL = ("--mode", "full", "--rollouts", "2", "--turns", "2", "--image-size", "256")
 runner = CliRunner()

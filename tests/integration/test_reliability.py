@@ -15,8 +15,8 @@ import pytest
 from mmbench.config import PointConfig, field_names
 from mmbench.measure.harness import HarnessOptions, measure_point
 from mmbench.results import POINTS_LOG, load
-from mmbench.scenarios import load_scenario
-from mmbench.sweep import plan
+from mmbench.sweep.loop import plan
+from mmbench.sweep.scenarios import load_scenario
 from tests.helpers import leftover_processes, wait_for
 
 # Each request waits 250 ms in the engine, so the points after the first take seconds: the signal

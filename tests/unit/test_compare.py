@@ -10,7 +10,7 @@ import pytest
 from rich.console import Console
 
 from mmbench import results
-from mmbench.compare import Comparison, compare, mann_whitney_p
+from mmbench.analysis.compare import Comparison, compare, mann_whitney_p
 from mmbench.config import PointConfig
 from mmbench.errors import MmbenchError
 from mmbench.reporters.compare_report import compare_markdown, compare_table

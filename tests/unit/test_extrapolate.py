@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
+from mmbench.analysis.extrapolate import extrapolate
 from mmbench.config import PointConfig
-from mmbench.extrapolate import extrapolate
 from mmbench.measure import preflight as pf
 from mmbench.results import PointRecord
 

@@ -7,10 +7,10 @@ import json
 
 import numpy as np
 
+from mmbench.analysis.fidelity import fidelity_rows
+from mmbench.analysis.report import build_report
 from mmbench.config import PointConfig
-from mmbench.fidelity import fidelity_rows
 from mmbench.measure.fingerprint import fingerprint
-from mmbench.report import build_report
 from mmbench.reporters.markdown import render_json, render_markdown
 from mmbench.results import PointRecord, ResultsFile
 from mmbench.rollout import Conversation, Step, Trajectory

@@ -12,7 +12,7 @@ from starlette.testclient import TestClient
 
 from mmbench.config import field_names
 from mmbench.errors import MmbenchError
-from mmbench.scenarios import META_KEYS, parse_scenario
+from mmbench.sweep.scenarios import META_KEYS, parse_scenario
 from mmbench.world.engine.app import EngineConfig, create_app
 from mmbench.world.wire import WireError, parse_request, request_object
 

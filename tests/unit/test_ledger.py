@@ -1,4 +1,4 @@
-"""mmbench.ledger on hand-made records: the parts, what they add up to, the checks, medians over
+"""mmbench.analysis.ledger on hand-made records: the parts, what they add up to, the checks, medians over
 repeats, and the engine-cache trade-off with its ideal and full lines."""
 
 from __future__ import annotations
@@ -8,8 +8,7 @@ from typing import Any
 
 import pytest
 
-from mmbench.config import PointConfig
-from mmbench.ledger import (
+from mmbench.analysis.ledger import (
     TOLERANCE,
     Check,
     cache_tradeoffs,
@@ -17,6 +16,7 @@ from mmbench.ledger import (
     lines,
     median_ledger,
 )
+from mmbench.config import PointConfig
 from mmbench.measure.model import predict
 from mmbench.results import PointRecord
 from mmbench.units import MIB

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from mmbench.analysis import group, mode_fits
+from mmbench.analysis.extrapolate import extrapolate
+from mmbench.analysis.fits import group, mode_fits
+from mmbench.analysis.report import build_report
 from mmbench.config import PointConfig
-from mmbench.extrapolate import extrapolate
-from mmbench.machines import machine_block, machine_of, machines, machines_differ
-from mmbench.report import build_report
+from mmbench.measure.machines import machine_block, machine_of, machines, machines_differ
 from mmbench.reporters.markdown import render_csv, title
 from mmbench.reporters.table import sweep_table
 from mmbench.results import CSV_COLUMNS, PointRecord, ResultsFile, to_csv

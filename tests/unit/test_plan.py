@@ -7,12 +7,12 @@ from dataclasses import replace
 
 import pytest
 
+from mmbench.analysis.plan import PARTS, plan, system_parts
 from mmbench.config import PointConfig
 from mmbench.errors import MmbenchError
 from mmbench.measure.harness import prediction_for
 from mmbench.measure.model import MODEL_MODES, predict
 from mmbench.measure.preflight import MARGIN, preflight, with_margin
-from mmbench.plan import PARTS, plan, system_parts
 from mmbench.reporters.plan_report import COLUMNS, render_json, render_markdown
 from mmbench.units import GIB, MIB
 

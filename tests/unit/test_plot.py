@@ -15,7 +15,7 @@ import matplotlib
 import pytest
 from PIL import Image
 
-from mmbench.analysis import mode_fits
+from mmbench.analysis.fits import mode_fits
 from mmbench.config import PointConfig
 from mmbench.errors import MmbenchError
 from mmbench.reporters import plot as rp

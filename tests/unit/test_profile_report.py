@@ -9,7 +9,7 @@ import pytest
 from rich.console import Console
 
 from mmbench.config import PointConfig
-from mmbench.profile import (
+from mmbench.measure.profile import (
     CATEGORIES,
     ProfileResult,
     Tally,

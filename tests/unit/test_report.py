@@ -1,4 +1,4 @@
-"""mmbench.report and its renderers on a hand-made results file: the pull request's table, the
+"""mmbench.analysis.report and its renderers on a hand-made results file: the pull request's table, the
 reduction factors and slopes by hand, statuses, sections, and the golden markdown and CSV."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from rich.console import Console
 
+from mmbench.analysis.report import build_report
 from mmbench.config import PointConfig
 from mmbench.errors import MmbenchError
-from mmbench.report import build_report
 from mmbench.reporters.markdown import render_csv, render_json, render_markdown
 from mmbench.reporters.report_table import report_tables
 from mmbench.results import PointRecord, ResultsFile
@@ -325,7 +325,7 @@ def test_terminal_tables_say_what_the_markdown_says() -> None:
 def test_while_the_cache_fills_the_slope_is_compared_with_the_models() -> None:
     """ephemeral with a 32-image cache and 8 images per rollout: K = 1, 2 never fill it, so each more
     rollout also adds to the cache; the floor (one rollout's own data) does not apply, the model does."""
-    from mmbench.analysis import mode_fits
+    from mmbench.analysis.fits import mode_fits
 
     def point(k: int) -> PointRecord:
         return replace(

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from mmbench.report import build_report
+from mmbench.analysis.report import build_report
 from mmbench.reporters.markdown import render_json, render_markdown
-from mmbench.reporters.report_table import report_tables
+from mmbench.reporters.report_table import per_mode_table, report_tables
 from mmbench.results import PointRecord
 from mmbench.units import MIB
 from tests.unit.test_report import check_golden, measured, sample_records, sample_results
@@ -162,3 +162,17 @@ def test_tradeoff_table_in_the_terminal_and_json() -> None:
     data = json.loads(render_json(report))
     (trade,) = data["cache_tradeoffs"]
     assert trade["params"] == {} and trade["cache_gb"] == [0.0, 0.1, 1.0]
+
+
+def test_a_sweep_ends_with_the_per_mode_table_only_where_it_compares_modes() -> None:
+    table = per_mode_table(build_report(sample_results(ledger_records())))
+    assert table is not None and table.title == "Memory, bytes and time per mode"
+    console = Console(width=200, record=True)
+    console.print(table)
+    text = console.export_text()
+    assert "full" in text and "ephemeral" in text and "Both sides of each mode's trade" in text
+    one_mode = [r for r in ledger_records() if r.mode == "full"]
+    assert per_mode_table(build_report(sample_results(one_mode))) is None
+    two_sizes = ledger_records() + [replace(r, image_size="1024") for r in ledger_records()]
+    assert per_mode_table(build_report(sample_results(two_sizes))) is None  # mmbench report has both
+    assert per_mode_table(build_report(sample_results(sample_records()))) is None  # no engine figures

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from mmbench.errors import MmbenchError
-from mmbench.scenarios import load_scenario, parse_scenario
+from mmbench.sweep.scenarios import load_scenario, parse_scenario
 
 BASE = """
 version = 1

@@ -24,8 +24,8 @@ from mmbench.measure.timeline import (
     save_timeline,
     timeline_name,
 )
-from mmbench.procmem import vmhwm_of
 from mmbench.results import PointRecord
+from mmbench.world.procmem import vmhwm_of
 
 
 def sample_timeline() -> Timeline:

@@ -16,12 +16,12 @@ import pytest
 from typer.testing import CliRunner
 
 from mmbench.cli import app
-from mmbench.compat import DIES, FALLS_BACK, WORKS, choose_setups, run_compat
 from mmbench.config import PointConfig
 from mmbench.measure.engines import VLLM, VllmOptions, start_vllm
 from mmbench.measure.harness import HarnessOptions
-from mmbench.scenarios import Scenario
-from mmbench.sweep import run_sweep
+from mmbench.sweep.compat import DIES, FALLS_BACK, WORKS, choose_setups, run_compat
+from mmbench.sweep.loop import run_sweep
+from mmbench.sweep.scenarios import Scenario
 from mmbench.transports.registry import MODES
 
 pytestmark = pytest.mark.vllm

@@ -21,7 +21,7 @@ predicts fault-free runs: engine faults (evictions, restarts, errors) are not mo
   it was fitted on; calibration.py re-fits them from results directories.
 
 How well, measured / predicted on the 2-core reference machine (2026-12-01: the scenarios and sweeps
-named in constants.py; the README's model section has them per scenario): retained (live) 0.94-1.03
+named in constants.py; docs/model.md has them per scenario): retained (live) 0.94-1.03
 in every processed mode, renderer pool and cache size at 256x256 to 1024x1024 (0.85-1.04 where the
 engine cache is smaller than the working set); bytes shipped 1.00 (0.98-1.21 with fallbacks); the
 client's peak 0.55-1.00 (an upper bound of these runs; the same point's peak moves 0.85-1.14 between
@@ -32,8 +32,6 @@ measured over eleven runs (mean 28.7), 26 predicted; ephemeral+hash-only 16-17, 
 """
 
 from __future__ import annotations
-
-from dataclasses import asdict, dataclass
 
 from mmbench.config import PointConfig
 from mmbench.measure.model.constants import CONSTANTS, Constants
@@ -51,6 +49,7 @@ from mmbench.measure.model.parts import (  # the private names: for models built
     other_bytes_per_rollout,
 )
 from mmbench.measure.model.peak import PeakInputs, client_peak, engine_peak, peak_inputs, trims
+from mmbench.measure.model.prediction import PIXEL_ITEMSIZE, Prediction
 from mmbench.measure.model.raw import explain_raw
 from mmbench.world.geometry import get_geometry
 
@@ -75,49 +74,6 @@ __all__ = [
     "predict",
     "trims",
 ]
-
-PIXEL_ITEMSIZE = {"float32": 4, "bfloat16": 2}  # bytes per pixel_values element, per dtype
-
-
-@dataclass(frozen=True, slots=True)
-class Prediction:
-    # --- retained by the client (live data, the K trajectories alive), in bytes
-    retained_bytes: int
-    pixel_bytes: int
-    source_bytes: int
-    renderer_cache_only_bytes: int
-    descriptor_bytes: int
-    other_bytes: int
-    # --- the wire
-    bytes_shipped: int
-    bytes_shipped_per_rollout: int
-    # --- peaks: the client's above its baseline, the engine's RSS as a whole
-    peak_bytes: int
-    pixel_bytes_per_image: int
-    engine_cache_bytes: int
-    engine_peak_bytes: int
-    client_baseline_bytes: int = 0
-    # --- what the renderer pool and the engine cache do (expected counts over the run)
-    renderer_cache_hits: int = 0
-    renderer_cache_misses: int = 0
-    rederived: int = 0
-    engine_cache_hits: int = 0
-    engine_cache_misses: int = 0
-    fallbacks: int = 0
-    requests: int = 0
-    full_items_sent: int = 0
-    null_items_sent: int = 0
-    # images the engine preprocesses: none where the client ships processed items
-    engine_preprocess_calls: int = 0
-
-    @property
-    def system_peak_bytes(self) -> int:
-        """What the point needs from the machine: the client's RSS at its peak (baseline included)
-        and the engine's."""
-        return self.client_baseline_bytes + self.peak_bytes + self.engine_peak_bytes
-
-    def to_dict(self) -> dict[str, int]:
-        return asdict(self)
 
 
 def _driver_args(config: PointConfig, constants: Constants) -> tuple[object, ...]:

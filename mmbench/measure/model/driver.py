@@ -32,7 +32,7 @@ runs; this model 53, 26 and 5); ephemeral+hash-only resends re-derive through th
 and queue behind the others (40-43, 16-17, 4-5 measured; this model 40, 16 and 4), with the
 per-turn pattern of each reproduced (hash-only at 8 items: 0, 6, 7, 8, 7, 8, 8, 8 measured, 0, 6,
 7, 8, 8, 8, 8, 8 here). The queue-with-a-drift this replaced gave 38, 21 and 6 for both.
-Renderer caches against image-cache.toml and pools of 1, 4 and 16: see the README's model section.
+Renderer caches against image-cache.toml and pools of 1, 4 and 16: see docs/model.md.
 
 Small random variations of every cost (a few per cent) stand for the machine's noise; they come
 from fixed seeds and the counts are averaged over a few runs, so that a prediction is

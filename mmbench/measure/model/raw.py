@@ -30,20 +30,17 @@ import math
 import tempfile
 from collections import OrderedDict
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from mmbench.config import PointConfig
 from mmbench.measure.model.constants import Constants
 from mmbench.measure.model.modes import behaviour
 from mmbench.measure.model.parts import _PAD_TOKEN_CHARS, _SIZE, _TEXT_TOKEN_CHARS, GRID_BYTES, _list_bytes
 from mmbench.measure.model.peak import PeakInputs, dot, engine_peak
+from mmbench.measure.model.prediction import PIXEL_ITEMSIZE, Prediction
 from mmbench.world.codec import b64_len, get_codec
 from mmbench.world.geometry import get_geometry
 from mmbench.world.media import data_url_prefix
 from mmbench.world.wire import raw_request_object
-
-if TYPE_CHECKING:
-    from mmbench.measure.model import Prediction
 
 STR_OVERHEAD = 49  # sys.getsizeof("") of an ASCII str: what a URL costs beyond its characters
 # What a file:// URL of the harness's asset directory looks like (its length is what matters).
@@ -110,8 +107,6 @@ def raw_basis(k: int, last_turn_body: int, source_bytes_per_image: float) -> lis
 def explain_raw(
     config: PointConfig, source_bytes_per_image: float, constants: Constants
 ) -> tuple[Prediction, PeakInputs]:
-    from mmbench.measure.model import PIXEL_ITEMSIZE, Prediction  # the package builds on this module
-
     layout = get_geometry(config.model).layout(*config.image_wh)
     pixel = layout.pixel_bytes(PIXEL_ITEMSIZE[config.dtype])
     k, n, m, c = config.rollouts, config.turns, config.images_per_turn, config.completion_tokens

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import uvicorn
 
-from mmbench.lifecycle import die_with_parent, set_process_name
+from mmbench.launch.lifecycle import die_with_parent, set_process_name
 from mmbench.world.engine.app import Engine, EngineConfig, create_app
 
 HOST = "127.0.0.1"

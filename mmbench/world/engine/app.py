@@ -43,11 +43,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from mmbench.errors import MmbenchError
-from mmbench.procmem import malloc_trim
 from mmbench.world.codec import CodecError, DecodedItem, decode_item, pixel_checksum
 from mmbench.world.engine.cache import MMItemCache
 from mmbench.world.geometry import MODELS, Geometry, validate_source_size
 from mmbench.world.media import MediaError, load_media
+from mmbench.world.procmem import malloc_trim
 from mmbench.world.renderer import decode_image, image_hash, process_image
 from mmbench.world.wire import (
     GENERATE_PATH,

@@ -32,8 +32,8 @@ import httpx
 
 from mmbench.errors import MmbenchError
 from mmbench.launch import DEFAULT_START_METHOD, PARENT_PID, Process, StartMethod, launch
-from mmbench.procmem import vmhwm_of
 from mmbench.world.engine.app import EngineConfig
+from mmbench.world.procmem import vmhwm_of
 
 READY_TIMEOUT_S = 60.0
 # Counters that add up across incarnations; everything else in the stats is the current one's.

@@ -34,9 +34,9 @@ import httpx
 import psutil
 
 from mmbench.errors import MmbenchError
-from mmbench.procmem import vmhwm_of
 from mmbench.world.engine.vllm.env import SITE_DIR, VllmEnv
 from mmbench.world.engine.vllm.metrics import vllm_counters
+from mmbench.world.procmem import vmhwm_of
 
 HOST = "127.0.0.1"
 READY_TIMEOUT_S = 300.0  # 27-60 s here; a loaded 2-core machine takes longer

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from mmbench.analysis import Fit, cache_full_k, fit_line, group
-from mmbench.machines import machines_differ, roomiest, split_key
+from mmbench.analysis.fits import Fit, cache_full_k, fit_line, group
+from mmbench.measure.machines import machines_differ, roomiest, split_key
 from mmbench.results import PointRecord
 
 EXTRAPOLATED_FIELDS = (

@@ -6,7 +6,7 @@ import statistics
 from dataclasses import dataclass
 
 from mmbench.config import PointConfig
-from mmbench.machines import machines_differ, split_key
+from mmbench.measure.machines import machines_differ, split_key
 from mmbench.results import PointRecord
 from mmbench.transports.registry import TRANSPORTS
 from mmbench.units import RSS_NOISE_FLOOR_BYTES
@@ -31,7 +31,7 @@ class PointGroup:
 
     config: PointConfig
     records: tuple[PointRecord, ...]
-    machine: str | None = None  # set where the records' machines differ (mmbench/machines.py)
+    machine: str | None = None  # set where the records' machines differ (mmbench/measure/machines.py)
 
     @property
     def ok_records(self) -> list[PointRecord]:

@@ -25,8 +25,8 @@ from mmbench.errors import MmbenchError
 from mmbench.measure.engines import VLLM, VllmOptions
 from mmbench.measure.harness import HarnessOptions
 from mmbench.results import PointRecord
-from mmbench.scenarios import Scenario, Variant
-from mmbench.sweep import OnDone, OnStart, run_sweep
+from mmbench.sweep.loop import OnDone, OnStart, run_sweep
+from mmbench.sweep.scenarios import Scenario, Variant
 from mmbench.transports.registry import MODES
 
 # The point every cell measures: small, but with a null slot on every turn after the first.

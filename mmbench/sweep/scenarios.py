@@ -46,7 +46,7 @@ MAX_VARIANTS = 100
 
 def scenario_dirs() -> list[Path]:
     """Where scenario names are looked up: ./scenarios, then the one beside the package."""
-    here = Path(__file__).resolve().parent.parent / "scenarios"
+    here = Path(__file__).resolve().parents[2] / "scenarios"
     dirs = [Path.cwd() / "scenarios"]
     if here not in dirs:
         dirs.append(here)

@@ -14,18 +14,18 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+from mmbench.analysis.extrapolate import extrapolate
 from mmbench.backends import check_runnable
 from mmbench.config import PointConfig, field_names
 from mmbench.errors import MmbenchError
-from mmbench.extrapolate import extrapolate
-from mmbench.machines import machine_block
 from mmbench.measure.engines import check_points
 from mmbench.measure.environment import environment
 from mmbench.measure.external import check_engine
 from mmbench.measure.harness import HarnessOptions, measure_point
+from mmbench.measure.machines import machine_block
 from mmbench.measure.timeline import TIMELINES_DIR
 from mmbench.results import PointRecord, ResultsFile, append_point, read_points_log, save
-from mmbench.scenarios import Scenario
+from mmbench.sweep.scenarios import Scenario
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from mmbench.analysis import Stat
+from mmbench.analysis.fits import Stat
 from mmbench.config import PointConfig, field_names
 from mmbench.measure.model import predict
 from mmbench.results import PointRecord

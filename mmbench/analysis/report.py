@@ -8,12 +8,12 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from mmbench.analysis import Fit, ModeFit, Stat, mode_fits
+from mmbench.analysis.fidelity import FidelityRow, fidelity_rows
+from mmbench.analysis.fits import Fit, ModeFit, Stat, mode_fits
+from mmbench.analysis.ledger import CacheTradeoff, Ledger, cache_tradeoffs, ledger, median_ledger
 from mmbench.config import field_names
 from mmbench.errors import MmbenchError
-from mmbench.fidelity import FidelityRow, fidelity_rows
-from mmbench.ledger import CacheTradeoff, Ledger, cache_tradeoffs, ledger, median_ledger
-from mmbench.machines import machines, machines_differ, split_key
+from mmbench.measure.machines import machines, machines_differ, split_key
 from mmbench.results import PointRecord, ResultsFile
 from mmbench.transports.registry import MODES
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from itertools import combinations
 from typing import Any
 
-from mmbench.analysis import mode_fits
+from mmbench.analysis.fits import mode_fits
 from mmbench.config import field_names
 from mmbench.errors import MmbenchError
 from mmbench.results import PointRecord, ResultsFile

@@ -100,7 +100,7 @@ ATTRIBUTION = (
 
 Frame = tuple[str, str, int]  # (function, file, line), as memray gives them
 SiteKey = tuple[str, str, int]  # (path under the package's parent, function, line)
-_ROOT = Path(__file__).resolve().parent
+_ROOT = Path(__file__).resolve().parents[1]  # the package: sites are named from its parent
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,49 @@
+"""What the model predicts for one point (and the pixel itemsize it sizes items with): apart from
+the package's __init__, so that the modules it builds on (raw.py) import it without a cycle."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+PIXEL_ITEMSIZE = {"float32": 4, "bfloat16": 2}  # bytes per pixel_values element, per dtype
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    # --- retained by the client (live data, the K trajectories alive), in bytes
+    retained_bytes: int
+    pixel_bytes: int
+    source_bytes: int
+    renderer_cache_only_bytes: int
+    descriptor_bytes: int
+    other_bytes: int
+    # --- the wire
+    bytes_shipped: int
+    bytes_shipped_per_rollout: int
+    # --- peaks: the client's above its baseline, the engine's RSS as a whole
+    peak_bytes: int
+    pixel_bytes_per_image: int
+    engine_cache_bytes: int
+    engine_peak_bytes: int
+    client_baseline_bytes: int = 0
+    # --- what the renderer pool and the engine cache do (expected counts over the run)
+    renderer_cache_hits: int = 0
+    renderer_cache_misses: int = 0
+    rederived: int = 0
+    engine_cache_hits: int = 0
+    engine_cache_misses: int = 0
+    fallbacks: int = 0
+    requests: int = 0
+    full_items_sent: int = 0
+    null_items_sent: int = 0
+    # images the engine preprocesses: none where the client ships processed items
+    engine_preprocess_calls: int = 0
+
+    @property
+    def system_peak_bytes(self) -> int:
+        """What the point needs from the machine: the client's RSS at its peak (baseline included)
+        and the engine's."""
+        return self.client_baseline_bytes + self.peak_bytes + self.engine_peak_bytes
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
