@@ -9,18 +9,26 @@ import pandas as pd
 
 from mmbench.config import PointConfig
 from mmbench.errors import MmbenchError
+from mmbench.measure.engines import VLLM, VLLM_DEFAULTS, VllmOptions, check_engine_name
 from mmbench.measure.harness import HarnessOptions, measure_point
 from mmbench.results import CSV_COLUMNS, PointRecord, ResultsFile, load
 from mmbench.sweep.scenarios import Scenario, load_scenario, parse_scenario
 
 
 def run_point(
-    repeat: int = 0, memray_dir: str | Path | None = None, engine_url: str | None = None, **params: Any
-) -> PointRecord:
+    repeat: int = 0, memray_dir: str | Path | None = None, engine_url: str | None = None,
+    engine: str = "embedded", vllm: VllmOptions | None = None, **params: Any,
+) -> PointRecord:  # fmt: skip
     """Measure one point, e.g. run_point(mode="full", rollouts=8, image_size="512"); `engine_url` as
-    `mmbench run --engine-url`."""
-    config = PointConfig.from_dict(params, where="run_point")
-    options = HarnessOptions(memray_dir=Path(memray_dir) if memray_dir else None, engine_url=engine_url)
+    `mmbench run --engine-url`; engine="vllm" (with `vllm=VllmOptions(python=..., model=...)`) as
+    `--engine vllm`, whose points default to the vllm codec."""
+    check_engine_name(engine)
+    defaults = {k: v[0] for k, v in VLLM_DEFAULTS.items()} if engine == VLLM else {}
+    config = PointConfig.from_dict({**defaults, **params}, where="run_point")
+    options = HarnessOptions(
+        memray_dir=Path(memray_dir) if memray_dir else None, engine_url=engine_url, engine=engine,
+        vllm=vllm or VllmOptions(),
+    )  # fmt: skip
     return measure_point(config, repeat, options)
 
 
@@ -30,11 +38,13 @@ def run_sweep(
     repeats: int | None = None,
     cluster: str | None = None,
     engine_url: str | None = None,
+    engine: str | None = None,
+    vllm: VllmOptions | None = None,
     **overrides: Any,
 ) -> ResultsFile:
     """Run a scenario (a name, a path, a Scenario, or a dict in the TOML's shape); keyword
     arguments override its axes (a value or a list). `cluster` as `mmbench sweep --cluster`,
-    `engine_url` as `--engine-url`."""
+    `engine_url` as `--engine-url`, `engine` as `--engine` (default: the scenario's, else embedded)."""
     from mmbench.sweep.loop import run_sweep as _run
 
     if isinstance(scenario, dict):
@@ -44,8 +54,15 @@ def run_sweep(
     else:
         chosen = load_scenario(scenario)
     axes = {k: v if isinstance(v, list) else [v] for k, v in overrides.items()}
+    name = check_engine_name(engine or chosen.engine or "embedded")
+    if name == VLLM and "codec" not in axes and not chosen.sets("codec"):
+        axes = {**VLLM_DEFAULTS, **axes}
     chosen = chosen.with_overrides(axes, repeats)
     out_dir = Path(out) if out is not None else None
+    if name == VLLM:
+        if cluster is not None or engine_url is not None:
+            raise MmbenchError("engine vllm goes with neither cluster nor engine_url")
+        return _run(chosen, out_dir, HarnessOptions(engine=VLLM, vllm=vllm or VllmOptions()))
     if engine_url is not None:
         if cluster is not None:
             raise MmbenchError(
