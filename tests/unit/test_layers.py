@@ -126,7 +126,8 @@ def test_imports_never_go_up_a_layer() -> None:
     upward = []
     for source, targets in graph().items():
         for target, line in targets.items():
-            if (layer_of(target) or 0) > (layer_of(source) or 0):
+            above, below = layer_of(target), layer_of(source)
+            if above is not None and below is not None and above > below:  # unplaced: the test above
                 upward.append(f"{source}:{line} imports {target}")
     assert not upward, "imports up the layers:\n" + "\n".join(upward)
 

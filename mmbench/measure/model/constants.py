@@ -18,7 +18,8 @@ from dataclasses import dataclass
 CALIBRATION_DATA = """\
 2-core AMD EPYC, 24 GiB reference machine (shared with other jobs: load 1-3), Python 3.11, glibc 2.36,
 torch 2.13.0 CPU, fork servers, 2026-12-01; results of
-  mmbench sweep ci; mmbench sweep default (twice); mmbench sweep knobs; mmbench sweep image-cache;
+  mmbench sweep ci; mmbench sweep default (twice; the four modes, K = 1..16, it held then);
+  mmbench sweep knobs; mmbench sweep image-cache;
   mmbench sweep engine-cache; mmbench sweep modes (--codec vllm); mmbench sweep pr-verification
   (--codec vllm: K = 4, 8, 12 full, 4-16 ephemeral); its next K measured apart:
   mmbench sweep --modes full --rollouts 16,20,24 --image-size 1024 --codec vllm (and ephemeral 20,24,32);
