@@ -386,7 +386,8 @@ def _measure_point(config: PointConfig, repeat: int, opts: HarnessOptions) -> Po
             asset_bytes = disk_bytes(assets) if assets is not None else None
             engine_failure = None if engine_stats is not None else engine.failure
             if engine_stats is None and cause is None and opts.engine_url is None:
-                cause = engine_failure or "engine process died during the point"
+                died = "engine process died during the point"
+                cause = f"{died}: {engine_failure}" if engine_failure else died
         stamps.engine_stopped = time.monotonic()
         wall = stamps.engine_stopped - stamps.begin
         finish = partial(
