@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import typer
 from typer.exceptions import TyperException
@@ -26,6 +28,7 @@ FENCE = re.compile(r"^\s*(```|~~~)")
 HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 SHELL_OPERATORS = {"|", "||", "&&", ";", ">", ">>", "2>", "2>&1", "&"}
 PROMPTS = ("$ ", "- run: ")  # a console prompt; a GitHub Actions step
+T = TypeVar("T")
 
 
 def pages() -> list[Path]:
@@ -107,18 +110,33 @@ def links(path: Path) -> list[tuple[Line, str]]:
     return out
 
 
-def broken_links(files: list[Path]) -> tuple[int, list[str]]:
+def link_error(path: Path, target: str) -> str | None:
+    """Why a link of this page does not resolve (None: it does)."""
+    file_part, _, anchor = target.partition("#")
+    resolved = (path.parent / file_part).resolve() if file_part else path
+    if not resolved.exists():
+        return f"{target}: no such file"
+    if anchor and resolved.suffix == ".md" and anchor not in anchors(resolved):
+        return f"{target}: no heading #{anchor} in {resolved.name}"
+    return None
+
+
+def tally(
+    files: list[Path], found: Callable[[Path], list[tuple[Line, T]]], error: Callable[[Path, T], str | None]
+) -> tuple[int, list[str]]:
+    """How many things `found` finds in the files, and a line for each one `error` faults."""
     checked, broken = 0, []
     for path in files:
-        for line, target in links(path):
+        for line, thing in found(path):
             checked += 1
-            file_part, _, anchor = target.partition("#")
-            resolved = (path.parent / file_part).resolve() if file_part else path
-            if not resolved.exists():
-                broken.append(f"{line}: {target}: no such file")
-            elif anchor and resolved.suffix == ".md" and anchor not in anchors(resolved):
-                broken.append(f"{line}: {target}: no heading #{anchor} in {resolved.name}")
+            why = error(path, thing)
+            if why is not None:
+                broken.append(f"{line}: {why}")
     return checked, broken
+
+
+def broken_links(files: list[Path]) -> tuple[int, list[str]]:
+    return tally(files, links, link_error)
 
 
 # --- command lines ---
@@ -171,15 +189,13 @@ def parse_error(args: list[str]) -> str | None:
     return None
 
 
+def command_error(path: Path, args: list[str]) -> str | None:
+    error = parse_error(args)
+    return None if error is None else f"mmbench {shlex.join(args)}: {error}"
+
+
 def broken_commands(files: list[Path]) -> tuple[int, list[str]]:
-    checked, broken = 0, []
-    for path in files:
-        for line, args in commands(path):
-            checked += 1
-            error = parse_error(args)
-            if error is not None:
-                broken.append(f"{line}: mmbench {shlex.join(args)}: {error}")
-    return checked, broken
+    return tally(files, commands, command_error)
 
 
 # --- the tests ---
