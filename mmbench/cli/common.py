@@ -143,7 +143,7 @@ MallocMmapThreshold = Annotated[
 Dtype = Annotated[str | None, _opt("knob: pixel_values dtype: float32, bfloat16 (float32)")]
 Renderer = Annotated[
     str | None,
-    _opt(f"who renders: {_choices(RENDERERS)} (the real library, pip install 'mmbench[renderers]') (sim)"),
+    _opt(f"who renders: {_choices(RENDERERS)} (the real library, pip install 'mmbench\\[renderers]') (sim)"),
 ]
 Tokenizer = Annotated[
     str | None, _opt("renderers: a local Hugging Face tokenizer directory (default: one built in code)")
