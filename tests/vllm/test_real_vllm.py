@@ -24,7 +24,8 @@ from mmbench.sweep.loop import run_sweep
 from mmbench.sweep.scenarios import Scenario
 from mmbench.transports.registry import MODES
 
-pytestmark = pytest.mark.vllm
+# a test here starts up to six vLLMs of ~45 s each: more than pyproject's 300 s for one test
+pytestmark = [pytest.mark.vllm, pytest.mark.timeout(900)]
 SMALL = {"rollouts": [1], "turns": [2], "image_size": ["256"], "codec": ["vllm"]}
 
 
