@@ -58,10 +58,12 @@ class Plan:
     point: dict[str, Any]  # the point's parameters but mode and rollouts
     source_bytes_per_image: float
     modes: tuple[ModePlan, ...]
+    engine: str = "embedded"  # the engine the points are served by (vllm: its own memory counts)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "memory_bytes": self.memory_bytes,
+            "engine": self.engine,
             "margin": self.margin,
             "point": self.point,
             "source_bytes_per_image": self.source_bytes_per_image,
@@ -78,12 +80,13 @@ def system_parts(p: Prediction) -> dict[str, int]:
     }
 
 
-def _largest_k(base: PointConfig, per_image: float, memory: int) -> tuple[int, bool]:
+def _largest_k(base: PointConfig, per_image: float, memory: int, engine: str) -> tuple[int, bool]:
     """The largest K whose predicted system peak plus margin fits `memory` (0 if none), and
     whether the search stopped at MAX_ROLLOUTS. The need grows with K, so a bisection finds it."""
 
     def fits(k: int) -> bool:
-        return with_margin(predict(replace(base, rollouts=k), per_image).system_peak_bytes) <= memory
+        need = with_margin(predict(replace(base, rollouts=k), per_image, engine=engine).system_peak_bytes)
+        return need <= memory
 
     if not fits(1):
         return 0, False
@@ -105,17 +108,22 @@ def _binding(p: Prediction) -> str:
     return max(parts, key=lambda name: parts[name])
 
 
-def plan_mode(base: PointConfig, per_image: float, memory: int) -> ModePlan:
-    k, capped = _largest_k(base, per_image, memory)
-    at = predict(replace(base, rollouts=max(1, k)), per_image)
-    binding = "" if capped else _binding(at if k == 0 else predict(replace(base, rollouts=k + 1), per_image))
+def plan_mode(base: PointConfig, per_image: float, memory: int, engine: str = "embedded") -> ModePlan:
+    k, capped = _largest_k(base, per_image, memory, engine)
+    at = predict(replace(base, rollouts=max(1, k)), per_image, engine=engine)
+    binding = ""
+    if not capped:  # the first K that does not fit binds
+        binding = _binding(at if k == 0 else predict(replace(base, rollouts=k + 1), per_image, engine=engine))
     per_turn = at.bytes_shipped // base.turns
     return ModePlan(base.mode, k, at, with_margin(at.system_peak_bytes), binding, per_turn, capped)
 
 
-def plan(base: PointConfig, memory_bytes: int, modes: Sequence[str] | None = None) -> Plan:
+def plan(
+    base: PointConfig, memory_bytes: int, modes: Sequence[str] | None = None, engine: str = "embedded"
+) -> Plan:
     """Per mode (by default every mode the model covers), the largest K that fits `memory_bytes`,
-    every other parameter as in `base` (its mode and rollouts are ignored)."""
+    every other parameter as in `base` (its mode and rollouts are ignored), with `engine` serving
+    (embedded, or vllm: its own memory counts)."""
     if memory_bytes <= 0:
         raise MmbenchError(f"--memory must be more than 0, got {memory_bytes}")
     chosen = list(modes) if modes else list(MODEL_MODES)
@@ -126,5 +134,7 @@ def plan(base: PointConfig, memory_bytes: int, modes: Sequence[str] | None = Non
         )
     per_image, _ = prediction_for(base)  # the mean encoded source size of this point's images
     point = {k: v for k, v in base.to_dict().items() if k not in ("mode", "rollouts")}
-    plans = tuple(plan_mode(replace(base, mode=mode, rollouts=1), per_image, memory_bytes) for mode in chosen)
-    return Plan(memory_bytes, MARGIN, point, per_image, plans)
+    plans = tuple(
+        plan_mode(replace(base, mode=mode, rollouts=1), per_image, memory_bytes, engine) for mode in chosen
+    )
+    return Plan(memory_bytes, MARGIN, point, per_image, plans, engine)

@@ -1,17 +1,24 @@
-"""`mmbench plan`: what a machine can run, per mode, before anything runs."""
+"""`mmbench plan`: what a machine can run, per mode: predicted, or (--measure) measured."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import psutil
 import typer
 
+from mmbench.analysis.plan import Plan
 from mmbench.analysis.plan import plan as make_plan
 from mmbench.cli import common as c
 from mmbench.errors import MmbenchError
+from mmbench.measure.engines import check_points
+from mmbench.measure.harness import HarnessOptions
+from mmbench.measure.preflight import available_bytes
+from mmbench.reporters.capacity_report import capacity_json, capacity_markdown, capacity_table, probe_line
 from mmbench.reporters.plan_report import plan_table, render_json, render_markdown
-from mmbench.units import parse_size
+from mmbench.sweep.capacity import ModeCapacity, Probe, Search
+from mmbench.units import fmt_bytes, parse_size
 
 FORMATS = ("table", "markdown", "json")
 
@@ -23,22 +30,92 @@ def plan(
     memory: Annotated[
         str | None,
         typer.Option(
-            help="the machine's memory, e.g. 24GiB (default: this machine's total)", show_default=False
+            help="the machine's memory, e.g. 24GiB (default: this machine's total; --measure: what is "
+            "available now)",
+            show_default=False,
         ),
     ] = None,
+    measure: Annotated[
+        bool,
+        typer.Option(
+            "--measure",
+            help="also find the largest K that fits by measuring points (from the model's K, stepping and "
+            "bisecting; each under the watchdog with --memory as its limit)",
+        ),
+    ] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="--measure: the results directory \\[runs/capacity-UTCTIME]; the same --out again measures "
+            "only the points it lacks",
+            show_default=False,
+        ),
+    ] = None,
+    engine: c.Engine = None,
+    engine_model: c.EngineModel = None,
+    engine_arg: c.EngineArg = None,
+    vllm_python: c.VllmPython = None,
+    engine_ready_timeout: c.EngineReadyTimeout = None,
     fmt: Annotated[str, typer.Option("--format", help=f"output: {', '.join(FORMATS)}")] = "table",
 ) -> None:
-    """Per mode, the largest K whose predicted peak fits a machine's memory (nothing runs)."""
+    """Per mode, the largest K whose predicted peak fits a machine's memory (--measure: and the largest
+    K measured to fit)."""
     if fmt not in FORMATS:
         raise MmbenchError(f"--format: unknown value {fmt!r}; choose one of: {', '.join(FORMATS)}")
+    if out is not None and not measure:
+        raise MmbenchError("--out is where --measure keeps its points; add --measure")
+    name, vllm = c.engine_choice(engine, engine_model, vllm_python, engine_ready_timeout, None)
     flags = dict(point_flags)
     if flags.pop("rollouts") is not None:
         raise MmbenchError("--rollouts: plan finds the largest K itself; give the other point flags")
     modes = [m.strip() for m in (flags.pop("mode") or "").split(",") if m.strip()]
-    base = c.single_point(flags)
-    budget = parse_size(memory, "--memory") if memory is not None else int(psutil.virtual_memory().total)
-    result = make_plan(base, budget, modes or None)
-    if fmt == "table":
-        c.console.print(plan_table(result))
+    base = c.single_point(flags, c.point_defaults(name, engine_arg))
+    if memory is not None:
+        budget = parse_size(memory, "--memory")
     else:
-        typer.echo((render_markdown if fmt == "markdown" else render_json)(result), nl=False)
+        budget = available_bytes() if measure else int(psutil.virtual_memory().total)
+    if measure:
+        check_points(name, vllm, [base])  # vLLM's environment found and the point fit for it, first
+        free = available_bytes()
+        if budget > free:
+            raise MmbenchError(
+                f"--memory {fmt_bytes(budget)} is more than this machine has available ({fmt_bytes(free)}):"
+                " --measure runs points up to it; give at most that, or measure on a larger machine"
+            )
+    predicted = make_plan(base, budget, modes or None, engine=name)
+    if not measure:
+        _show_plan(predicted, fmt)
+        return
+    out_dir = out or c.runs_dir("capacity")
+    options = HarnessOptions(engine=name, vllm=vllm)
+    search = Search(base, budget, name, out_dir, options, on_point=_progress)
+    search.check_resumable()
+    c.err_console.print(
+        f"mmbench: measuring the largest K within {fmt_bytes(budget)} per mode -> {out_dir}", markup=False
+    )
+    found: list[ModeCapacity] = []
+    for m in predicted.modes:
+        found.append(search.mode(m.mode, m.rollouts))
+    if fmt == "table":
+        c.console.print(capacity_table(predicted, found, name))
+    else:
+        render = capacity_markdown if fmt == "markdown" else capacity_json
+        typer.echo(render(predicted, found, name), nl=False)
+    c.console.print(
+        f"results: {out_dir / 'results.json'}    report: mmbench report {out_dir}", highlight=False
+    )
+    errors = [f for f in found if f.error]
+    if errors:
+        c.err_console.print(f"mmbench: {errors[0].error}", markup=False)
+        c.exit_with(1)
+
+
+def _show_plan(predicted: Plan, fmt: str) -> None:
+    if fmt == "table":
+        c.console.print(plan_table(predicted))
+    else:
+        typer.echo((render_markdown if fmt == "markdown" else render_json)(predicted), nl=False)
+
+
+def _progress(probe: Probe) -> None:
+    c.err_console.print(probe_line(probe), markup=False)

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import lru_cache, partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import psutil
 
@@ -38,8 +38,10 @@ from mmbench.world.engine.remote import EMBEDDED, normalize_url
 from mmbench.world.images import SourceSpec, SourceStore, make_source
 from mmbench.world.media import disk_bytes
 
+MemoryScope = Literal["worker", "system"]
 DEFAULT_TIMEOUT_S = 3600.0
 MAX_MEMORY_SHARE = 0.8
+EXCEEDED = "exceeded --max-memory"  # how a point the watchdog stopped for its memory begins its cause
 WATCH_INTERVAL_S = 0.02
 # Readings the worker reports that go into the record as they are.
 WORKER_FIELDS = (
@@ -81,6 +83,9 @@ class HarnessOptions:
     force: bool = False
     # The watchdog kills a worker whose RSS passes this (None: a safe share of the machine; 0: off).
     max_memory: int | None = None
+    # What max_memory bounds: the worker's RSS (worker), or the worker's and the engine's together
+    # (system: what `mmbench plan --measure` holds each point to, the engine's own memory counting).
+    memory_scope: MemoryScope = "worker"
     # Called with the worker's pid once it is started (tests use it to kill a worker).
     on_worker_start: Callable[[int], None] | None = None
     # Where each point's memory timeline is saved (None: sampled, not saved).
@@ -116,9 +121,9 @@ def _spec(config: PointConfig) -> SourceSpec:
     return SourceSpec(w, h, config.image_format, config.content, config.seed)
 
 
-def prediction_for(config: PointConfig) -> tuple[float, Prediction]:
+def prediction_for(config: PointConfig, engine: str = EMBEDDED) -> tuple[float, Prediction]:
     per_image = source_bytes_per_image(_spec(config))
-    return per_image, predict(config, per_image)
+    return per_image, predict(config, per_image, engine=engine)
 
 
 def worker_env(config: PointConfig) -> dict[str, str]:
@@ -137,29 +142,36 @@ def default_max_memory() -> int:
     return int(psutil.virtual_memory().total * MAX_MEMORY_SHARE)
 
 
-def _watch(proc: Process, opts: HarnessOptions, err: Path) -> str | None:
-    """Wait for the worker, killing it when its RSS passes --max-memory or time runs out.
-    Returns the cause of a failure, or None for a clean exit."""
-    limit = opts.max_memory if opts.max_memory is not None else default_max_memory()
-    deadline = time.monotonic() + opts.timeout_s
+def _rss(pid: int) -> int:
     try:
-        watched = psutil.Process(proc.pid)
+        return int(psutil.Process(pid).memory_info().rss)
     except psutil.Error:
-        watched = None
+        return 0
+
+
+def _watch(
+    proc: Process, opts: HarnessOptions, err: Path, engine_pids: Callable[[], list[int]] | None = None
+) -> str | None:
+    """Wait for the worker, killing it when its RSS (memory_scope system: with the engine's, read
+    from `engine_pids`) passes --max-memory or time runs out. Returns the cause of a failure, or
+    None for a clean exit."""
+    limit = opts.max_memory if opts.max_memory is not None else default_max_memory()
+    system = opts.memory_scope == "system" and engine_pids is not None
+    deadline = time.monotonic() + opts.timeout_s
     while True:
         try:
             code = proc.wait(timeout=WATCH_INTERVAL_S)
             return None if code == 0 else _describe_exit(code, _tail(err))
         except subprocess.TimeoutExpired:
             pass
-        try:
-            rss = watched.memory_info().rss if watched is not None else 0
-        except psutil.Error:
-            rss = 0
+        rss = _rss(proc.pid)
+        if system and engine_pids is not None:
+            rss += sum(_rss(pid) for pid in engine_pids())
         if limit and rss > limit:
             proc.kill()
             proc.wait()
-            return f"exceeded --max-memory {fmt_bytes(limit)}: worker RSS reached {fmt_bytes(rss)}"
+            what = "worker and engine RSS" if system else "worker RSS"
+            return f"{EXCEEDED} {fmt_bytes(limit)}: {what} reached {fmt_bytes(rss)}"
         if time.monotonic() > deadline:
             return f"worker timed out after {opts.timeout_s:.0f} s"
 
@@ -305,12 +317,8 @@ def measure_point(config: PointConfig, repeat: int = 0, options: HarnessOptions 
         check_engine(opts.engine_url, [config])  # reachable, and fit for this point, before it runs
     vllm = check_points(opts.engine, opts.vllm, [config]) if opts.engine_url is None else None
     record = _measure_point(config, repeat, opts)
-    if vllm is not None:
-        # the model's engine side is the embedded engine's: no prediction of vLLM's memory is made
-        return replace(
-            record, engine=VLLM, engine_version=vllm.describe(), predicted_engine_peak_bytes=None,
-            predicted_system_peak_bytes=None,
-        )  # fmt: skip
+    if vllm is not None:  # its predicted engine peak is vLLM's (mmbench.measure.model.vllm)
+        return replace(record, engine=VLLM, engine_version=vllm.describe())
     return replace(record, engine=normalize_url(opts.engine_url) if opts.engine_url else EMBEDDED)
 
 
@@ -321,14 +329,17 @@ def _measure_point(config: PointConfig, repeat: int, opts: HarnessOptions) -> Po
     # --max-memory, where given, is also the most a point may use: preflight holds it to that too.
     budget = opts.max_memory or None
     check_runnable(config)
+    # the engine the model predicts for: the one started (an external engine's memory is not ours)
+    served = opts.engine if opts.engine_url is None else EMBEDDED
     if not opts.force:
-        quick = preflight(config, budget=budget)  # no source sampling: refuses the hopeless at once
+        quick = preflight(config, budget=budget, engine=served)  # no sources: the hopeless at once
         if not quick.fits:
             estimate = estimated_source_bytes_per_image(_spec(config))
-            return _record(config, repeat, estimate, predict(config, estimate), "skipped", quick.reason)
-    per_image, pred = prediction_for(config)
+            guess = predict(config, estimate, engine=served)
+            return _record(config, repeat, estimate, guess, "skipped", quick.reason)
+    per_image, pred = prediction_for(config, served)
     if not opts.force:
-        check = preflight(config, per_image, budget)
+        check = preflight(config, per_image, budget, served)
         if not check.fits:
             return _record(config, repeat, per_image, pred, "skipped", check.reason)
     stamps = HarnessStamps(time.monotonic())
@@ -374,7 +385,7 @@ def _measure_point(config: PointConfig, repeat: int, opts: HarnessOptions) -> Po
                 try:
                     if opts.on_worker_start:
                         opts.on_worker_start(proc.pid)
-                    cause = _watch(proc, opts, err)
+                    cause = _watch(proc, opts, err, engine.pids)
                 finally:
                     if proc.poll() is None:
                         proc.kill()

@@ -43,15 +43,17 @@ def with_margin(predicted_bytes: int) -> int:
 
 
 def preflight(
-    config: PointConfig, source_bytes_per_image: float | None = None, budget: int | None = None
-) -> Preflight:
+    config: PointConfig, source_bytes_per_image: float | None = None, budget: int | None = None,
+    engine: str = "embedded",
+) -> Preflight:  # fmt: skip
     """Compare the predicted system peak, plus the margin, with the memory available now (or with
     `budget` where that is less).
 
+    `engine` is the one that serves it (embedded, or vllm: its own memory counts).
     Without a source size the sources count as nothing, which is the most lenient estimate: a
     point refused then is refused with any source size, and it costs no image generation.
     """
-    predicted = predict(config, source_bytes_per_image or 0.0).system_peak_bytes
+    predicted = predict(config, source_bytes_per_image or 0.0, engine=engine).system_peak_bytes
     available = available_bytes()
     if budget:
         available = min(available, budget)

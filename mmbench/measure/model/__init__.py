@@ -33,6 +33,8 @@ measured over eleven runs (mean 28.7), 26 predicted; ephemeral+hash-only 16-17, 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from mmbench.config import PointConfig
 from mmbench.measure.model.constants import CONSTANTS, Constants
 from mmbench.measure.model.driver import DriverCounts, DriverTime, Timing, simulate, simulate_time
@@ -51,6 +53,7 @@ from mmbench.measure.model.parts import (  # the private names: for models built
 from mmbench.measure.model.peak import PeakInputs, client_peak, engine_peak, peak_inputs, trims
 from mmbench.measure.model.prediction import PIXEL_ITEMSIZE, Prediction
 from mmbench.measure.model.raw import explain_raw
+from mmbench.measure.model.vllm import VLLM, vllm_engine_peak
 from mmbench.world.geometry import get_geometry
 
 # The item the timing constants are measured at: 512x512, float32 (Qwen3-VL: 1024 rows of 1536).
@@ -116,16 +119,29 @@ def timing(pixels: int, item_bytes: int, constants: Constants = CONSTANTS, codec
 
 
 def predict(
-    config: PointConfig, source_bytes_per_image: float, constants: Constants = CONSTANTS
-) -> Prediction:
-    """The model's prediction for one point, from the mean encoded source size per image."""
-    return explain(config, source_bytes_per_image, constants)[0]
+    config: PointConfig, source_bytes_per_image: float, constants: Constants = CONSTANTS,
+    engine: str = "embedded",
+) -> Prediction:  # fmt: skip
+    """The model's prediction for one point, from the mean encoded source size per image, with the
+    engine that serves it (embedded, or vllm: model/vllm.py)."""
+    return explain(config, source_bytes_per_image, constants, engine)[0]
 
 
 def explain(
-    config: PointConfig, source_bytes_per_image: float, constants: Constants = CONSTANTS
-) -> tuple[Prediction, PeakInputs]:
+    config: PointConfig, source_bytes_per_image: float, constants: Constants = CONSTANTS,
+    engine: str = "embedded",
+) -> tuple[Prediction, PeakInputs]:  # fmt: skip
     """The prediction and what its peaks are made of (mmbench.measure.model.peak)."""
+    prediction, inputs = _explain(config, source_bytes_per_image, constants)
+    if engine == VLLM:
+        peak = vllm_engine_peak(inputs, prediction.engine_cache_bytes, constants)
+        prediction = replace(prediction, engine_peak_bytes=peak)
+    return prediction, inputs
+
+
+def _explain(
+    config: PointConfig, source_bytes_per_image: float, constants: Constants
+) -> tuple[Prediction, PeakInputs]:
     mode = behaviour(config.mode)
     if not mode.client_renders:
         return explain_raw(config, source_bytes_per_image, constants)

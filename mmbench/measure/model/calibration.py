@@ -34,6 +34,7 @@ from mmbench.measure.model.constants import CONSTANTS, Constants
 from mmbench.measure.model.modes import behaviour
 from mmbench.measure.model.peak import client_parts, engine_basis, slack_basis, transient_basis
 from mmbench.measure.model.raw import raw_basis
+from mmbench.measure.model.vllm import VLLM, vllm_basis
 from mmbench.results import PointRecord, load
 from mmbench.units import RSS_NOISE_FLOOR_BYTES
 
@@ -118,8 +119,31 @@ def _fit_raw_client(points: list[Point], c: Constants) -> tuple[float, ...]:
     return tuple(float(v) for v in x)
 
 
+def _fit_vllm(points: list[Point], c: Constants) -> Constants:
+    """A real vLLM's baseline (the median) and what it holds above it (model/vllm.py's vllm_basis):
+    minimax of the relative error of its peak, then scaled to cover every measured one."""
+    baselines = [r.engine_rss_baseline_bytes for p in points if (r := p.record).engine_rss_baseline_bytes]
+    c = replace(c, vllm_baseline=int(statistics.median(baselines)))
+    mine = [p for p in points if p.record.engine_peak_rss_bytes and p.record.engine_rss_baseline_bytes]
+    explained = [(p.record, *explain(p.record.config, p.per_image, c)) for p in mine]
+    peaks = np.array([float(r.engine_peak_rss_bytes or 0) for r, _, _ in explained])
+    held = peaks - np.array([float(r.engine_rss_baseline_bytes or 0) for r, _, _ in explained])
+    basis = np.array([vllm_basis(pi, pred.engine_cache_bytes) for _, pred, pi in explained])
+    x = minimax(basis / peaks[:, None], held / peaks)
+    x *= _envelope(list(held), list(basis @ x))
+    return replace(c, vllm_engine=tuple(float(v) for v in x))
+
+
 def fit(points: list[Point], start: Constants = CONSTANTS) -> Constants:
     """The constants that best explain these points (see the module doc)."""
+    # A real vLLM's points fit its own engine side (model/vllm.py) and nothing else: its client
+    # waits for a slower engine than the one the client's constants are fitted with.
+    vllm = [p for p in points if p.record.engine == VLLM]
+    points = [p for p in points if p.record.engine != VLLM]
+    if vllm:
+        start = _fit_vllm(vllm, start)
+    if not points:
+        return start
     recs = [p.record for p in points]
     clients = [r.rss_baseline_bytes for r in recs if r.rss_baseline_bytes]
     engines = [r.engine_rss_baseline_bytes for r in recs if r.engine_rss_baseline_bytes]
@@ -245,6 +269,11 @@ def _above_noise(measured: float | None, predicted: float) -> float | None:
     return _ratio(measured, predicted)
 
 
+def _engine(record: PointRecord) -> str:
+    """The engine the model predicts a record's engine side for (an external engine's as embedded)."""
+    return VLLM if record.engine == VLLM else "embedded"
+
+
 @dataclass(frozen=True, slots=True)
 class ScenarioFit:
     scenario: str
@@ -258,7 +287,7 @@ def compare(points: list[Point], c: Constants) -> list[ScenarioFit]:
     out = []
     for name in dict.fromkeys(p.scenario for p in points):
         mine = [p for p in points if p.scenario == name]
-        preds = [explain(p.record.config, p.per_image, c)[0] for p in mine]
+        preds = [explain(p.record.config, p.per_image, c, _engine(p.record))[0] for p in mine]
         ranges = {}
         for figure, ratio in RATIOS.items():
             values = [

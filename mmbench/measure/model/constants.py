@@ -75,6 +75,12 @@ class Constants:
     #: builds leave of the client's transient, and of the bodies the engine holds at once, as
     #: factors (codec, client, engine); a codec not named here counts as `fast` (1.0, 1.0)
     codec_peak: tuple[tuple[str, float, float], ...] = (("vllm", 0.5570, 0.8743),)
+    #: a real vLLM's (--engine vllm) process tree's RSS once ready (API server, engine core, worker)
+    vllm_baseline: int = 4_560_000_000
+    #: what that tree holds above it at its peak (model/vllm.py's vllm_basis): per byte of the
+    #: items its processor cache holds, of a body as large as the largest, of a last-turn body per
+    #: doubling of K, and fixed bytes
+    vllm_engine: tuple[float, ...] = (1.0, 1.0, 1.0, 0.0)
 
     def build_factor(self, codec: str) -> float:
         """What this codec's body builds cost per item, as a factor on the `fast` codec's."""
