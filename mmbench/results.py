@@ -178,6 +178,9 @@ class PointRecord:
     engine_api_peak_rss_bytes: int | None = None  # VmHWM during the point, summed over its API servers
     engine_core_peak_rss_bytes: int | None = None  # the same of its engine core(s)
     engine_worker_peak_rss_bytes: int | None = None  # the same of its model worker(s)
+    # per process kind (api_server, engine_core, worker): RSS once ready and at the end, VmHWM during
+    # the point, CPU seconds while the worker ran
+    engine_processes: dict[str, dict[str, float | None]] | None = None
     engine_mm_cache_queries: int | None = None  # vLLM's mm_cache_queries during the point
     engine_status_counts: str | None = None  # the engine's answers by HTTP status, e.g. "200:52,500:4"
     fallback_error: str | None = None  # the engine's first answer that made the client resend in full
@@ -352,8 +355,9 @@ def to_csv(points: list[PointRecord]) -> str:
     for p in points:
         row = p.to_dict()
         row["bytes_per_turn"] = ";".join(str(b) for b in p.bytes_per_turn)
-        if p.machine_environment is not None:  # one cell, readable back as JSON
-            row["machine_environment"] = json.dumps(p.machine_environment, sort_keys=True)
+        for name in ("machine_environment", "engine_processes"):  # one cell each, readable back as JSON
+            if getattr(p, name) is not None:
+                row[name] = json.dumps(getattr(p, name), sort_keys=True)
         writer.writerow(row)
     return buf.getvalue()
 

@@ -9,6 +9,7 @@ from mmbench import __version__
 from mmbench.cli.compare import compare
 from mmbench.cli.compat import compat
 from mmbench.cli.engine import engine
+from mmbench.cli.fidelity import fidelity
 from mmbench.cli.plan import plan
 from mmbench.cli.plot import plot
 from mmbench.cli.profile import profile
@@ -35,6 +36,7 @@ app.command()(compare)
 app.command()(plan)
 app.command()(engine)
 app.command()(compat)
+app.command()(fidelity)
 
 
 def _version(value: bool) -> None:

@@ -229,6 +229,7 @@ def _record(
             engine_mm_cache_queries=engine.get("cache_queries"),
             engine_status_counts=_status_text(engine.get("status_counts")),
             **_process_peaks(engine.get("peaks")),
+            engine_processes=engine.get("processes"),
         )
     if worker:
         base = worker["rss_baseline_bytes"]
@@ -293,6 +294,24 @@ def prepare_sources(config: PointConfig, cache: Path) -> None:
         list(pool.map(lambda rti: store.ensure(*rti), wanted))
 
 
+def _process_kinds(
+    ready: dict[str, dict[str, float]] | None, final: dict[str, dict[str, float]] | None,
+    peaks: dict[str, int] | None,
+) -> dict[str, dict[str, float | None]] | None:  # fmt: skip
+    """A real vLLM's tree per process kind: RSS once ready and at the end, VmHWM during the point,
+    CPU seconds in between (None: an engine that does not report its processes)."""
+    if not ready or not final:
+        return None
+    out = {}
+    for kind, now in sorted(final.items()):
+        before = ready.get(kind, {})
+        out[kind] = {
+            "baseline_rss_bytes": before.get("rss_bytes"), "rss_bytes": now["rss_bytes"],
+            "peak_rss_bytes": (peaks or {}).get(kind), "cpu_s": now["cpu_s"] - before.get("cpu_s", 0.0),
+        }  # fmt: skip
+    return out
+
+
 def _final_engine_stats(engine: Engine, ready: dict[str, Any] | None) -> dict[str, Any] | None:
     """The engine's stats at the end of the point, raw and trimmed RSS in one request, its counters
     counted from `ready` (an external engine's run on across points; the embedded one's start at 0
@@ -302,6 +321,7 @@ def _final_engine_stats(engine: Engine, ready: dict[str, Any] | None) -> dict[st
     stats = engine.stats(trim=True)
     if stats is None or ready is None:  # an external engine that exposes no stats: all unknown
         return None
+    stats["processes"] = _process_kinds(ready.get("kinds"), stats.get("kinds"), stats.get("peaks"))
     stats["rss_trimmed_bytes"] = stats["rss_bytes"]
     stats["rss_bytes"] = stats.get("rss_untrimmed_bytes", stats["rss_bytes"])
     for key in SUMMED_STATS:

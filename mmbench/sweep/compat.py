@@ -46,11 +46,15 @@ SETUPS = (
     EngineSetup("vllm", VLLM, {}, "vLLM as deployed by default (LRU processor cache, 4 GiB)"),
     EngineSetup("vllm-cache-0", VLLM, {"engine_cache_gb": [0.0]}, "vLLM with --mm-processor-cache-gb 0"),
     EngineSetup(
-        "vllm-shm", VLLM, {"engine_args": ["--mm-processor-cache-type shm"]},
+        "vllm-shm",
+        VLLM,
+        {"engine_args": ["--mm-processor-cache-type shm"]},
         "vLLM with --mm-processor-cache-type shm",
     ),
     EngineSetup(
-        "vllm-api-servers-2", VLLM, {"engine_args": ["--api-server-count 2"]},
+        "vllm-api-servers-2",
+        VLLM,
+        {"engine_args": ["--api-server-count 2"]},
         "vLLM behind two API servers (--api-server-count 2)",
     ),
 )

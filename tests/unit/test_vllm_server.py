@@ -190,7 +190,7 @@ def test_metrics_are_summed_over_their_labels_and_unknown_text_gives_nothing() -
 def test_the_cause_read_from_vllms_log_names_its_exceptions_not_its_answers() -> None:
     log = (
         "INFO started\n"
-        "(EngineCore pid=1) ERROR   File \"qwen3_vl.py\", line 9, in _iter_mm_grid_hw\n"
+        '(EngineCore pid=1) ERROR   File "qwen3_vl.py", line 9, in _iter_mm_grid_hw\n'
         "(EngineCore pid=1) ERROR AssertionError\n"
         "(APIServer pid=2) ERROR vllm.v1.engine.exceptions.EngineDeadError: EngineCore failed.\n"
         'INFO:     127.0.0.1:5 - "POST /inference/v1/generate HTTP/1.1" 500 Internal Server Error\n'

@@ -255,19 +255,25 @@ class VllmEngine:
         rss = 0
         cpu = 0.0
         peaks: dict[str, int] = {}
+        # per process kind: its RSS and CPU seconds now (where the tree's memory and time are)
+        kinds: dict[str, dict[str, float]] = {}
         root = self.pid or -1
         for p in self.tree():
             try:
                 with p.oneshot():
-                    rss += p.memory_info().rss
+                    own = p.memory_info().rss
                     t = p.cpu_times()
-                    cpu += t.user + t.system + t.children_user + t.children_system
+                    spent = t.user + t.system + t.children_user + t.children_system
                     hwm = vmhwm_of(p.pid)
             except psutil.Error:
                 continue
+            rss, cpu = rss + own, cpu + spent
             kind = _kind(p, root)
             peaks[kind] = peaks.get(kind, 0) + (hwm or 0)
-        return {"rss_bytes": rss, "cpu_s": cpu, "peaks": peaks}
+            mine = kinds.setdefault(kind, {"rss_bytes": 0, "cpu_s": 0.0})
+            mine["rss_bytes"] += own
+            mine["cpu_s"] += spent
+        return {"rss_bytes": rss, "cpu_s": cpu, "peaks": peaks, "kinds": kinds}
 
     # --- what the harness asks -----------------------------------------------------------
 
@@ -332,6 +338,7 @@ class VllmEngine:
             "rss_bytes": memory["rss_bytes"],
             "cpu_s": memory["cpu_s"],
             "peaks": memory["peaks"],
+            "kinds": memory["kinds"],
             "requests": counted["requests"],
             "bytes_received": counted["bytes_received"],
             "status_counts": counted["status_counts"],
@@ -346,4 +353,3 @@ class VllmEngine:
             "cache_bytes": None,
             "cache_items": None,
         }
-

@@ -88,7 +88,9 @@ def processor(processor_cls: type, image_cls: type, video_cls: type, spec: dict,
         image_mean=g["image_mean"], image_std=g["image_std"],
     )  # fmt: skip
     return processor_cls(
-        image_processor=image, tokenizer=tokenizer(spec), video_processor=video_cls(**patches),
+        image_processor=image,
+        tokenizer=tokenizer(spec),
+        video_processor=video_cls(**patches),
         chat_template=CHAT_TEMPLATE,
     )
 
