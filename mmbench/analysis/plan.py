@@ -6,7 +6,7 @@ over K of the predicted system peak plus preflight's margin, which grows with K.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -29,6 +29,8 @@ class ModePlan:
     binding: str  # what the first K that does not fit runs out on (one of PARTS), or "" if none
     bytes_per_turn: int  # bytes shipped per turn by all K rollouts, averaged over the turns
     capped: bool = False  # K reached the largest K mmbench takes and still fits
+    # the largest K whose typical system peak (the calibration's median run, no margin) fits
+    typical_rollouts: int = 0
 
     @property
     def parts(self) -> dict[str, int]:
@@ -39,6 +41,7 @@ class ModePlan:
         return {
             "mode": self.mode,
             "rollouts": self.rollouts,
+            "typical_rollouts": self.typical_rollouts,
             "capped": self.capped,
             "binding": self.binding or None,
             "need_bytes": self.need_bytes,
@@ -80,13 +83,25 @@ def system_parts(p: Prediction) -> dict[str, int]:
     }
 
 
-def _largest_k(base: PointConfig, per_image: float, memory: int, engine: str) -> tuple[int, bool]:
-    """The largest K whose predicted system peak plus margin fits `memory` (0 if none), and
-    whether the search stopped at MAX_ROLLOUTS. The need grows with K, so a bisection finds it."""
+def bound_need(p: Prediction) -> int:
+    """What a point needs by the bound: its predicted system peak plus preflight's margin."""
+    return with_margin(p.system_peak_bytes)
+
+
+def typical_need(p: Prediction) -> int:
+    """What a typical run of the point needs: its typical system peak, no margin."""
+    return p.typical_system_peak_bytes
+
+
+def _largest_k(
+    base: PointConfig, per_image: float, memory: int, engine: str,
+    need: Callable[[Prediction], int] = bound_need,
+) -> tuple[int, bool]:  # fmt: skip
+    """The largest K whose need fits `memory` (0 if none), and whether the search stopped at
+    MAX_ROLLOUTS. The need grows with K, so a bisection finds it."""
 
     def fits(k: int) -> bool:
-        need = with_margin(predict(replace(base, rollouts=k), per_image, engine=engine).system_peak_bytes)
-        return need <= memory
+        return need(predict(replace(base, rollouts=k), per_image, engine=engine)) <= memory
 
     if not fits(1):
         return 0, False
@@ -115,7 +130,8 @@ def plan_mode(base: PointConfig, per_image: float, memory: int, engine: str = "e
     if not capped:  # the first K that does not fit binds
         binding = _binding(at if k == 0 else predict(replace(base, rollouts=k + 1), per_image, engine=engine))
     per_turn = at.bytes_shipped // base.turns
-    return ModePlan(base.mode, k, at, with_margin(at.system_peak_bytes), binding, per_turn, capped)
+    typical, _ = _largest_k(base, per_image, memory, engine, typical_need)
+    return ModePlan(base.mode, k, at, bound_need(at), binding, per_turn, capped, typical)
 
 
 def plan(

@@ -95,7 +95,7 @@ def plan(
     )
     found: list[ModeCapacity] = []
     for m in predicted.modes:
-        found.append(search.mode(m.mode, m.rollouts))
+        found.append(search.mode(m.mode, m.rollouts, m.typical_rollouts))
     if fmt == "table":
         c.console.print(capacity_table(predicted, found, name))
     else:

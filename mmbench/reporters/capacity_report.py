@@ -13,8 +13,10 @@ from mmbench.units import fmt_bytes, fmt_in
 COLUMNS = (
     "mode",
     "model K",
+    "typical K",
     "measured K",
     "model / measured",
+    "typical / measured",
     "points measured (K: system peak GiB)",
     "search s",
 )
@@ -27,8 +29,9 @@ def title(plan: Plan, engine: str) -> str:
 def note(plan: Plan) -> str:
     return (
         "model K: the largest K whose predicted system peak plus preflight's "
-        f"{plan.margin:.0%} margin fits (mmbench plan). measured K: the largest K measured to fit, searched "
-        "from the model's K up or down by a quarter, then bisected; a point fits when its measured system "
+        f"{plan.margin:.0%} margin fits (mmbench plan); typical K: the largest K whose typical system peak "
+        "fits, no margin (half the runs peak higher). measured K: the largest K measured to fit, searched "
+        "from the typical K up or down by a quarter, then bisected; a point fits when its measured system "
         "peak (the client's RSS at its peak, baseline included, plus the engine's high-water mark) is within "
         "the memory; x: it did not (over: the watchdog stopped it at the memory). model / measured: 0.75-1.00"
         " is a tight, safe plan; above 1.00 the plan would not fit."
@@ -61,8 +64,10 @@ def cells(m: ModePlan, found: ModeCapacity) -> list[str]:
     if found.error:
         measured = "failed"
     ratio = "-" if found.ratio is None or found.error else f"{found.ratio:.2f}"
+    typical = "-" if found.typical_ratio is None or found.error else f"{found.typical_ratio:.2f}"
     probes = ", ".join(probe_text(p) for p in sorted(found.probes, key=lambda p: p.rollouts))
-    return [m.mode, str(m.rollouts), measured, ratio, probes, f"{found.seconds:.0f}"]
+    return [m.mode, str(m.rollouts), str(m.typical_rollouts or "-"), measured, ratio, typical, probes,
+            f"{found.seconds:.0f}"]  # fmt: skip
 
 
 def capacity_table(plan: Plan, found: list[ModeCapacity], engine: str) -> Table:

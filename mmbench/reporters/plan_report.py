@@ -10,8 +10,8 @@ from mmbench.analysis.plan import PARTS, ModePlan, Plan
 from mmbench.units import fmt_bytes, fmt_in
 
 COLUMNS = (
-    "mode", "largest K", "retained GiB", "shipped/turn MiB", "need GiB", *(f"{part} GiB" for part in PARTS),
-    "binding",
+    "mode", "largest K", "typical K", "retained GiB", "shipped/turn MiB", "need GiB",
+    *(f"{part} GiB" for part in PARTS), "binding",
 )  # fmt: skip
 _SHOWN = (
     "image_size", "turns", "images_per_turn", "model", "pool_size", "image_cache_max", "engine_cache_gb",
@@ -35,7 +35,9 @@ def note(plan: Plan) -> str:
         "fits when the need is within the memory. The parts add up to the system peak (client peak: "
         "baseline, retained data, request bodies in flight, the allocator's slack; engine cache: its mm "
         "cache; engine peak: the rest of the engine's RSS). binding: the largest part at the first K "
-        "that does not fit."
+        "that does not fit. typical K: the largest K whose typical system peak fits, no margin (the "
+        "bounds' parts above the live data and the engine's baseline and cache at the median of what "
+        "the calibration points measured): half the runs at that K peak higher."
     )
 
 
@@ -44,7 +46,8 @@ def cells(m: ModePlan) -> list[str]:
     k = str(m.rollouts) + (" (cap)" if m.capped else "") if m.rollouts else "none"
     parts = m.parts
     return [
-        m.mode, k, fmt_in(p.retained_bytes, "GiB", 2), fmt_in(m.bytes_per_turn, "MiB"),
+        m.mode, k, str(m.typical_rollouts) if m.typical_rollouts else "none",
+        fmt_in(p.retained_bytes, "GiB", 2), fmt_in(m.bytes_per_turn, "MiB"),
         fmt_in(m.need_bytes, "GiB", 2),
         *(fmt_in(parts[part], "GiB", 2) for part in PARTS), m.binding or "-",
     ]  # fmt: skip

@@ -67,16 +67,25 @@ class ModeCapacity:
     capped: bool = False  # the search reached MAX_ROLLOUTS and it still fit
     error: str = ""  # a point failed for a reason other than memory: the search stopped there
     seconds: float = 0.0  # the search's wall time (reused points count nothing)
+    typical_rollouts: int = 0  # the model's largest K for a typical run (0: not given)
 
     @property
     def ratio(self) -> float | None:
         """The model's K over the measured one (the plan's tightness; 1.0 = exact, above = unsafe)."""
         return self.model_rollouts / self.measured_rollouts if self.measured_rollouts else None
 
+    @property
+    def typical_ratio(self) -> float | None:
+        """The typical run's K over the measured one."""
+        if not self.measured_rollouts or not self.typical_rollouts:
+            return None
+        return self.typical_rollouts / self.measured_rollouts
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "mode": self.mode, "model_rollouts": self.model_rollouts,
             "measured_rollouts": self.measured_rollouts, "ratio": self.ratio, "capped": self.capped,
+            "typical_rollouts": self.typical_rollouts or None, "typical_ratio": self.typical_ratio,
             "error": self.error or None, "seconds": self.seconds,
             "probes": [
                 {"rollouts": p.rollouts, "fits": p.fits, "status": p.record.status, "cause": p.record.cause,
@@ -166,8 +175,10 @@ class Search:
                     f"{self.out_dir} holds points of another search (or a sweep): use a new --out"
                 )
 
-    def mode(self, mode: str, model_rollouts: int) -> ModeCapacity:
-        found = ModeCapacity(mode, model_rollouts)
+    def mode(self, mode: str, model_rollouts: int, typical_rollouts: int = 0) -> ModeCapacity:
+        """The largest K of `mode` that fits, searched from the typical run's K where given (the
+        nearer start), else from the model's."""
+        found = ModeCapacity(mode, model_rollouts, typical_rollouts=typical_rollouts)
         t0 = time.monotonic()
 
         def measure(k: int) -> Probe:
@@ -178,7 +189,7 @@ class Search:
             return probe
 
         try:
-            found.measured_rollouts, found.capped = search(model_rollouts, measure)
+            found.measured_rollouts, found.capped = search(typical_rollouts or model_rollouts, measure)
         except PointFailed as exc:
             found.error = str(exc)
         found.seconds = time.monotonic() - t0

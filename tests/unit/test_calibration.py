@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from mmbench.measure.model import explain
-from mmbench.measure.model.calibration import Point, _above_noise, fit, main, minimax, nnls
+from mmbench.measure.model.calibration import Point, _above_noise, _fit_typical, fit, main, tightest_bound
 from mmbench.measure.model.constants import CONSTANTS
 from mmbench.measure.model.peak import client_parts
 from mmbench.results import PointRecord, load
@@ -20,22 +20,17 @@ from mmbench.units import MIB
 GOLDEN = Path(__file__).parents[1] / "golden" / "results_schema_v4.json"
 
 
-def test_nnls_solves_a_consistent_system_and_keeps_every_coefficient_non_negative() -> None:
-    a = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
-    assert np.allclose(nnls(a, a @ np.array([2.0, 3.0])), [2.0, 3.0])
-    x = nnls(a, np.array([-1.0, 2.0, 1.0]))  # the unconstrained answer has a negative part
-    assert (x >= 0).all() and x[0] == 0.0
-
-
-def test_minimax_makes_the_largest_residual_smaller_than_least_squares() -> None:
+def test_the_tightest_bound_covers_every_point_and_is_tighter_than_a_scaled_least_squares_fit() -> None:
     rng = np.random.default_rng(0)
-    a = rng.uniform(0.5, 2.0, size=(30, 2))
-    b = a @ np.array([1.0, 2.0]) + rng.normal(0, 0.1, size=30)
-    b[0] += 3.0  # one outlier: least squares spreads it, minimax bounds it
-    lsq = np.linalg.lstsq(a, b, rcond=None)[0]
-    mm = minimax(a, b)
-    assert (mm >= 0).all()
-    assert np.abs(a @ mm - b).max() < np.abs(a @ lsq - b).max()
+    basis = rng.uniform(0.5, 2.0, size=(40, 3)) * 1e8
+    target = basis @ np.array([1.0, 2.0, 0.0]) * rng.uniform(0.8, 1.2, size=40)
+    peaks = target * 1.5
+    x = tightest_bound(basis, target, peaks)
+    assert (x >= 0).all()
+    assert (basis @ x >= target * (1 - 1e-9)).all()  # an upper bound of every point
+    lsq = np.linalg.lstsq(basis, target, rcond=None)[0]
+    scaled = lsq * max(target / (basis @ lsq))  # least squares, then scaled to cover every point
+    assert ((basis @ x) / peaks).sum() < ((basis @ scaled) / peaks).sum()
 
 
 def _base(tmp: Path) -> PointRecord:
@@ -89,3 +84,15 @@ def test_retained_ratios_under_the_rss_noise_floor_are_left_out() -> None:
     assert _above_noise(0.3 * MIB, 0.8 * MIB) is None  # raw-file: under 1 MiB either side
     assert _above_noise(None, 100 * MIB) is None
     assert _above_noise(99 * MIB, 100 * MIB) == pytest.approx(0.99)
+
+
+def test_the_typical_shares_are_the_medians_of_what_points_reached_of_their_bounds(tmp_path: Path) -> None:
+    base = _base(tmp_path)
+    points = []
+    for share, k in ((0.5, 2), (0.7, 4), (0.9, 8)):
+        record = replace(base, mode="full", rollouts=k, turns=8, image_size="512", codec="fast")
+        pred = explain(record.config, record.source_bytes_per_image or 0.0, CONSTANTS)[0]
+        peak = pred.retained_bytes + int(share * (pred.peak_bytes - pred.retained_bytes))
+        points.append(Point("synthetic", replace(record, peak_bytes=peak, engine_peak_rss_bytes=None)))
+    assert _fit_typical(points, CONSTANTS)[0] == pytest.approx(0.7, abs=1e-6)
+    assert _fit_typical(points, CONSTANTS)[1:] == CONSTANTS.typical[1:]  # no engine figures: kept

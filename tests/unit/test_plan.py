@@ -50,6 +50,23 @@ def test_a_machine_too_small_for_one_rollout_plans_none_and_says_what_binds() ->
     assert m.need_bytes > 200 * MIB
 
 
+def test_the_typical_k_is_the_largest_whose_typical_peak_fits_and_never_below_the_bound() -> None:
+    for m in plan(BASE, 2 * GIB).modes:
+        per_image, _ = prediction_for(BASE)
+        at = replace(BASE, mode=m.mode, rollouts=m.typical_rollouts)
+        assert predict(at, per_image).typical_system_peak_bytes <= 2 * GIB
+        beyond = predict(replace(at, rollouts=m.typical_rollouts + 1), per_image)
+        assert beyond.typical_system_peak_bytes > 2 * GIB
+        assert m.typical_rollouts >= m.rollouts
+
+
+def test_a_typical_peak_lies_between_the_live_data_and_the_bound() -> None:
+    for mode in MODEL_MODES:
+        p = predict(replace(BASE, mode=mode, rollouts=8), 100_000.0)
+        assert p.retained_bytes <= p.typical_peak_bytes <= p.peak_bytes
+        assert p.engine_cache_bytes < p.typical_engine_peak_bytes <= p.engine_peak_bytes
+
+
 def test_the_parts_add_up_to_the_system_peak() -> None:
     p = predict(replace(BASE, rollouts=4), 100_000.0)
     assert sum(system_parts(p).values()) == p.system_peak_bytes

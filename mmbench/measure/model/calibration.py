@@ -10,11 +10,14 @@ constants.py.
 
 How: the baselines are medians; the driver's CPU costs (Constants.timing) are measured, not fitted
 (see constants.py); the allocator's slack and the transient are fitted together on the peak above
-the live data, coefficients >= 0 that make the largest relative error of the peak smallest
-(minimax), then scaled so that the predicted peak covers every measured one: the prediction is an
-upper bound of the calibration data, to which preflight adds its margin. trim_factor likewise on
-the points where trim_after_build trims; the engine's bodies at once on its peak above its baseline
-and cache.
+the live data: the coefficients >= 0 whose prediction covers every measured peak (an upper bound of
+the calibration data, to which preflight adds its margin) and is otherwise as small as it can be,
+summed relative to each point's peak (tightest_bound: a linear program). trim_factor and the
+codecs' factors scale that bound to cover their points; the engine's bodies at once, the raw
+modes' client and a real vLLM's tree are bounds of the same kind on their own peaks. Last, what a
+typical run reaches of each bound (`typical`): the median over the points of the measured share of
+the bound above what the model knows exactly (the client's live data, the engine's baseline and
+cache), which `mmbench plan` plans a typical run with beside the bound.
 """
 
 from __future__ import annotations
@@ -65,40 +68,21 @@ def measured_points(directories: Sequence[str]) -> list[Point]:
     return out
 
 
-def nnls(a: np.ndarray, b: np.ndarray, iterations: int = 200) -> np.ndarray:
-    """argmin ||a x - b|| over x >= 0 (Lawson and Hanson's active set method)."""
-    n = a.shape[1]
-    x, passive = np.zeros(n), np.zeros(n, dtype=bool)
-    for _ in range(iterations):
-        gradient = a.T @ (b - a @ x)
-        free = ~passive & (gradient > 1e-12 * max(1.0, float(np.abs(gradient).max())))
-        if not free.any():
-            break
-        passive[np.argmax(np.where(free, gradient, -np.inf))] = True
-        while True:
-            z = np.zeros(n)
-            z[passive] = np.linalg.lstsq(a[:, passive], b, rcond=None)[0]
-            if (z[passive] > 0).all():
-                x = z
-                break
-            neg = passive & (z <= 0)
-            step = np.min(x[neg] / (x[neg] - z[neg]))
-            x = x + step * (z - x)
-            passive &= x > 1e-12
-    return x
+def tightest_bound(basis: np.ndarray, target: np.ndarray, peaks: np.ndarray) -> np.ndarray:
+    """Coefficients x >= 0 such that basis @ x covers every target (an upper bound of what was
+    measured) and is, summed relative to each point's peak, as small as it can be: a linear
+    program (HiGHS, through scipy.optimize.linprog). Each row is taken relative to its peak so that
+    a large point counts no more than a small one; columns are scaled to 1 for the solver."""
+    from scipy.optimize import linprog  # the dev extra: only calibration needs it
 
-
-def minimax(a: np.ndarray, b: np.ndarray, iterations: int = 100) -> np.ndarray:
-    """x >= 0 that (nearly) minimizes max |a x - b|: Lawson's iteratively reweighted least squares,
-    each weight growing with its row's residual."""
-    w = np.full(len(b), 1.0 / len(b))
-    x = np.zeros(a.shape[1])
-    for _ in range(iterations):
-        root = np.sqrt(w)
-        x = nnls(a * root[:, None], b * root)
-        w = w * np.abs(a @ x - b) + 1e-15
-        w /= w.sum()
-    return x
+    a = basis / peaks[:, None]
+    scale = np.abs(a).max(axis=0)
+    scale[scale == 0] = 1.0
+    a = a / scale
+    result = linprog(a.sum(axis=0), A_ub=-a, b_ub=-(target / peaks), bounds=(0, None), method="highs")
+    if not result.success:
+        raise MmbenchError(f"calibration: no bound covers the points ({result.message})")
+    return np.asarray(result.x) / scale
 
 
 def _envelope(excess: list[float], predicted: list[float]) -> float:
@@ -108,20 +92,18 @@ def _envelope(excess: list[float], predicted: list[float]) -> float:
 
 
 def _fit_raw_client(points: list[Point], c: Constants) -> tuple[float, ...]:
-    """The raw modes' client peak above the live data (model/raw.py's raw_basis): minimax of the
-    relative error, then scaled to cover every measured peak."""
+    """The raw modes' client peak above the live data (model/raw.py's raw_basis): the tightest
+    bound of every measured peak."""
     explained = [(p, explain(p.record.config, p.per_image, c)[1]) for p in points]
     peaks = np.array([float(p.record.peak_bytes or 0) for p, _ in explained])
     excess = peaks - np.array([float(pi.live) for _, pi in explained])
     basis = np.array([raw_basis(pi.k, pi.last_turn_body, p.per_image) for p, pi in explained])
-    x = minimax(basis / peaks[:, None], excess / peaks)
-    x *= _envelope(list(excess), list(basis @ x))
-    return tuple(float(v) for v in x)
+    return tuple(float(v) for v in tightest_bound(basis, excess, peaks))
 
 
 def _fit_vllm(points: list[Point], c: Constants) -> Constants:
     """A real vLLM's baseline (the median) and what it holds above it (model/vllm.py's vllm_basis):
-    minimax of the relative error of its peak, then scaled to cover every measured one."""
+    the tightest bound of every measured peak."""
     baselines = [r.engine_rss_baseline_bytes for p in points if (r := p.record).engine_rss_baseline_bytes]
     c = replace(c, vllm_baseline=int(statistics.median(baselines)))
     mine = [p for p in points if p.record.engine_peak_rss_bytes and p.record.engine_rss_baseline_bytes]
@@ -129,8 +111,7 @@ def _fit_vllm(points: list[Point], c: Constants) -> Constants:
     peaks = np.array([float(r.engine_peak_rss_bytes or 0) for r, _, _ in explained])
     held = peaks - np.array([float(r.engine_rss_baseline_bytes or 0) for r, _, _ in explained])
     basis = np.array([vllm_basis(pi, pred.engine_cache_bytes) for _, pred, pi in explained])
-    x = minimax(basis / peaks[:, None], held / peaks)
-    x *= _envelope(list(held), list(basis @ x))
+    x = tightest_bound(basis, held, peaks)
     return replace(c, vllm_engine=tuple(float(v) for v in x))
 
 
@@ -138,6 +119,41 @@ def fit(points: list[Point], start: Constants = CONSTANTS) -> Constants:
     """The constants that best explain these points (see the module doc)."""
     # A real vLLM's points fit its own engine side (model/vllm.py) and nothing else: its client
     # waits for a slower engine than the one the client's constants are fitted with.
+    c = _fit_bounds(points, start)
+    return replace(c, typical=_fit_typical(points, c))
+
+
+def _share(measured: float, floor: float, bound: float) -> float | None:
+    """What a measured peak reaches of its bound above the floor the model knows exactly."""
+    return (measured - floor) / (bound - floor) if bound > floor else None
+
+
+def _fit_typical(points: list[Point], c: Constants) -> tuple[float, float, float]:
+    """Constants.typical: the medians of the measured shares of the bounds (see constants.py)."""
+    client: list[float] = []
+    engine: list[float] = []
+    vllm: list[float] = []
+    for p in points:
+        r = p.record
+        on_vllm = r.engine == VLLM
+        pred = explain(r.config, p.per_image, c, VLLM if on_vllm else "embedded")[0]
+        if not on_vllm and r.peak_bytes is not None:
+            share = _share(r.peak_bytes, pred.retained_bytes, pred.peak_bytes)
+            client += [share] if share is not None else []
+        if r.engine_peak_rss_bytes is not None:
+            floor = c.vllm_baseline if on_vllm else c.engine_baseline + pred.engine_cache_bytes
+            share = _share(r.engine_peak_rss_bytes, floor, pred.engine_peak_bytes)
+            (vllm if on_vllm else engine).extend([share] if share is not None else [])
+    keep = c.typical
+    return (
+        statistics.median(client) if client else keep[0],
+        statistics.median(engine) if engine else keep[1],
+        statistics.median(vllm) if vllm else keep[2],
+    )
+
+
+def _fit_bounds(points: list[Point], start: Constants) -> Constants:
+    """Every constant but `typical`: the baselines and the bounds (see the module doc)."""
     vllm = [p for p in points if p.record.engine == VLLM]
     points = [p for p in points if p.record.engine != VLLM]
     if vllm:
@@ -157,14 +173,10 @@ def fit(points: list[Point], start: Constants = CONSTANTS) -> Constants:
     if raw:
         c = replace(c, raw_client=_fit_raw_client(raw, c))
     points = [p for p in points if behaviour(p.record.mode).client_renders]
-    # Codecs other than `fast` get a factor each on the bodies alive at once, fitted apart below.
     others = [p for p in points if p.record.codec != "fast"]
-    points = [p for p in points if p.record.codec == "fast"]
     c = replace(c, codec_build=_fit_codec_build(others, c), codec_peak=())
     if points:
         c = _fit_processed(points, c)
-    if others:
-        c = replace(c, codec_peak=_fit_codecs(others, c))
     return c
 
 
@@ -190,41 +202,59 @@ def _fit_codec_build(points: list[Point], c: Constants) -> tuple[tuple[str, floa
     return tuple(sorted(fitted.items()))
 
 
-def _fit_codecs(points: list[Point], c: Constants) -> tuple[tuple[str, float, float], ...]:
-    """Per codec: the factors on the client's transient and on the engine's bodies that make the
-    prediction cover every peak of its points (with `fast`'s coefficients)."""
-    out = []
-    for codec in sorted({p.record.codec for p in points}):
-        explained = [(p.record, *explain(p.record.config, p.per_image, c)) for p in points
-                     if p.record.codec == codec]  # fmt: skip
-        parts = [(r, client_parts(pi, c)) for r, _, pi in explained]
-        client = _envelope(
-            [float((r.peak_bytes or 0) - pt["live"] - pt["slack"]) for r, pt in parts],
-            [float(pt["transient"]) for _, pt in parts],
-        )
-        engine_pts = [(r, pred, pi) for r, pred, pi in explained if r.engine_peak_rss_bytes is not None]
-        engine = _envelope(
-            [float((r.engine_peak_rss_bytes or 0) - c.engine_baseline - pred.engine_cache_bytes)
-             for r, pred, _ in engine_pts],
-            [float(np.dot(engine_basis(pi), c.engine)) for _, _, pi in engine_pts],
-        ) if engine_pts else 1.0  # fmt: skip
-        out.append((codec, client, engine))
-    return tuple(out)
+# The factors on a codec's bodies alive at once (client transient, engine bodies) tried for each
+# codec other than `fast`: the bound is fitted on every codec's points at once for each, and the
+# factor whose bound is tightest kept.
+PEAK_FACTORS = tuple(round(0.2 + 0.05 * i, 2) for i in range(57))
+
+
+def _bound(rows: list[tuple[list[float], list[float], float, float]], codecs: list[str],
+           factors: dict[str, float]) -> tuple[np.ndarray, float]:  # fmt: skip
+    """The tightest bound of rows (fixed part of the basis, part scaled by its codec's factor,
+    target, peak) with these factors, and its objective (the bound summed relative to the peaks)."""
+    basis = np.array([fixed + [factors.get(codec, 1.0) * v for v in scaled]
+                      for (fixed, scaled, _, _), codec in zip(rows, codecs, strict=True)])  # fmt: skip
+    target = np.array([t for _, _, t, _ in rows])
+    peaks = np.array([pk for _, _, _, pk in rows])
+    x = tightest_bound(basis, target, peaks)
+    return x, float(((basis @ x) / peaks).sum())
+
+
+def _best_factors(
+    rows: list[tuple[list[float], list[float], float, float]], codecs: list[str]
+) -> tuple[np.ndarray, dict[str, float]]:
+    """The bound and the per-codec factors (fast: 1) whose bound is tightest, codec by codec."""
+    factors: dict[str, float] = {}
+    for codec in sorted(set(codecs) - {"fast"}):
+        factors[codec] = min(PEAK_FACTORS, key=lambda f: _bound(rows, codecs, {**factors, codec: f})[1])
+    return _bound(rows, codecs, factors)[0], factors
 
 
 def _fit_processed(points: list[Point], c: Constants) -> Constants:
-    """The slack, the transient, trim_factor and the engine's bodies, on the processed modes' points."""
+    """The slack, the transient, trim_factor, the engine's bodies and the codecs' factors on them,
+    on the processed modes' points of every codec."""
     explained = [(p.record, *explain(p.record.config, p.per_image, c)) for p in points]
-    # The slack and the transient together, on the untrimmed points: the coefficients that make the
-    # largest relative error of the peak smallest, then scaled to cover every measured peak.
+    # The slack and the transient together, on the untrimmed points: the tightest bound of every
+    # measured peak, each codec's transient scaled by its own factor.
     plain = [(r, pi) for r, _, pi in explained if not pi.trims]
-    basis = np.array([slack_basis(pi) + transient_basis(pi) for _, pi in plain])
-    peaks = np.array([float(r.peak_bytes or 0) for r, _ in plain])
-    excess = peaks - np.array([float(pi.live) for _, pi in plain])
-    x = minimax(basis / peaks[:, None], excess / peaks)
-    x *= _envelope(list(excess), list(basis @ x))
+    rows = [(slack_basis(pi), transient_basis(pi), float((r.peak_bytes or 0) - pi.live),
+             float(r.peak_bytes or 0)) for r, pi in plain]  # fmt: skip
+    x, client_factors = _best_factors(rows, [r.codec for r, _ in plain])
     n = len(slack_basis(plain[0][1]))
     c = replace(c, slack=tuple(float(v) for v in x[:n]), transient=tuple(float(v) for v in x[n:]))
+    # The engine: baseline and cache are the model's; the bodies it holds at once are fitted.
+    engine_pts = [(r, pred, pi) for r, pred, pi in explained if r.engine_peak_rss_bytes is not None]
+    engine_factors: dict[str, float] = {}
+    if engine_pts:
+        engine_rows: list[tuple[list[float], list[float], float, float]] = [([], engine_basis(pi),
+                        float((r.engine_peak_rss_bytes or 0) - c.engine_baseline - pred.engine_cache_bytes),
+                        float(r.engine_peak_rss_bytes or 0)) for r, pred, pi in engine_pts]  # fmt: skip
+        e, engine_factors = _best_factors(engine_rows, [r.codec for r, _, _ in engine_pts])
+        c = replace(c, engine=tuple(float(v) for v in e))
+    codecs = sorted(set(client_factors) | set(engine_factors))
+    c = replace(c, codec_peak=tuple(
+        (codec, client_factors.get(codec, 1.0), engine_factors.get(codec, 1.0)) for codec in codecs
+    ))  # fmt: skip
     trimmed = [(r, pi) for r, _, pi in explained if pi.trims]
     if trimmed:
         untrimmed = replace(c, trim_factor=1.0)
@@ -233,15 +263,6 @@ def _fit_processed(points: list[Point], c: Constants) -> Constants:
             [float((r.peak_bytes or 0) - pi.live) for r, pi in trimmed],
             [float(pt["slack"] + pt["transient"]) for pt in parts],
         ))  # fmt: skip
-    # The engine: baseline and cache are the model's; the bodies it holds at once are fitted.
-    engine_pts = [(r, pred, pi) for r, pred, pi in explained if r.engine_peak_rss_bytes is not None]
-    if engine_pts:
-        held = [float((r.engine_peak_rss_bytes or 0) - c.engine_baseline - pred.engine_cache_bytes)
-                for r, pred, _ in engine_pts]  # fmt: skip
-        rows = np.array([engine_basis(pi) for _, _, pi in engine_pts])
-        engine_peaks = np.array([float(r.engine_peak_rss_bytes or 0) for r, _, _ in engine_pts])
-        e = minimax(rows / engine_peaks[:, None], np.array(held) / engine_peaks)
-        c = replace(c, engine=tuple(float(v) for v in e * _envelope(held, list(rows @ e))))
     return c
 
 

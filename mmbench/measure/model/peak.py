@@ -17,8 +17,9 @@ last turn's request bodies, the largest, are alive. Its peak is the sum of three
   each body waiting for the engine is held twice (the bytes and asyncio's write-buffer copy of what
   the socket has not taken yet: measured 61 MiB per 64 MiB body held by a server that reads
   nothing). How many bodies are alive at once depends on how fast the engine answers against how
-  fast the client builds: measured, it grows with log2 K, not K (the engine works through bodies
-  while the client builds the next ones). Renders in flight add the renderer's float32
+  fast the client builds: a term per doubling of K (the engine works through bodies while the
+  client builds the next ones) and one per rollout (every rollout's request waiting on an engine
+  that answers one at a time), each fitted. Renders in flight add the renderer's float32
   temporaries (the resized image as float32, the frames, the patches: ~2.5 x the pixels each).
 
 trim_after_build, where it trims the largest builds, returns most of the slack and, the builds being
@@ -137,7 +138,7 @@ def transient_basis(p: PeakInputs) -> list[float]:
     big, small = _split(p.largest_body)
     last_big, last_small = _split(p.last_turn_body)
     return [
-        big, p.log2_k * last_big, small, p.log2_k * last_small,
+        big, p.log2_k * last_big, p.k * last_big, small, p.log2_k * last_small, p.k * last_small,
         p.renders_in_flight * p.pixel_float32, 1.0,
     ]  # fmt: skip
 
@@ -168,8 +169,10 @@ def client_peak(p: PeakInputs, c: Constants) -> int:
 
 
 def engine_basis(p: PeakInputs) -> list[float]:
-    """The engine's bodies at once are these, each times its coefficient (Constants.engine)."""
-    return [p.largest_body, p.log2_k * p.last_turn_body]
+    """The engine's bodies at once are these, each times its coefficient (Constants.engine): one as
+    large as the largest, last-turn ones per doubling of K and per rollout (its server reads every
+    body that arrives while it answers one request at a time)."""
+    return [p.largest_body, p.log2_k * p.last_turn_body, p.k * p.last_turn_body]
 
 
 def engine_peak(p: PeakInputs, cache_bytes: int, c: Constants) -> int:

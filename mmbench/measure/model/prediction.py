@@ -38,12 +38,21 @@ class Prediction:
     null_items_sent: int = 0
     # images the engine preprocesses: none where the client ships processed items
     engine_preprocess_calls: int = 0
+    # --- typical peaks: the bounds above scaled, above the live data (client) and above baseline
+    # and cache (engine), to the median of what the calibration points measured (Constants.typical)
+    typical_peak_bytes: int = 0
+    typical_engine_peak_bytes: int = 0
 
     @property
     def system_peak_bytes(self) -> int:
         """What the point needs from the machine: the client's RSS at its peak (baseline included)
         and the engine's."""
         return self.client_baseline_bytes + self.peak_bytes + self.engine_peak_bytes
+
+    @property
+    def typical_system_peak_bytes(self) -> int:
+        """The system peak a typical run reaches (the median of the calibration data, not a bound)."""
+        return self.client_baseline_bytes + self.typical_peak_bytes + self.typical_engine_peak_bytes
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)

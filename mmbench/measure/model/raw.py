@@ -101,7 +101,10 @@ def raw_basis(k: int, last_turn_body: int, source_bytes_per_image: float) -> lis
     (Constants.raw_client): a last-turn body, and one per doubling of K (the bodies alive at once
     grow with log2 K, as the processed modes' do), a source image per rollout (each rollout's image
     read, encoded or written as an asset while the others' are alive), and fixed bytes."""
-    return [float(last_turn_body), math.log2(k) * last_turn_body, k * source_bytes_per_image, 1.0]
+    return [
+        float(last_turn_body), math.log2(k) * last_turn_body, k * last_turn_body,
+        k * source_bytes_per_image, 1.0,
+    ]  # fmt: skip
 
 
 def explain_raw(
