@@ -68,18 +68,23 @@ def measured_points(directories: Sequence[str]) -> list[Point]:
     return out
 
 
-def tightest_bound(basis: np.ndarray, target: np.ndarray, peaks: np.ndarray) -> np.ndarray:
+def tightest_bound(
+    basis: np.ndarray, target: np.ndarray, peaks: np.ndarray, weights: np.ndarray | None = None
+) -> np.ndarray:
     """Coefficients x >= 0 such that basis @ x covers every target (an upper bound of what was
-    measured) and is, summed relative to each point's peak, as small as it can be: a linear
-    program (HiGHS, through scipy.optimize.linprog). Each row is taken relative to its peak so that
-    a large point counts no more than a small one; columns are scaled to 1 for the solver."""
+    measured) and is, summed relative to each point's peak (times its weight), as small as it can
+    be: a linear program (HiGHS, through scipy.optimize.linprog). Each row is taken relative to its
+    peak so that a large point counts no more than a small one; columns are scaled to 1 for the
+    solver."""
     from scipy.optimize import linprog  # the dev extra: only calibration needs it
 
     a = basis / peaks[:, None]
     scale = np.abs(a).max(axis=0)
     scale[scale == 0] = 1.0
     a = a / scale
-    result = linprog(a.sum(axis=0), A_ub=-a, b_ub=-(target / peaks), bounds=(0, None), method="highs")
+    w = np.ones(len(peaks)) if weights is None else weights
+    result = linprog((a * w[:, None]).sum(axis=0), A_ub=-a, b_ub=-(target / peaks), bounds=(0, None),
+                     method="highs")  # fmt: skip
     if not result.success:
         raise MmbenchError(f"calibration: no bound covers the points ({result.message})")
     return np.asarray(result.x) / scale
@@ -208,48 +213,67 @@ def _fit_codec_build(points: list[Point], c: Constants) -> tuple[tuple[str, floa
 PEAK_FACTORS = tuple(round(0.2 + 0.05 * i, 2) for i in range(57))
 
 
-def _bound(rows: list[tuple[list[float], list[float], float, float]], codecs: list[str],
-           factors: dict[str, float]) -> tuple[np.ndarray, float]:  # fmt: skip
-    """The tightest bound of rows (fixed part of the basis, part scaled by its codec's factor,
-    target, peak) with these factors, and its objective (the bound summed relative to the peaks)."""
-    basis = np.array([fixed + [factors.get(codec, 1.0) * v for v in scaled]
-                      for (fixed, scaled, _, _), codec in zip(rows, codecs, strict=True)])  # fmt: skip
-    target = np.array([t for _, _, t, _ in rows])
-    peaks = np.array([pk for _, _, _, pk in rows])
-    x = tightest_bound(basis, target, peaks)
-    return x, float(((basis @ x) / peaks).sum())
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One point in a bound's fit: its basis (a fixed part, and a part its codec's factor scales),
+    what the bound must cover, its peak (the error is relative to it) and its weight."""
+
+    fixed: list[float]
+    scaled: list[float]
+    target: float
+    peak: float
+    codec: str
+    weight: float
 
 
-def _best_factors(
-    rows: list[tuple[list[float], list[float], float, float]], codecs: list[str]
-) -> tuple[np.ndarray, dict[str, float]]:
+def _weights(scenarios: list[str]) -> list[float]:
+    """Each scenario counts as much as any other in a fit, however many points (or runs) it has."""
+    counts = {name: scenarios.count(name) for name in set(scenarios)}
+    return [1.0 / counts[name] for name in scenarios]
+
+
+def _bound(rows: list[Row], factors: dict[str, float]) -> tuple[np.ndarray, float]:
+    """The tightest bound of rows with these codec factors, and its objective."""
+    basis = np.array([r.fixed + [factors.get(r.codec, 1.0) * v for v in r.scaled] for r in rows])
+    peaks = np.array([r.peak for r in rows])
+    weights = np.array([r.weight for r in rows])
+    x = tightest_bound(basis, np.array([r.target for r in rows]), peaks, weights)
+    return x, float((weights * (basis @ x) / peaks).sum())
+
+
+def _best_factors(rows: list[Row]) -> tuple[np.ndarray, dict[str, float]]:
     """The bound and the per-codec factors (fast: 1) whose bound is tightest, codec by codec."""
     factors: dict[str, float] = {}
-    for codec in sorted(set(codecs) - {"fast"}):
-        factors[codec] = min(PEAK_FACTORS, key=lambda f: _bound(rows, codecs, {**factors, codec: f})[1])
-    return _bound(rows, codecs, factors)[0], factors
+    for codec in sorted({r.codec for r in rows} - {"fast"}):
+        factors[codec] = min(PEAK_FACTORS, key=lambda f: _bound(rows, {**factors, codec: f})[1])
+    return _bound(rows, factors)[0], factors
 
 
 def _fit_processed(points: list[Point], c: Constants) -> Constants:
     """The slack, the transient, trim_factor, the engine's bodies and the codecs' factors on them,
     on the processed modes' points of every codec."""
     explained = [(p.record, *explain(p.record.config, p.per_image, c)) for p in points]
+    weight = dict(zip(map(id, points), _weights([p.scenario for p in points]), strict=True))
+    w = [weight[id(p)] for p in points]
     # The slack and the transient together, on the untrimmed points: the tightest bound of every
     # measured peak, each codec's transient scaled by its own factor.
-    plain = [(r, pi) for r, _, pi in explained if not pi.trims]
-    rows = [(slack_basis(pi), transient_basis(pi), float((r.peak_bytes or 0) - pi.live),
-             float(r.peak_bytes or 0)) for r, pi in plain]  # fmt: skip
-    x, client_factors = _best_factors(rows, [r.codec for r, _ in plain])
+    plain = [(r, pi, wt) for (r, _, pi), wt in zip(explained, w, strict=True) if not pi.trims]
+    rows = [Row(slack_basis(pi), transient_basis(pi), float((r.peak_bytes or 0) - pi.live),
+                float(r.peak_bytes or 0), r.codec, wt) for r, pi, wt in plain]  # fmt: skip
+    x, client_factors = _best_factors(rows)
     n = len(slack_basis(plain[0][1]))
     c = replace(c, slack=tuple(float(v) for v in x[:n]), transient=tuple(float(v) for v in x[n:]))
     # The engine: baseline and cache are the model's; the bodies it holds at once are fitted.
-    engine_pts = [(r, pred, pi) for r, pred, pi in explained if r.engine_peak_rss_bytes is not None]
+    engine_pts = [(r, pred, pi, wt) for (r, pred, pi), wt in zip(explained, w, strict=True)
+                  if r.engine_peak_rss_bytes is not None]  # fmt: skip
     engine_factors: dict[str, float] = {}
     if engine_pts:
-        engine_rows: list[tuple[list[float], list[float], float, float]] = [([], engine_basis(pi),
-                        float((r.engine_peak_rss_bytes or 0) - c.engine_baseline - pred.engine_cache_bytes),
-                        float(r.engine_peak_rss_bytes or 0)) for r, pred, pi in engine_pts]  # fmt: skip
-        e, engine_factors = _best_factors(engine_rows, [r.codec for r, _, _ in engine_pts])
+        engine_rows = [
+            Row([], engine_basis(pi), float(peak - c.engine_baseline - pred.engine_cache_bytes),
+                float(peak), r.codec, wt)
+            for r, pred, pi, wt in engine_pts if (peak := r.engine_peak_rss_bytes or 0)
+        ]  # fmt: skip
+        e, engine_factors = _best_factors(engine_rows)
         c = replace(c, engine=tuple(float(v) for v in e))
     codecs = sorted(set(client_factors) | set(engine_factors))
     c = replace(c, codec_peak=tuple(

@@ -33,7 +33,7 @@ timing (not refitted): mmbench run --mode hash-only|ephemeral+hash-only -k 8 --t
 @dataclass(frozen=True, slots=True)
 class Constants:
     #: the worker's RSS after setup (imports, renderer pool, warm-up): added to the client's peak
-    client_baseline: int = 192_598_016
+    client_baseline: int = 192_587_776
     #: the engine process's RSS once ready
     engine_baseline: int = 39_219_200
     #: CPU milliseconds per 512x512 float32 item (6 MiB; model/driver.py scales them with the
@@ -51,11 +51,11 @@ class Constants:
     #: the allocator's slack (see mmbench.measure.model.peak.slack_basis): per byte of the last
     #: turn's item text of all K rollouts, per byte of K images, per byte the renderer caches
     #: evicted, and fixed bytes
-    slack: tuple[float, ...] = (1.041, 4.578, 0.0, 0.0)
+    slack: tuple[float, ...] = (0.0, 3.654, 0.0, 2.212, 0.0, 12190000.0)
     #: the transient (peak.transient_basis): bodies as large as the largest and bodies of the last
     #: turn per doubling of K, each for bodies glibc mmaps and for smaller ones; float32 images per
     #: render in flight; fixed bytes
-    transient: tuple[float, ...] = (5.293, 1.711, 0.7341, 3.093, 4.55, 0.0, 19.1, 0.0)
+    transient: tuple[float, ...] = (5.413, 0.08761, 1.288, 2.892, 4.086, 0.0, 22.55, 0.0)
     #: what trim_after_build leaves of the slack and the transient where it trims the largest builds
     trim_factor: float = 0.3962
     #: the bodies the engine holds at once (peak.engine_basis): as large as the largest, and of the
@@ -64,11 +64,11 @@ class Constants:
     #: the raw-media modes' client peak above its live data (model/raw.py's raw_basis): per byte of
     #: a last-turn body, of one per doubling of K, of a source image per rollout, and fixed bytes
     #: (raw and raw-file at 512x512 and 1024x1024, N=8)
-    raw_client: tuple[float, ...] = (3.849, 3.887, 2.468, 1.439, 2839000.0)
+    raw_client: tuple[float, ...] = (4.045, 3.955, 2.385, 1.842, 1944000.0)
     #: per codec other than `fast` (whose points the coefficients above are fitted on): what its
     #: builds leave of the client's transient, and of the bodies the engine holds at once, as
     #: factors (codec, client, engine); a codec not named here counts as `fast` (1.0, 1.0)
-    codec_peak: tuple[tuple[str, float, float], ...] = (('vllm', 0.85, 1.0),)
+    codec_peak: tuple[tuple[str, float, float], ...] = (('vllm', 0.9, 1.0),)
     #: a real vLLM's (--engine vllm) process tree's RSS once ready (API server, engine core, worker)
     vllm_baseline: int = 4_560_000_000
     #: what that tree holds above it at its peak (model/vllm.py's vllm_basis): per byte of the
@@ -79,7 +79,7 @@ class Constants:
     #: the typical run against the bounds above: the median, over the calibration points, of the
     #: measured share of the predicted client peak above its live data, of the embedded engine's
     #: peak above its baseline and cache, and of a real vLLM's above its baseline
-    typical: tuple[float, float, float] = (0.8441, 0.7141, 1.0)
+    typical: tuple[float, float, float] = (0.8361, 0.7099, 1.0)
 
     def build_factor(self, codec: str) -> float:
         """What this codec's body builds cost per item, as a factor on the `fast` codec's."""

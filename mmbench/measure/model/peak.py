@@ -120,9 +120,12 @@ def slack_basis(p: PeakInputs) -> list[float]:
     evicted, each only where glibc takes such a buffer from a heap (below its largest mmap
     threshold; larger ones are mmapped and leave no hole), and fixed bytes."""
     if p.slack_free:
-        return [0.0, 0.0, 0.0, 0.0]
+        return [0.0] * 6
     text, pixels = _heap(p.item_text_float32), _heap(p.pixel_float32)
-    return [p.k * p.last_turn_full_items * text, p.k * pixels, p.evicted * pixels, 1.0]
+    return [
+        p.k * p.last_turn_full_items * text, p.log2_k * p.last_turn_full_items * text,
+        p.k * pixels, p.log2_k * pixels, p.evicted * pixels, 1.0,
+    ]  # fmt: skip
 
 
 def _heap(size: int) -> int:
