@@ -39,6 +39,8 @@ FIGURES: dict[str, tuple[Callable[[PointRecord], float | None], bool]] = {
     "latency p95 s": (lambda r: r.request_latency_p95_s, False),
 }
 PAIRED_BY_NOT = ("engine_args",)
+# vLLM's process kinds, as its records name them (mmbench.world.engine.vllm.server)
+PROCESS_KINDS = ("api_server", "engine_core", "worker")
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,9 +76,25 @@ class EngineRow:
         ratio = self.ratio(figure)
         return ratio is not None and abs(ratio - 1) > TOLERANCE
 
+    def process(self, kind: str) -> tuple[float | None, float | None, float | None]:
+        """What one kind of vLLM's processes (PROCESS_KINDS) held above its baseline at the end and
+        at its peak, in bytes, and its CPU seconds: where vLLM's figures come from."""
+        measured = (self.vllm.engine_processes or {}).get(kind) or {}
+        base = measured.get("baseline_rss_bytes")
+        rss, peak = measured.get("rss_bytes"), measured.get("peak_rss_bytes")
+        return (
+            None if rss is None or base is None else rss - base,
+            None if peak is None or base is None else peak - base,
+            measured.get("cpu_s"),
+        )
+
     def to_dict(self) -> dict[str, object]:
         out: dict[str, object] = {"mode": self.mode, "rollouts": self.rollouts, "params": dict(self.params),
                                   "repeat": self.repeat}  # fmt: skip
+        names = ("retained", "peak", "cpu_s")
+        out["vllm_processes"] = {
+            kind: dict(zip(names, self.process(kind), strict=True)) for kind in PROCESS_KINDS
+        }
         for figure in FIGURES:
             out[figure] = {"embedded": self.pair(figure)[0], "vllm": self.pair(figure)[1],
                            "ratio": self.ratio(figure), "differs": self.differs(figure)}  # fmt: skip

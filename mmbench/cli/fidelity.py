@@ -11,7 +11,7 @@ from mmbench import results
 from mmbench.analysis.engine_fidelity import engine_rows
 from mmbench.cli import common as c
 from mmbench.errors import MmbenchError
-from mmbench.reporters.engine_fidelity_report import engine_json, engine_markdown, engine_table
+from mmbench.reporters.engine_fidelity_report import engine_json, engine_markdown, engine_table, process_table
 
 FORMATS = ("table", "markdown", "json")
 
@@ -30,5 +30,6 @@ def fidelity(
     rows = engine_rows(results.load(embedded), results.load(vllm))
     if fmt == "table":
         c.console.print(engine_table(rows))
+        c.console.print(process_table(rows))
     else:
         typer.echo((engine_markdown if fmt == "markdown" else engine_json)(rows), nl=False)

@@ -6,7 +6,7 @@ import json
 
 from rich.table import Table
 
-from mmbench.analysis.engine_fidelity import FIGURES, TOLERANCE, EngineRow
+from mmbench.analysis.engine_fidelity import FIGURES, PROCESS_KINDS, TOLERANCE, EngineRow
 from mmbench.units import MIB
 
 HEADING = "Engine fidelity: the embedded engine against vLLM on the same points"
@@ -54,6 +54,46 @@ def rows(engine_rows: list[EngineRow]) -> list[list[str]]:
     return out
 
 
+PROCESS_HEADING = "Where vLLM's figures come from: each process kind above its baseline"
+PROCESS_NOTE = (
+    "Each cell: retained / peak MiB above that process's RSS once ready, and its CPU seconds; the embedded "
+    "engine's retained / peak beside them. The embedded engine is one process that keeps the mm cache and "
+    "the bodies it reads; vLLM's API server decodes every request's items, its engine core keeps the "
+    "processor cache and the running requests' features, and its worker runs the model (the vision "
+    "tower's inputs and outputs)."
+)
+
+
+def _mib(v: float | None) -> str:
+    return "-" if v is None else f"{v / MIB:,.0f}"
+
+
+def process_header() -> list[str]:
+    return ["mode", "K", "embedded", *(kind.replace("_", " ") for kind in PROCESS_KINDS)]
+
+
+def process_rows(engine_rows: list[EngineRow]) -> list[list[str]]:
+    out = []
+    for r in engine_rows:
+        (retained, peak) = (r.pair("retained")[0], r.pair("peak")[0])
+        cells = [r.mode, str(r.rollouts), f"{_mib(retained)} / {_mib(peak)}"]
+        for kind in PROCESS_KINDS:
+            held, high, cpu = r.process(kind)
+            cells.append(f"{_mib(held)} / {_mib(high)}, {'-' if cpu is None else f'{cpu:.0f}'} s")
+        out.append(cells)
+    return out
+
+
+def process_table(engine_rows: list[EngineRow]) -> Table:
+    table = Table(title=PROCESS_HEADING, header_style="bold", caption=PROCESS_NOTE, caption_justify="left",
+                  highlight=False)  # fmt: skip
+    for name in process_header():
+        table.add_column(name, justify="left" if name == "mode" else "right")
+    for cells in process_rows(engine_rows):
+        table.add_row(*cells)
+    return table
+
+
 def engine_table(engine_rows: list[EngineRow]) -> Table:
     table = Table(title=HEADING, header_style="bold", caption=NOTE, caption_justify="left", highlight=False)
     for name in header():
@@ -68,7 +108,11 @@ def engine_markdown(engine_rows: list[EngineRow]) -> str:
     lines = [f"## {HEADING}", "", "| " + " | ".join(names) + " |"]
     lines.append("| --- | " + " | ".join("---:" for _ in names[1:]) + " |")
     lines += ["| " + " | ".join(cells) + " |" for cells in rows(engine_rows)]
-    return "\n".join([*lines, "", NOTE, ""])
+    names = process_header()
+    lines += ["", NOTE, "", f"## {PROCESS_HEADING}", "", "| " + " | ".join(names) + " |"]
+    lines.append("| --- | " + " | ".join("---:" for _ in names[1:]) + " |")
+    lines += ["| " + " | ".join(cells) + " |" for cells in process_rows(engine_rows)]
+    return "\n".join([*lines, "", PROCESS_NOTE, ""])
 
 
 def engine_json(engine_rows: list[EngineRow]) -> str:

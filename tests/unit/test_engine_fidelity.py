@@ -11,7 +11,7 @@ from mmbench.analysis.engine_fidelity import engine_rows
 from mmbench.cli import app
 from mmbench.config import PointConfig
 from mmbench.errors import MmbenchError
-from mmbench.reporters.engine_fidelity_report import cell, engine_markdown
+from mmbench.reporters.engine_fidelity_report import cell, engine_markdown, process_rows
 from mmbench.results import PointRecord, ResultsFile, save
 from mmbench.units import MIB
 
@@ -45,6 +45,23 @@ def test_a_difference_over_ten_percent_is_marked_with_its_ratio() -> None:
     vllm = results(point("raw", 8, "vllm", engine_cpu_s=3.0))
     (row,) = engine_rows(embedded, vllm)
     assert row.differs("engine cpu s") and cell(row, "engine cpu s") == "2.00 / 3.00 x1.50"
+
+
+def test_each_vllm_process_kind_shows_what_it_held_above_its_own_baseline() -> None:
+    kinds = {"api_server": {"baseline_rss_bytes": 1000 * MIB, "rss_bytes": 1040 * MIB,
+                            "peak_rss_bytes": 1200 * MIB, "cpu_s": 2.0},
+             "engine_core": {"baseline_rss_bytes": 800 * MIB, "rss_bytes": 980 * MIB,
+                             "peak_rss_bytes": 980 * MIB, "cpu_s": 3.0}}  # fmt: skip
+    embedded = results(
+        point("full", 1, "embedded", engine_rss_bytes=140 * MIB, engine_peak_rss_bytes=200 * MIB)
+    )
+    vllm = results(point("full", 1, "vllm", engine_processes=kinds))
+    (row,) = engine_rows(embedded, vllm)
+    assert row.process("api_server") == (40 * MIB, 200 * MIB, 2.0)
+    assert row.process("worker") == (None, None, None)  # not measured: unknown, never 0
+    expected = ["full", "1", "100 / 160", "40 / 200, 2 s", "180 / 180, 3 s", "- / -, - s"]
+    assert process_rows([row]) == [expected]
+    assert "## Where vLLM's figures come from" in engine_markdown([row])
 
 
 def test_files_in_the_wrong_order_or_without_pairs_are_refused(tmp_path) -> None:  # type: ignore[no-untyped-def]
