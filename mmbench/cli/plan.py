@@ -39,8 +39,8 @@ def plan(
         bool,
         typer.Option(
             "--measure",
-            help="also find the largest K that fits by measuring points (from the model's K, stepping and "
-            "bisecting; each under the watchdog with --memory as its limit)",
+            help="also find the largest K that fits by measuring points (from the model's typical K, "
+            "stepping and bisecting; each under the watchdog with --memory as its limit)",
         ),
     ] = False,
     out: Annotated[

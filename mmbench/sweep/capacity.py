@@ -1,14 +1,14 @@
 """`mmbench plan --measure`: the largest K that fits a memory, found by measuring points.
 
-Per mode the search starts at the model's K (mmbench.analysis.plan) and measures: up by a quarter
-at a time while points fit, down by a quarter while they do not, then a bisection between the
-largest K that fit and the smallest that did not. A point fits when it ran and its measured system
-peak (the client's RSS at its peak, baseline included, plus the engine's high-water mark: every
-process of a real vLLM's tree) is within the memory. Every point runs under the watchdog with the
-memory as its limit on the worker and engine together, so no point can take the machine down; one
-the watchdog stopped does not fit. Points are kept in a results directory as a sweep's
-(points.jsonl, results.json): a search run again in it measures only what it has not, and
-`mmbench report` reads it.
+Per mode the search starts at the model's typical K (mmbench.analysis.plan; its K where no typical
+K is given) and measures: up by a quarter at a time while points fit, down by a quarter while they
+do not, then a bisection between the largest K that fit and the smallest that did not. A point
+fits when it ran and its measured system peak (the client's RSS at its peak, baseline included,
+plus the engine's high-water mark: every process of a real vLLM's tree) is within the memory.
+Every point runs under the watchdog with the memory as its limit on the worker and engine
+together, so no point can take the machine down; one the watchdog stopped does not fit. Points are
+kept in a results directory as a sweep's (points.jsonl, results.json): a search run again in it
+measures only what it has not, and `mmbench report` reads it.
 """
 
 from __future__ import annotations

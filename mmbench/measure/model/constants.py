@@ -18,11 +18,13 @@ from dataclasses import dataclass
 CALIBRATION_DATA = """\
 2-core AMD EPYC, 24 GiB reference machine (shared with other jobs: load 1-3), Python 3.11, glibc 2.36,
 torch 2.13.0 CPU, fork servers; the bounds, the typical shares and the baselines refitted 2026-12-02
-(tightest_bound; the bases gained a term per rollout) on the results of
+(tightest_bound, each scenario weighed alike) on the results kept in results/calibration/ (their
+results.json; `python -m mmbench.measure.model.calibration results/calibration/*` refits):
   mmbench sweep ci (six runs); mmbench sweep default; mmbench sweep knobs; mmbench sweep image-cache;
-  mmbench sweep modes (1024x1024, --codec vllm); mmbench sweep engine-fidelity (512x512, --codec vllm);
-  mmbench plan --measure --memory 4GiB --image-size 512 --turns 8 (its measured points: full K = 9-15,
-  ephemeral 10-13, ...);
+  mmbench sweep modes (1024x1024, --codec vllm); mmbench sweep engine-fidelity (512x512, --codec vllm)
+  and the same with --engine vllm (vllm_baseline, vllm_engine, typical[2]); the points of
+  mmbench plan --measure --memory 4GiB|8GiB --image-size 512 --turns 8 (full, ephemeral, hash-only,
+  raw; K = 9-135);
 timing (not refitted): mmbench run --mode hash-only|ephemeral+hash-only -k 8 --turns 8 --image-size 512
   --engine-cache-gb 0.05|0.1|0.2 with the engine's request log (then a patch, now `mmbench engine
   --request-log`: per request its arrival, body read, answer and items), and Renderer.process
@@ -33,7 +35,7 @@ timing (not refitted): mmbench run --mode hash-only|ephemeral+hash-only -k 8 --t
 @dataclass(frozen=True, slots=True)
 class Constants:
     #: the worker's RSS after setup (imports, renderer pool, warm-up): added to the client's peak
-    client_baseline: int = 192_587_776
+    client_baseline: int = 192_581_632
     #: the engine process's RSS once ready
     engine_baseline: int = 39_219_200
     #: CPU milliseconds per 512x512 float32 item (6 MiB; model/driver.py scales them with the
@@ -51,35 +53,35 @@ class Constants:
     #: the allocator's slack (see mmbench.measure.model.peak.slack_basis): per byte of the last
     #: turn's item text of all K rollouts, per byte of K images, per byte the renderer caches
     #: evicted, and fixed bytes
-    slack: tuple[float, ...] = (0.0, 3.654, 0.0, 2.212, 0.0, 12190000.0)
+    slack: tuple[float, ...] = (0.0, 3.654, 0.0, 2.212, 0.0113, 12190000.0)
     #: the transient (peak.transient_basis): bodies as large as the largest and bodies of the last
     #: turn per doubling of K, each for bodies glibc mmaps and for smaller ones; float32 images per
     #: render in flight; fixed bytes
-    transient: tuple[float, ...] = (5.413, 0.08761, 1.288, 2.892, 4.086, 0.0, 22.55, 0.0)
+    transient: tuple[float, ...] = (6.215, 1.959, 0.4856, 2.892, 4.086, 0.0, 22.55, 0.0)
     #: what trim_after_build leaves of the slack and the transient where it trims the largest builds
     trim_factor: float = 0.3962
     #: the bodies the engine holds at once (peak.engine_basis): as large as the largest, and of the
     #: last turn's per doubling of K
-    engine: tuple[float, ...] = (2.084, 0.0, 0.5326)
+    engine: tuple[float, ...] = (2.461, 0.8797, 0.1555)
     #: the raw-media modes' client peak above its live data (model/raw.py's raw_basis): per byte of
     #: a last-turn body, of one per doubling of K, of a source image per rollout, and fixed bytes
     #: (raw and raw-file at 512x512 and 1024x1024, N=8)
-    raw_client: tuple[float, ...] = (4.045, 3.955, 2.385, 1.842, 1944000.0)
+    raw_client: tuple[float, ...] = (3.644, 3.579, 2.673, 1.439, 2839000.0)
     #: per codec other than `fast` (whose points the coefficients above are fitted on): what its
     #: builds leave of the client's transient, and of the bodies the engine holds at once, as
     #: factors (codec, client, engine); a codec not named here counts as `fast` (1.0, 1.0)
     codec_peak: tuple[tuple[str, float, float], ...] = (('vllm', 0.9, 1.0),)
     #: a real vLLM's (--engine vllm) process tree's RSS once ready (API server, engine core, worker)
-    vllm_baseline: int = 4_560_000_000
+    vllm_baseline: int = 4_124_983_296
     #: what that tree holds above it at its peak (model/vllm.py's vllm_basis): per byte of the
     #: items its processor cache holds, of a body as large as the largest, of a last-turn body per
-    #: doubling of K and per rollout, and fixed bytes
-    vllm_engine: tuple[float, ...] = (1.0, 1.0, 1.0, 0.0, 0.0)
+    #: doubling of K, and fixed bytes (mmbench sweep engine-fidelity --engine vllm: six modes, K = 1-8)
+    vllm_engine: tuple[float, ...] = (1.71, 5.716, 4.407, 125400000.0)
 
     #: the typical run against the bounds above: the median, over the calibration points, of the
     #: measured share of the predicted client peak above its live data, of the embedded engine's
     #: peak above its baseline and cache, and of a real vLLM's above its baseline
-    typical: tuple[float, float, float] = (0.8361, 0.7099, 1.0)
+    typical: tuple[float, float, float] = (0.8384, 0.6867, 0.766)
 
     def build_factor(self, codec: str) -> float:
         """What this codec's body builds cost per item, as a factor on the `fast` codec's."""

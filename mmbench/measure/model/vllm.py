@@ -5,7 +5,7 @@ idles at `Constants.vllm_baseline` (the imports, the model, its KV cache and the
 and above it holds, measured (docs/vllm.md, "The engine under concurrency"), the multimodal items
 its processor cache keeps (the engine core's copy, with the API server's own per item while a
 request is handled), the request bodies it is reading and decoding at once (as the embedded engine,
-growing with log2 K and with K), and fixed bytes (the first requests' allocations: the tokenizer, the
+growing with log2 K), and fixed bytes (the first requests' allocations: the tokenizer, the
 encoder's activations). Each is a basis times a coefficient of `Constants.vllm_engine`, fitted
 with mmbench.measure.model.calibration on the points of the sweeps named in constants.py.
 """
@@ -20,13 +20,10 @@ VLLM = "vllm"  # the engine name (mmbench.measure.engines.VLLM) whose points thi
 
 def vllm_basis(p: PeakInputs, cache_bytes: int) -> list[float]:
     """vLLM's peak above its baseline is these, each times its coefficient (Constants.vllm_engine):
-    the items its processor cache holds, a body as large as the largest, last-turn ones per
-    doubling of K and per rollout (it batches: the API server holds every running request's
-    items), and fixed bytes."""
-    return [
-        float(cache_bytes), float(p.largest_body), p.log2_k * p.last_turn_body,
-        p.k * p.last_turn_body, 1.0,
-    ]  # fmt: skip
+    the items its processor cache holds, a body as large as the largest, one of the last turn per
+    doubling of K, and fixed bytes. No term per rollout: fitted on K <= 8, where the cache grows with
+    K as well, one took the cache's share and overshot 1.5x at K=64."""
+    return [float(cache_bytes), float(p.largest_body), p.log2_k * p.last_turn_body, 1.0]
 
 
 def vllm_engine_peak(p: PeakInputs, cache_bytes: int, c: Constants) -> int:
