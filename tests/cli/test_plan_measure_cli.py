@@ -11,8 +11,9 @@ from mmbench.cli import app
 from mmbench.results import load, read_points_log
 
 runner = CliRunner()
-# Small enough that a handful of points decide it: 300 MiB holds a few hash-only rollouts here.
-POINT = ("--memory", "300MiB", "--image-size", "256", "--turns", "2", "--mode", "hash-only")
+# Small enough that a handful of points decide it: 400 MiB holds a few hash-only rollouts here (300
+# did not always hold one under the suite's load).
+POINT = ("--memory", "400MiB", "--image-size", "256", "--turns", "2", "--mode", "hash-only")
 
 
 def test_a_measured_search_finds_its_k_keeps_its_points_and_reuses_them(tmp_path: Path) -> None:
@@ -24,10 +25,10 @@ def test_a_measured_search_finds_its_k_keeps_its_points_and_reuses_them(tmp_path
     k = mode["measured_rollouts"]
     assert k >= 1 and mode["model_rollouts"] == mode["plan"]["rollouts"]
     probes = {p["rollouts"]: p for p in mode["probes"]}
-    assert probes[k]["fits"] and probes[k]["system_peak_bytes"] <= 300 * 1024**2
+    assert probes[k]["fits"] and probes[k]["system_peak_bytes"] <= 400 * 1024**2
     assert not probes[k + 1]["fits"]  # the search ends on the K above that did not fit
     assert sorted(r.rollouts for r in read_points_log(out)) == sorted(probes)
-    assert load(out).scenario["memory_bytes"] == 300 * 1024**2  # a results directory, reportable
+    assert load(out).scenario["memory_bytes"] == 400 * 1024**2  # a results directory, reportable
     again = runner.invoke(app, ["plan", "--measure", *POINT, "--out", str(out)])
     assert again.exit_code == 0, again.output
     assert again.stderr.count("measured before") == len(probes)
