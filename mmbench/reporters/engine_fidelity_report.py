@@ -84,23 +84,21 @@ def process_rows(engine_rows: list[EngineRow]) -> list[list[str]]:
     return out
 
 
-def process_table(engine_rows: list[EngineRow]) -> Table:
-    table = Table(title=PROCESS_HEADING, header_style="bold", caption=PROCESS_NOTE, caption_justify="left",
-                  highlight=False)  # fmt: skip
-    for name in process_header():
+def _table(title: str, caption: str, names: list[str], body: list[list[str]]) -> Table:
+    table = Table(title=title, header_style="bold", caption=caption, caption_justify="left", highlight=False)
+    for name in names:
         table.add_column(name, justify="left" if name == "mode" else "right")
-    for cells in process_rows(engine_rows):
+    for cells in body:
         table.add_row(*cells)
     return table
+
+
+def process_table(engine_rows: list[EngineRow]) -> Table:
+    return _table(PROCESS_HEADING, PROCESS_NOTE, process_header(), process_rows(engine_rows))
 
 
 def engine_table(engine_rows: list[EngineRow]) -> Table:
-    table = Table(title=HEADING, header_style="bold", caption=NOTE, caption_justify="left", highlight=False)
-    for name in header():
-        table.add_column(name, justify="left" if name == "mode" else "right")
-    for cells in rows(engine_rows):
-        table.add_row(*cells)
-    return table
+    return _table(HEADING, NOTE, header(), rows(engine_rows))
 
 
 def engine_markdown(engine_rows: list[EngineRow]) -> str:
