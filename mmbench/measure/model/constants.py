@@ -18,11 +18,14 @@ from dataclasses import dataclass
 CALIBRATION_DATA = """\
 2-core AMD EPYC, 24 GiB reference machine (shared with other jobs: load 1-3), Python 3.11, glibc 2.36,
 torch 2.13.0 CPU, fork servers; the bounds, the typical shares and the baselines refitted 2026-12-02
+(the vLLM side 2026-12-03)
 (tightest_bound, each scenario weighed alike) on the results kept in results/calibration/ (their
 results.json; `python -m mmbench.measure.model.calibration results/calibration/*` refits):
   mmbench sweep ci (six runs); mmbench sweep default; mmbench sweep knobs; mmbench sweep image-cache;
   mmbench sweep modes (1024x1024, --codec vllm); mmbench sweep engine-fidelity (512x512, --codec vllm)
-  and the same with --engine vllm (vllm_baseline, vllm_engine, typical[2]); the points of
+  and the same with --engine vllm (vllm_baseline, vllm_engine, typical[2]), with mmbench sweep
+  engine-concurrency --engine vllm (full, hash-only, raw; K = 16-64) and the points of mmbench plan
+  --measure --engine vllm --memory 8GiB --image-size 512 --turns 8 --modes full,raw; the points of
   mmbench plan --measure --memory 4GiB|8GiB --image-size 512 --turns 8 (full, ephemeral, hash-only,
   raw; K = 9-135);
 timing (not refitted): mmbench run --mode hash-only|ephemeral+hash-only -k 8 --turns 8 --image-size 512
@@ -72,16 +75,16 @@ class Constants:
     #: factors (codec, client, engine); a codec not named here counts as `fast` (1.0, 1.0)
     codec_peak: tuple[tuple[str, float, float], ...] = (('vllm', 0.9, 1.0),)
     #: a real vLLM's (--engine vllm) process tree's RSS once ready (API server, engine core, worker)
-    vllm_baseline: int = 4_124_983_296
+    vllm_baseline: int = 4_151_052_288
     #: what that tree holds above it at its peak (model/vllm.py's vllm_basis): per byte of the
     #: items its processor cache holds, of a body as large as the largest, of a last-turn body per
-    #: doubling of K, and fixed bytes (mmbench sweep engine-fidelity --engine vllm: six modes, K = 1-8)
-    vllm_engine: tuple[float, ...] = (1.71, 5.716, 4.407, 125400000.0)
+    #: doubling of K, and fixed bytes (six modes at K = 1-8, full, hash-only and raw at K = 10-64)
+    vllm_engine: tuple[float, ...] = (2.01, 5.716, 3.881, 110300000.0)
 
     #: the typical run against the bounds above: the median, over the calibration points, of the
     #: measured share of the predicted client peak above its live data, of the embedded engine's
     #: peak above its baseline and cache, and of a real vLLM's above its baseline
-    typical: tuple[float, float, float] = (0.8384, 0.6867, 0.766)
+    typical: tuple[float, float, float] = (0.8384, 0.6867, 0.7346)
 
     def build_factor(self, codec: str) -> float:
         """What this codec's body builds cost per item, as a factor on the `fast` codec's."""
