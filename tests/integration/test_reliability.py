@@ -56,6 +56,8 @@ def test_interrupt_then_resume_gives_the_uninterrupted_results(tmp_path: Path, s
     assert 1 <= finished < 4
     on_disk = load(out)
     assert len(on_disk.points) == finished
+    if sig != signal.SIGTERM:
+        return  # what was written is the same whichever signal stopped it: resumed once (SIGTERM)
 
     resumed = subprocess.run(
         [*cmd[:-2], "--resume", str(out)], capture_output=True, text=True, timeout=300, check=False
