@@ -23,7 +23,7 @@ def vllm_basis(p: PeakInputs, cache_bytes: int) -> list[float]:
     the items its processor cache holds, a body as large as the largest, one of the last turn per
     doubling of K, and fixed bytes. No term per rollout: fitted on K <= 64 (engine-concurrency), a
     term per rollout, of a last-turn body or of a largest one, comes out 0. The bound is set by
-    hash-only at K=64, whose model worker holds 1.9 GiB above its baseline (the batch's encoder
+    hash-only at K=64, whose model worker holds 1.7 GiB above its baseline (the batch's encoder
     inputs: with bodies this small the API server no longer paces the requests reaching the
     scheduler), where full and raw hold 0.25-1.2 GiB; the same terms then over-predict full and raw
     past K=16 by up to a fifth (measured/predicted 0.79-0.89)."""
