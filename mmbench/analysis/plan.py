@@ -85,7 +85,7 @@ def system_parts(p: Prediction) -> dict[str, int]:
 
 def bound_need(p: Prediction) -> int:
     """What a point needs by the bound: its predicted system peak plus preflight's margin."""
-    return with_margin(p.system_peak_bytes)
+    return with_margin(p)
 
 
 def typical_need(p: Prediction) -> int:

@@ -12,6 +12,7 @@ from mmbench.config import PointConfig
 from mmbench.errors import MmbenchError
 from mmbench.measure.harness import prediction_for
 from mmbench.measure.model import MODEL_MODES, predict
+from mmbench.measure.model.constants import CONSTANTS
 from mmbench.measure.preflight import MARGIN, preflight, with_margin
 from mmbench.reporters.plan_report import COLUMNS, render_json, render_markdown
 from mmbench.units import GIB, MIB
@@ -21,7 +22,7 @@ BASE = PointConfig(image_size="256", turns=4)
 
 def need(config: PointConfig) -> int:
     per_image, _ = prediction_for(config)
-    return with_margin(predict(config, per_image).system_peak_bytes)
+    return with_margin(predict(config, per_image))
 
 
 def test_the_largest_k_fits_and_one_more_does_not() -> None:
@@ -96,9 +97,22 @@ def test_markdown_and_json_say_the_same() -> None:
 
 def test_preflight_keeps_its_margin_on_top_of_the_prediction() -> None:
     config = replace(BASE, rollouts=4)
-    predicted = predict(config, 0.0).system_peak_bytes
-    fits = preflight(config, budget=with_margin(predicted))
-    assert fits.fits and fits.predicted_bytes == predicted and fits.need_bytes == with_margin(predicted)
+    prediction = predict(config, 0.0)
+    predicted = prediction.system_peak_bytes
+    fits = preflight(config, budget=with_margin(prediction))
+    assert fits.fits and fits.predicted_bytes == predicted and fits.need_bytes == with_margin(prediction)
     refused = preflight(config, budget=predicted)  # the prediction alone fits, with the margin it does not
     assert not refused.fits
     assert refused.reason.startswith("predicted ") and f"{MARGIN:.0%} margin" in refused.reason
+
+
+def test_the_margin_is_on_what_moves_not_on_the_baselines_and_the_engine_cache() -> None:
+    config = replace(BASE, rollouts=16, engine_cache_gb=0.5)
+    p = predict(config, 0.0)
+    exact = p.client_baseline_bytes + CONSTANTS.engine_baseline + p.engine_cache_bytes
+    assert p.engine_cache_bytes > 0 and p.exact_bytes == exact
+    moves = p.system_peak_bytes - exact
+    assert with_margin(p) == exact + int(moves * (1 + MARGIN))
+    assert p.system_peak_bytes < with_margin(p) < int(p.system_peak_bytes * (1 + MARGIN))
+    on_vllm = predict(config, 0.0, engine="vllm")  # vLLM's cache is fitted, not exact: margin on it
+    assert on_vllm.exact_bytes == on_vllm.client_baseline_bytes + CONSTANTS.vllm_baseline
