@@ -94,5 +94,11 @@ def test_the_typical_shares_are_the_medians_of_what_points_reached_of_their_boun
         pred = explain(record.config, record.source_bytes_per_image or 0.0, CONSTANTS)[0]
         peak = pred.retained_bytes + int(share * (pred.peak_bytes - pred.retained_bytes))
         points.append(Point("synthetic", replace(record, peak_bytes=peak, engine_peak_rss_bytes=None)))
-    assert _fit_typical(points, CONSTANTS)[0] == pytest.approx(0.7, abs=1e-6)
-    assert _fit_typical(points, CONSTANTS)[1:] == CONSTANTS.typical[1:]  # no engine figures: kept
+    raw = replace(base, mode="raw", rollouts=4, turns=8, image_size="512", codec="fast")
+    pred = explain(raw.config, raw.source_bytes_per_image or 0.0, CONSTANTS)[0]
+    raw_peak = pred.retained_bytes + int(0.2 * (pred.peak_bytes - pred.retained_bytes))
+    points.append(Point("synthetic", replace(raw, peak_bytes=raw_peak, engine_peak_rss_bytes=None)))
+    processed, raw_shares = _fit_typical(points, CONSTANTS)
+    assert processed[0] == pytest.approx(0.7, abs=1e-6)  # the raw point does not move it
+    assert processed[1:] == CONSTANTS.typical[1:]  # no engine figures: kept
+    assert raw_shares[0] == pytest.approx(0.2, abs=1e-3) and raw_shares[1] == CONSTANTS.typical_raw[1]

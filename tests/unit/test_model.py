@@ -10,6 +10,8 @@ from hypothesis import strategies as st
 
 from mmbench.config import PointConfig
 from mmbench.measure.model import Prediction, item_objects, predict
+from mmbench.measure.model.constants import CONSTANTS
+from mmbench.measure.model.raw import evicted_slack_basis
 from mmbench.world.geometry import get_geometry
 
 MODES = ("full", "ephemeral", "hash-only", "ephemeral+hash-only")
@@ -181,10 +183,26 @@ def test_raw_engine_without_a_cache_holds_the_last_requests_items_while_it_answe
     none = _predict(mode=mode, rollouts=8, turns=8, engine_cache_gb=0)
     one = _predict(mode=mode, rollouts=8, turns=8, engine_cache_gb=item / 1024**3)  # holds one item
     assert none.engine_cache_bytes == 0 and one.engine_cache_bytes == item
-    # the cache's one item replaces one of the eight held in the request: the peak moves by ~0
-    assert abs(one.engine_peak_bytes - none.engine_peak_bytes) <= 64
+    # the cache's one item replaces one of the eight held in the request, and as it evicts, one
+    # item's share of slack (the holes evicted items leave) comes on top
+    slack = int(CONSTANTS.raw_engine_slack * item)
+    assert abs(one.engine_peak_bytes - none.engine_peak_bytes - slack) <= 64
     full = _predict(mode=mode, rollouts=8, turns=8, engine_cache_gb=4.0)
     assert full.engine_peak_bytes - full.engine_cache_bytes == none.engine_peak_bytes - 8 * item
+
+
+def test_raw_engine_slack_comes_once_its_cache_evicts_and_is_bounded_by_the_cache() -> None:
+    item = 6_291_456 + 24
+    assert evicted_slack_basis(100, 200 * item, item) == 0.0  # holds all it made: no hole
+    assert evicted_slack_basis(250, 200 * item, item) == 50 * item  # 50 evicted
+    assert evicted_slack_basis(5000, 200 * item, item) == 200 * item  # bounded by what it holds
+    assert evicted_slack_basis(5000, 200 * 2**25, 2**25) == 0.0  # mmapped items leave no hole
+    assert evicted_slack_basis(10, 0, item) == 0.0  # no cache
+    # where the 4 GB cache fills (at 512x512, N=8: past ~80 rollouts), the step comes on top
+    below = _predict(mode="raw", rollouts=64, turns=8, image_size="512")
+    above = _predict(mode="raw", rollouts=96, turns=8, image_size="512")
+    step = above.engine_peak_bytes - above.engine_cache_bytes - (below.engine_peak_bytes - below.engine_cache_bytes)
+    assert step > 0.5 * CONSTANTS.raw_engine_slack * above.engine_cache_bytes
 
 
 def test_peak_exceeds_retained() -> None:

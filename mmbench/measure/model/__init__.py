@@ -134,12 +134,12 @@ def explain(
     """The prediction and what its peaks are made of (mmbench.measure.model.peak)."""
     prediction, inputs = _explain(config, source_bytes_per_image, constants)
     engine_floor = constants.engine_baseline + prediction.engine_cache_bytes
-    engine_share = constants.typical[1]
     if engine == VLLM:
         peak = vllm_engine_peak(inputs, prediction.engine_cache_bytes, constants)
         prediction = replace(prediction, engine_peak_bytes=peak)
-        engine_floor, engine_share = constants.vllm_baseline, constants.typical[2]
-    return _with_typical(prediction, constants.typical[0], engine_floor, engine_share), inputs
+        engine_floor = constants.vllm_baseline
+    shares = constants.typical_shares(behaviour(config.mode).client_renders, engine == VLLM)
+    return _with_typical(prediction, shares[0], engine_floor, shares[1]), inputs
 
 
 def _with_typical(p: Prediction, client_share: float, engine_floor: int, engine_share: float) -> Prediction:
@@ -148,7 +148,9 @@ def _with_typical(p: Prediction, client_share: float, engine_floor: int, engine_
     live = p.retained_bytes
     client = live + int(client_share * max(0, p.peak_bytes - live))
     engine = engine_floor + int(engine_share * max(0, p.engine_peak_bytes - engine_floor))
-    return replace(p, typical_peak_bytes=client, typical_engine_peak_bytes=engine)
+    return replace(
+        p, typical_peak_bytes=client, typical_engine_peak_bytes=engine, engine_floor_bytes=engine_floor
+    )
 
 
 def _explain(

@@ -14,7 +14,7 @@ the live data: the coefficients >= 0 whose prediction covers every measured peak
 the calibration data, to which preflight adds its margin) and is otherwise as small as it can be,
 summed relative to each point's peak (tightest_bound: a linear program). trim_factor and the
 codecs' factors scale that bound to cover their points; the engine's bodies at once, the raw
-modes' client and a real vLLM's tree are bounds of the same kind on their own peaks. Last, what a
+modes' client, the raw modes' engine slack once its cache evicts and a real vLLM's tree are bounds of the same kind on their own peaks. Last, what a
 typical run reaches of each bound (`typical`): the median over the points of the measured share of
 the bound above what the model knows exactly (the client's live data, the engine's baseline and
 cache), which `mmbench plan` plans a typical run with beside the bound.
@@ -96,6 +96,23 @@ def _envelope(excess: list[float], predicted: list[float]) -> float:
     return max((e / p for e, p in zip(excess, predicted, strict=True) if p > 0), default=1.0)
 
 
+def _fit_raw_engine_slack(points: list[Point], c: Constants) -> float:
+    """The raw modes' engine slack once its cache evicts (model/raw.py's evicted_slack_basis): the
+    factor that makes the engine's predicted peak cover every measured one whose cache evicted."""
+    excess: list[float] = []
+    basis: list[float] = []
+    for p in points:
+        if p.record.engine_peak_rss_bytes is None:
+            continue
+        without = explain(p.record.config, p.per_image, replace(c, raw_engine_slack=0.0))[0]
+        unit = explain(p.record.config, p.per_image, replace(c, raw_engine_slack=1.0))[0]
+        excess.append(float(p.record.engine_peak_rss_bytes - without.engine_peak_bytes))
+        basis.append(float(unit.engine_peak_bytes - without.engine_peak_bytes))
+    if not any(basis):
+        return c.raw_engine_slack
+    return max(0.0, _envelope(excess, basis))
+
+
 def _fit_raw_client(points: list[Point], c: Constants) -> tuple[float, ...]:
     """The raw modes' client peak above the live data (model/raw.py's raw_basis): the tightest
     bound of every measured peak."""
@@ -125,7 +142,8 @@ def fit(points: list[Point], start: Constants = CONSTANTS) -> Constants:
     # A real vLLM's points fit its own engine side (model/vllm.py) and nothing else: its client
     # waits for a slower engine than the one the client's constants are fitted with.
     c = _fit_bounds(points, start)
-    return replace(c, typical=_fit_typical(points, c))
+    processed, raw = _fit_typical(points, c)
+    return replace(c, typical=processed, typical_raw=raw)
 
 
 def _share(measured: float, floor: float, bound: float) -> float | None:
@@ -133,28 +151,30 @@ def _share(measured: float, floor: float, bound: float) -> float | None:
     return (measured - floor) / (bound - floor) if bound > floor else None
 
 
-def _fit_typical(points: list[Point], c: Constants) -> tuple[float, float, float]:
-    """Constants.typical: the medians of the measured shares of the bounds (see constants.py)."""
-    client: list[float] = []
-    engine: list[float] = []
-    vllm: list[float] = []
+def _fit_typical(
+    points: list[Point], c: Constants
+) -> tuple[tuple[float, float, float], tuple[float, float]]:
+    """Constants.typical and typical_raw: the medians of the measured shares of the bounds (see
+    constants.py), the raw modes' apart (their bounds are models of their own)."""
+    shares: dict[str, list[float]] = {k: [] for k in ("client", "engine", "vllm", "raw client", "raw engine")}
     for p in points:
         r = p.record
         on_vllm = r.engine == VLLM
+        raw = "" if behaviour(r.mode).client_renders else "raw "
         pred = explain(r.config, p.per_image, c, VLLM if on_vllm else "embedded")[0]
         if not on_vllm and r.peak_bytes is not None:
             share = _share(r.peak_bytes, pred.retained_bytes, pred.peak_bytes)
-            client += [share] if share is not None else []
+            shares[raw + "client"] += [share] if share is not None else []
         if r.engine_peak_rss_bytes is not None:
-            floor = c.vllm_baseline if on_vllm else c.engine_baseline + pred.engine_cache_bytes
-            share = _share(r.engine_peak_rss_bytes, floor, pred.engine_peak_bytes)
-            (vllm if on_vllm else engine).extend([share] if share is not None else [])
-    keep = c.typical
-    return (
-        statistics.median(client) if client else keep[0],
-        statistics.median(engine) if engine else keep[1],
-        statistics.median(vllm) if vllm else keep[2],
-    )
+            share = _share(r.engine_peak_rss_bytes, pred.engine_floor_bytes, pred.engine_peak_bytes)
+            shares["vllm" if on_vllm else raw + "engine"] += [share] if share is not None else []
+
+    def median(name: str, keep: float) -> float:
+        return statistics.median(shares[name]) if shares[name] else keep
+
+    t, tr = c.typical, c.typical_raw
+    processed = (median("client", t[0]), median("engine", t[1]), median("vllm", t[2]))
+    return processed, (median("raw client", tr[0]), median("raw engine", tr[1]))
 
 
 def _fit_bounds(points: list[Point], start: Constants) -> Constants:
@@ -177,11 +197,14 @@ def _fit_bounds(points: list[Point], start: Constants) -> Constants:
     raw = [p for p in points if not behaviour(p.record.mode).client_renders]
     if raw:
         c = replace(c, raw_client=_fit_raw_client(raw, c))
-    points = [p for p in points if behaviour(p.record.mode).client_renders]
-    others = [p for p in points if p.record.codec != "fast"]
+    processed = [p for p in points if behaviour(p.record.mode).client_renders]
+    others = [p for p in processed if p.record.codec != "fast"]
     c = replace(c, codec_build=_fit_codec_build(others, c), codec_peak=())
-    if points:
-        c = _fit_processed(points, c)
+    if processed:
+        c = _fit_processed(processed, c)
+    # The raw modes' engine shares the engine's bodies with the processed modes: its slack after.
+    if raw:
+        c = replace(c, raw_engine_slack=_fit_raw_engine_slack(raw, c))
     return c
 
 

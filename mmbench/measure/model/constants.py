@@ -17,11 +17,11 @@ from dataclasses import dataclass
 
 CALIBRATION_DATA = """\
 2-core AMD EPYC, 24 GiB reference machine (shared with other jobs: load 1-3), Python 3.11, glibc 2.36,
-torch 2.13.0 CPU, fork servers; the bounds, the typical shares and the baselines refitted 2026-12-02
-(the vLLM side 2026-12-03)
+torch 2.13.0 CPU, fork servers; the bounds, the typical shares and the baselines refitted 2026-12-03
 (tightest_bound, each scenario weighed alike) on the results kept in results/calibration/ (their
 results.json; `python -m mmbench.measure.model.calibration results/calibration/*` refits):
-  mmbench sweep ci (six runs); mmbench sweep default; mmbench sweep knobs; mmbench sweep image-cache;
+  mmbench sweep ci (seven runs); mmbench sweep default (four runs); mmbench sweep knobs (two);
+  mmbench sweep image-cache (two);
   mmbench sweep modes (1024x1024, --codec vllm); mmbench sweep engine-fidelity (512x512, --codec vllm)
   and the same with --engine vllm (vllm_baseline, vllm_engine, typical[2]), with mmbench sweep
   engine-concurrency --engine vllm (full, hash-only, raw; K = 16-64) and the points of mmbench plan
@@ -38,9 +38,9 @@ timing (not refitted): mmbench run --mode hash-only|ephemeral+hash-only -k 8 --t
 @dataclass(frozen=True, slots=True)
 class Constants:
     #: the worker's RSS after setup (imports, renderer pool, warm-up): added to the client's peak
-    client_baseline: int = 192_581_632
+    client_baseline: int = 192_520_192
     #: the engine process's RSS once ready
-    engine_baseline: int = 39_219_200
+    engine_baseline: int = 39_198_720
     #: CPU milliseconds per 512x512 float32 item (6 MiB; model/driver.py scales them with the
     #: point's item): a render that misses and one that hits, a body's build and upload per item in
     #: full and per request, the engine's read and parse per item in full, its decode per item
@@ -56,20 +56,24 @@ class Constants:
     #: the allocator's slack (see mmbench.measure.model.peak.slack_basis): per byte of the last
     #: turn's item text of all K rollouts, per byte of K images, per byte the renderer caches
     #: evicted, and fixed bytes
-    slack: tuple[float, ...] = (0.0, 3.654, 0.0, 2.212, 0.0113, 12190000.0)
+    slack: tuple[float, ...] = (0.0, 4.485, 0.89, 0.0, 0.0, 0.0)
     #: the transient (peak.transient_basis): bodies as large as the largest and bodies of the last
     #: turn per doubling of K, each for bodies glibc mmaps and for smaller ones; float32 images per
     #: render in flight; fixed bytes
-    transient: tuple[float, ...] = (6.215, 1.959, 0.4856, 2.892, 4.086, 0.0, 22.55, 0.0)
+    transient: tuple[float, ...] = (6.542, 2.268, 0.3373, 4.021, 5.602, 0.2954, 21.81, 0.0)
     #: what trim_after_build leaves of the slack and the transient where it trims the largest builds
-    trim_factor: float = 0.3962
+    trim_factor: float = 0.411
     #: the bodies the engine holds at once (peak.engine_basis): as large as the largest, and of the
     #: last turn's per doubling of K
-    engine: tuple[float, ...] = (2.461, 0.8797, 0.1555)
+    engine: tuple[float, ...] = (2.475, 0.9219, 0.1518)
     #: the raw-media modes' client peak above its live data (model/raw.py's raw_basis): per byte of
     #: a last-turn body, of one per doubling of K, of a source image per rollout, and fixed bytes
     #: (raw and raw-file at 512x512 and 1024x1024, N=8)
-    raw_client: tuple[float, ...] = (3.644, 3.579, 2.673, 1.439, 2839000.0)
+    raw_client: tuple[float, ...] = (4.1, 6.069, 2.336, 1.976, 1838000.0)
+    #: the raw-media modes' engine slack once its cache evicts (model/raw.py's
+    #: evicted_slack_basis), per byte of the items evicted up to those it holds (raw at 512x512,
+    #: N=8, K = 103-135 with a 4 GB engine cache full: mmbench plan --measure --memory 8GiB)
+    raw_engine_slack: float = 0.1963
     #: per codec other than `fast` (whose points the coefficients above are fitted on): what its
     #: builds leave of the client's transient, and of the bodies the engine holds at once, as
     #: factors (codec, client, engine); a codec not named here counts as `fast` (1.0, 1.0)
@@ -84,7 +88,16 @@ class Constants:
     #: the typical run against the bounds above: the median, over the calibration points, of the
     #: measured share of the predicted client peak above its live data, of the embedded engine's
     #: peak above its baseline and cache, and of a real vLLM's above its baseline
-    typical: tuple[float, float, float] = (0.8384, 0.6867, 0.7346)
+    typical: tuple[float, float, float] = (0.7507, 0.6704, 0.7346)
+    #: the same for the raw-media modes (their bounds are models of their own, model/raw.py): of
+    #: the client's peak above its live data, and of the embedded engine's above baseline and cache
+    typical_raw: tuple[float, float] = (0.8516, 0.9328)
+
+    def typical_shares(self, client_renders: bool, engine_is_vllm: bool) -> tuple[float, float]:
+        """(client, engine) typical shares of a point's bounds: the raw modes' client and embedded
+        engine have their own; a real vLLM's engine side its own."""
+        client, engine = (self.typical[0], self.typical[1]) if client_renders else self.typical_raw
+        return client, self.typical[2] if engine_is_vllm else engine
 
     def build_factor(self, codec: str) -> float:
         """What this codec's body builds cost per item, as a factor on the `fast` codec's."""

@@ -42,12 +42,22 @@ class Prediction:
     # and cache (engine), to the median of what the calibration points measured (Constants.typical)
     typical_peak_bytes: int = 0
     typical_engine_peak_bytes: int = 0
+    # the engine's part of its peak the model knows exactly: its baseline, and the embedded
+    # engine's cache (its bytes measured equal to the model's at every calibration point)
+    engine_floor_bytes: int = 0
 
     @property
     def system_peak_bytes(self) -> int:
         """What the point needs from the machine: the client's RSS at its peak (baseline included)
         and the engine's."""
         return self.client_baseline_bytes + self.peak_bytes + self.engine_peak_bytes
+
+    @property
+    def exact_bytes(self) -> int:
+        """The part of the system peak that does not move from run to run: the processes'
+        baselines (measured once ready: within 2 % of their medians over every calibration point)
+        and the embedded engine's cache."""
+        return self.client_baseline_bytes + self.engine_floor_bytes
 
     @property
     def typical_system_peak_bytes(self) -> int:
