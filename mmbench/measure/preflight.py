@@ -34,8 +34,8 @@ class Preflight:
 
     @property
     def reason(self) -> str:
-        margin = fmt_bytes(self.need_bytes - self.predicted_bytes)
-        need = f"{fmt_bytes(self.predicted_bytes)} + {MARGIN:.0%} margin ({margin}) = {fmt_bytes(self.need_bytes)}"
+        margin = f"{MARGIN:.0%} margin ({fmt_bytes(self.need_bytes - self.predicted_bytes)})"
+        need = f"{fmt_bytes(self.predicted_bytes)} + {margin} = {fmt_bytes(self.need_bytes)}"
         return f"predicted {need} > available {fmt_bytes(self.available_bytes)}"
 
 

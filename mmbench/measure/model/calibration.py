@@ -14,10 +14,11 @@ the live data: the coefficients >= 0 whose prediction covers every measured peak
 the calibration data, to which preflight adds its margin) and is otherwise as small as it can be,
 summed relative to each point's peak (tightest_bound: a linear program). trim_factor and the
 codecs' factors scale that bound to cover their points; the engine's bodies at once, the raw
-modes' client, the raw modes' engine slack once its cache evicts and a real vLLM's tree are bounds of the same kind on their own peaks. Last, what a
-typical run reaches of each bound (`typical`): the median over the points of the measured share of
-the bound above what the model knows exactly (the client's live data, the engine's baseline and
-cache), which `mmbench plan` plans a typical run with beside the bound.
+modes' client, the raw modes' engine slack once its cache evicts and a real vLLM's tree are bounds
+of the same kind on their own peaks. Last, what a typical run reaches of each bound (`typical`, and
+`typical_raw` for the raw modes): the median over the points of the measured share of the bound
+above what the model knows exactly (the client's live data, the engine's baseline and cache), which
+`mmbench plan` plans a typical run with beside the bound.
 """
 
 from __future__ import annotations
@@ -151,9 +152,7 @@ def _share(measured: float, floor: float, bound: float) -> float | None:
     return (measured - floor) / (bound - floor) if bound > floor else None
 
 
-def _fit_typical(
-    points: list[Point], c: Constants
-) -> tuple[tuple[float, float, float], tuple[float, float]]:
+def _fit_typical(points: list[Point], c: Constants) -> tuple[tuple[float, float, float], tuple[float, float]]:
     """Constants.typical and typical_raw: the medians of the measured shares of the bounds (see
     constants.py), the raw modes' apart (their bounds are models of their own)."""
     shares: dict[str, list[float]] = {k: [] for k in ("client", "engine", "vllm", "raw client", "raw engine")}

@@ -52,7 +52,7 @@ class Constants:
     #: per codec other than `fast`: what its body builds cost per item, as a factor on `fast`'s,
     #: fitted on the codec's points' client_cpu_s (vllm: modes and pr-verification at 1024x1024;
     #: stdlib: the sweep named above at 512x512); a codec not named here counts as 1
-    codec_build: tuple[tuple[str, float], ...] = (('stdlib', 2.5), ('vllm', 2.9))
+    codec_build: tuple[tuple[str, float], ...] = (("stdlib", 2.5), ("vllm", 2.9))
     #: the allocator's slack (see mmbench.measure.model.peak.slack_basis): per byte of the last
     #: turn's item text of all K rollouts, per byte of K images, per byte the renderer caches
     #: evicted, and fixed bytes
@@ -77,7 +77,7 @@ class Constants:
     #: per codec other than `fast` (whose points the coefficients above are fitted on): what its
     #: builds leave of the client's transient, and of the bodies the engine holds at once, as
     #: factors (codec, client, engine); a codec not named here counts as `fast` (1.0, 1.0)
-    codec_peak: tuple[tuple[str, float, float], ...] = (('vllm', 0.9, 1.0),)
+    codec_peak: tuple[tuple[str, float, float], ...] = (("vllm", 0.9, 1.0),)
     #: a real vLLM's (--engine vllm) process tree's RSS once ready (API server, engine core, worker)
     vllm_baseline: int = 4_151_052_288
     #: what that tree holds above it at its peak (model/vllm.py's vllm_basis): per byte of the
