@@ -68,7 +68,9 @@ PREDICTED_COUNTS = (
     "engine_cache_misses", "fallbacks", "engine_preprocess_calls",
 )  # fmt: skip
 WORKER_ENTRY = "mmbench.measure.worker:main"
-WORKER_PRELOAD = ("mmbench.measure.worker:prewarm",)  # what a fork server runs once for every worker
+# What a fork server imports and runs once for every worker: torch first (the client builds bodies
+# with it; mmbench.world.client imports it lazily, so that the harness itself never does).
+WORKER_PRELOAD = ("torch", "mmbench.measure.worker:prewarm")
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,20 +11,28 @@ With `--codec vllm` the grids are concatenated too and the batch is split into v
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import numpy as np
-import torch
 
 from mmbench.world import vllm_item
 from mmbench.world.codec import Codec, encode_item
 from mmbench.world.sidecar import MultiModalData
 from mmbench.world.wire import GENERATE_PATH, raw_request_object, request_object
 
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported where pixels are built, not here: the harness, the CLI and the engine import this
+# module and never build a body (`mmbench --help` took 4 s with torch, 1 s without). A worker imports
+# it in its warm-up, before its baseline; a fork server preloads it (mmbench.measure.harness).
+
 
 def _as_tensor(pv: np.ndarray, dtype: str) -> torch.Tensor:
     """An item's pixels as the torch tensor the client concatenates (bfloat16 from its uint16 bits)."""
+    import torch
+
     if dtype == "bfloat16":
         if pv.dtype != np.uint16:
             raise ValueError(f"bfloat16 pixels must be held as uint16 bits, got {pv.dtype}")
@@ -36,6 +44,8 @@ def _as_tensor(pv: np.ndarray, dtype: str) -> torch.Tensor:
 
 def _as_numpy(t: torch.Tensor) -> np.ndarray:
     """A view of a (contiguous) tensor's bytes as numpy: bfloat16 as uint16 bits."""
+    import torch
+
     if t.dtype == torch.bfloat16:
         return t.view(torch.int16).numpy().view(np.uint16)
     return t.numpy()
@@ -55,6 +65,8 @@ def build_body(
     kwargs: list[str | None] = [None] * len(sidecar)
     full = [i for i, f in enumerate(full_mask) if f]
     if full:
+        import torch
+
         pixel_arrays: list[np.ndarray] = []
         for i in full:
             pv = sidecar.items[i].pixel_values
