@@ -17,7 +17,9 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -346,6 +348,9 @@ class _PythonStackWhenUnpaired:
             return self._record.stack_trace(max_stacks)
 
 
+_IN_PROCESS = threading.Lock()
+
+
 def _flamegraph_in_process(capture: Path, out: Path, leaks: bool) -> None:
     import memray
     from memray.reporters.flamegraph import FlameGraphReporter
@@ -389,7 +394,8 @@ def flamegraph(capture: Path, out: Path, options: Sequence[str], native: bool) -
     if not native:
         return False, f"{out.name}: memray flamegraph failed: {tail}"
     try:
-        _flamegraph_in_process(capture, out, leaks="--leaks" in options)
+        with _IN_PROCESS:  # one reader at a time: memray's reader is not known to be thread-safe
+            _flamegraph_in_process(capture, out, leaks="--leaks" in options)
     except Exception as exc:  # memray internals: report, keep the table
         return False, f"{out.name}: memray flamegraph failed ({tail}), and so did the fallback: {exc!r}"
     return True, (
@@ -460,8 +466,14 @@ def profile_point(
     if heap:
         notes.append(heap)
     written: dict[str, Path] = {}
-    for name, (filename, flags) in FLAMEGRAPHS.items():
-        ok, problem = flamegraph(capture, out_dir / filename, flags, native)
+    # The two reporters side by side: each is a process of its own (memray's command), 2-4 s apiece.
+    with ThreadPoolExecutor(max_workers=len(FLAMEGRAPHS)) as pool:
+        done = {
+            name: pool.submit(flamegraph, capture, out_dir / filename, flags, native)
+            for name, (filename, flags) in FLAMEGRAPHS.items()
+        }
+    for name, (filename, _) in FLAMEGRAPHS.items():
+        ok, problem = done[name].result()
         if problem:
             notes.append(problem)
         if ok:
