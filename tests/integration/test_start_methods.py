@@ -6,6 +6,7 @@ import pytest
 
 from mmbench.config import PointConfig
 from mmbench.measure.harness import HarnessOptions, measure_point
+from mmbench.results import PointRecord
 from mmbench.units import MIB
 from tests.helpers import leftover_processes
 
@@ -14,6 +15,17 @@ POINT = PointConfig(mode="full", rollouts=2, turns=3, image_size="256")
 # own free-but-resident memory (README).
 LIVE_TOLERANCE = 0.03
 LIVE_FLOOR = 1 * MIB
+
+
+def _live(record: PointRecord) -> int:
+    assert record.status == "ok", record.cause
+    assert record.retained_live_bytes is not None
+    return record.retained_live_bytes
+
+
+def _close(live: dict[str, list[int]]) -> bool:
+    fork, fresh = min(live["fork"]), min(live["exec"])
+    return abs(fork - fresh) <= max(LIVE_TOLERANCE * fresh, LIVE_FLOOR)
 
 
 @pytest.mark.slow
@@ -25,8 +37,15 @@ def test_forked_and_fresh_workers_retain_the_same() -> None:
     for name in ("stored_pixel_bytes", "source_bytes", "bytes_shipped", "requests", "engine_bytes_received"):
         assert getattr(fork, name) == getattr(fresh, name), name
     assert fork.wrong_results == fresh.wrong_results == 0
-    # The same memory above each one's own baseline.
-    assert fork.retained_live_bytes is not None and fresh.retained_live_bytes is not None
-    gap = abs(fork.retained_live_bytes - fresh.retained_live_bytes)
-    assert gap <= max(LIVE_TOLERANCE * fresh.retained_live_bytes, LIVE_FLOOR), (fork, fresh)
+    # The same memory above each one's own baseline. A reading's noise only ever adds (memory a trim
+    # left resident): once in ~100 runs under CI's load one reading sat 4.6 MiB above the other, where
+    # 120 pairs here were within 0.4 MiB. So a gap is measured again, and each method's least reading
+    # is what is compared.
+    live = {"fork": [_live(fork)], "exec": [_live(fresh)]}
+    for _ in range(2):
+        if _close(live):
+            break
+        for m in live:
+            live[m].append(_live(measure_point(POINT, options=HarnessOptions(start_method=m))))
+    assert _close(live), live
     assert not leftover_processes()
