@@ -34,7 +34,7 @@ from mmbench.launch.lifecycle import set_process_name
 MAX_MESSAGE = 1 << 20
 STDIO = 3
 SERVER_NAME = "mmbench-zygote"
-THREADS_SETTLE_S = 5.0
+THREADS_SETTLE_S = 2.0
 
 
 def _send(sock: socket.socket, message: dict[str, Any]) -> None:

@@ -31,6 +31,10 @@ from mmbench.sweep.scenarios import Scenario
 from tests.cluster_measures import environment_probe, stand_in, trivial
 from tests.helpers import wait_for
 
+# Its own tier (make test-cluster, which CI also runs): dask's scheduler and worker processes cost
+# ~30 s of a 2-core machine, an eighth of make test's budget.
+pytestmark = pytest.mark.cluster
+
 ROOT = Path(__file__).resolve().parents[2]
 GIB = 1024**3
 SMALL, BIG = int(1.5 * GIB), 8 * GIB  # what the two workers declare

@@ -22,9 +22,10 @@ from tests.helpers import leftover_processes, wait_for
 # Each request waits 250 ms in the engine, so the points after the first take seconds: the signal
 # lands while the sweep still runs even on a loaded machine (a fast sweep could finish first).
 TINY = (
-    'version = 1\ndescription = "interrupt test"\nmode = ["full", "hash-only"]\n'
-    "rollouts = [1, 2]\nimage_size = 256\nturns = 3\nengine_delay_ms = 250\n"
+    'version = 1\ndescription = "interrupt test"\nmode = ["full", "hash-only", "ephemeral"]\n'
+    "rollouts = 1\nimage_size = 256\nturns = 3\nengine_delay_ms = 250\n"
 )
+POINTS = 3
 
 
 def _lines(path: Path) -> int:
@@ -53,7 +54,7 @@ def test_interrupt_then_resume_gives_the_uninterrupted_results(tmp_path: Path, s
     _gone, alive = psutil.wait_procs(children, timeout=10)
     assert not alive, f"left behind: {alive}"
     finished = _lines(out / POINTS_LOG)
-    assert 1 <= finished < 4
+    assert 1 <= finished < POINTS
     on_disk = load(out)
     assert len(on_disk.points) == finished
     if sig != signal.SIGTERM:
@@ -63,14 +64,14 @@ def test_interrupt_then_resume_gives_the_uninterrupted_results(tmp_path: Path, s
         [*cmd[:-2], "--resume", str(out)], capture_output=True, text=True, timeout=300, check=False
     )
     assert resumed.returncode == 0, resumed.stderr
-    assert f"{4 - finished} of 4 points to run" in resumed.stdout
+    assert f"{POINTS - finished} of {POINTS} points to run" in resumed.stdout
     final = load(out)
     planned = [
         (*(getattr(p.config, k) for k in field_names()), p.repeat) for p in plan(load_scenario(str(scenario)))
     ]
     assert [p.key() for p in final.points] == planned  # every point once, in plan order
     assert all(p.status == "ok" for p in final.points)
-    assert _lines(out / POINTS_LOG) == 4
+    assert _lines(out / POINTS_LOG) == POINTS
 
 
 def test_resume_refuses_results_of_another_sweep(tmp_path: Path) -> None:

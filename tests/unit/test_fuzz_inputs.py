@@ -27,7 +27,7 @@ values = st.one_of(
 keys = st.one_of(st.sampled_from([*META_KEYS, *field_names()]), st.text(max_size=12))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.dictionaries(keys, values, max_size=8))
 def test_scenario_parser_accepts_or_gives_one_line(data: dict[str, Any]) -> None:
     try:
@@ -40,7 +40,7 @@ def test_scenario_parser_accepts_or_gives_one_line(data: dict[str, Any]) -> None
         assert scenario.points()  # what it accepts is a valid grid
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.dictionaries(keys, values, max_size=8))
 def test_valid_scenario_with_one_fuzzed_key(extra: dict[str, Any]) -> None:
     data = {"version": 1, "description": "fuzz", "rollouts": [1, 2], **extra}
@@ -81,7 +81,7 @@ PATHS = [
 ]  # fmt: skip
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.sampled_from(PATHS), json_values)
 def test_request_validation_accepts_or_raises_wire_error(path: list[str], value: Any) -> None:
     body = json.dumps(_mutate(BASE, path, value)).encode()
@@ -93,7 +93,7 @@ def test_request_validation_accepts_or_raises_wire_error(path: list[str], value:
         assert len(req.hashes) == len(req.placeholders) == len(req.kwargs)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.binary(max_size=200))
 def test_engine_answers_garbage_with_4xx_and_stays_up(garbage: bytes) -> None:
     with TestClient(create_app(EngineConfig(cache_bytes=1 << 20))) as client:
