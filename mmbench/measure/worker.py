@@ -31,6 +31,7 @@ from mmbench.measure import probes
 from mmbench.measure.accounting import account
 from mmbench.measure.fingerprint import fingerprint
 from mmbench.rollout import Totals
+from mmbench.rollout.driver import tls_context
 from mmbench.transports import make_transport
 from mmbench.world.client import build_body, build_raw_body
 from mmbench.world.codec import CODECS, get_codec
@@ -64,7 +65,7 @@ def _warm_up(config: PointConfig, build: bool = True) -> None:
             await asyncio.to_thread(codec.dumps, {"warm": [1]})
         raw_body = (codec, config.model, [1], [data_url(source, config.image_format)], 1)
         await asyncio.to_thread(build_raw_body, *raw_body)
-        async with httpx.AsyncClient():
+        async with httpx.AsyncClient(verify=tls_context()):
             pass
 
     asyncio.run(once())
