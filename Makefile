@@ -19,12 +19,15 @@ help: ## list the targets
 # most of what is installed is never imported: 17,000 modules, of which the tests import 4,500).
 # Python caches what it imports instead, once: PYTHONDONTWRITEBYTECODE, set on these machines, is
 # unset for every recipe here, and the install ends by importing what mmbench and its tests load
-# (two processes, one per core: 10 s here, where compiling all of site-packages on every core took
-# 45 s). A module first imported later is compiled by the first process that imports it.
+# (two processes, one per core: 20 s here, where compiling all of site-packages on every core took
+# 45 s; the tests' own lazy imports, torch's compiler and scipy among them, are in the list). A
+# module first imported later is compiled by the first process that imports it.
 unexport PYTHONDONTWRITEBYTECODE
-WARM_A := import mmbench.cli, mmbench.world.engine.app, torch
+WARM_A := import mmbench.cli, mmbench.world.engine.app, torch, torch._dynamo, torch.distributed, sympy, PIL.Image; \
+	PIL.Image.init()
 WARM_B := import pandas, matplotlib.pyplot, distributed, hypothesis, pytest, xdist, transformers, renderers, \
-	memray, prometheus_client, msgspec, orjson, uvicorn, httpx
+	transformers.quantizers, transformers.integrations, scipy.optimize, scipy.sparse, scipy.linalg, memray, \
+	memray.commands, prometheus_client, msgspec, orjson, uvicorn, httpx
 
 # torch comes first, through pip: pip is what finds the CPU build on these machines' disk (uv does
 # not look there). The rest through uv, which fetches in parallel (25 s here where pip took two
