@@ -31,9 +31,8 @@ from mmbench.measure import probes
 from mmbench.measure.accounting import account
 from mmbench.measure.fingerprint import fingerprint
 from mmbench.rollout import Totals
-from mmbench.rollout.driver import tls_context
 from mmbench.transports import make_transport
-from mmbench.world.client import build_body, build_raw_body
+from mmbench.world.client import build_body, build_raw_body, tls_context
 from mmbench.world.codec import CODECS, get_codec
 from mmbench.world.geometry import get_geometry
 from mmbench.world.images import IMAGE_FORMATS, SourceSpec, make_source

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import gc
-import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -32,7 +30,7 @@ from mmbench.config import PointConfig
 from mmbench.rollout import raw
 from mmbench.rollout.state import Conversation, RolloutCounters, RolloutFailed, Step, Trajectory
 from mmbench.transports.base import Ship, Transport
-from mmbench.world.client import EngineReply, build_body, build_raw_body, post_generate
+from mmbench.world.client import EngineReply, build_body, build_raw_body, post_generate, tls_context
 from mmbench.world.codec import Codec, get_codec
 from mmbench.world.geometry import get_geometry
 from mmbench.world.images import SourceSpec, SourceStore
@@ -51,14 +49,6 @@ HTTP_TIMEOUT_S = 600.0
 RETRY_FIRST_S = 0.01
 RETRY_MAX_S = 1.0
 NO_SIDECAR = MultiModalData()  # what a raw-media step keeps of a sidecar: nothing (never mutated)
-
-
-
-@functools.cache
-def tls_context() -> ssl.SSLContext:
-    """The verifying TLS context every client of this process shares: httpx otherwise loads the CA
-    store for each client it makes (50 ms a point), which an http:// engine never uses."""
-    return httpx.create_ssl_context()
 
 
 class World:

@@ -10,6 +10,8 @@ With `--codec vllm` the grids are concatenated too and the batch is split into v
 
 from __future__ import annotations
 
+import functools
+import ssl
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +29,13 @@ if TYPE_CHECKING:
 # torch is imported where pixels are built, not here: the harness, the CLI and the engine import this
 # module and never build a body (`mmbench --help` took 4 s with torch, 1 s without). A worker imports
 # it in its warm-up, before its baseline; a fork server preloads it (mmbench.measure.harness).
+
+
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """The verifying TLS context every client of this process shares: httpx otherwise loads the CA
+    store for each client it makes (50 ms a point), which an http:// engine never uses."""
+    return httpx.create_ssl_context()
 
 
 def _as_tensor(pv: np.ndarray, dtype: str) -> torch.Tensor:
