@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import psutil
 
 from mmbench import launch
 from mmbench.config import PointConfig
+from mmbench.results import PointRecord
 from mmbench.rollout import Trajectory, World
 from mmbench.transports import TRANSPORTS, make_transport
 
@@ -25,6 +26,29 @@ def run_world(config: PointConfig, url: str, asset_dir: Path | None = None) -> l
     for t in trajectories:
         t.counters.wrong_results += world.count_wrong_media(world.media_checks([t]))
     return trajectories
+
+
+def least_live_until(
+    measure: Callable[[], Mapping[str, PointRecord]],
+    holds: Callable[[dict[str, PointRecord]], bool],
+    first: Mapping[str, PointRecord] | None = None,
+    rounds: int = 3,
+) -> dict[str, PointRecord]:
+    """Each key's record with the least retained (live) reading, after measuring rounds (`first`
+    counts as one) until `holds` is true of them or `rounds` are spent. The noise of a trimmed RSS
+    reading only ever adds (memory a trim left resident), so the least reading is the one to judge."""
+    seen: dict[str, list[PointRecord]] = {}
+    done = first
+    for _ in range(rounds):
+        for key, record in (done if done is not None else measure()).items():
+            assert record.status == "ok", record.cause
+            assert record.retained_live_bytes is not None
+            seen.setdefault(key, []).append(record)
+        done = None
+        least = {k: min(v, key=lambda r: r.retained_live_bytes or 0) for k, v in seen.items()}
+        if holds(least):
+            break
+    return least
 
 
 def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:

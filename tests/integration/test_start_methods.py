@@ -8,7 +8,7 @@ from mmbench.config import PointConfig
 from mmbench.measure.harness import HarnessOptions, measure_point
 from mmbench.results import PointRecord
 from mmbench.units import MIB
-from tests.helpers import leftover_processes
+from tests.helpers import least_live_until, leftover_processes
 
 POINT = PointConfig(mode="full", rollouts=2, turns=3, image_size="256")
 # Live retained RSS of one point repeats within ~1.5 % here; below 1 MiB is within the baseline's
@@ -17,20 +17,18 @@ LIVE_TOLERANCE = 0.03
 LIVE_FLOOR = 1 * MIB
 
 
-def _live(record: PointRecord) -> int:
-    assert record.status == "ok", record.cause
-    assert record.retained_live_bytes is not None
-    return record.retained_live_bytes
-
-
-def _close(live: dict[str, list[int]]) -> bool:
-    fork, fresh = min(live["fork"]), min(live["exec"])
+def _close(least: dict[str, PointRecord]) -> bool:
+    fork, fresh = (least[m].retained_live_bytes or 0 for m in ("fork", "exec"))
     return abs(fork - fresh) <= max(LIVE_TOLERANCE * fresh, LIVE_FLOOR)
+
+
+def _both() -> dict[str, PointRecord]:
+    return {m: measure_point(POINT, options=HarnessOptions(start_method=m)) for m in ("fork", "exec")}
 
 
 @pytest.mark.slow
 def test_forked_and_fresh_workers_retain_the_same() -> None:
-    fork, fresh = (measure_point(POINT, options=HarnessOptions(start_method=m)) for m in ("fork", "exec"))
+    fork, fresh = _both().values()
     assert fork.status == fresh.status == "ok", (fork.cause, fresh.cause)
     assert (fork.start_method, fresh.start_method) == ("fork", "exec")
     # The same work, to the byte.
@@ -41,11 +39,6 @@ def test_forked_and_fresh_workers_retain_the_same() -> None:
     # left resident): once in ~100 runs under CI's load one reading sat 4.6 MiB above the other, where
     # 120 pairs here were within 0.4 MiB. So a gap is measured again, and each method's least reading
     # is what is compared.
-    live = {"fork": [_live(fork)], "exec": [_live(fresh)]}
-    for _ in range(2):
-        if _close(live):
-            break
-        for m in live:
-            live[m].append(_live(measure_point(POINT, options=HarnessOptions(start_method=m))))
-    assert _close(live), live
+    least = least_live_until(_both, _close, first={"fork": fork, "exec": fresh})
+    assert _close(least), {m: r.retained_live_bytes for m, r in least.items()}
     assert not leftover_processes()
