@@ -5,17 +5,26 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import psutil
 
 from mmbench import launch
 from mmbench.config import PointConfig
+from mmbench.migrations import v5_point
 from mmbench.results import PointRecord
 from mmbench.rollout import Trajectory, World
 from mmbench.transports import TRANSPORTS, make_transport
 
 PROCESSED_MODES = tuple(m for m, t in TRANSPORTS.items() if t.renders)
 RAW_MODES = tuple(m for m, t in TRANSPORTS.items() if not t.renders)
+
+
+def flat_record(**fields: Any) -> PointRecord:
+    """A record stated in v5's flat field names (`mode=..., retained_live_bytes=...`; config fields
+    left out take PointConfig's defaults), built through the migration that old files take
+    (mmbench.migrations.V5_PATHS says where each name lives now)."""
+    return PointRecord.from_dict(v5_point({**PointConfig().to_dict(), **fields}), "test record")
 
 
 def run_world(config: PointConfig, url: str, asset_dir: Path | None = None) -> list[Trajectory]:

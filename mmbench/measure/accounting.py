@@ -10,41 +10,14 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, fields, is_dataclass
+from dataclasses import dataclass, fields, is_dataclass
 
 import numpy as np
 
 from mmbench.backends.renderers.state import Chat, LibraryStep
+from mmbench.record import Accounting
 from mmbench.rollout import Trajectory
 from mmbench.world.sidecar import MMItem
-
-
-@dataclass(frozen=True, slots=True)
-class Accounting:
-    stored_pixel_bytes: int  # distinct pixel buffers reachable from the trajectories
-    stored_pixel_arrays: int
-    source_bytes: int  # the images the conversations hold: encoded sources, or (raw) their URLs
-    descriptor_bytes: int  # sidecar metadata of every step: items, grids, hashes, placeholders, lists
-    other_bytes: int  # token streams, completions, logprobs, step objects
-    renderer_cache_bytes: int  # distinct pixel buffers in the renderer caches
-    renderer_cache_only_bytes: int  # ...of which no trajectory holds: the cache is their only holder
-    renderer_cache_items: int
-
-    @property
-    def live_bytes(self) -> int:
-        """What the client's live data occupies: the sum the trimmed retained RSS is compared with."""
-        return (
-            self.stored_pixel_bytes
-            + self.source_bytes
-            + self.descriptor_bytes
-            + self.other_bytes
-            + self.renderer_cache_only_bytes
-        )
-
-    def to_dict(self) -> dict[str, int]:
-        out = asdict(self)
-        out["live_bytes"] = self.live_bytes
-        return out
 
 
 def _buffer_key(arr: np.ndarray) -> int:
@@ -163,13 +136,14 @@ def account(trajectories: list[Trajectory], cached: Iterable[MMItem]) -> Account
     descriptor += library.descriptor
     other += library.other
     cache_only = sum(size for key, size in in_cache.items() if key not in stored)
+    pixels = sum(stored.values())
     return Accounting(
-        stored_pixel_bytes=sum(stored.values()),
-        stored_pixel_arrays=len(stored),
+        stored_pixel_bytes=pixels,
         source_bytes=source,
         descriptor_bytes=descriptor,
         other_bytes=other,
         renderer_cache_bytes=sum(in_cache.values()),
         renderer_cache_only_bytes=cache_only,
-        renderer_cache_items=len(in_cache),
+        # what the trimmed retained RSS is compared with: the data alive, each buffer once
+        live_data_bytes=pixels + source + descriptor + other + cache_only,
     )

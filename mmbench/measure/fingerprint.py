@@ -10,25 +10,14 @@ hashes or grids on the client: their digest covers the engine's placeholder leng
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
 from mmbench.backends.renderers.state import LibraryStep
+from mmbench.record import Rendering
 from mmbench.rollout import Step, Trajectory
 from mmbench.world.wire import MODALITY
-
-
-@dataclass(frozen=True, slots=True)
-class Fingerprint:
-    image_tokens: int  # placeholder tokens of every image, summed over rollouts
-    prompt_tokens: int  # the last request's prompt length, summed over rollouts
-    pixel_shapes: str  # distinct shapes of the pixel_values the trajectories hold ("" for none)
-    sidecar_digest: str  # sha256 (16 hex) of every image's hash, grid and placeholder length
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _images(step: Step) -> list[tuple[str, tuple[int, ...], int, tuple[int, ...] | None]]:
@@ -62,7 +51,8 @@ def _shape(pixels: Any) -> tuple[int, ...] | None:
     return tuple(pixels.shape) if pixels is not None else None
 
 
-def fingerprint(trajectories: list[Trajectory]) -> Fingerprint:
+def fingerprint(trajectories: list[Trajectory]) -> Rendering:
+    """The rendering section's fingerprint figures (its counts are the driver's: see the worker)."""
     digest = hashlib.sha256()
     tokens = prompt = 0
     shapes: set[tuple[int, ...]] = set()
@@ -77,4 +67,6 @@ def fingerprint(trajectories: list[Trajectory]) -> Fingerprint:
         for step in t.steps:
             shapes.update(s for *_, s in _images(step) if s is not None)
     text = ",".join("x".join(map(str, s)) for s in sorted(shapes))
-    return Fingerprint(tokens, prompt, text, digest.hexdigest()[:16])
+    return Rendering(
+        image_tokens=tokens, prompt_tokens=prompt, pixel_shapes=text, sidecar_digest=digest.hexdigest()[:16]
+    )

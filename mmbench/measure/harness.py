@@ -14,8 +14,8 @@ import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
-from functools import lru_cache, partial
+from dataclasses import asdict, dataclass, field, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,13 +26,16 @@ from mmbench.config import PointConfig
 from mmbench.launch import DEFAULT_START_METHOD, PARENT_PID, Process, StartMethod, launch, prestart
 from mmbench.measure.engines import VLLM, Engine, VllmOptions, check_points, open_engine
 from mmbench.measure.external import check_engine
+from mmbench.errors import MmbenchError
+from mmbench.measure.assemble import engine_figures, point_record
 from mmbench.measure.model import Prediction, predict
 from mmbench.measure.overhead import HarnessStamps, overhead
 from mmbench.measure.preflight import preflight
-from mmbench.measure.timeline import TimelineSampler, attach
-from mmbench.results import PointRecord
+from mmbench.measure.timeline import TimelineSampler, engine_peak, keep_timeline
+from mmbench.measure.worker_result import WorkerResult
+from mmbench.record import EngineRecord, PointRecord, Timing
 from mmbench.transports.registry import TRANSPORTS
-from mmbench.units import RSS_NOISE_FLOOR_BYTES, fmt_bytes
+from mmbench.units import fmt_bytes
 from mmbench.world.engine.process import SUMMED_STATS
 from mmbench.world.engine.remote import EMBEDDED, normalize_url
 from mmbench.world.images import SourceSpec, SourceStore, make_source
@@ -43,30 +46,7 @@ DEFAULT_TIMEOUT_S = 3600.0
 MAX_MEMORY_SHARE = 0.8
 EXCEEDED = "exceeded --max-memory"  # how a point the watchdog stopped for its memory begins its cause
 WATCH_INTERVAL_S = 0.02
-# Readings the worker reports that go into the record as they are.
-WORKER_FIELDS = (
-    "rss_baseline_bytes", "rss_baseline_trim_floor_bytes", "rss_peak_bytes", "rss_retained_bytes",
-    "rss_retained_trimmed_bytes", "rss_released_bytes", "rss_released_trimmed_bytes", "uss_retained_bytes",
-    "peak_method",
-    "memray_peak_bytes", "rollout_wall_s", "trims_after_build", "client_cpu_s",
-)  # fmt: skip
-# The worker's accounting and totals that go into the record under the same names.
-ACCOUNTING_FIELDS = (
-    "stored_pixel_bytes", "source_bytes", "descriptor_bytes", "other_bytes", "renderer_cache_bytes",
-    "renderer_cache_only_bytes",
-)  # fmt: skip
-TOTALS_FIELDS = (
-    "bytes_shipped", "bytes_per_turn", "requests", "full_items_sent", "null_items_sent", "fallbacks",
-    "retries", "extra_bytes_shipped", "wrong_results", "failed_rollouts", "renderer_cache_hits",
-    "renderer_cache_misses", "rederived", "media_items_sent", "request_latency_p50_s",
-    "request_latency_p95_s", "request_latency_max_s", "fallback_error",
-)  # fmt: skip
 SOURCE_SAMPLES = 4
-# The model's expected counts that go into the record as predicted_<name>, beside the measured <name>.
-PREDICTED_COUNTS = (
-    "renderer_cache_hits", "renderer_cache_misses", "rederived", "engine_cache_hits",
-    "engine_cache_misses", "fallbacks", "engine_preprocess_calls",
-)  # fmt: skip
 WORKER_ENTRY = "mmbench.measure.worker:main"
 # What a fork server imports and runs once for every worker: torch first (the client builds bodies
 # with it; mmbench.world.client imports it lazily, so that the harness itself never does).
@@ -196,94 +176,6 @@ def _tail(path: Path, limit: int = 300) -> str:
     return lines[-1][-limit:] if lines else ""
 
 
-def _record(
-    config: PointConfig, repeat: int, per_image: float, pred: Prediction, status: str = "ok",
-    cause: str | None = None, worker: dict[str, Any] | None = None, engine: dict[str, Any] | None = None,
-    wall_s: float | None = None, timing: dict[str, Any] | None = None,
-) -> PointRecord:  # fmt: skip
-    fields: dict[str, Any] = dict(config.to_dict(), repeat=repeat, status=status, cause=cause)
-    fields.update(timing or {})
-    fields.update(
-        source_bytes_per_image=per_image,
-        predicted_retained_bytes=pred.retained_bytes,
-        predicted_bytes_shipped=pred.bytes_shipped,
-        predicted_peak_bytes=pred.peak_bytes,
-        **{f"predicted_{name}": getattr(pred, name) for name in PREDICTED_COUNTS},
-        predicted_engine_peak_bytes=pred.engine_peak_bytes,
-        predicted_system_peak_bytes=pred.system_peak_bytes,
-        wall_s=wall_s,
-    )
-    if engine:
-        fields.update(
-            engine_rss_bytes=engine.get("rss_bytes"),
-            engine_rss_trimmed_bytes=engine.get("rss_trimmed_bytes"),
-            engine_cache_bytes=engine.get("cache_bytes"),
-            engine_cache_items=engine.get("cache_items"),
-            engine_bytes_received=engine.get("bytes_received"),
-            engine_cache_hits=engine.get("cache_hits"),
-            engine_cache_misses=engine.get("cache_misses"),
-            engine_errors=engine.get("errors"),
-            engine_restarts=engine.get("restarts"),
-            engine_injected_errors=engine.get("injected_errors"),
-            engine_injected_evictions=engine.get("injected_evictions"),
-            engine_preprocess_calls=engine.get("preprocess_calls"),
-            engine_cpu_s=engine.get("cpu_s"),
-            engine_mm_cache_queries=engine.get("cache_queries"),
-            engine_status_counts=_status_text(engine.get("status_counts")),
-            **_process_peaks(engine.get("peaks")),
-            engine_processes=engine.get("processes"),
-        )
-    if worker:
-        base = worker["rss_baseline_bytes"]
-        acc, tot, alloc = worker["accounting"], worker["totals"], worker["allocator"]
-        retained = worker["rss_retained_bytes"] - base
-        # The trimmed reading against the baseline as the same trim would leave it (see probes)
-        floor = worker.get("rss_baseline_trim_floor_bytes") or 0
-        live = worker["rss_retained_trimmed_bytes"] - (base - floor)
-        fields.update(
-            {k: worker[k] for k in WORKER_FIELDS},
-            retained_bytes=retained,
-            retained_live_bytes=live,
-            allocator_retention_bytes=retained - live,
-            peak_bytes=worker["rss_peak_bytes"] - base,
-            released_bytes=worker["rss_released_bytes"] - base,
-            **{k: acc[k] for k in ACCOUNTING_FIELDS},
-            live_data_bytes=acc["live_bytes"],
-            **{k: tot.get(k) for k in TOTALS_FIELDS},
-            # below the noise floor of RSS readings a ratio says nothing (None, shown as "-")
-            retained_ratio=live / pred.retained_bytes
-            if pred.retained_bytes >= RSS_NOISE_FLOOR_BYTES
-            else None,
-            shipped_ratio=tot["bytes_shipped"] / pred.bytes_shipped if pred.bytes_shipped else None,
-            **worker.get("fingerprint", {}),
-            env_malloc_mmap_threshold=alloc["malloc_mmap_threshold"],
-            env_malloc_arena_max=alloc["malloc_arena_max"],
-            glibc=alloc["glibc"],
-        )
-        if tot["failed_rollouts"]:
-            fields.update(
-                status="failed", cause=f"{tot['failed_rollouts']} rollout(s) failed: {tot['failures'][0]}"
-            )
-    return PointRecord(**fields)
-
-
-def _status_text(counts: dict[str, int] | None) -> str | None:
-    """{"200": 52, "500": 4} -> "200:52,500:4" (None: the engine does not count them)."""
-    if not counts:
-        return None
-    return ",".join(f"{status}:{n}" for status, n in sorted(counts.items()))
-
-
-def _process_peaks(peaks: dict[str, int] | None) -> dict[str, int | None]:
-    """A real vLLM's VmHWM per process kind during the point (None: not a tree mmbench reads)."""
-    peaks = peaks or {}
-    return {
-        "engine_api_peak_rss_bytes": peaks.get("api_server"),
-        "engine_core_peak_rss_bytes": peaks.get("engine_core"),
-        "engine_worker_peak_rss_bytes": peaks.get("worker"),
-    }
-
-
 def prepare_sources(config: PointConfig, cache: Path) -> None:
     """Make the point's source images into `cache` before its worker starts, where an earlier point
     of the sweep has not: making them is the environment's work, not the client's, and must not
@@ -296,24 +188,6 @@ def prepare_sources(config: PointConfig, cache: Path) -> None:
         list(pool.map(lambda rti: store.ensure(*rti), wanted))
 
 
-def _process_kinds(
-    ready: dict[str, dict[str, float]] | None, final: dict[str, dict[str, float]] | None,
-    peaks: dict[str, int] | None,
-) -> dict[str, dict[str, float | None]] | None:  # fmt: skip
-    """A real vLLM's tree per process kind: RSS once ready and at the end, VmHWM during the point,
-    CPU seconds in between (None: an engine that does not report its processes)."""
-    if not ready or not final:
-        return None
-    out = {}
-    for kind, now in sorted(final.items()):
-        before = ready.get(kind, {})
-        out[kind] = {
-            "baseline_rss_bytes": before.get("rss_bytes"), "rss_bytes": now["rss_bytes"],
-            "peak_rss_bytes": (peaks or {}).get(kind), "cpu_s": now["cpu_s"] - before.get("cpu_s", 0.0),
-        }  # fmt: skip
-    return out
-
-
 def _final_engine_stats(engine: Engine, ready: dict[str, Any] | None) -> dict[str, Any] | None:
     """The engine's stats at the end of the point, raw and trimmed RSS in one request, its counters
     counted from `ready` (an external engine's run on across points; the embedded one's start at 0
@@ -323,9 +197,6 @@ def _final_engine_stats(engine: Engine, ready: dict[str, Any] | None) -> dict[st
     stats = engine.stats(trim=True)
     if stats is None or ready is None:  # an external engine that exposes no stats: all unknown
         return None
-    stats["processes"] = _process_kinds(ready.get("kinds"), stats.get("kinds"), stats.get("peaks"))
-    stats["rss_trimmed_bytes"] = stats["rss_bytes"]
-    stats["rss_bytes"] = stats.get("rss_untrimmed_bytes", stats["rss_bytes"])
     for key in SUMMED_STATS:
         if isinstance(stats.get(key), int | float) and isinstance(ready.get(key), int | float):
             stats[key] -= ready[key]
@@ -338,13 +209,16 @@ def measure_point(config: PointConfig, repeat: int = 0, options: HarnessOptions 
     if opts.engine_url is not None:
         check_engine(opts.engine_url, [config])  # reachable, and fit for this point, before it runs
     vllm = check_points(opts.engine, opts.vllm, [config]) if opts.engine_url is None else None
-    record = _measure_point(config, repeat, opts)
     if vllm is not None:  # its predicted engine peak is vLLM's (mmbench.measure.model.vllm)
-        return replace(record, engine=VLLM, engine_version=vllm.describe())
-    return replace(record, engine=normalize_url(opts.engine_url) if opts.engine_url else EMBEDDED)
+        served_by = EngineRecord(kind=VLLM, version=vllm.describe())
+    elif opts.engine_url is not None:
+        served_by = EngineRecord(kind="external", url=normalize_url(opts.engine_url))
+    else:
+        served_by = EngineRecord(kind=EMBEDDED)
+    return _measure_point(config, repeat, opts, served_by)
 
 
-def _measure_point(config: PointConfig, repeat: int, opts: HarnessOptions) -> PointRecord:
+def _measure_point(config: PointConfig, repeat: int, opts: HarnessOptions, served_by: EngineRecord) -> PointRecord:
     """Measure one point in a new worker and a new engine process (forked from fork servers, or
     fresh interpreters: options.start_method), or against the external engine of
     options.engine_url. Never raises for a worker failure: it is recorded."""
@@ -358,12 +232,16 @@ def _measure_point(config: PointConfig, repeat: int, opts: HarnessOptions) -> Po
         if not quick.fits:
             estimate = estimated_source_bytes_per_image(_spec(config))
             guess = predict(config, estimate, engine=served)
-            return _record(config, repeat, estimate, guess, "skipped", quick.reason)
+            return point_record(
+                config, repeat, estimate, guess, status="skipped", cause=quick.reason, engine=served_by
+            )
     per_image, pred = prediction_for(config, served)
     if not opts.force:
         check = preflight(config, per_image, budget, served)
         if not check.fits:
-            return _record(config, repeat, per_image, pred, "skipped", check.reason)
+            return point_record(
+                config, repeat, per_image, pred, status="skipped", cause=check.reason, engine=served_by
+            )
     stamps = HarnessStamps(time.monotonic())
     # memray's capture is compared with fresh interpreters' (mmbench profile): never forked.
     method: StartMethod = "exec" if opts.memray_dir is not None else opts.start_method
@@ -388,7 +266,6 @@ def _measure_point(config: PointConfig, repeat: int, opts: HarnessOptions) -> Po
             assert engine.url is not None
             ready = engine.stats()  # ready, before the worker starts (None: an engine without stats)
             engine.reset_peaks()  # its high-water marks from here on are the point's
-            engine_baseline = ready.get("rss_bytes") if ready is not None else None
             stamps.engine_ready = time.monotonic()
             job.write_text(json.dumps({
                 "config": config.to_dict(), "url": engine.url,
@@ -423,27 +300,34 @@ def _measure_point(config: PointConfig, repeat: int, opts: HarnessOptions) -> Po
                 cause = f"{died}: {engine_failure}" if engine_failure else died
         stamps.engine_stopped = time.monotonic()
         wall = stamps.engine_stopped - stamps.begin
-        finish = partial(
-            attach, timeline=timeline, engine_baseline=engine_baseline, engine_hwm=engine_hwm,
-            directory=opts.timeline_dir,
-        )  # fmt: skip
-        worker: dict[str, Any] | None = None
+        worker: WorkerResult | None = None
         if cause is None:
             try:
-                worker = json.loads(out.read_text())
-            except (OSError, json.JSONDecodeError):
+                worker = WorkerResult.decode(out.read_bytes())
+            except (OSError, MmbenchError):
                 cause = "worker wrote no result"
                 engine_stats = None
-    timing = dict(
+    timing = Timing(
+        wall_s=wall,
+        rollout_wall_s=worker.rollout_wall_s if worker is not None else None,
         start_method=method,
-        **overhead(stamps, (worker or {}).get("phases"), wall, (worker or {}).get("rollout_wall_s")),
+        overhead=overhead(
+            stamps, asdict(worker.phases) if worker is not None else None, wall,
+            worker.rollout_wall_s if worker is not None else None,
+        ),  # fmt: skip
+        timeline_file=keep_timeline(
+            timeline, worker.turn_ends if worker is not None else [], opts.timeline_dir, config, repeat
+        ),
     )
+    engine_record = replace(
+        served_by, flags=engine.flags, failure=engine_failure if worker is None else None,
+        figures=engine_figures(engine_stats, ready, engine_peak(timeline, engine_hwm)),
+    )  # fmt: skip
     if worker is None:
-        failed = _record(
-            config, repeat, per_image, pred, "failed", cause, engine=engine_stats, wall_s=wall, timing=timing
+        return point_record(
+            config, repeat, per_image, pred, status="failed", cause=cause, engine=engine_record, timing=timing
         )
-        return finish(replace(failed, engine_flags=engine.flags, engine_failure=engine_failure), worker=None)
-    record = _record(
-        config, repeat, per_image, pred, worker=worker, engine=engine_stats, wall_s=wall, timing=timing
+    return point_record(
+        config, repeat, per_image, pred, worker=worker, engine=engine_record, timing=timing,
+        asset_disk_bytes=asset_bytes,
     )
-    return finish(replace(record, asset_disk_bytes=asset_bytes, engine_flags=engine.flags), worker=worker)

@@ -13,10 +13,10 @@ from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any
 
-from mmbench.results import PointRecord
+from mmbench.record import Machine, PointRecord
 
 GIB = 1024**3
-# What the record's own fields hold; the rest of the environment block goes into machine_environment.
+# What the record's own fields hold; the rest of the environment block goes into machine.environment.
 _HARDWARE_KEYS = ("cpu_model", "cpu_count", "memory_total_bytes")
 
 
@@ -28,24 +28,25 @@ def _static_environment() -> dict[str, Any]:
     return environment()
 
 
-def machine_block() -> dict[str, Any]:
-    """This machine's block, as PointRecord fields (the timestamp is the point's own)."""
+def machine_block() -> Machine:
+    """This machine's block, a record's `machine` section (the timestamp is the point's own)."""
     from mmbench.measure.environment import utc_now
 
     env = dict(_static_environment(), timestamp_utc=utc_now())
-    return {
-        "machine_host": socket.gethostname(),
-        "machine_cpu_model": env["cpu_model"],
-        "machine_cpu_count": env["cpu_count"],
-        "machine_memory_bytes": env["memory_total_bytes"],
-        "machine_environment": {k: v for k, v in env.items() if k not in _HARDWARE_KEYS},
-    }
+    return Machine(
+        host=socket.gethostname(),
+        cpu_model=env["cpu_model"],
+        cpu_count=env["cpu_count"],
+        memory_bytes=env["memory_total_bytes"],
+        environment={k: v for k, v in env.items() if k not in _HARDWARE_KEYS},
+    )
 
 
 def machine_of(record: PointRecord) -> str | None:
     """The record's kind of machine as a label, None when it carries no machine block (a local
     `mmbench run`, or a file written before records had one)."""
-    cpu, cores, memory = record.machine_cpu_model, record.machine_cpu_count, record.machine_memory_bytes
+    m = record.machine
+    cpu, cores, memory = m.cpu_model, m.cpu_count, m.memory_bytes
     if cpu is None and cores is None and memory is None:
         return None
     parts = [cpu or "unknown CPU"]
@@ -75,5 +76,5 @@ def split_key(record: PointRecord, split: bool) -> str | None:
 def roomiest(records: Iterable[PointRecord], labels: Iterable[str | None]) -> str | None:
     """Of these machines, the one with the most memory (the closest to holding a point that none
     could run); None when there is none."""
-    memory = {machine_of(r): r.machine_memory_bytes or 0 for r in records}
+    memory = {machine_of(r): r.machine.memory_bytes or 0 for r in records}
     return max(labels, key=lambda m: (memory.get(m, 0), m or ""), default=None)

@@ -25,7 +25,7 @@ import psutil
 
 from mmbench.config import PointConfig
 from mmbench.errors import MmbenchError
-from mmbench.results import PointRecord, atomic_write
+from mmbench.results import atomic_write
 
 SAMPLE_INTERVAL_S = 0.005
 TIMELINES_DIR = "timelines"  # inside a results directory
@@ -212,25 +212,21 @@ def load_timeline(path: Path) -> Timeline:
     return Timeline.from_json(text, str(path))
 
 
-def attach(
-    record: PointRecord,
-    timeline: Timeline | None,
-    *,
-    engine_baseline: int | None,
-    engine_hwm: int | None,
-    worker: dict[str, Any] | None,
-    directory: Path | None,
-) -> PointRecord:
-    """The record with the engine's baseline and peak, and the timeline saved (when there is a
-    directory) and named relative to the results directory (the timeline directory's parent)."""
-    sampled_peak = timeline.peak("engine_rss") if timeline is not None else None
-    peaks = [p for p in (engine_hwm, sampled_peak) if p is not None]
-    fields: dict[str, Any] = {
-        "engine_rss_baseline_bytes": engine_baseline,
-        "engine_peak_rss_bytes": max(peaks) if peaks else None,
-    }
-    if timeline is not None and directory is not None and len(timeline):
-        stamps = (worker or {}).get("turn_ends") or []
-        path = save_timeline(timeline.with_turn_ends(stamps), directory, record.config, record.repeat)
-        fields["timeline_file"] = f"{directory.name}/{path.name}"
-    return replace(record, **fields)
+def engine_peak(timeline: Timeline | None, engine_hwm: int | None) -> int | None:
+    """The engine's peak RSS during the point: its VmHWM, or the timeline's peak where higher (an
+    engine whose VmHWM mmbench cannot reset or read)."""
+    sampled = timeline.peak("engine_rss") if timeline is not None else None
+    peaks = [p for p in (engine_hwm, sampled) if p is not None]
+    return max(peaks) if peaks else None
+
+
+def keep_timeline(
+    timeline: Timeline | None, turn_ends: Iterable[Sequence[float]], directory: Path | None,
+    config: PointConfig, repeat: int,
+) -> str | None:  # fmt: skip
+    """Save the point's timeline with its turn ends, where there is a directory; its name relative
+    to the results directory (the timeline directory's parent), for the record."""
+    if timeline is None or directory is None or not len(timeline):
+        return None
+    path = save_timeline(timeline.with_turn_ends(turn_ends), directory, config, repeat)
+    return f"{directory.name}/{path.name}"

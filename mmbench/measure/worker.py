@@ -18,6 +18,7 @@ import signal
 import sys
 import time
 from contextlib import AbstractContextManager, ExitStack, nullcontext
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,8 @@ from mmbench.launch.lifecycle import die_with_parent, set_process_name
 from mmbench.measure import probes
 from mmbench.measure.accounting import account
 from mmbench.measure.fingerprint import fingerprint
+from mmbench.measure.worker_result import WorkerPhases, WorkerResult
+from mmbench.record import Accounting, Allocator, ClientFigures, Rendering, RssReadings, Traffic
 from mmbench.rollout import Totals
 from mmbench.transports import make_transport
 from mmbench.world.client import build_body, build_raw_body, tls_context
@@ -106,8 +109,7 @@ def measure(
     memray_native: bool = False,
     started: float | None = None,
     asset_dir: str | None = None,
-) -> dict[str, Any]:
-    t0 = time.perf_counter()
+) -> WorkerResult:
     phases = {"main": time.monotonic() if started is None else started}
     cache = Path(source_cache) if source_cache else None
     assets = Path(asset_dir) if asset_dir else None
@@ -128,7 +130,7 @@ def measure(
     phases["setup"] = time.monotonic()
     with ExitStack() as tracking:
         tracking.enter_context(tracker)
-        rss_baseline_raw = _settle()
+        _settle()
         rss_baseline = _trimmed(freeze_thresholds=False)
         # What the later trimmed readings release below this baseline (None: not measured)
         baseline_trim_floor = probes.trim_floor_bytes()
@@ -166,53 +168,55 @@ def measure(
 
         memray_peak = int(memray.FileReader(memray_path).metadata.peak_memory)
     phases["readings"] = time.monotonic()
-    return {
-        "rss_baseline_raw_bytes": rss_baseline_raw,
-        "rss_baseline_bytes": rss_baseline,
-        "rss_baseline_trim_floor_bytes": baseline_trim_floor,
-        "rss_peak_bytes": max(rss_peak, rss_retained),
-        "peak_method": peak_method,
-        "rss_retained_bytes": rss_retained,
-        "rss_retained_trimmed_bytes": rss_retained_trimmed,
-        "rss_released_bytes": rss_released,
-        "rss_released_trimmed_bytes": rss_released_trimmed,
-        "uss_retained_bytes": uss_retained,
-        "accounting": ledger.to_dict(),
-        "fingerprint": shape.to_dict(),
-        "totals": {
-            "requests": totals.requests,
-            "bytes_shipped": totals.bytes_shipped,
-            "full_items_sent": totals.full_items_sent,
-            "null_items_sent": totals.null_items_sent,
-            "media_items_sent": totals.media_items_sent,
-            "fallbacks": totals.fallbacks,
-            "retries": totals.retries,
-            "extra_bytes_shipped": totals.extra_bytes,
-            "wrong_results": wrong,
-            "renderer_cache_hits": totals.cache_hits,
-            "renderer_cache_misses": totals.cache_misses,
-            "rederived": totals.rederived,
-            "failed_rollouts": totals.failed_rollouts,
-            "bytes_per_turn": totals.bytes_per_turn,
-            "failures": totals.failures[:20],
-            "request_latency_p50_s": totals.latency_p50_s,
-            "request_latency_p95_s": totals.latency_p95_s,
-            "request_latency_max_s": totals.latency_max_s,
-            "fallback_error": totals.fallback_error,
-        },
-        "allocator": {
-            "malloc_mmap_threshold": os.environ.get("MALLOC_MMAP_THRESHOLD_"),
-            "malloc_arena_max": os.environ.get("MALLOC_ARENA_MAX"),
-            "glibc": probes.glibc_version(),
-        },
-        "memray_peak_bytes": memray_peak,
-        "trims_after_build": world.trims,
-        "turn_ends": world.turn_ends,
-        "rollout_wall_s": rollout_wall,
-        "client_cpu_s": client_cpu,
-        "worker_wall_s": time.perf_counter() - t0,
-        "phases": phases,
-    }
+    rss = RssReadings(
+        baseline_bytes=rss_baseline, baseline_trim_floor_bytes=baseline_trim_floor,
+        peak_bytes=max(rss_peak, rss_retained), retained_bytes=rss_retained,
+        retained_trimmed_bytes=rss_retained_trimmed, released_bytes=rss_released,
+        released_trimmed_bytes=rss_released_trimmed, uss_retained_bytes=uss_retained, peak_method=peak_method,
+    )  # fmt: skip
+    rendering = replace(
+        shape, cache_hits=totals.cache_hits, cache_misses=totals.cache_misses, rederived=totals.rederived,
+        trims_after_build=world.trims,
+    )  # fmt: skip
+    allocator = Allocator(
+        os.environ.get("MALLOC_MMAP_THRESHOLD_"), os.environ.get("MALLOC_ARENA_MAX"), probes.glibc_version()
+    )
+    traffic = Traffic(
+        requests=totals.requests, bytes_shipped=totals.bytes_shipped, bytes_per_turn=totals.bytes_per_turn,
+        full_items_sent=totals.full_items_sent, null_items_sent=totals.null_items_sent,
+        media_items_sent=totals.media_items_sent, fallbacks=totals.fallbacks,
+        fallback_error=totals.fallback_error, retries=totals.retries, extra_bytes_shipped=totals.extra_bytes,
+        wrong_results=wrong, failed_rollouts=totals.failed_rollouts, latency_p50_s=totals.latency_p50_s,
+        latency_p95_s=totals.latency_p95_s, latency_max_s=totals.latency_max_s,
+    )  # fmt: skip
+    return WorkerResult(
+        client=client_figures(rss, ledger, rendering, allocator, client_cpu, memray_peak),
+        traffic=traffic,
+        phases=WorkerPhases(**phases),
+        rollout_wall_s=rollout_wall,
+        failures=totals.failures[:20],
+        turn_ends=world.turn_ends,
+    )
+
+
+def client_figures(
+    rss: RssReadings, accounting: Accounting, rendering: Rendering, allocator: Allocator, cpu_s: float,
+    memray_peak: int | None,
+) -> ClientFigures:  # fmt: skip
+    """The client's section: the readings, and what they mean above the baseline."""
+    assert rss.baseline_bytes is not None and rss.retained_bytes is not None
+    assert rss.retained_trimmed_bytes is not None and rss.peak_bytes is not None
+    assert rss.released_bytes is not None
+    base = rss.baseline_bytes
+    retained = rss.retained_bytes - base
+    # The trimmed reading against the baseline as the same trim would leave it (see probes)
+    live = rss.retained_trimmed_bytes - (base - (rss.baseline_trim_floor_bytes or 0))
+    return ClientFigures(
+        retained_bytes=retained, retained_live_bytes=live, allocator_retention_bytes=retained - live,
+        peak_bytes=rss.peak_bytes - base, released_bytes=rss.released_bytes - base, cpu_s=cpu_s,
+        memray_peak_bytes=memray_peak, rss=rss, accounting=accounting, rendering=rendering,
+        allocator=allocator,
+    )  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -235,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     out = Path(args[1])
     tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result))
+    tmp.write_bytes(result.encode())
     os.replace(tmp, out)
     return 0
 

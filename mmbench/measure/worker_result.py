@@ -1,0 +1,50 @@
+"""What a worker process hands the harness: one typed object, written by the worker and read back
+by the harness with the same type (as pyperf's worker and manager share its `Run`).
+
+Its `client` and `traffic` are the record's own sections (mmbench.record), built by the worker
+where the readings are taken; the rest is what the harness needs to place the point in time.
+This module stays light (no torch, no numpy): the harness imports it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import msgspec
+
+from mmbench.errors import MmbenchError
+from mmbench.record import ClientFigures, Traffic
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerPhases:
+    """time.monotonic() as the worker passed each phase (system-wide clock: the harness sets them
+    against its own stamps; see mmbench.measure.overhead)."""
+
+    main: float  # main() began
+    setup: float  # the world was built and warmed up, the collector frozen
+    rollouts: float  # the baseline was read, the rollouts began
+    rollouts_end: float
+    readings: float  # every reading after the rollouts was taken
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerResult:
+    client: ClientFigures
+    traffic: Traffic
+    phases: WorkerPhases
+    rollout_wall_s: float
+    # why rollouts failed (the first 20); a point with any is recorded as failed with the first
+    failures: list[str] = field(default_factory=list)
+    # (time.monotonic(), rollout, turn) as each turn ended, for the timeline
+    turn_ends: list[tuple[float, int, int]] = field(default_factory=list)
+
+    def encode(self) -> bytes:
+        return msgspec.json.encode(self)
+
+    @classmethod
+    def decode(cls, data: bytes) -> WorkerResult:
+        try:
+            return msgspec.json.decode(data, type=cls)
+        except msgspec.DecodeError as exc:  # ValidationError included: a worker of another version
+            raise MmbenchError(f"the worker's result cannot be read ({exc})") from None

