@@ -79,7 +79,8 @@ def run_sweep(
 
 
 def to_dataframe(results: ResultsFile) -> pd.DataFrame:
-    return pd.DataFrame([p.to_dict() for p in results.points], columns=CSV_COLUMNS)
+    """One row per point, one dotted column per figure (`client.retained_live_bytes`, ...)."""
+    return pd.DataFrame([p.flat() for p in results.points], columns=CSV_COLUMNS)
 
 
 def load_results(path: str | Path) -> pd.DataFrame:

@@ -131,9 +131,9 @@ class ProcessFigures:
     """One kind of process of a real engine (api_server, engine_core, worker), summed over its
     processes: RSS once ready and at the end, VmHWM during the point, CPU seconds in between."""
 
-    baseline_rss_bytes: float | None = None
-    rss_bytes: float | None = None
-    peak_rss_bytes: float | None = None
+    baseline_rss_bytes: int | None = None
+    rss_bytes: int | None = None
+    peak_rss_bytes: int | None = None
     cpu_s: float | None = None
 
 
@@ -332,6 +332,10 @@ def _from_dict(data: Any, where: str) -> PointRecord:
         raise MmbenchError(f"{where}: status {data.get('status')!r} is not one of {', '.join(STATUSES)}")
     try:
         parsed = PointConfig.from_dict(config, f"{where}: config")
+    except MmbenchError as exc:
+        message = str(exc)
+        raise MmbenchError(message if message.startswith(where) else f"{where}: {message}") from None
+    try:
         # the config is parsed with the scenario's rules (an int image_size is a side); msgspec
         # fills the sections, with a default config that the parsed one then replaces
         record = msgspec.convert({**data, "config": {}}, PointRecord)

@@ -12,6 +12,7 @@ import statistics
 from collections import Counter
 from dataclasses import dataclass
 from itertools import combinations
+from operator import attrgetter
 from typing import Any
 
 from mmbench.analysis.fits import mode_fits
@@ -19,13 +20,13 @@ from mmbench.config import field_names
 from mmbench.errors import MmbenchError
 from mmbench.results import PointRecord, ResultsFile
 
-# metric name -> the PointRecord field it reads ("slope" fits retained_live over K).
+# metric name -> the dotted path of the figure it reads ("slope" fits retained_live over K).
 METRICS: dict[str, str] = {
-    "retained": "retained_live_bytes",
-    "retained_raw": "retained_bytes",
-    "peak": "peak_bytes",
-    "bytes_shipped": "bytes_shipped",
-    "slope": "retained_live_bytes",
+    "retained": "client.retained_live_bytes",
+    "retained_raw": "client.retained_bytes",
+    "peak": "client.peak_bytes",
+    "bytes_shipped": "traffic.bytes_shipped",
+    "slope": "client.retained_live_bytes",
 }
 METRIC_LABELS: dict[str, str] = {
     "retained": "retained (live)",
@@ -208,7 +209,8 @@ def _status_reason(side: str, records: list[PointRecord]) -> str:
 
 
 def _values(records: list[PointRecord], field: str) -> list[float]:
-    return [float(v) for r in records if r.ok and (v := getattr(r, field)) is not None]
+    read = attrgetter(field)
+    return [float(v) for r in records if r.ok and (v := read(r)) is not None]
 
 
 def _slopes(records: list[PointRecord]) -> Side | None:

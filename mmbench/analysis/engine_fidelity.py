@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from mmbench.config import field_names
 from mmbench.errors import MmbenchError
+from mmbench.record import ProcessFigures
 from mmbench.results import PointRecord, ResultsFile
 from mmbench.transports.registry import MODES
 from mmbench.units import RSS_NOISE_FLOOR_BYTES
@@ -28,15 +29,15 @@ def _above(value: int | None, base: int | None) -> int | None:
 
 # figure -> (how a record gives it, whether it is an RSS reading: none below the noise floor)
 FIGURES: dict[str, tuple[Callable[[PointRecord], float | None], bool]] = {
-    "bytes received": (lambda r: r.engine_bytes_received, False),
-    "retained": (lambda r: _above(r.engine_rss_bytes, r.engine_rss_baseline_bytes), True),
-    "peak": (lambda r: _above(r.engine_peak_rss_bytes, r.engine_rss_baseline_bytes), True),
-    "preprocessed": (lambda r: r.engine_preprocess_calls, False),
-    "cache hits": (lambda r: r.engine_cache_hits, False),
-    "fallbacks": (lambda r: r.fallbacks, False),
-    "engine cpu s": (lambda r: r.engine_cpu_s, False),
-    "latency p50 s": (lambda r: r.request_latency_p50_s, False),
-    "latency p95 s": (lambda r: r.request_latency_p95_s, False),
+    "bytes received": (lambda r: r.engine.figures.bytes_received, False),
+    "retained": (lambda r: _above(r.engine.figures.rss_bytes, r.engine.figures.rss_baseline_bytes), True),
+    "peak": (lambda r: _above(r.engine.figures.peak_rss_bytes, r.engine.figures.rss_baseline_bytes), True),
+    "preprocessed": (lambda r: r.engine.figures.preprocess_calls, False),
+    "cache hits": (lambda r: r.engine.figures.cache_hits, False),
+    "fallbacks": (lambda r: r.traffic.fallbacks, False),
+    "engine cpu s": (lambda r: r.engine.figures.cpu_s, False),
+    "latency p50 s": (lambda r: r.traffic.latency_p50_s, False),
+    "latency p95 s": (lambda r: r.traffic.latency_p95_s, False),
 }
 PAIRED_BY_NOT = ("engine_args",)
 # vLLM's process kinds, as its records name them (mmbench.world.engine.vllm.server)
@@ -79,13 +80,12 @@ class EngineRow:
     def process(self, kind: str) -> tuple[float | None, float | None, float | None]:
         """What one kind of vLLM's processes (PROCESS_KINDS) held above its baseline at the end and
         at its peak, in bytes, and its CPU seconds: where vLLM's figures come from."""
-        measured = (self.vllm.engine_processes or {}).get(kind) or {}
-        base = measured.get("baseline_rss_bytes")
-        rss, peak = measured.get("rss_bytes"), measured.get("peak_rss_bytes")
+        measured = (self.vllm.engine.figures.processes or {}).get(kind) or ProcessFigures()
+        base, rss, peak = measured.baseline_rss_bytes, measured.rss_bytes, measured.peak_rss_bytes
         return (
             None if rss is None or base is None else rss - base,
             None if peak is None or base is None else peak - base,
-            measured.get("cpu_s"),
+            measured.cpu_s,
         )
 
     def to_dict(self) -> dict[str, object]:
@@ -105,23 +105,24 @@ def engine_rows(embedded: ResultsFile, vllm: ResultsFile) -> list[EngineRow]:
     """Every (embedded, vLLM) pair of measured points with the same other parameters and repeat."""
     mine = [r for r in embedded.points if r.ok]
     theirs = [r for r in vllm.points if r.ok]
-    if any(r.engine == VLLM for r in mine):
+    if any(r.engine.kind == VLLM for r in mine):
         raise MmbenchError(
             "the first results file holds points measured with vLLM: give the embedded one first"
         )
-    if not any(r.engine == VLLM for r in theirs):
+    if not any(r.engine.kind == VLLM for r in theirs):
         raise MmbenchError("the second results file holds no point measured with --engine vllm")
     keys = [k for k in field_names() if k not in PAIRED_BY_NOT]
-    by_key = {(*(getattr(r, k) for k in keys), r.repeat): r for r in mine}
+    by_key = {(*(getattr(r.config, k) for k in keys), r.repeat): r for r in mine}
     both = [*mine, *theirs]
-    varying = [k for k in keys if k not in ("mode", "rollouts") and len({getattr(r, k) for r in both}) > 1]
+    varying = [
+        k for k in keys if k not in ("mode", "rollouts") and len({getattr(r.config, k) for r in both}) > 1
+    ]
     rows = []
     for v in theirs:
-        e = by_key.get((*(getattr(v, k) for k in keys), v.repeat))
-        if e is not None and v.engine == VLLM:
-            rows.append(
-                EngineRow(v.mode, v.rollouts, tuple((k, getattr(v, k)) for k in varying), v.repeat, e, v)
-            )
+        e = by_key.get((*(getattr(v.config, k) for k in keys), v.repeat))
+        if e is not None and v.engine.kind == VLLM:
+            params = tuple((k, getattr(v.config, k)) for k in varying)
+            rows.append(EngineRow(v.config.mode, v.config.rollouts, params, v.repeat, e, v))
     if not rows:
         raise MmbenchError(
             "no point of the two results files has the same parameters: run the same scenario twice"

@@ -8,17 +8,28 @@ marginal cost of one more rollout; every extrapolated record says so in its stat
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 from mmbench.analysis.fits import Fit, cache_full_k, fit_line, group
 from mmbench.measure.machines import machines_differ, roomiest, split_key
 from mmbench.results import PointRecord
 
+# The figures an extrapolated record carries, by their dotted paths.
 EXTRAPOLATED_FIELDS = (
-    "retained_bytes", "retained_live_bytes", "allocator_retention_bytes", "peak_bytes", "bytes_shipped",
-    "stored_pixel_bytes", "source_bytes", "descriptor_bytes", "other_bytes", "live_data_bytes",
-    "renderer_cache_only_bytes", "requests", "full_items_sent", "null_items_sent",
+    "client.retained_bytes", "client.retained_live_bytes", "client.allocator_retention_bytes",
+    "client.peak_bytes", "traffic.bytes_shipped", "client.accounting.stored_pixel_bytes",
+    "client.accounting.source_bytes", "client.accounting.descriptor_bytes", "client.accounting.other_bytes",
+    "client.accounting.live_data_bytes", "client.accounting.renderer_cache_only_bytes", "traffic.requests",
+    "traffic.full_items_sent", "traffic.null_items_sent",
 )  # fmt: skip
+LIVE = "client.retained_live_bytes"
+T = TypeVar("T")
+
+
+def _with(section: T, path: str, value: Any) -> T:
+    """The (frozen) section with the figure at the dotted path replaced."""
+    name, _, rest = path.partition(".")
+    return replace(section, **{name: _with(getattr(section, name), rest, value) if rest else value})  # type: ignore[type-var]
 
 
 def _family(record: PointRecord) -> tuple[object, ...]:
@@ -64,20 +75,15 @@ def extrapolate(records: list[PointRecord]) -> list[PointRecord]:
             out.append(r)
             continue
         per_field, ks = found
-        k = float(r.rollouts)
+        k = float(r.config.rollouts)
         values: dict[str, Any] = {name: round(fit.at(k)) for name, fit in per_field.items()}
-        live = per_field.get("retained_live_bytes")
+        live = per_field.get(LIVE)
         how = f"extrapolated from K={','.join(map(str, ks))}" + (f" on {machine}" if machine else "")
         how += f" (R²={live.r2:.4f})" if live else ""
-        out.append(
-            replace(
-                r,
-                status="extrapolated",
-                cause=f"{r.cause}; {how}" if r.cause else how,
-                retained_ratio=values["retained_live_bytes"] / r.predicted_retained_bytes
-                if "retained_live_bytes" in values and r.predicted_retained_bytes
-                else None,
-                **values,
-            )
-        )
+        predicted = r.prediction.retained_bytes
+        values["prediction.retained_ratio"] = values[LIVE] / predicted if LIVE in values and predicted else None
+        new = replace(r, status="extrapolated", cause=f"{r.cause}; {how}" if r.cause else how)
+        for path, value in values.items():
+            new = _with(new, path, value)
+        out.append(new)
     return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass
+from operator import attrgetter
 
 from mmbench.config import PointConfig
 from mmbench.measure.machines import machines_differ, split_key
@@ -47,14 +48,16 @@ class PointGroup:
         return [r.cause for r in self.records if r.cause]
 
     def stat(self, metric: str) -> Stat | None:
-        values = [getattr(r, metric) for r in self.ok_records]
+        """The median and range of a figure (its dotted path, `client.retained_live_bytes`) over
+        the repeats that ran."""
+        values = [attrgetter(metric)(r) for r in self.ok_records]
         values = [float(v) for v in values if v is not None]
         if not values:
             return None
         return Stat(statistics.median(values), min(values), max(values), len(values))
 
     def first(self, metric: str) -> object:
-        return getattr(self.records[0], metric)
+        return attrgetter(metric)(self.records[0])
 
 
 def group(records: list[PointRecord]) -> list[PointGroup]:
@@ -166,10 +169,12 @@ def family_labels(configs: list[PointConfig]) -> dict[tuple[tuple[str, object], 
 
 
 # What one rollout's trajectory holds, by the ledger: the floor of its slope.
-TRAJECTORY_PARTS = ("stored_pixel_bytes", "source_bytes", "descriptor_bytes", "other_bytes")
+TRAJECTORY_PARTS = tuple(
+    f"client.accounting.{k}" for k in ("stored_pixel_bytes", "source_bytes", "descriptor_bytes", "other_bytes")
+)
 
 
-def mode_fits(records: list[PointRecord], metric: str = "retained_live_bytes") -> list[ModeFit]:
+def mode_fits(records: list[PointRecord], metric: str = "client.retained_live_bytes") -> list[ModeFit]:
     """Per family (mode and every other parameter but K), least squares of `metric` (median of
     repeats) over K, from the cache-full K on (or over every K when fewer than two lie past it)."""
     # One line per machine too: points measured on different hardware are not fitted together.
@@ -189,7 +194,7 @@ def mode_fits(records: list[PointRecord], metric: str = "retained_live_bytes") -
             continue
         top = max(chosen, key=lambda g: g.config.rollouts)
         floor = sum((s.median if (s := top.stat(k)) else 0.0) for k in TRAJECTORY_PARTS) / top.config.rollouts
-        predicted = [g.first("predicted_retained_bytes") for g in chosen]
+        predicted = [g.first("prediction.retained_bytes") for g in chosen]
         model = fit_line(xs, [float(p) for p in predicted]) if None not in predicted else None  # type: ignore[arg-type]
         k_from, k_to = min(g.config.rollouts for g in chosen), top.config.rollouts
         label = labels[fam] + (f" on {machine}" if machine else "")

@@ -177,21 +177,21 @@ DERIVED = (
 
 
 def ledger(record: PointRecord) -> Ledger:
-    r = record
+    c, held, e = record.client, record.client.accounting, record.engine.figures
     return Ledger(
-        pixels=r.stored_pixel_bytes,
-        descriptors=r.descriptor_bytes,
-        sources=r.source_bytes,
-        tokens=r.other_bytes,
-        renderer_caches=r.renderer_cache_only_bytes,
-        client_live=r.retained_live_bytes,
-        client_retained=r.retained_bytes,
-        client_peak=r.peak_bytes,
-        engine_cache=r.engine_cache_bytes,
-        engine_rss=r.engine_rss_bytes,
-        engine_rss_trimmed=r.engine_rss_trimmed_bytes,
-        engine_baseline=r.engine_rss_baseline_bytes,
-        engine_peak=r.engine_peak_rss_bytes,
+        pixels=held.stored_pixel_bytes,
+        descriptors=held.descriptor_bytes,
+        sources=held.source_bytes,
+        tokens=held.other_bytes,
+        renderer_caches=held.renderer_cache_only_bytes,
+        client_live=c.retained_live_bytes,
+        client_retained=c.retained_bytes,
+        client_peak=c.peak_bytes,
+        engine_cache=e.cache_bytes,
+        engine_rss=e.rss_bytes,
+        engine_rss_trimmed=e.rss_trimmed_bytes,
+        engine_baseline=e.rss_baseline_bytes,
+        engine_peak=e.peak_rss_bytes,
     )
 
 
@@ -266,24 +266,27 @@ def ideal_config(config: PointConfig) -> PointConfig:
 
 
 def ideal_bytes_shipped(record: PointRecord) -> int | None:
-    if record.source_bytes_per_image is None:
+    per_image = record.prediction.source_bytes_per_image
+    if per_image is None:
         return None
-    return predict(ideal_config(record.config), record.source_bytes_per_image).bytes_shipped
+    return predict(ideal_config(record.config), per_image).bytes_shipped
 
 
 def full_bytes_shipped(record: PointRecord) -> int | None:
     """What full would ship at the same point (every image so far, every turn)."""
-    if record.source_bytes_per_image is None:
+    per_image = record.prediction.source_bytes_per_image
+    if per_image is None:
         return None
-    return predict(replace(record.config, mode="full"), record.source_bytes_per_image).bytes_shipped
+    return predict(replace(record.config, mode="full"), per_image).bytes_shipped
 
 
 def working_set_bytes(record: PointRecord) -> int | None:
     """The engine cache that holds every distinct image of the point (the model, unbounded cache)."""
-    if record.source_bytes_per_image is None:
+    per_image = record.prediction.source_bytes_per_image
+    if per_image is None:
         return None
     unbounded = replace(record.config, engine_cache_gb=UNBOUNDED_GB)
-    return predict(unbounded, record.source_bytes_per_image).engine_cache_bytes
+    return predict(unbounded, per_image).engine_cache_bytes
 
 
 UNBOUNDED_GB = 100_000.0
@@ -331,29 +334,29 @@ class CacheTradeoff:
 def cache_tradeoffs(records: Sequence[PointRecord]) -> list[CacheTradeoff]:
     """One trade-off per setting of every parameter but mode and engine_cache_gb, over the measured
     points of the modes that use the engine cache; only where engine_cache_gb takes two values."""
-    used = [r for r in records if r.ok and r.bytes_shipped is not None]
-    used = [r for r in used if r.mode in TRANSPORTS and TRANSPORTS[r.mode].needs_engine_cache]
+    used = [r for r in records if r.ok and r.traffic.bytes_shipped is not None]
+    used = [r for r in used if r.config.mode in TRANSPORTS and TRANSPORTS[r.config.mode].needs_engine_cache]
     others = [k for k in field_names() if k not in ("mode", "engine_cache_gb")]
     families: dict[tuple[Any, ...], list[PointRecord]] = {}
     for r in used:
-        families.setdefault(tuple(getattr(r, k) for k in others), []).append(r)
+        families.setdefault(tuple(getattr(r.config, k) for k in others), []).append(r)
     varying = [i for i, _ in enumerate(others) if len({key[i] for key in families}) > 1]
     out: list[CacheTradeoff] = []
     order = {m: i for i, m in enumerate(MODES)}
     for key, recs in families.items():
-        gbs = tuple(sorted({r.engine_cache_gb for r in recs}))
+        gbs = tuple(sorted({r.config.engine_cache_gb for r in recs}))
         if len(gbs) < 2:
             continue
-        modes = tuple(sorted({r.mode for r in recs}, key=lambda m: order.get(m, len(order))))
+        modes = tuple(sorted({r.config.mode for r in recs}, key=lambda m: order.get(m, len(order))))
         points = []
         for mode in modes:
             for gb in gbs:
-                at = [r for r in recs if r.mode == mode and r.engine_cache_gb == gb]
-                shipped = _stat(r.bytes_shipped for r in at)
+                at = [r for r in recs if r.config.mode == mode and r.config.engine_cache_gb == gb]
+                shipped = _stat(r.traffic.bytes_shipped for r in at)
                 if shipped is None:
                     continue
-                fb = _stat(r.fallbacks for r in at)
-                cache = _stat(r.engine_cache_bytes for r in at)
+                fb = _stat(r.traffic.fallbacks for r in at)
+                cache = _stat(r.engine.figures.cache_bytes for r in at)
                 points.append(TradeoffPoint(mode, gb, shipped, fb, cache))
         ideal = _stat(ideal_bytes_shipped(r) for r in recs)
         full = _stat(full_bytes_shipped(r) for r in recs)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
+from operator import attrgetter
 from typing import Any
 
 from mmbench.analysis.fidelity import FidelityRow, fidelity_rows
@@ -17,7 +18,7 @@ from mmbench.measure.machines import machines, machines_differ, split_key
 from mmbench.results import PointRecord, ResultsFile
 from mmbench.transports.registry import MODES
 
-METRICS = {"live": "retained_live_bytes", "raw": "retained_bytes"}
+METRICS = {"live": "client.retained_live_bytes", "raw": "client.retained_bytes"}  # metric -> dotted path
 REFERENCE_MODE = "full"
 # Extrapolated records carry their figures in the same fields as measured ones, so both have values.
 VALUED = ("ok", "extrapolated")
@@ -118,7 +119,7 @@ class Report:
     scenario: str
     description: str
     metric: str  # live or raw
-    metric_field: str
+    metric_field: str  # the metric's dotted path in a record
     machine: Machine
     fixed: tuple[tuple[str, Any], ...]  # parameters with one value across the results
     sections: tuple[Section, ...]
@@ -164,8 +165,8 @@ def stat_of(values: Iterable[float | int | None]) -> Stat | None:
     return Stat(statistics.median(vals), min(vals), max(vals), len(vals))
 
 
-def _field_stat(records: Iterable[PointRecord], name: str) -> Stat | None:
-    return stat_of(getattr(r, name) for r in records)
+def _field_stat(records: Iterable[PointRecord], path: str) -> Stat | None:
+    return stat_of(attrgetter(path)(r) for r in records)
 
 
 def _cell(mode: str, k: int, records: list[PointRecord], metric_field: str) -> Cell:
@@ -199,50 +200,51 @@ def _with_reductions(cells: list[Cell | None], modes: tuple[str, ...]) -> tuple[
 def _summary(
     mode: str, measured: list[PointRecord], fit_by_mode: dict[str, ModeFit], metric_field: str
 ) -> ModeSummary:
-    mine = [r for r in measured if r.mode == mode]
+    mine = [r for r in measured if r.config.mode == mode]
     mf = fit_by_mode.get(mode)
-    largest = max((r.rollouts for r in mine), default=None)
-    top = [r for r in mine if r.rollouts == largest]
+    largest = max((r.config.rollouts for r in mine), default=None)
+    top = [r for r in mine if r.config.rollouts == largest]
     return ModeSummary(
         mode=mode,
         fit=mf.fit if mf else None,
         fit_k_from=mf.k_from if mf else None,
         largest_k=largest,
         retained=_field_stat(top, metric_field),
-        peak=_field_stat(top, "peak_bytes"),
-        heap_peak=_field_stat(top, "memray_peak_bytes"),
+        peak=_field_stat(top, "client.peak_bytes"),
+        heap_peak=_field_stat(top, "client.memray_peak_bytes"),
         shipped_per_rollout=stat_of(
-            r.bytes_shipped / r.rollouts for r in mine if r.bytes_shipped is not None
+            r.traffic.bytes_shipped / r.config.rollouts for r in mine if r.traffic.bytes_shipped is not None
         ),
-        retained_ratio=_field_stat(mine, "retained_ratio"),
-        shipped_ratio=_field_stat(mine, "shipped_ratio"),
+        retained_ratio=_field_stat(mine, "prediction.retained_ratio"),
+        shipped_ratio=_field_stat(mine, "prediction.shipped_ratio"),
         engine_above_baseline=stat_of(ledger(r).engine_above_baseline for r in top),
-        system_total=stat_of(ledger(r).total_with(getattr(r, metric_field)) for r in top),
+        system_total=stat_of(ledger(r).total_with(attrgetter(metric_field)(r)) for r in top),
         ledger=median_ledger(top),
-        retained_live=_field_stat(top, "retained_live_bytes"),
-        retained_raw=_field_stat(top, "retained_bytes"),
-        engine_cache=_field_stat(top, "engine_cache_bytes"),
-        client_cpu_per_rollout=_per_rollout(top, "client_cpu_s"),
-        engine_cpu_per_rollout=_per_rollout(top, "engine_cpu_s"),
-        latency_p95=_field_stat(top, "request_latency_p95_s"),
-        client_preprocess_per_rollout=_per_rollout(top, "renderer_cache_misses"),
-        engine_preprocess_per_rollout=_per_rollout(top, "engine_preprocess_calls"),
+        retained_live=_field_stat(top, "client.retained_live_bytes"),
+        retained_raw=_field_stat(top, "client.retained_bytes"),
+        engine_cache=_field_stat(top, "engine.figures.cache_bytes"),
+        client_cpu_per_rollout=_per_rollout(top, "client.cpu_s"),
+        engine_cpu_per_rollout=_per_rollout(top, "engine.figures.cpu_s"),
+        latency_p95=_field_stat(top, "traffic.latency_p95_s"),
+        client_preprocess_per_rollout=_per_rollout(top, "client.rendering.cache_misses"),
+        engine_preprocess_per_rollout=_per_rollout(top, "engine.figures.preprocess_calls"),
     )
 
 
-def _per_rollout(records: Iterable[PointRecord], name: str) -> Stat | None:
-    return stat_of(None if getattr(r, name) is None else getattr(r, name) / r.rollouts for r in records)
+def _per_rollout(records: Iterable[PointRecord], path: str) -> Stat | None:
+    values = ((attrgetter(path)(r), r.config.rollouts) for r in records)
+    return stat_of(None if v is None else v / k for v, k in values)
 
 
 def _section(params: tuple[tuple[str, Any], ...], records: list[PointRecord], metric_field: str) -> Section:
-    present = {r.mode for r in records}
+    present = {r.config.mode for r in records}
     # Registry order puts full, the reference, first, as in the pull request.
     modes = tuple(m for m in MODES if m in present) + tuple(sorted(present - set(MODES)))
     points: dict[tuple[int, str], list[PointRecord]] = {}
     for r in records:
-        points.setdefault((r.rollouts, r.mode), []).append(r)
+        points.setdefault((r.config.rollouts, r.config.mode), []).append(r)
     rows = []
-    for k in sorted({r.rollouts for r in records}):
+    for k in sorted({r.config.rollouts for r in records}):
         cells = [_cell(m, k, points[(k, m)], metric_field) if (k, m) in points else None for m in modes]
         rows.append(Row(k, _with_reductions(cells, modes)))
     measured = [r for r in records if r.status == "ok"]
@@ -263,14 +265,14 @@ def build_report(results: ResultsFile, metric: str = "live") -> Report:
         counts = ", ".join(f"{sum(r.status == s for r in records)} {s}" for s in ("failed", "skipped"))
         raise MmbenchError(f"no ok or extrapolated points to report ({len(records)} points: {counts})")
     others = [k for k in field_names() if k not in AXES]
-    varying = [k for k in others if len({getattr(r, k) for r in records}) > 1]
-    fixed = tuple((k, getattr(records[0], k)) for k in others if k not in varying)
+    varying = [k for k in others if len({getattr(r.config, k) for r in records}) > 1]
+    fixed = tuple((k, getattr(records[0].config, k)) for k in others if k not in varying)
     # Points measured on different kinds of machine get sections of their own (never one fit).
     split = machines_differ(records)
     names = (*varying, "machine") if split else tuple(varying)
     combos: dict[tuple[Any, ...], list[PointRecord]] = {}
     for r in records:
-        key = tuple(getattr(r, k) for k in varying) + ((split_key(r, split) or "none",) if split else ())
+        key = tuple(getattr(r.config, k) for k in varying) + ((split_key(r, split) or "none",) if split else ())
         combos.setdefault(key, []).append(r)
     sections = tuple(
         _section(tuple(zip(names, key, strict=True)), recs, metric_field) for key, recs in combos.items()
@@ -285,7 +287,7 @@ def build_report(results: ResultsFile, metric: str = "live") -> Report:
         fixed=fixed,
         sections=sections,
         max_repeats=max(r.repeat for r in records) + 1,
-        peak_methods=tuple(sorted({r.peak_method for r in records if r.peak_method})),
+        peak_methods=tuple(sorted({r.client.rss.peak_method for r in records if r.client.rss.peak_method})),
         mmbench_version=env.get("mmbench"),
         git_commit=env.get("git_commit"),
         timestamp_utc=env.get("timestamp_utc"),

@@ -14,10 +14,14 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from mmbench.cluster.placement import DEPTH, WorkerSlot, admissible, fits_some, resources_for, slots_of
 from mmbench.cluster.task import EVENT_TOPIC, Measure, job_for, run_job
 from mmbench.errors import MmbenchError
+from mmbench.measure.assemble import point_record
 from mmbench.measure.harness import HarnessOptions, prediction_for
+from mmbench.record import Machine
 from mmbench.results import PointRecord, atomic_write
 from mmbench.sweep.loop import Finished, OnStart, PlannedPoint
 from mmbench.units import fmt_bytes
@@ -44,15 +48,12 @@ class _Flight:
         return len(self.started_on)
 
 
-def unmeasured(point: PlannedPoint, status: str, cause: str, **fields: Any) -> PointRecord:
+def unmeasured(point: PlannedPoint, status: str, cause: str, machine: Machine | None = None) -> PointRecord:
     """The record of a point no worker measured, with the model's figures as a local sweep's
     skipped points have them."""
     per_image, pred = prediction_for(point.config)
-    return PointRecord(
-        **point.config.to_dict(), repeat=point.repeat, status=status, cause=cause,
-        source_bytes_per_image=per_image, predicted_retained_bytes=pred.retained_bytes,
-        predicted_bytes_shipped=pred.bytes_shipped, predicted_peak_bytes=pred.peak_bytes, **fields,
-    )  # fmt: skip
+    record = point_record(point.config, point.repeat, per_image, pred, status=status, cause=cause)
+    return replace(record, machine=machine) if machine is not None else record
 
 
 class ClusterRunner:
@@ -190,15 +191,18 @@ class ClusterRunner:
             worker = str(answer.get("worker"))
             if "refused" in answer:
                 cause = str(answer["refused"])
-                fields = {**answer.get("machine", {}), "cluster_worker": worker, "cluster_attempts": attempts}
-                return unmeasured(point, "failed", cause, **fields)
+                machine = msgspec.convert(answer.get("machine", {}), Machine)
+                placed = replace(machine, cluster_worker=worker, cluster_attempts=attempts)
+                return unmeasured(point, "failed", cause, placed)
             record = PointRecord.from_dict(answer["record"], where=f"point {point.index} from {worker}")
-            if record.timeline_file and answer.get("timeline") and timeline_dir is not None:
+            timing = record.timing
+            if timing.timeline_file and answer.get("timeline") and timeline_dir is not None:
                 # Only the file's name is taken from the worker: it writes nowhere but the timelines dir.
-                name = Path(record.timeline_file).name
+                name = Path(timing.timeline_file).name
                 atomic_write(timeline_dir / name, str(answer["timeline"]))
-                record = replace(record, timeline_file=f"{timeline_dir.name}/{name}")
-            return replace(record, cluster_worker=worker, cluster_attempts=attempts)
+                timing = replace(timing, timeline_file=f"{timeline_dir.name}/{name}")
+            machine = replace(record.machine, cluster_worker=worker, cluster_attempts=attempts)
+            return replace(record, timing=timing, machine=machine)
         if future.status == "error":
             from distributed import KilledWorker
 
@@ -214,7 +218,7 @@ class ClusterRunner:
             else:
                 first = (str(exc).strip().splitlines() or [""])[0]  # a cause is one line
                 cause = f"the cluster could not run it on {last or 'a worker'}: {type(exc).__name__}: {first}"
-            return unmeasured(point, "failed", cause, cluster_worker=last, cluster_attempts=attempts)
+            return unmeasured(point, "failed", cause, Machine(cluster_worker=last, cluster_attempts=attempts))
         raise MmbenchError(f"the scheduler dropped point {point.index} ({future.status}); {RESUME_HINT}")
 
     def _close(self, running: dict[Any, _Flight]) -> None:

@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from mmbench import __version__
 from mmbench.config import PointConfig
 from mmbench.measure.harness import HarnessOptions
@@ -142,7 +144,7 @@ def run_job(job: dict[str, Any], measure: Measure | None = None) -> dict[str, An
         return {
             "protocol": PROTOCOL,
             "refused": refusal,
-            "machine": machine_block(),
+            "machine": msgspec.to_builtins(machine_block()),
             "worker": worker.address,
         }
 
@@ -163,5 +165,6 @@ def run_job(job: dict[str, Any], measure: Measure | None = None) -> dict[str, An
         )  # fmt: skip
         record = (measure or measure_here)(config, job["repeat"], options)
         # The timeline file is named relative to a results directory: here tmp, there the client's.
-        timeline = Path(tmp, record.timeline_file).read_text() if record.timeline_file else None
+        name = record.timing.timeline_file
+        timeline = Path(tmp, name).read_text() if name else None
     return {"protocol": PROTOCOL, "record": record.to_dict(), "timeline": timeline, "worker": worker.address}

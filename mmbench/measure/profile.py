@@ -259,7 +259,8 @@ class Tally:
 
 def cache_fraction(record: PointRecord) -> float | None:
     """Of the pixel bytes alive at retained time, the share only the image cache holds (the ledger)."""
-    stored, cache_only = record.stored_pixel_bytes or 0, record.renderer_cache_only_bytes or 0
+    held = record.client.accounting
+    stored, cache_only = held.stored_pixel_bytes or 0, held.renderer_cache_only_bytes or 0
     return cache_only / (stored + cache_only) if stored + cache_only > 0 else None
 
 
@@ -405,12 +406,12 @@ def flamegraph(capture: Path, out: Path, options: Sequence[str], native: bool) -
 
 
 def _heap_note(record: PointRecord) -> str | None:
-    heap, rss = record.memray_peak_bytes, record.rss_peak_bytes
+    heap, rss = record.client.memray_peak_bytes, record.client.rss.peak_bytes
     if heap is None or rss is None or heap <= rss:
         return None
     why = (
         " (orjson.dumps reserves many times the body it writes; codec stdlib does not)"
-        if record.codec == "fast"
+        if record.config.codec == "fast"
         else ""
     )
     return (

@@ -20,6 +20,7 @@ import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -196,7 +197,7 @@ def _median(values: Sequence[float | int | None], unit: float) -> float | None:
 
 
 def _combination(r: PointRecord, by_machine: bool = False) -> tuple[Any, ...]:
-    params = tuple(getattr(r, k) for k in field_names() if k not in _NOT_A_COMBINATION)
+    params = tuple(getattr(r.config, k) for k in field_names() if k not in _NOT_A_COMBINATION)
     return (*params, split_key(r, by_machine))  # a figure draws one kind of machine
 
 
@@ -235,9 +236,10 @@ def _drawn_machine(records: list[PointRecord], results: ResultsFile) -> str:
 
 
 def _setting(r: PointRecord) -> str:
-    w, h = parse_image_size(r.image_size)
-    per_turn = f"{r.images_per_turn} image{'s' if r.images_per_turn != 1 else ''}/turn"
-    return f"{r.model}, {w}x{h} images, {r.turns} turns, {per_turn}"
+    c = r.config
+    w, h = parse_image_size(c.image_size)
+    per_turn = f"{c.images_per_turn} image{'s' if c.images_per_turn != 1 else ''}/turn"
+    return f"{c.model}, {w}x{h} images, {c.turns} turns, {per_turn}"
 
 
 def _xy(pairs: list[tuple[int, float]]) -> tuple[list[int], list[float]]:
@@ -250,17 +252,19 @@ def _retained(records: list[PointRecord], modes: list[str]) -> list[RetainedSeri
     out: list[RetainedSeries] = []
     for mode in modes:
         mine = [g for g in groups if g.config.mode == mode]
-        live = [(g.config.rollouts, _stat([r.retained_live_bytes for r in g.ok_records], GIB)) for g in mine]
+        live = [
+            (g.config.rollouts, _stat([r.client.retained_live_bytes for r in g.ok_records], GIB)) for g in mine
+        ]
         measured = [(k, s) for k, s in live if s is not None]
         ok = [r for g in mine for r in g.ok_records]
-        raw = [(r.rollouts, r.retained_bytes / GIB) for r in ok if r.retained_bytes is not None]
+        raw = [(r.config.rollouts, r.client.retained_bytes / GIB) for r in ok if r.client.retained_bytes is not None]
         ex: list[tuple[int, float]] = []
         pred: list[tuple[int, float]] = []
         for g in mine:
-            extra = [r.retained_live_bytes for r in g.records if r.status == "extrapolated"]
+            extra = [r.client.retained_live_bytes for r in g.records if r.status == "extrapolated"]
             if (m := _median(extra, GIB)) is not None:
                 ex.append((g.config.rollouts, m))
-            if (m := _median([r.predicted_retained_bytes for r in g.records], GIB)) is not None:
+            if (m := _median([r.prediction.retained_bytes for r in g.records], GIB)) is not None:
                 pred.append((g.config.rollouts, m))
         if not (measured or ex):
             continue
@@ -274,19 +278,19 @@ def _retained(records: list[PointRecord], modes: list[str]) -> list[RetainedSeri
 
 
 def _largest_k(records: list[PointRecord], mode: str, has: Callable[[PointRecord], bool]) -> int | None:
-    ks = [r.rollouts for r in records if r.mode == mode and r.ok and has(r)]
+    ks = [r.config.rollouts for r in records if r.config.mode == mode and r.ok and has(r)]
     return max(ks) if ks else None
 
 
 def _shipped(records: list[PointRecord], modes: list[str]) -> list[ShippedBar]:
     out: list[ShippedBar] = []
     for mode in modes:
-        k = _largest_k(records, mode, lambda r: r.bytes_shipped is not None)
+        k = _largest_k(records, mode, lambda r: r.traffic.bytes_shipped is not None)
         if k is None:
             continue
-        at_k = [r for r in records if r.mode == mode and r.rollouts == k]
-        s = _stat([r.bytes_shipped / k for r in at_k if r.ok and r.bytes_shipped is not None], MIB)
-        pred = [r.predicted_bytes_shipped / k for r in at_k if r.predicted_bytes_shipped is not None]
+        at_k = [r for r in records if r.config.mode == mode and r.config.rollouts == k]
+        s = _stat([r.traffic.bytes_shipped / k for r in at_k if r.ok and r.traffic.bytes_shipped is not None], MIB)
+        pred = [r.prediction.bytes_shipped / k for r in at_k if r.prediction.bytes_shipped is not None]
         if s is not None:  # always: _largest_k found one
             out.append(ShippedBar(mode, k, s, _median(pred, MIB)))
     return out
@@ -295,17 +299,19 @@ def _shipped(records: list[PointRecord], modes: list[str]) -> list[ShippedBar]:
 def _per_turn(records: list[PointRecord], modes: list[str]) -> list[TurnSeries]:
     out: list[TurnSeries] = []
     for mode in modes:
-        k = _largest_k(records, mode, lambda r: bool(r.bytes_per_turn))
+        k = _largest_k(records, mode, lambda r: bool(r.traffic.bytes_per_turn))
         if k is None:
             continue
-        runs = [r.bytes_per_turn for r in records if r.mode == mode and r.rollouts == k and r.ok]
+        runs = [
+            r.traffic.bytes_per_turn for r in records if r.config.mode == mode and r.config.rollouts == k and r.ok
+        ]
         n = max(len(b) for b in runs)
         values = [_median([b[t] / k for b in runs if len(b) > t], MIB) for t in range(n)]
         out.append(TurnSeries(mode, k, list(range(1, n + 1)), [v or 0.0 for v in values]))
     return out
 
 
-_PEAK_METRICS = ("peak_bytes", "retained_bytes", "retained_live_bytes")
+_PEAK_METRICS = tuple(map(attrgetter, ("client.peak_bytes", "client.retained_bytes", "client.retained_live_bytes")))
 
 
 def _peak(records: list[PointRecord], modes: list[str]) -> list[PeakSeries]:
@@ -314,7 +320,7 @@ def _peak(records: list[PointRecord], modes: list[str]) -> list[PeakSeries]:
     for mode in modes:
         rows: list[tuple[int, list[float | None]]] = []
         for g in (g for g in groups if g.config.mode == mode):
-            row = [_median([getattr(r, m) for r in g.ok_records], GIB) for m in _PEAK_METRICS]
+            row = [_median([read(r) for r in g.ok_records], GIB) for read in _PEAK_METRICS]
             if any(v is not None for v in row):
                 rows.append((g.config.rollouts, row))
         if rows:
@@ -326,26 +332,27 @@ def _peak(records: list[PointRecord], modes: list[str]) -> list[PeakSeries]:
 def _costs(records: list[PointRecord], modes: list[str]) -> tuple[ModeCost, ...]:
     out: list[ModeCost] = []
     for mode in modes:
-        k = _largest_k(records, mode, lambda r: r.retained_live_bytes is not None)
+        k = _largest_k(records, mode, lambda r: r.client.retained_live_bytes is not None)
         if k is None:
             continue
-        at_k = [r for r in records if r.mode == mode and r.rollouts == k and r.ok]
+        at_k = [r for r in records if r.config.mode == mode and r.config.rollouts == k and r.ok]
         ledgers = [ledger(r) for r in at_k]
 
-        def per_k(name: str, rs: list[PointRecord] = at_k, kk: int = k) -> float | None:
-            return _median([None if getattr(r, name) is None else getattr(r, name) / kk for r in rs], 1.0)
+        def per_k(path: str, rs: list[PointRecord] = at_k, kk: int = k) -> float | None:
+            values = [attrgetter(path)(r) for r in rs]
+            return _median([None if v is None else v / kk for v in values], 1.0)
 
-        shipped = per_k("bytes_shipped")
+        shipped = per_k("traffic.bytes_shipped")
         out.append(
             ModeCost(
                 mode, k,
-                client_retained=_median([r.retained_live_bytes for r in at_k], GIB),
+                client_retained=_median([r.client.retained_live_bytes for r in at_k], GIB),
                 engine_retained=_median([lg.engine_above_baseline for lg in ledgers], GIB),
-                client_peak=_median([r.peak_bytes for r in at_k], GIB),
+                client_peak=_median([r.client.peak_bytes for r in at_k], GIB),
                 engine_peak=_median([lg.engine_peak_above_baseline for lg in ledgers], GIB),
                 shipped_per_rollout=None if shipped is None else shipped / MIB,
-                client_cpu_per_rollout=per_k("client_cpu_s"),
-                engine_cpu_per_rollout=per_k("engine_cpu_s"),
+                client_cpu_per_rollout=per_k("client.cpu_s"),
+                engine_cpu_per_rollout=per_k("engine.figures.cpu_s"),
             )
         )  # fmt: skip
     return tuple(out)
@@ -360,16 +367,16 @@ def _timelines(records: list[PointRecord], modes: list[str], results_dir: Path) 
     does); a missing or damaged file is passed over."""
     out: list[TimelineSeries] = []
     for mode in modes:
-        mine = [r for r in records if r.mode == mode and r.ok and r.timeline_file]
-        for r in sorted(mine, key=lambda r: (-r.rollouts, r.repeat)):
+        mine = [r for r in records if r.config.mode == mode and r.ok and r.timing.timeline_file]
+        for r in sorted(mine, key=lambda r: (-r.config.rollouts, r.repeat)):
             try:
-                tl = load_timeline(results_dir / str(r.timeline_file))
+                tl = load_timeline(results_dir / str(r.timing.timeline_file))
             except MmbenchError:
                 continue
             bounds = tl.turn_boundaries()
             out.append(
                 TimelineSeries(
-                    mode, r.rollouts, r.repeat, tl.t, _gib_or_nan(tl.client_rss), _gib_or_nan(tl.engine_rss),
+                    mode, r.config.rollouts, r.repeat, tl.t, _gib_or_nan(tl.client_rss), _gib_or_nan(tl.engine_rss),
                     [b[0] for b in bounds], [b[1] for b in bounds],
                 )
             )  # fmt: skip
@@ -392,7 +399,7 @@ def plot_data(results: ResultsFile, results_dir: Path | None = None) -> PlotData
     `results_dir`, the timelines saved there are read too."""
     records, note = select(results.points)
     order = {m: i for i, m in enumerate(MODES)}
-    modes = sorted({r.mode for r in records}, key=lambda m: (order.get(m, len(order)), m))
+    modes = sorted({r.config.mode for r in records}, key=lambda m: (order.get(m, len(order)), m))
     tradeoff, tradeoff_note = _tradeoff(results)
     return PlotData(
         scenario=str(results.scenario.get("name") or "unnamed scenario"),

@@ -66,26 +66,26 @@ def sweep_table(records: list[PointRecord], title: str | None = None) -> Table:
     notes: list[str] = []
     for g in groups:
         c = g.config
-        wall = g.stat("wall_s")
+        wall = g.stat("timing.wall_s")
         cells = [c.mode, str(c.rollouts)]
         if not g.ok_records:
             # Not measured: the status in place of the figures, the cause as a numbered note below.
             notes.append(f"[{len(notes) + 1}] {c.mode} K={c.rollouts}: {(g.causes or ['-'])[0]}")
             first = g.records[0]
-            live = fmt_in(first.retained_live_bytes) if g.status == "extrapolated" else "-"
-            cells += [f"{live} ({g.status} [{len(notes)}])", fmt_in(first.predicted_retained_bytes)]
+            live = fmt_in(first.client.retained_live_bytes) if g.status == "extrapolated" else "-"
+            cells += [f"{live} ({g.status} [{len(notes)}])", fmt_in(first.prediction.retained_bytes)]
             cells += [""] * 8
         else:
             cells += [
-                fmt_stat(g.stat("retained_live_bytes")),
-                fmt_in(g.first("predicted_retained_bytes")),  # type: ignore[arg-type]
-                _ratio(g, "retained_ratio"),
-                fmt_stat(g.stat("retained_bytes")),
-                fmt_stat(g.stat("peak_bytes"), show_range=False),
-                fmt_stat(g.stat("bytes_shipped"), show_range=False),
-                _ratio(g, "shipped_ratio"),
-                f"{_count(g, 'fallbacks')}/{_count(g, 'wrong_results')}",
-                f"{_secs(g, 'client_cpu_s')}/{_secs(g, 'engine_cpu_s')}",
+                fmt_stat(g.stat("client.retained_live_bytes")),
+                fmt_in(g.first("prediction.retained_bytes")),  # type: ignore[arg-type]
+                _ratio(g, "prediction.retained_ratio"),
+                fmt_stat(g.stat("client.retained_bytes")),
+                fmt_stat(g.stat("client.peak_bytes"), show_range=False),
+                fmt_stat(g.stat("traffic.bytes_shipped"), show_range=False),
+                _ratio(g, "prediction.shipped_ratio"),
+                f"{_count(g, 'traffic.fallbacks')}/{_count(g, 'traffic.wrong_results')}",
+                f"{_secs(g, 'client.cpu_s')}/{_secs(g, 'engine.figures.cpu_s')}",
                 "-" if wall is None else f"{wall.median:.0f}",
             ]
         table.add_row(*cells, *([g.machine or "unknown"] if by_machine else []))
@@ -138,21 +138,30 @@ FITS_CAPTION = (
 )
 
 
+# The client's readings by phase: label, the RssReadings field, its note.
 PHASES = (
-    ("baseline (after setup)", "rss_baseline_bytes"),
-    ("peak during rollouts", "rss_peak_bytes"),
-    ("retained, K trajectories alive", "rss_retained_bytes"),
-    ("retained after malloc_trim", "rss_retained_trimmed_bytes"),
-    ("released (trajectories dropped)", "rss_released_bytes"),
-    ("released after malloc_trim", "rss_released_trimmed_bytes"),
-    ("USS at retained time", "uss_retained_bytes"),
+    ("baseline (after setup)", "baseline_bytes", "RSS"),
+    ("peak during rollouts", "peak_bytes", "RSS"),
+    ("retained, K trajectories alive", "retained_bytes", "RSS"),
+    ("retained after malloc_trim", "retained_trimmed_bytes", "RSS"),
+    ("released (trajectories dropped)", "released_bytes", "RSS"),
+    ("released after malloc_trim", "released_trimmed_bytes", "RSS"),
+    ("USS at retained time", "uss_retained_bytes", ""),
+)
+# A real vLLM's process kinds, as the point table names them.
+PROCESS_PEAKS = (
+    ("engine API server peak RSS", "api_server"),
+    ("engine core peak RSS", "engine_core"),
+    ("engine worker peak RSS", "worker"),
 )
 LEDGER_NOTES = {"part": "", "sum": "accounting", "reading": "RSS", "total": ""}
 
 
 def point_table(r: PointRecord) -> Table:
     """One point: RSS by phase, the derived figures beside the prediction, the ledger, traffic."""
-    title = f"{r.mode}  K={r.rollouts}  N={r.turns}  {r.image_size}px  {r.model}  [{r.status}]"
+    c, t, e, p, time = r.client, r.traffic, r.engine.figures, r.prediction, r.timing
+    cfg = r.config
+    title = f"{cfg.mode}  K={cfg.rollouts}  N={cfg.turns}  {cfg.image_size}px  {cfg.model}  [{r.status}]"
     table = Table(title=title, header_style="bold", show_header=True)
     table.add_column("what")
     table.add_column("value", justify="right")
@@ -164,87 +173,84 @@ def point_table(r: PointRecord) -> Table:
         )
         table.add_row(label, text, note)
 
-    for label, key in PHASES:
-        row(label, getattr(r, key), "RSS" if key.startswith("rss") else "")
+    for label, key, note in PHASES:
+        row(label, getattr(c.rss, key), note)
     table.add_section()
-    row("retained (raw) = retained - baseline", r.retained_bytes)
+    row("retained (raw) = retained - baseline", c.retained_bytes)
     row(
         "retained (live) = trimmed - baseline",
-        r.retained_live_bytes,
-        f"predicted {fmt_bytes(r.predicted_retained_bytes)}, ratio {fmt_ratio(r.retained_ratio)}",
+        c.retained_live_bytes,
+        f"predicted {fmt_bytes(p.retained_bytes)}, ratio {fmt_ratio(p.retained_ratio)}",
     )
-    row("allocator retention = raw - live", r.allocator_retention_bytes)
+    row("allocator retention = raw - live", c.allocator_retention_bytes)
     row(
         "peak = peak - baseline",
-        r.peak_bytes,
-        f"method {r.peak_method}; predicted {fmt_bytes(r.predicted_peak_bytes)}",
+        c.peak_bytes,
+        f"method {c.rss.peak_method}; predicted {fmt_bytes(p.peak_bytes)}",
     )
     table.add_section()
     # Where the memory lives, client and engine: the ledger, its checks beside what they compare.
     for line in lines(ledger(r)):
         row(line.label, line.value, line.check.text() if line.check else LEDGER_NOTES[line.kind])
-    if r.timeline_file:
-        table.add_row("timeline (RSS over time, mmbench plot)", "", r.timeline_file)
+    if time.timeline_file:
+        table.add_row("timeline (RSS over time, mmbench plot)", "", time.timeline_file)
     table.add_section()
     row(
         "bytes shipped",
-        r.bytes_shipped,
-        f"predicted {fmt_bytes(r.predicted_bytes_shipped)}, ratio {fmt_ratio(r.shipped_ratio)}; "
-        f"engine received {fmt_bytes(r.engine_bytes_received)}",
+        t.bytes_shipped,
+        f"predicted {fmt_bytes(p.bytes_shipped)}, ratio {fmt_ratio(p.shipped_ratio)}; "
+        f"engine received {fmt_bytes(e.bytes_received)}",
     )
     table.add_row(
-        "requests / full items / null items", f"{r.requests} / {r.full_items_sent} / {r.null_items_sent}", ""
+        "requests / full items / null items", f"{t.requests} / {t.full_items_sent} / {t.null_items_sent}", ""
     )
     table.add_row(
         "fallbacks / wrong results / failed rollouts",
-        f"{r.fallbacks} / {'-' if r.wrong_results is None else r.wrong_results} / {r.failed_rollouts}",
+        f"{t.fallbacks} / {'-' if t.wrong_results is None else t.wrong_results} / {t.failed_rollouts}",
         "",
     )
     table.add_row(
         "renderer cache hits / misses / re-derived",
-        f"{r.renderer_cache_hits} / {r.renderer_cache_misses} / {r.rederived}",
+        f"{c.rendering.cache_hits} / {c.rendering.cache_misses} / {c.rendering.rederived}",
         "",
     )
     table.add_row(
         "engine preprocessing calls",
-        str(r.engine_preprocess_calls if r.engine_preprocess_calls is not None else "-"),
-        f"predicted {r.predicted_engine_preprocess_calls}; media items sent {r.media_items_sent}",
+        str(e.preprocess_calls if e.preprocess_calls is not None else "-"),
+        f"predicted {p.engine_preprocess_calls}; media items sent {t.media_items_sent}",
     )
-    row("engine RSS at end", r.engine_rss_bytes)
-    items = "-" if r.engine_cache_items is None else r.engine_cache_items
-    hits = "-" if r.engine_cache_hits is None else r.engine_cache_hits
-    row("engine cache", r.engine_cache_bytes, f"{items} items, {hits} hits")
-    if r.engine_version is not None:  # a real engine: what served, and what only it counts
-        table.add_row("engine", r.engine or "-", r.engine_version)
-        for label, value in (
-            ("engine API server peak RSS", r.engine_api_peak_rss_bytes),
-            ("engine core peak RSS", r.engine_core_peak_rss_bytes),
-            ("engine worker peak RSS", r.engine_worker_peak_rss_bytes),
-        ):
-            row(label, value, "VmHWM during the point")
-        queries = "-" if r.engine_mm_cache_queries is None else r.engine_mm_cache_queries
+    row("engine RSS at end", e.rss_bytes)
+    items = "-" if e.cache_items is None else e.cache_items
+    hits = "-" if e.cache_hits is None else e.cache_hits
+    row("engine cache", e.cache_bytes, f"{items} items, {hits} hits")
+    if r.engine.version is not None:  # a real engine: what served, and what only it counts
+        table.add_row("engine", r.engine.url or r.engine.kind or "-", r.engine.version)
+        processes = e.processes or {}
+        for label, kind in PROCESS_PEAKS:
+            row(label, processes[kind].peak_rss_bytes if kind in processes else None, "VmHWM during the point")
+        queries = "-" if e.mm_cache_queries is None else e.mm_cache_queries
         table.add_row("engine mm cache queries / hits", f"{queries} / {hits}", "vLLM's /metrics")
-        table.add_row("engine answers by status", r.engine_status_counts or "-", "")
-    if r.fallback_error:
-        table.add_row("first fallback's cause", r.fallback_error, "")
-    if r.engine_failure:
-        table.add_row("engine failure", r.engine_failure, "")
-    if r.asset_disk_bytes is not None:
-        row("asset files on disk (raw-file)", r.asset_disk_bytes)
-    if r.memray_peak_bytes is not None:
-        row("memray heap high-water mark", r.memray_peak_bytes)
+        table.add_row("engine answers by status", e.status_counts or "-", "")
+    if t.fallback_error:
+        table.add_row("first fallback's cause", t.fallback_error, "")
+    if r.engine.failure:
+        table.add_row("engine failure", r.engine.failure, "")
+    if t.asset_disk_bytes is not None:
+        row("asset files on disk (raw-file)", t.asset_disk_bytes)
+    if c.memray_peak_bytes is not None:
+        row("memray heap high-water mark", c.memray_peak_bytes)
     table.add_section()
-    k = r.rollouts
-    table.add_row("rollout wall time", _seconds(r.rollout_wall_s), "")
-    table.add_row("client CPU (user + system)", _seconds(r.client_cpu_s), _per_rollout(r.client_cpu_s, k))
-    table.add_row("engine CPU (user + system)", _seconds(r.engine_cpu_s), _per_rollout(r.engine_cpu_s, k))
-    latencies = (r.request_latency_p50_s, r.request_latency_p95_s, r.request_latency_max_s)
+    k = cfg.rollouts
+    table.add_row("rollout wall time", _seconds(time.rollout_wall_s), "")
+    table.add_row("client CPU (user + system)", _seconds(c.cpu_s), _per_rollout(c.cpu_s, k))
+    table.add_row("engine CPU (user + system)", _seconds(e.cpu_s), _per_rollout(e.cpu_s, k))
+    latencies = (t.latency_p50_s, t.latency_p95_s, t.latency_max_s)
     table.add_row(
         "request latency p50 / p95 / max",
         " / ".join("-" if x is None else f"{x * 1000:.0f}" for x in latencies) + " ms",
         "post to reply, as the client sees it",
     )
-    table.add_row("wall time", _seconds(r.wall_s), "the whole point: processes, set-up, readings")
+    table.add_row("wall time", _seconds(time.wall_s), "the whole point: processes, set-up, readings")
     if r.cause:
         table.add_row("cause", r.cause, "")
     return table

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from mmbench.analysis.extrapolate import extrapolate
 from mmbench.backends import check_runnable
-from mmbench.config import PointConfig, field_names
+from mmbench.config import PointConfig
 from mmbench.errors import MmbenchError
 from mmbench.measure.engines import check_points
 from mmbench.measure.environment import environment
@@ -24,6 +24,7 @@ from mmbench.measure.external import check_engine
 from mmbench.measure.harness import HarnessOptions, measure_point
 from mmbench.measure.machines import machine_block
 from mmbench.measure.timeline import TIMELINES_DIR
+from mmbench.record import point_key
 from mmbench.results import PointRecord, ResultsFile, append_point, read_points_log, save
 from mmbench.sweep.scenarios import Scenario
 
@@ -38,7 +39,7 @@ class PlannedPoint:
     @property
     def key(self) -> tuple[Any, ...]:
         """The key of the point's record (PointRecord.key)."""
-        return (*(getattr(self.config, k) for k in field_names()), self.repeat)
+        return point_key(self.config, self.repeat)
 
 
 def plan(scenario: Scenario) -> list[PlannedPoint]:
@@ -65,7 +66,7 @@ class Runner(Protocol):
 def measure_here(config: PointConfig, repeat: int, options: HarnessOptions) -> PointRecord:
     """One point measured on this machine, with the machine's block: the one place a sweep calls
     the harness, locally and on every cluster worker."""
-    return replace(measure_point(config, repeat, options), **machine_block())
+    return replace(measure_point(config, repeat, options), machine=machine_block())
 
 
 def run_locally(
@@ -129,8 +130,8 @@ def _run(
     foreign = [r for r in finished if r.key() not in planned_keys]
     if foreign:
         raise MmbenchError(
-            f"the results to resume hold a point this sweep does not plan ({foreign[0].mode}, "
-            f"K={foreign[0].rollouts}, repeat {foreign[0].repeat}); resume with the same scenario and flags"
+            f"the results to resume hold a point this sweep does not plan ({foreign[0].config.mode}, "
+            f"K={foreign[0].config.rollouts}, repeat {foreign[0].repeat}); resume with the same scenario and flags"
         )
     records: dict[tuple[object, ...], PointRecord] = {r.key(): r for r in finished}
     todo = [p for p in planned if p.key not in records]

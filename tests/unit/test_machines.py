@@ -19,6 +19,7 @@ from mmbench.reporters.markdown import render_csv, title
 from mmbench.reporters.table import sweep_table
 from mmbench.results import CSV_COLUMNS, PointRecord, ResultsFile, to_csv
 from mmbench.units import GIB, MIB
+from tests.helpers import flat_record
 
 SMALL = {"machine_cpu_model": "CPU A", "machine_cpu_count": 2, "machine_memory_bytes": 24 * GIB}
 BIG = {"machine_cpu_model": "CPU B", "machine_cpu_count": 64, "machine_memory_bytes": 512 * GIB}
@@ -28,7 +29,7 @@ POINT: dict[str, Any] = {"mode": "full", "turns": 8, "image_cache_max": 16}
 
 def rec(k: int, live_mib_per_k: float, machine: dict[str, Any] | None, status: str = "ok") -> PointRecord:
     live = int(live_mib_per_k * k * MIB) if status == "ok" else None
-    return PointRecord(
+    return flat_record(
         **PointConfig(rollouts=k, **POINT).to_dict(), status=status, retained_live_bytes=live,
         retained_bytes=live, bytes_shipped=k * MIB if live else None, predicted_retained_bytes=k * MIB,
         **(machine or {}),
@@ -41,8 +42,9 @@ def test_a_machine_is_its_kind_of_hardware() -> None:
     other_host = rec(2, 1, {**SMALL, "machine_host": "node-7"})
     assert machine_of(other_host) == machine_of(rec(2, 1, {**SMALL, "machine_host": "node-1"}))
     block = machine_block()
-    assert block["machine_host"] and block["machine_cpu_count"] and block["machine_memory_bytes"]
-    assert {"mmbench", "python", "torch", "timestamp_utc"} <= set(block["machine_environment"])
+    assert block.host and block.cpu_count and block.memory_bytes
+    assert block.environment is not None
+    assert {"mmbench", "python", "torch", "timestamp_utc"} <= set(block.environment)
 
 
 def test_points_no_machine_measured_do_not_make_machines_differ() -> None:
@@ -88,7 +90,7 @@ def test_the_sweep_table_names_the_machine_only_where_machines_differ() -> None:
 def test_a_point_no_worker_could_hold_is_extrapolated_from_the_roomiest_machine() -> None:
     records = [*_two_machines(), rec(64, 0, None, "skipped")]
     out = extrapolate(records)[-1]
-    assert out.status == "extrapolated" and out.retained_live_bytes == pytest.approx(64 * 30 * MIB, rel=1e-9)
+    assert out.status == "extrapolated" and out.client.retained_live_bytes == pytest.approx(64 * 30 * MIB, rel=1e-9)
     assert out.cause is not None and "on CPU B, 64 CPUs, 512 GiB" in out.cause
     alone = extrapolate([*(rec(k, 10, SMALL) for k in (2, 4, 8)), rec(64, 0, None, "skipped")])[-1]
     assert alone.status == "extrapolated" and alone.cause is not None and " on " not in alone.cause
@@ -116,5 +118,5 @@ def test_the_environment_block_is_one_json_cell_in_csv() -> None:
     record = rec(2, 10, {**SMALL, "machine_environment": {"mmbench": "0.1.0", "torch": "2.13.0"}})
     [row] = csv.DictReader(io.StringIO(to_csv([record])))
     assert list(row) == CSV_COLUMNS
-    assert json.loads(row["machine_environment"]) == {"mmbench": "0.1.0", "torch": "2.13.0"}
+    assert json.loads(row["machine.environment"]) == {"mmbench": "0.1.0", "torch": "2.13.0"}
     assert PointRecord.from_dict(record.to_dict()) == record

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 import mmbench.results as results_mod
+from mmbench.migrations import V5_KIND_PEAKS, V5_PATHS
 from mmbench.config import PointConfig, field_names
 from mmbench.errors import MmbenchError
 from mmbench.results import (
@@ -29,8 +30,10 @@ from mmbench.results import (
     save,
     to_json,
 )
+from tests.helpers import flat_record
 
-GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "results_schema_v5.json"
+GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "results_schema_v6.json"
+GOLDEN_V5 = Path(__file__).resolve().parent.parent / "golden" / "results_schema_v5.json"
 GOLDEN_V4 = Path(__file__).resolve().parent.parent / "golden" / "results_schema_v4.json"
 GOLDEN_V3 = Path(__file__).resolve().parent.parent / "golden" / "results_schema_v3.json"
 GOLDEN_V2 = Path(__file__).resolve().parent.parent / "golden" / "results_schema_v2.json"
@@ -47,37 +50,39 @@ ENVIRONMENT: dict[str, Any] = {
 SCENARIO: dict[str, Any] = {"name": "golden", "repeats": 1}
 
 GOLDEN_REQUIRED = [
-    "mode",
-    "model",
-    "image_size",
-    "turns",
-    "images_per_turn",
-    "rollouts",
+    "config.mode",
+    "config.model",
+    "config.image_size",
+    "config.turns",
+    "config.images_per_turn",
+    "config.rollouts",
     "repeat",
     "status",
-    "rss_baseline_bytes",
-    "rss_peak_bytes",
-    "rss_retained_bytes",
-    "rss_retained_trimmed_bytes",
-    "rss_released_bytes",
-    "retained_bytes",
-    "retained_live_bytes",
-    "allocator_retention_bytes",
-    "peak_bytes",
-    "predicted_retained_bytes",
-    "stored_pixel_bytes",
-    "source_bytes",
-    "bytes_shipped",
-    "predicted_bytes_shipped",
-    "requests",
-    "full_items_sent",
-    "null_items_sent",
-    "fallbacks",
-    "wrong_results",
-    "engine_rss_bytes",
-    "engine_cache_bytes",
-    "wall_s",
+    "client.rss.baseline_bytes",
+    "client.rss.peak_bytes",
+    "client.rss.retained_bytes",
+    "client.rss.retained_trimmed_bytes",
+    "client.rss.released_bytes",
+    "client.retained_bytes",
+    "client.retained_live_bytes",
+    "client.allocator_retention_bytes",
+    "client.peak_bytes",
+    "prediction.retained_bytes",
+    "client.accounting.stored_pixel_bytes",
+    "client.accounting.source_bytes",
+    "traffic.bytes_shipped",
+    "prediction.bytes_shipped",
+    "traffic.requests",
+    "traffic.full_items_sent",
+    "traffic.null_items_sent",
+    "traffic.fallbacks",
+    "traffic.wrong_results",
+    "engine.figures.rss_bytes",
+    "engine.figures.cache_bytes",
+    "timing.wall_s",
 ]
+# A point's sections, in the order its JSON reads.
+SECTIONS = ["config", "repeat", "status", "cause", "client", "traffic", "engine", "prediction", "timing", "machine"]
 
 
 def _config(**overrides: Any) -> PointConfig:
@@ -175,7 +180,7 @@ def _record(config: PointConfig | None = None, repeat: int = 0, **measured: Any)
         "rollout_wall_s": 2.5,
     }
     fields_.update(measured)
-    return PointRecord(**config.to_dict(), repeat=repeat, **fields_)
+    return flat_record(**config.to_dict(), repeat=repeat, **fields_)
 
 
 def _results() -> ResultsFile:
@@ -213,8 +218,9 @@ def _valid_dict() -> dict[str, Any]:
 def test_record_dict_round_trip() -> None:
     record = _record()
     data = record.to_dict()
-    assert data["mode"] == "full" and data["repeat"] == 0 and data["status"] == "ok"
-    assert data["bytes_per_turn"] == [33_554_432, 67_108_864, 100_663_296]
+    assert data["config"]["mode"] == "full" and data["repeat"] == 0 and data["status"] == "ok"
+    assert data["traffic"]["bytes_per_turn"] == [33_554_432, 67_108_864, 100_663_296]
+    assert data["client"]["rss"]["peak_bytes"] == 200_000_000
     back = PointRecord.from_dict(data)
     assert back == record
     assert back.config == _config()
@@ -239,7 +245,7 @@ def test_save_then_load_gives_equal_results(tmp_path: Path) -> None:
     assert load(str(tmp_path)) == results
 
 
-def test_results_json_is_sorted_indented_and_deterministic(tmp_path: Path) -> None:
+def test_results_json_reads_top_down_indented_and_deterministic(tmp_path: Path) -> None:
     save(tmp_path / "a", _results())
     save(tmp_path / "b", _results())
     first = (tmp_path / "a" / RESULTS_JSON).read_bytes()
@@ -248,10 +254,15 @@ def test_results_json_is_sorted_indented_and_deterministic(tmp_path: Path) -> No
     assert (tmp_path / "a" / RESULTS_JSON).read_bytes() == first
     text = first.decode()
     assert text.endswith("}\n")
-    assert text.startswith('{\n  "environment": {')  # indent 2 and sorted: environment first
+    assert text.startswith('{\n  "schema_version": 6,')  # indent 2; what the file is, first
     data = json.loads(text)
-    assert list(data) == sorted(data)
-    assert list(data["points"][0]) == sorted(data["points"][0])
+    assert list(data) == ["schema_version", "environment", "scenario", "points"]
+    assert list(data["environment"]) == sorted(data["environment"])
+    point = data["points"][0]
+    assert list(point) == SECTIONS  # a handful of sections, one per concern, in reading order
+    assert list(point["client"])[:5] == [
+        "retained_bytes", "retained_live_bytes", "allocator_retention_bytes", "peak_bytes", "released_bytes"
+    ]
     assert data["schema_version"] == SCHEMA_VERSION
 
 
@@ -264,18 +275,29 @@ def test_results_csv_header_and_rows(tmp_path: Path) -> None:
     assert len(rows) == 1 + len(results.points)
     assert sum(1 for r in rows if r == CSV_COLUMNS) == 1
     records = [dict(zip(CSV_COLUMNS, r, strict=True)) for r in rows[1:]]
-    assert records[0]["bytes_per_turn"] == "33554432;67108864;100663296"
-    assert records[1]["bytes_per_turn"] == "1;2"
-    assert records[0]["mode"] == "full" and records[1]["mode"] == "ephemeral"
+    assert records[0]["traffic.bytes_per_turn"] == "33554432;67108864;100663296"
+    assert records[1]["traffic.bytes_per_turn"] == "1;2"
+    assert records[0]["config.mode"] == "full" and records[1]["config.mode"] == "ephemeral"
     assert records[1]["cause"] == "engine returned 500"
     assert records[0]["cause"] == ""  # None is an empty cell
     assert records[1]["repeat"] == "1"
-    assert records[0]["rss_peak_bytes"] == "200000000"
+    assert records[0]["client.rss.peak_bytes"] == "200000000"
 
 
-def test_csv_columns_are_the_record_fields() -> None:
-    assert list(_record().to_dict()) == CSV_COLUMNS
+def test_csv_columns_are_the_record_figures_dotted() -> None:
+    assert list(_record().flat()) == CSV_COLUMNS
     assert len(CSV_COLUMNS) == len(set(CSV_COLUMNS))
+    assert "client.rss.peak_bytes" in CSV_COLUMNS and "engine.figures.cache_hits" in CSV_COLUMNS
+
+
+def test_the_dataframe_has_the_dotted_columns(tmp_path: Path) -> None:
+    from mmbench.api import load_results
+
+    save(tmp_path, _results())
+    frame = load_results(tmp_path)
+    assert list(frame.columns) == CSV_COLUMNS
+    assert frame["client.retained_live_bytes"].tolist() == [80_000_000, 80_000_000]
+    assert frame["config.mode"].tolist() == ["full", "ephemeral"]
 
 
 # --- load errors ------------------------------------------------------------------------------
@@ -374,13 +396,29 @@ def test_load_point_with_unknown_field(tmp_path: Path) -> None:
     assert "'gpu_bytes'" in message
 
 
+def test_load_point_with_unknown_nested_field(tmp_path: Path) -> None:
+    data = _valid_dict()
+    data["points"][0]["client"]["rss"]["gpu_bytes"] = 1
+    _write_results_json(tmp_path, data)
+    message = str(_load_error(tmp_path))
+    assert "'client.rss.gpu_bytes'" in message and "newer mmbench" in message
+
+
+def test_load_point_with_a_figure_of_the_wrong_type(tmp_path: Path) -> None:
+    data = _valid_dict()
+    data["points"][0]["traffic"]["bytes_shipped"] = "many"
+    _write_results_json(tmp_path, data)
+    message = str(_load_error(tmp_path))
+    assert "point 0" in message and "traffic.bytes_shipped" in message
+
+
 def test_load_point_missing_config_field(tmp_path: Path) -> None:
     data = _valid_dict()
-    del data["points"][0]["turns"]
+    del data["points"][0]["config"]["turns"]
     _write_results_json(tmp_path, data)
     message = str(_load_error(tmp_path))
     assert "point 0" in message
-    assert "missing field 'turns'" in message
+    assert "missing field 'config.turns'" in message
 
 
 def test_load_point_with_bad_status(tmp_path: Path) -> None:
@@ -394,7 +432,7 @@ def test_load_point_with_bad_status(tmp_path: Path) -> None:
 
 def test_load_point_with_zero_rollouts(tmp_path: Path) -> None:
     data = _valid_dict()
-    data["points"][1]["rollouts"] = 0
+    data["points"][1]["config"]["rollouts"] = 0
     _write_results_json(tmp_path, data)
     message = str(_load_error(tmp_path))
     assert "point 1" in message
@@ -403,7 +441,7 @@ def test_load_point_with_zero_rollouts(tmp_path: Path) -> None:
 
 def test_load_point_with_wrong_config_type(tmp_path: Path) -> None:
     data = _valid_dict()
-    data["points"][0]["turns"] = "3"
+    data["points"][0]["config"]["turns"] = "3"
     _write_results_json(tmp_path, data)
     message = str(_load_error(tmp_path))
     assert "turns must be int" in message
@@ -427,7 +465,7 @@ def test_points_log_round_trip(tmp_path: Path) -> None:
 def test_points_log_torn_last_line_is_ignored(tmp_path: Path) -> None:
     first, second = _results().points
     append_point(tmp_path, first)
-    line = json.dumps(second.to_dict(), sort_keys=True)
+    line = json.dumps(second.to_dict())
     with open(tmp_path / POINTS_LOG, "a") as f:
         f.write(line[: len(line) // 2])  # a crash in the middle of the write
     assert read_points_log(tmp_path) == [first]
@@ -436,7 +474,7 @@ def test_points_log_torn_last_line_is_ignored(tmp_path: Path) -> None:
 def test_points_log_torn_middle_line_raises(tmp_path: Path) -> None:
     first, second = _results().points
     append_point(tmp_path, first)
-    line = json.dumps(second.to_dict(), sort_keys=True)
+    line = json.dumps(second.to_dict())
     with open(tmp_path / POINTS_LOG, "a") as f:
         f.write(line[: len(line) // 2] + "\n")
     append_point(tmp_path, second)
@@ -449,7 +487,7 @@ def test_points_log_torn_middle_line_raises(tmp_path: Path) -> None:
 
 def test_points_log_invalid_record_raises(tmp_path: Path) -> None:
     data = _record().to_dict()
-    data["rollouts"] = 0
+    data["config"]["rollouts"] = 0
     (tmp_path / POINTS_LOG).write_text(json.dumps(data) + "\n")
     with pytest.raises(MmbenchError, match="line 1"):
         read_points_log(tmp_path)
@@ -516,24 +554,82 @@ def test_golden_results_file(tmp_path: Path) -> None:
     assert produced == GOLDEN.read_bytes()
 
 
-@pytest.mark.parametrize("old", [GOLDEN_V1, GOLDEN_V2, GOLDEN_V3, GOLDEN_V4], ids=["v1", "v2", "v3", "v4"])
+@pytest.mark.parametrize(
+    "old", [GOLDEN_V1, GOLDEN_V2, GOLDEN_V3, GOLDEN_V4, GOLDEN_V5], ids=["v1", "v2", "v3", "v4", "v5"]
+)
 def test_an_older_file_is_migrated_to_the_current_schema(tmp_path: Path, old: Path) -> None:
     (tmp_path / RESULTS_JSON).write_text(old.read_text())
     migrated = load(tmp_path)
-    assert migrated.schema_version == SCHEMA_VERSION == 5
-    assert all(p.engine_max_body_mb == 2048 and p.dtype == "float32" for p in migrated.points)
+    assert migrated.schema_version == SCHEMA_VERSION == 6
+    assert all(p.config.engine_max_body_mb == 2048 and p.config.dtype == "float32" for p in migrated.points)
     assert load(GOLDEN).points == migrated.points  # the current golden = the same points, migrated
 
 
 def test_golden_has_the_current_schema_and_required_fields() -> None:
     data = json.loads(GOLDEN.read_text())
-    assert data["schema_version"] == 5
+    assert data["schema_version"] == 6
     assert data["environment"] == ENVIRONMENT
     assert len(data["points"]) == 2
     for point in data["points"]:
-        missing = [name for name in GOLDEN_REQUIRED if name not in point]
+        missing = [name for name in GOLDEN_REQUIRED if _dig(point, name) is _MISSING]
         assert missing == []
     assert load(GOLDEN) == _results()
+
+
+_MISSING = object()
+
+
+def _dig(data: Any, path: str) -> Any:
+    for name in path.split("."):
+        if not isinstance(data, dict) or name not in data:
+            return _MISSING
+        data = data[name]
+    return data
+
+
+def _leaves(data: Any) -> list[str]:
+    """Every figure of a JSON value as text (lists and objects opened up), keys left out."""
+    if isinstance(data, dict):
+        return [x for v in data.values() for x in _leaves(v)]
+    if isinstance(data, list):
+        return [x for v in data for x in _leaves(v)]
+    return [json.dumps(data)]
+
+
+V5_FILES = sorted(Path(__file__).resolve().parents[2].glob("results/**/results.json"))
+
+
+@pytest.mark.parametrize("path", [GOLDEN_V5, *V5_FILES], ids=lambda p: str(p.parent.name))
+def test_every_v5_figure_survives_the_migration(path: Path) -> None:
+    """The same figures, before and after: every v5 field is found at its v6 path with its value,
+    and the v6 point holds no figure the v5 one did not (the null figures v6 adds aside)."""
+    raw = json.loads(path.read_text())
+    if raw["schema_version"] != 5:
+        pytest.skip(f"schema {raw['schema_version']}")
+    migrated = load(path)
+    config_names = set(field_names())
+    for old, new in zip(raw["points"], migrated.points, strict=True):
+        data = new.to_dict()
+        for name, value in old.items():
+            if name in config_names:
+                assert _dig(data, f"config.{name}") == value, name
+            elif name in V5_KIND_PEAKS:
+                kinds = _dig(data, "engine.figures.processes") or {}
+                assert (kinds.get(V5_KIND_PEAKS[name]) or {}).get("peak_rss_bytes") == value, name
+            elif name == "engine":
+                kind, url = _dig(data, "engine.kind"), _dig(data, "engine.url")
+                assert (url if kind == "external" else kind) == value
+            else:
+                assert _dig(data, V5_PATHS[name]) == value, name
+        # no figure invented: v6's non-null leaves are v5's, but for the engine's kind
+        before = sorted(x for x in _leaves(old) if x != "null")
+        after = [x for x in _leaves(data) if x != "null"]
+        if old.get("engine") not in (None, "embedded", "vllm"):
+            after.remove('"external"')
+        peaks = [old[n] for n in V5_KIND_PEAKS if old.get(n) is not None]
+        for peak in peaks:  # v5 held each kind's peak twice: in engine_processes and on its own
+            after.append(json.dumps(peak))
+        assert sorted(after) == before
 
 
 def test_append_after_a_torn_line_drops_the_torn_point_and_keeps_the_new_one(tmp_path: Path) -> None:
