@@ -29,7 +29,7 @@ from mmbench.sweep.scenarios import Scenario
 
 
 def trivial(config: PointConfig, repeat: int, options: HarnessOptions) -> PointRecord:
-    return PointRecord(**config.to_dict(), repeat=repeat, **machine_block())
+    return PointRecord(config, repeat, machine=machine_block())
 
 
 def trivial_here(

@@ -16,13 +16,15 @@ from pathlib import Path
 from mmbench.config import PointConfig
 from mmbench.measure.harness import HarnessOptions
 from mmbench.measure.machines import machine_block
-from mmbench.results import PointRecord
+from mmbench.record import PointRecord, Traffic
 
 NANNY_KEYS = ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS", "PYTHONHASHSEED")  # some a nanny sets
 
 
 def trivial(config: PointConfig, repeat: int, options: HarnessOptions) -> PointRecord:
-    return PointRecord(**config.to_dict(), repeat=repeat, bytes_shipped=config.rollouts, **machine_block())
+    return PointRecord(
+        config, repeat, traffic=Traffic(bytes_shipped=config.rollouts), machine=machine_block()
+    )
 
 
 def environment_probe(config: PointConfig, repeat: int, options: HarnessOptions) -> PointRecord:

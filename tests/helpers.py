@@ -51,10 +51,10 @@ def least_live_until(
     for _ in range(rounds):
         for key, record in (done if done is not None else measure()).items():
             assert record.status == "ok", record.cause
-            assert record.retained_live_bytes is not None
+            assert record.client.retained_live_bytes is not None
             seen.setdefault(key, []).append(record)
         done = None
-        least = {k: min(v, key=lambda r: r.retained_live_bytes or 0) for k, v in seen.items()}
+        least = {k: min(v, key=lambda r: r.client.retained_live_bytes or 0) for k, v in seen.items()}
         if holds(least):
             break
     return least

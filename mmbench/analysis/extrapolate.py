@@ -81,7 +81,9 @@ def extrapolate(records: list[PointRecord]) -> list[PointRecord]:
         how = f"extrapolated from K={','.join(map(str, ks))}" + (f" on {machine}" if machine else "")
         how += f" (R²={live.r2:.4f})" if live else ""
         predicted = r.prediction.retained_bytes
-        values["prediction.retained_ratio"] = values[LIVE] / predicted if LIVE in values and predicted else None
+        values["prediction.retained_ratio"] = (
+            values[LIVE] / predicted if LIVE in values and predicted else None
+        )
         new = replace(r, status="extrapolated", cause=f"{r.cause}; {how}" if r.cause else how)
         for path, value in values.items():
             new = _with(new, path, value)

@@ -170,7 +170,8 @@ def family_labels(configs: list[PointConfig]) -> dict[tuple[tuple[str, object], 
 
 # What one rollout's trajectory holds, by the ledger: the floor of its slope.
 TRAJECTORY_PARTS = tuple(
-    f"client.accounting.{k}" for k in ("stored_pixel_bytes", "source_bytes", "descriptor_bytes", "other_bytes")
+    f"client.accounting.{k}"
+    for k in ("stored_pixel_bytes", "source_bytes", "descriptor_bytes", "other_bytes")
 )
 
 

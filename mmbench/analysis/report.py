@@ -272,7 +272,9 @@ def build_report(results: ResultsFile, metric: str = "live") -> Report:
     names = (*varying, "machine") if split else tuple(varying)
     combos: dict[tuple[Any, ...], list[PointRecord]] = {}
     for r in records:
-        key = tuple(getattr(r.config, k) for k in varying) + ((split_key(r, split) or "none",) if split else ())
+        key = tuple(getattr(r.config, k) for k in varying) + (
+            (split_key(r, split) or "none",) if split else ()
+        )
         combos.setdefault(key, []).append(r)
     sections = tuple(
         _section(tuple(zip(names, key, strict=True)), recs, metric_field) for key, recs in combos.items()

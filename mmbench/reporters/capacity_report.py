@@ -52,11 +52,11 @@ def probe_line(p: Probe) -> str:
     r = p.record
     peak = p.system_peak_bytes
     what = f"system peak {fmt_bytes(peak)}" if peak is not None else f"{r.status}: {r.cause}"
-    predicted = r.predicted_system_peak_bytes
+    predicted = r.prediction.system_peak_bytes
     pred = f" (predicted {fmt_bytes(predicted)})" if predicted else ""
     verdict = "fits" if p.fits else "does not fit"
     again = ", measured before" if p.reused else ""
-    return f"mmbench: {r.mode} K={r.rollouts}: {what}{pred} - {verdict}{again}"
+    return f"mmbench: {r.config.mode} K={r.config.rollouts}: {what}{pred} - {verdict}{again}"
 
 
 def cells(m: ModePlan, found: ModeCapacity) -> list[str]:

@@ -21,7 +21,7 @@ def cell_text(cell: Cell | None) -> str:
     if cell is None:
         return "-"
     if cell.verdict == FALLS_BACK:
-        return f"{FALLS_BACK} ({cell.record.fallbacks}/{cell.record.requests})"
+        return f"{FALLS_BACK} ({cell.record.traffic.fallbacks}/{cell.record.traffic.requests})"
     return cell.verdict
 
 
@@ -39,11 +39,11 @@ def received(result: CompatResult) -> list[str]:
     """What each working cell's engine received against what the client shipped (equal, or a note)."""
     out = []
     for c in result.cells:
-        r = c.record
-        if None in (r.bytes_shipped, r.engine_bytes_received) or r.bytes_shipped == r.engine_bytes_received:
+        shipped, got = c.record.traffic.bytes_shipped, c.record.engine.figures.bytes_received
+        if shipped is None or got is None or shipped == got:
             continue
-        out.append(f"{c.mode} on {c.setup}: shipped {fmt_bytes(r.bytes_shipped)}, "
-                   f"the engine received {fmt_bytes(r.engine_bytes_received)}")  # fmt: skip
+        out.append(f"{c.mode} on {c.setup}: shipped {fmt_bytes(shipped)}, "
+                   f"the engine received {fmt_bytes(got)}")  # fmt: skip
     return out
 
 

@@ -3,7 +3,9 @@ the terminal table share it)."""
 
 from __future__ import annotations
 
-from mmbench.analysis.fidelity import FidelityRow
+from operator import attrgetter
+
+from mmbench.analysis.fidelity import COST_FIELDS, FidelityRow
 from mmbench.units import fmt_bytes
 
 HEADING = "Fidelity: sim against the renderers library"
@@ -37,10 +39,12 @@ def rows(fidelity: tuple[FidelityRow, ...]) -> list[list[str]]:
     for r in fidelity:
         params = ", ".join(f"{k}={v}" for k, v in r.params)
         mode = f"{r.mode} ({params})" if params else r.mode
-        tokens = r.lib.image_tokens if r.same_images else f"{r.sim.image_tokens} / {r.lib.image_tokens}"
+        sim, lib = r.sim.client.rendering.image_tokens, r.lib.client.rendering.image_tokens
+        tokens = lib if r.same_images else f"{sim} / {lib}"
         cells = [mode, str(r.rollouts), _images(r), str(tokens)]
-        for name in ("retained_live_bytes", "peak_bytes", "bytes_shipped"):
-            cells += [_bytes(getattr(r.sim, name)), _bytes(getattr(r.lib, name)), _ratio(r.ratio(name))]
+        for path in COST_FIELDS:
+            read = attrgetter(path)
+            cells += [_bytes(read(r.sim)), _bytes(read(r.lib)), _ratio(r.ratio(path))]
         out.append(cells)
     return out
 

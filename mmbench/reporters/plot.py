@@ -253,11 +253,16 @@ def _retained(records: list[PointRecord], modes: list[str]) -> list[RetainedSeri
     for mode in modes:
         mine = [g for g in groups if g.config.mode == mode]
         live = [
-            (g.config.rollouts, _stat([r.client.retained_live_bytes for r in g.ok_records], GIB)) for g in mine
+            (g.config.rollouts, _stat([r.client.retained_live_bytes for r in g.ok_records], GIB))
+            for g in mine
         ]
         measured = [(k, s) for k, s in live if s is not None]
         ok = [r for g in mine for r in g.ok_records]
-        raw = [(r.config.rollouts, r.client.retained_bytes / GIB) for r in ok if r.client.retained_bytes is not None]
+        raw = [
+            (r.config.rollouts, r.client.retained_bytes / GIB)
+            for r in ok
+            if r.client.retained_bytes is not None
+        ]
         ex: list[tuple[int, float]] = []
         pred: list[tuple[int, float]] = []
         for g in mine:
@@ -289,7 +294,9 @@ def _shipped(records: list[PointRecord], modes: list[str]) -> list[ShippedBar]:
         if k is None:
             continue
         at_k = [r for r in records if r.config.mode == mode and r.config.rollouts == k]
-        s = _stat([r.traffic.bytes_shipped / k for r in at_k if r.ok and r.traffic.bytes_shipped is not None], MIB)
+        s = _stat(
+            [r.traffic.bytes_shipped / k for r in at_k if r.ok and r.traffic.bytes_shipped is not None], MIB
+        )
         pred = [r.prediction.bytes_shipped / k for r in at_k if r.prediction.bytes_shipped is not None]
         if s is not None:  # always: _largest_k found one
             out.append(ShippedBar(mode, k, s, _median(pred, MIB)))
@@ -303,7 +310,9 @@ def _per_turn(records: list[PointRecord], modes: list[str]) -> list[TurnSeries]:
         if k is None:
             continue
         runs = [
-            r.traffic.bytes_per_turn for r in records if r.config.mode == mode and r.config.rollouts == k and r.ok
+            r.traffic.bytes_per_turn
+            for r in records
+            if r.config.mode == mode and r.config.rollouts == k and r.ok
         ]
         n = max(len(b) for b in runs)
         values = [_median([b[t] / k for b in runs if len(b) > t], MIB) for t in range(n)]
@@ -311,7 +320,9 @@ def _per_turn(records: list[PointRecord], modes: list[str]) -> list[TurnSeries]:
     return out
 
 
-_PEAK_METRICS = tuple(map(attrgetter, ("client.peak_bytes", "client.retained_bytes", "client.retained_live_bytes")))
+_PEAK_METRICS = tuple(
+    map(attrgetter, ("client.peak_bytes", "client.retained_bytes", "client.retained_live_bytes"))
+)
 
 
 def _peak(records: list[PointRecord], modes: list[str]) -> list[PeakSeries]:
@@ -376,8 +387,8 @@ def _timelines(records: list[PointRecord], modes: list[str], results_dir: Path) 
             bounds = tl.turn_boundaries()
             out.append(
                 TimelineSeries(
-                    mode, r.config.rollouts, r.repeat, tl.t, _gib_or_nan(tl.client_rss), _gib_or_nan(tl.engine_rss),
-                    [b[0] for b in bounds], [b[1] for b in bounds],
+                    mode, r.config.rollouts, r.repeat, tl.t, _gib_or_nan(tl.client_rss),
+                    _gib_or_nan(tl.engine_rss), [b[0] for b in bounds], [b[1] for b in bounds],
                 )
             )  # fmt: skip
             break

@@ -32,15 +32,15 @@ def title(result: ProfileResult) -> str:
 
 def point_line(result: ProfileResult) -> str:
     r = result.record
-    c = r.config
+    c, held = r.config, r.client.accounting
     parts = [
         f"{c.images_per_turn} image(s)/turn, {c.model}, {c.image_format} {c.content}, codec {c.codec}, "
         f"dtype {c.dtype}",
-        f"heap high-water mark (memray) {fmt_bytes(r.memray_peak_bytes)}",
-        f"peak RSS over baseline {fmt_bytes(r.peak_bytes)}",
-        f"retained (live) {fmt_bytes(r.retained_live_bytes)}",
-        f"ledger: trajectory pixels {fmt_bytes(r.stored_pixel_bytes)}, image-cache-only pixels "
-        f"{fmt_bytes(r.renderer_cache_only_bytes)}, sources {fmt_bytes(r.source_bytes)}",
+        f"heap high-water mark (memray) {fmt_bytes(r.client.memray_peak_bytes)}",
+        f"peak RSS over baseline {fmt_bytes(r.client.peak_bytes)}",
+        f"retained (live) {fmt_bytes(r.client.retained_live_bytes)}",
+        f"ledger: trajectory pixels {fmt_bytes(held.stored_pixel_bytes)}, image-cache-only pixels "
+        f"{fmt_bytes(held.renderer_cache_only_bytes)}, sources {fmt_bytes(held.source_bytes)}",
     ]
     return "; ".join(parts)
 

@@ -227,7 +227,9 @@ def point_table(r: PointRecord) -> Table:
         table.add_row("engine", r.engine.url or r.engine.kind or "-", r.engine.version)
         processes = e.processes or {}
         for label, kind in PROCESS_PEAKS:
-            row(label, processes[kind].peak_rss_bytes if kind in processes else None, "VmHWM during the point")
+            row(
+                label, processes[kind].peak_rss_bytes if kind in processes else None, "VmHWM during the point"
+            )
         queries = "-" if e.mm_cache_queries is None else e.mm_cache_queries
         table.add_row("engine mm cache queries / hits", f"{queries} / {hits}", "vLLM's /metrics")
         table.add_row("engine answers by status", e.status_counts or "-", "")

@@ -20,10 +20,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from mmbench.config import MAX_ROLLOUTS, PointConfig, field_names
+from mmbench.config import MAX_ROLLOUTS, PointConfig
 from mmbench.errors import MmbenchError
 from mmbench.measure.environment import environment
 from mmbench.measure.harness import EXCEEDED, HarnessOptions
+from mmbench.record import point_key
 from mmbench.results import PointRecord, ResultsFile, append_point, read_points_log, save
 from mmbench.sweep.loop import measure_here
 
@@ -34,7 +35,7 @@ SCENARIO_NAME = "capacity"
 def measured_system_peak(record: PointRecord) -> int | None:
     """The client's RSS at its peak (baseline included) plus the engine's: what the point took
     from the machine (None where the point did not measure it)."""
-    parts = (record.rss_baseline_bytes, record.peak_bytes, record.engine_peak_rss_bytes)
+    parts = (record.client.rss.baseline_bytes, record.client.peak_bytes, record.engine.figures.peak_rss_bytes)
     if not record.ok or any(p is None for p in parts):
         return None
     return sum(p for p in parts if p is not None)
@@ -90,7 +91,7 @@ class ModeCapacity:
             "probes": [
                 {"rollouts": p.rollouts, "fits": p.fits, "status": p.record.status, "cause": p.record.cause,
                  "system_peak_bytes": p.system_peak_bytes,
-                 "predicted_system_peak_bytes": p.record.predicted_system_peak_bytes, "reused": p.reused}
+                 "predicted_system_peak_bytes": p.record.prediction.system_peak_bytes, "reused": p.reused}
                 for p in self.probes
             ],
         }  # fmt: skip
@@ -196,7 +197,7 @@ class Search:
         return found
 
     def _probe(self, config: PointConfig) -> Probe:
-        key = (*(getattr(config, k) for k in field_names()), 0)  # PointRecord.key of its record
+        key = point_key(config, 0)  # PointRecord.key of its record
         record = self.records.get(key)
         reused = record is not None
         if record is None:
@@ -212,5 +213,5 @@ class Search:
         return probe
 
     def results(self) -> ResultsFile:
-        points = sorted(self.records.values(), key=lambda r: (r.mode, r.rollouts))
+        points = sorted(self.records.values(), key=lambda r: (r.config.mode, r.config.rollouts))
         return ResultsFile(self.env, self.scenario, points)

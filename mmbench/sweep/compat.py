@@ -104,15 +104,16 @@ def scenario_for(setups: tuple[EngineSetup, ...], modes: tuple[str, ...], engine
 
 def verdict(record: PointRecord) -> tuple[str, str]:
     """What the engine did with the point: a verdict and its detail (the engine's own words)."""
-    if record.engine_failure:
-        return DIES, record.engine_failure
+    if record.engine.failure:
+        return DIES, record.engine.failure
     if record.status == "failed":
         return FAILS, record.cause or "(no cause recorded)"
     if record.status != "ok":
         return record.status, record.cause or ""
-    if record.fallbacks:
-        first = f"; first: {record.fallback_error}" if record.fallback_error else ""
-        return FALLS_BACK, f"{record.fallbacks} of {record.requests} requests resent in full{first}"
+    t = record.traffic
+    if t.fallbacks:
+        first = f"; first: {t.fallback_error}" if t.fallback_error else ""
+        return FALLS_BACK, f"{t.fallbacks} of {t.requests} requests resent in full{first}"
     return WORKS, ""
 
 
@@ -123,8 +124,8 @@ def _signature(engine: str, values: dict[str, Any]) -> tuple[Any, ...]:
 
 def setup_of(record: PointRecord, setups: tuple[EngineSetup, ...]) -> str | None:
     """Which setup a record belongs to: its engine, and the point parameters setups differ by."""
-    engine = VLLM if record.engine == VLLM else "embedded"
-    wanted = _signature(engine, {k: getattr(record, k) for k in SETUP_KEYS})
+    engine = VLLM if record.engine.kind == VLLM else "embedded"
+    wanted = _signature(engine, {k: getattr(record.config, k) for k in SETUP_KEYS})
     for s in setups:
         if _signature(s.engine, {k: v[0] for k, v in s.overrides.items()}) == wanted:
             return s.name
@@ -155,6 +156,6 @@ def run_compat(
         if name is None:
             continue
         v, detail = verdict(record)
-        cells.append(Cell(record.mode, name, v, detail, record))
-        versions[name] = record.engine_version or ("mmbench embedded" if record.engine != VLLM else "?")
+        cells.append(Cell(record.config.mode, name, v, detail, record))
+        versions[name] = record.engine.version or ("mmbench embedded" if record.engine.kind != VLLM else "?")
     return CompatResult(modes, setups, tuple(cells), versions, out_dir)

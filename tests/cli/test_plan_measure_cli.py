@@ -27,7 +27,7 @@ def test_a_measured_search_finds_its_k_keeps_its_points_and_reuses_them(tmp_path
     probes = {p["rollouts"]: p for p in mode["probes"]}
     assert probes[k]["fits"] and probes[k]["system_peak_bytes"] <= 400 * 1024**2
     assert not probes[k + 1]["fits"]  # the search ends on the K above that did not fit
-    assert sorted(r.rollouts for r in read_points_log(out)) == sorted(probes)
+    assert sorted(r.config.rollouts for r in read_points_log(out)) == sorted(probes)
     assert load(out).scenario["memory_bytes"] == 400 * 1024**2  # a results directory, reportable
     again = runner.invoke(app, ["plan", "--measure", *POINT, "--out", str(out)])
     assert again.exit_code == 0, again.output

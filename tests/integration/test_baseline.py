@@ -26,7 +26,7 @@ def test_a_fresh_ci_sweep_matches_the_committed_baseline(tmp_path: Path) -> None
     out = _sweep(runner, tmp_path / "head")
     head = load(out)
     assert [p.key() for p in head.points] == [p.key() for p in baseline.points]
-    assert all(p.wrong_results == 0 for p in head.points)
+    assert all(p.traffic.wrong_results == 0 for p in head.points)
     for metric in ("retained", "bytes_shipped"):
         result = runner.invoke(app, ["compare", str(BASELINE), str(out), "--metric", metric])
         if result.exit_code == 1 and metric == "retained":
@@ -38,4 +38,4 @@ def test_a_fresh_ci_sweep_matches_the_committed_baseline(tmp_path: Path) -> None
             result = runner.invoke(app, ["compare", str(BASELINE), str(again), "--metric", metric])
         assert result.exit_code == 0, f"{metric}:\n{result.stdout}\n{result.stderr}"
     # bytes shipped is deterministic: the same to the byte
-    assert [p.bytes_shipped for p in head.points] == [p.bytes_shipped for p in baseline.points]
+    assert [p.traffic.bytes_shipped for p in head.points] == [p.traffic.bytes_shipped for p in baseline.points]

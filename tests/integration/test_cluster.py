@@ -104,15 +104,15 @@ def test_a_worker_declaring_too_little_memory_never_receives_a_point_it_cannot_h
         client, measure=trivial, on_event=lambda p, e: started.append((p.config.rollouts, e["worker"]))
     )
     results = run_sweep(scenario, tmp_path, runner=runner)
-    by_k = {r.rollouts: r for r in results.points}
-    assert [r.rollouts for r in results.points] == [1, 4, 8, 16, 64]
+    by_k = {r.config.rollouts: r for r in results.points}
+    assert [r.config.rollouts for r in results.points] == [1, 4, 8, 16, 64]
     assert all(by_k[k].status == "ok" for k in (1, 4, 8, 16)), [r.cause for r in results.points]
     assert {w for k, w in started if k > 1} == {workers["big"]}  # never offered to the small one
-    assert all(by_k[k].cluster_worker == workers["big"] for k in (4, 8, 16))
+    assert all(by_k[k].machine.cluster_worker == workers["big"] for k in (4, 8, 16))
     skipped = by_k[64]
-    assert skipped.status == "skipped" and skipped.cluster_worker is None
+    assert skipped.status == "skipped" and skipped.machine.cluster_worker is None
     assert skipped.cause is not None and "mmbench_memory" in skipped.cause and "8.0 GiB" in skipped.cause
-    assert skipped.predicted_peak_bytes is not None  # as preflight's skipped points have it
+    assert skipped.prediction.peak_bytes is not None  # as preflight's skipped points have it
     assert len(read_points_log(tmp_path)) == 5
 
 
@@ -128,9 +128,9 @@ def test_a_worker_of_another_version_refuses_the_point_with_the_reason(
     client, _ = cluster
     scenario = Scenario("v", "versions", {"mode": ["full"], "rollouts": [1], "image_size": ["64"]})
     [record] = run_sweep(scenario, None, runner=ClusterRunner(client, measure=trivial)).points
-    assert record.status == "failed" and record.bytes_shipped is None  # nothing was measured
+    assert record.status == "failed" and record.traffic.bytes_shipped is None  # nothing was measured
     assert record.cause is not None and "mmbench 0.0.1" in record.cause and "install" in record.cause
-    assert record.machine_host is not None  # the worker that refused says where it is
+    assert record.machine.host is not None  # the worker that refused says where it is
 
 
 def test_a_point_measures_without_the_variables_the_nanny_gives_its_worker(
@@ -169,8 +169,8 @@ def test_a_killed_worker_costs_a_retry_then_a_failure_and_never_a_lost_or_double
     runner = ClusterRunner(client, measure=partial(stand_in, tmp_path), on_event=on_event)
     results = run_sweep(Scenario("kill", "kill", TINY), tmp_path / "out", runner=runner)
     full, hash_only = results.points
-    assert (full.mode, full.status, full.cluster_attempts) == ("full", "ok", 2)
-    assert (hash_only.status, hash_only.cluster_attempts) == ("failed", 2)
+    assert (full.config.mode, full.status, full.machine.cluster_attempts) == ("full", "ok", 2)
+    assert (hash_only.status, hash_only.machine.cluster_attempts) == ("failed", 2)
     assert hash_only.cause is not None and "died during the point on each of 2 attempts" in hash_only.cause
     logged = read_points_log(tmp_path / "out")  # in arrival order: each planned point exactly once
     assert sorted(map(str, (r.key() for r in logged))) == sorted(map(str, (r.key() for r in results.points)))
@@ -209,7 +209,7 @@ def test_ctrl_c_cancels_what_runs_keeps_what_finished_and_resume_completes_the_p
     with pytest.raises(KeyboardInterrupt):
         run_sweep(scenario, out, on_done=interrupt, runner=runner)
     kept = read_points_log(out)
-    assert 1 <= len(kept) < 4 and all(r.rollouts == 1 and r.ok for r in kept)
+    assert 1 <= len(kept) < 4 and all(r.config.rollouts == 1 and r.ok for r in kept)
     assert len(load(out).points) == len(kept)
     for pid in long_running:  # cancelled: its worker killed the measuring process at once
         wait_for(lambda pid=pid: _gone(pid), 10, f"cancelled measurement {pid} to be killed")
@@ -221,7 +221,7 @@ def test_ctrl_c_cancels_what_runs_keeps_what_finished_and_resume_completes_the_p
 
 BASELINE = ROOT / "results" / "ci-baseline"
 # Figures that do not depend on timing: a clustered point must give them to the byte.
-EXACT = ("bytes_shipped", "bytes_per_turn", "requests", "full_items_sent", "null_items_sent", "wrong_results")
+EXACT = ("traffic.bytes_shipped", "traffic.bytes_per_turn", "traffic.requests", "traffic.full_items_sent", "traffic.null_items_sent", "traffic.wrong_results")
 
 
 def test_sweep_cluster_local_gives_the_local_sweeps_points(tmp_path: Path) -> None:
@@ -251,8 +251,9 @@ def test_sweep_cluster_local_gives_the_local_sweeps_points(tmp_path: Path) -> No
     base = {r.key(): r for r in load(BASELINE).points}
     assert len(head) == 2 and all(r.key() in base for r in head)
     for r in head:
-        assert r.status == "ok" and r.cluster_worker and r.cluster_attempts == 1
-        assert r.machine_host and r.machine_cpu_count and r.machine_environment
-        assert r.timeline_file and (out / r.timeline_file).exists()
+        assert r.status == "ok" and r.machine.cluster_worker and r.machine.cluster_attempts == 1
+        assert r.machine.host and r.machine.cpu_count and r.machine.environment
+        assert r.timing.timeline_file and (out / r.timing.timeline_file).exists()
+        flat, want = r.flat(), base[r.key()].flat()
         for name in EXACT:
-            assert getattr(r, name) == getattr(base[r.key()], name), name
+            assert flat[name] == want[name], name

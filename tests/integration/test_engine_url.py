@@ -86,11 +86,11 @@ def test_a_sweep_against_mmbench_engine_ships_what_the_embedded_engine_gets(
     for ext, emb in zip(external, embedded, strict=True):
         assert ext.ok and emb.ok, (ext.cause, emb.cause)
         assert {k: getattr(ext, k) for k in TRAFFIC} == {k: getattr(emb, k) for k in TRAFFIC}
-        assert (ext.engine, emb.engine) == (url, "embedded")
+        assert (ext.engine.kind, ext.engine.url, emb.engine.kind) == ("external", url, "embedded")
         # the engine's counters are the point's own, though it served every point before it
-        assert ext.engine_bytes_received == ext.bytes_shipped == emb.engine_bytes_received
+        assert ext.engine.figures.bytes_received == ext.traffic.bytes_shipped == emb.engine.figures.bytes_received
         # nothing is read from its process
-        assert ext.engine_restarts is None and ext.engine_peak_rss_bytes is None
+        assert ext.engine.figures.restarts is None and ext.engine.figures.peak_rss_bytes is None
     # Ctrl-C: the engine answers what is in flight, then exits as mmbench does on Ctrl-C (130), quietly
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=30) == 130
@@ -144,16 +144,17 @@ def test_against_a_vllm_like_engine_what_it_does_not_expose_is_unknown_never_zer
         record = measure_point(config, 0, HarnessOptions(engine_url=stub.url, timeline_dir=tmp_path))
     embedded = measure_point(config, 0, HarnessOptions(timeline_dir=tmp_path))
     assert record.ok and embedded.ok, (record.cause, embedded.cause)
-    assert record.engine == stub.url
+    assert record.engine.url == stub.url
     # the completions came from `choices`: the same prompts, the same bytes
-    same = ("bytes_shipped", "bytes_per_turn", "requests", "prompt_tokens", "image_tokens")
-    assert {k: getattr(record, k) for k in same} == {k: getattr(embedded, k) for k in same}
-    assert embedded.wrong_results == 0 and record.wrong_results is None  # no checksums to compare with
+    same = ("traffic.bytes_shipped", "traffic.bytes_per_turn", "traffic.requests", "client.rendering.prompt_tokens", "client.rendering.image_tokens")
+    got, want = record.flat(), embedded.flat()
+    assert {k: got[k] for k in same} == {k: want[k] for k in same}
+    assert embedded.traffic.wrong_results == 0 and record.traffic.wrong_results is None  # no checksums to compare with
     unknown = (
-        "engine_rss_bytes", "engine_cache_bytes", "engine_cache_hits", "engine_bytes_received",
-        "engine_cpu_s", "engine_errors", "engine_rss_baseline_bytes", "engine_preprocess_calls",
+        "engine.figures.rss_bytes", "engine.figures.cache_bytes", "engine.figures.cache_hits", "engine.figures.bytes_received",
+        "engine.figures.cpu_s", "engine.figures.errors", "engine.figures.rss_baseline_bytes", "engine.figures.preprocess_calls",
     )  # fmt: skip
-    assert {name: getattr(record, name) for name in unknown} == dict.fromkeys(unknown)
+    assert {name: got[name] for name in unknown} == dict.fromkeys(unknown)
 
 
 def test_faults_are_refused_on_an_external_engine_before_anything_runs(tmp_path: Path) -> None:

@@ -155,15 +155,15 @@ def test_engine_that_never_comes_back_fails_every_rollout_in_bounded_time(
 def test_restart_mid_point_in_hash_only_through_the_harness() -> None:
     record = measure_point(point("hash-only", 2, 6, engine_restart_every=4, image_size="256"))
     assert record.status == "ok", record.cause
-    assert record.engine_restarts is not None and record.engine_restarts >= 1
-    assert record.fallbacks is not None and record.fallbacks > 0
-    assert record.failed_rollouts == 0 and record.wrong_results == 0
-    assert record.extra_bytes_shipped is not None and record.extra_bytes_shipped > 0
-    assert record.retries is not None
-    assert record.requests == 2 * 6 + record.fallbacks + record.retries
+    assert record.engine.figures.restarts is not None and record.engine.figures.restarts >= 1
+    assert record.traffic.fallbacks is not None and record.traffic.fallbacks > 0
+    assert record.traffic.failed_rollouts == 0 and record.traffic.wrong_results == 0
+    assert record.traffic.extra_bytes_shipped is not None and record.traffic.extra_bytes_shipped > 0
+    assert record.traffic.retries is not None
+    assert record.traffic.requests == 2 * 6 + record.traffic.fallbacks + record.traffic.retries
     # The engine's counters are summed over its incarnations.
-    assert record.engine_bytes_received is not None and record.bytes_shipped is not None
-    assert record.engine_bytes_received <= record.bytes_shipped
+    assert record.engine.figures.bytes_received is not None and record.traffic.bytes_shipped is not None
+    assert record.engine.figures.bytes_received <= record.traffic.bytes_shipped
     assert engine_processes() == []
 
 
@@ -176,8 +176,8 @@ def test_a_spent_retry_budget_fails_the_point_with_its_cause() -> None:
     assert record.cause is not None
     assert "1 rollout(s) failed" in record.cause
     assert "engine answered 500" in record.cause and "gave up after 2 retries" in record.cause
-    assert record.retries == 2 and record.failed_rollouts == 1 and record.requests == 3
-    assert record.engine_injected_errors == 3
+    assert record.traffic.retries == 2 and record.traffic.failed_rollouts == 1 and record.traffic.requests == 3
+    assert record.engine.figures.injected_errors == 3
 
 
 @slow

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+from dataclasses import asdict
 from pathlib import Path
 
 import psutil
@@ -15,7 +16,7 @@ from mmbench.api import load_results, run_point
 from mmbench.cli import app
 from mmbench.config import PointConfig
 from mmbench.measure.harness import HarnessOptions, measure_point
-from mmbench.measure.overhead import OVERHEAD_FIELDS
+
 from mmbench.results import POINTS_LOG, RESULTS_CSV, RESULTS_JSON, SCHEMA_VERSION, load
 from mmbench.sweep.loop import run_sweep
 from mmbench.sweep.scenarios import parse_scenario
@@ -23,14 +24,14 @@ from tests.helpers import leftover_processes
 
 SMALL = {"image_size": "256", "turns": 3, "rollouts": 2}
 REQUIRED = (
-    "mode", "model", "image_size", "turns", "images_per_turn", "rollouts", "repeat", "status",
-    "rss_baseline_bytes", "rss_peak_bytes", "rss_retained_bytes", "rss_retained_trimmed_bytes",
-    "rss_released_bytes", "retained_bytes", "retained_live_bytes", "allocator_retention_bytes", "peak_bytes",
-    "predicted_retained_bytes", "stored_pixel_bytes", "source_bytes", "bytes_shipped",
-    "predicted_bytes_shipped",
-    "requests", "full_items_sent", "null_items_sent", "fallbacks", "wrong_results", "engine_rss_bytes",
-    "engine_cache_bytes", "wall_s", "predicted_renderer_cache_misses", "predicted_fallbacks",
-    "predicted_engine_peak_bytes", "predicted_system_peak_bytes",
+    "config.mode", "config.model", "config.image_size", "config.turns", "config.images_per_turn", "config.rollouts", "repeat", "status",
+    "client.rss.baseline_bytes", "client.rss.peak_bytes", "client.rss.retained_bytes", "client.rss.retained_trimmed_bytes",
+    "client.rss.released_bytes", "client.retained_bytes", "client.retained_live_bytes", "client.allocator_retention_bytes", "client.peak_bytes",
+    "prediction.retained_bytes", "client.accounting.stored_pixel_bytes", "client.accounting.source_bytes", "traffic.bytes_shipped",
+    "prediction.bytes_shipped",
+    "traffic.requests", "traffic.full_items_sent", "traffic.null_items_sent", "traffic.fallbacks", "traffic.wrong_results", "engine.figures.rss_bytes",
+    "engine.figures.cache_bytes", "timing.wall_s", "prediction.renderer_cache_misses", "prediction.fallbacks",
+    "prediction.engine_peak_bytes", "prediction.system_peak_bytes",
 )  # fmt: skip
 
 
@@ -41,40 +42,40 @@ def no_children() -> list[psutil.Process]:
 def test_a_point_is_measured_in_fresh_processes() -> None:
     record = measure_point(PointConfig(mode="full", **SMALL))
     assert record.status == "ok", record.cause
-    d = record.to_dict()
+    d = record.flat()
     for key in REQUIRED:
         assert d[key] is not None, key
-    assert record.retained_bytes == record.rss_retained_bytes - record.rss_baseline_bytes
+    assert record.client.retained_bytes == record.client.rss.retained_bytes - record.client.rss.baseline_bytes
     # the trimmed reading against the baseline as the same trim leaves it (measured in a fork)
-    floor = record.rss_baseline_trim_floor_bytes
+    floor = record.client.rss.baseline_trim_floor_bytes
     assert floor is not None and 0 <= floor < 64 * 1024**2
-    live_baseline = record.rss_baseline_bytes - floor
-    assert record.retained_live_bytes == record.rss_retained_trimmed_bytes - live_baseline
-    assert record.allocator_retention_bytes == record.retained_bytes - record.retained_live_bytes
-    assert record.peak_bytes == record.rss_peak_bytes - record.rss_baseline_bytes
-    assert record.peak_method in ("vmhwm", "sampler")
-    assert record.rss_peak_bytes >= record.rss_retained_bytes
+    live_baseline = record.client.rss.baseline_bytes - floor
+    assert record.client.retained_live_bytes == record.client.rss.retained_trimmed_bytes - live_baseline
+    assert record.client.allocator_retention_bytes == record.client.retained_bytes - record.client.retained_live_bytes
+    assert record.client.peak_bytes == record.client.rss.peak_bytes - record.client.rss.baseline_bytes
+    assert record.client.rss.peak_method in ("vmhwm", "sampler")
+    assert record.client.rss.peak_bytes >= record.client.rss.retained_bytes
     # full keeps N distinct pixel arrays per rollout: 2 x 3 x 256x256 pixels
-    assert record.stored_pixel_bytes == 2 * 3 * 1024 * 1536
-    assert record.bytes_shipped == record.engine_bytes_received
-    assert record.shipped_ratio == pytest.approx(1.0, abs=0.01)
-    assert record.wrong_results == 0 and record.failed_rollouts == 0
-    assert record.requests == 6 and record.full_items_sent == 2 * (1 + 2 + 3)
+    assert record.client.accounting.stored_pixel_bytes == 2 * 3 * 1024 * 1536
+    assert record.traffic.bytes_shipped == record.engine.figures.bytes_received
+    assert record.prediction.shipped_ratio == pytest.approx(1.0, abs=0.01)
+    assert record.traffic.wrong_results == 0 and record.traffic.failed_rollouts == 0
+    assert record.traffic.requests == 6 and record.traffic.full_items_sent == 2 * (1 + 2 + 3)
     # the model's counts, beside the measured ones
-    assert record.predicted_renderer_cache_misses == record.renderer_cache_misses == 6
-    assert record.predicted_renderer_cache_hits == record.renderer_cache_hits == 0
-    assert record.predicted_fallbacks == record.fallbacks == 0
-    assert record.predicted_engine_cache_misses == record.engine_cache_misses == 0
-    engine_and_client = record.predicted_peak_bytes + record.predicted_engine_peak_bytes
-    assert record.predicted_system_peak_bytes > engine_and_client  # and the client's baseline
-    assert record.glibc and record.glibc.startswith("glibc")
+    assert record.prediction.renderer_cache_misses == record.client.rendering.cache_misses == 6
+    assert record.prediction.renderer_cache_hits == record.client.rendering.cache_hits == 0
+    assert record.prediction.fallbacks == record.traffic.fallbacks == 0
+    assert record.prediction.engine_cache_misses == record.engine.figures.cache_misses == 0
+    engine_and_client = record.prediction.peak_bytes + record.prediction.engine_peak_bytes
+    assert record.prediction.system_peak_bytes > engine_and_client  # and the client's baseline
+    assert record.client.allocator.glibc and record.client.allocator.glibc.startswith("glibc")
     assert not no_children()
     # where its time went: every phase measured, together with the rollouts they make up wall_s
-    assert record.start_method == "fork"
-    phases = [getattr(record, k) for k in OVERHEAD_FIELDS]
+    assert record.timing.start_method == "fork"
+    phases = list(asdict(record.timing.overhead).values())
     assert all(p is not None and p >= 0 for p in phases), phases
-    assert record.wall_s is not None and record.rollout_wall_s is not None
-    assert sum(phases) + record.rollout_wall_s == pytest.approx(record.wall_s, abs=0.01)
+    assert record.timing.wall_s is not None and record.timing.rollout_wall_s is not None
+    assert sum(phases) + record.timing.rollout_wall_s == pytest.approx(record.timing.wall_s, abs=0.01)
 
 
 def test_a_killed_worker_is_recorded_and_nothing_is_left_behind() -> None:
@@ -84,7 +85,7 @@ def test_a_killed_worker_is_recorded_and_nothing_is_left_behind() -> None:
     record = measure_point(PointConfig(mode="full", **SMALL), options=HarnessOptions(on_worker_start=kill))
     assert record.status == "failed"
     assert record.cause == "worker killed by SIGKILL"
-    assert record.retained_bytes is None
+    assert record.client.retained_bytes is None
     assert not no_children()  # the engine was stopped too
 
 
@@ -137,8 +138,8 @@ def test_sweep_through_the_cli_writes_the_results_directory(tmp_path: Path) -> N
     ]  # fmt: skip
     assert len((out_dir / RESULTS_CSV).read_text().splitlines()) == 5
     df = load_results(out_dir)
-    assert list(df["rollouts"]) == [1, 2, 1, 2]
-    assert (df["wrong_results"] == 0).all()
+    assert list(df["config.rollouts"]) == [1, 2, 1, 2]
+    assert (df["traffic.wrong_results"] == 0).all()
 
 
 def test_run_json_writes_the_sweep_schema(tmp_path: Path) -> None:
@@ -162,8 +163,8 @@ def test_run_json_writes_the_sweep_schema(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.stderr
     loaded = load(target)
-    assert len(loaded.points) == 1 and loaded.points[0].mode == "hash-only"
-    assert loaded.points[0].null_items_sent == 1
+    assert len(loaded.points) == 1 and loaded.points[0].config.mode == "hash-only"
+    assert loaded.points[0].traffic.null_items_sent == 1
 
 
 def test_api_run_point_rejects_unknown_parameters() -> None:
@@ -177,5 +178,5 @@ def test_preflight_skips_a_huge_point_without_starting_anything() -> None:
     record = measure_point(PointConfig(mode="full", rollouts=256, image_size="2048"))
     assert record.status == "skipped"
     assert record.cause and record.cause.startswith("predicted ")
-    assert record.wall_s is None and record.rss_baseline_bytes is None
+    assert record.timing.wall_s is None and record.client.rss.baseline_bytes is None
     assert not no_children()

@@ -198,24 +198,24 @@ def test_every_knob_reaches_the_worker_and_is_recorded() -> None:
     )  # fmt: skip
     record = measure_point(config)
     assert record.status == "ok", record.cause
-    d = record.to_dict()
+    d = record.to_dict()["config"]
     knobs = ("max_inflight_builds", "trim_after_build", "malloc_arena_max", "malloc_mmap_threshold", "dtype")
     for key in knobs:
         assert d[key] == getattr(config, key), key
-    assert record.env_malloc_arena_max == "2"
-    assert record.env_malloc_mmap_threshold == "131072"
-    assert record.trims_after_build == record.requests == 6
+    assert record.client.allocator.malloc_arena_max == "2"
+    assert record.client.allocator.malloc_mmap_threshold == "131072"
+    assert record.client.rendering.trims_after_build == record.traffic.requests == 6
     # bfloat16: 2 bytes a pixel; 2 x 3 images of (256, 1536)
-    assert record.stored_pixel_bytes == 2 * 3 * 256 * 1536 * 2
-    assert record.wrong_results == 0
-    assert record.bytes_shipped == record.engine_bytes_received
-    assert record.shipped_ratio == pytest.approx(1.0, abs=0.01)
+    assert record.client.accounting.stored_pixel_bytes == 2 * 3 * 256 * 1536 * 2
+    assert record.traffic.wrong_results == 0
+    assert record.traffic.bytes_shipped == record.engine.figures.bytes_received
+    assert record.prediction.shipped_ratio == pytest.approx(1.0, abs=0.01)
     # the same point with every knob at its default
     plain = measure_point(PointConfig(mode="full", rollouts=2, turns=3, image_size="256"))
     assert plain.status == "ok", plain.cause
-    assert plain.env_malloc_arena_max is None and plain.env_malloc_mmap_threshold is None
-    assert plain.trims_after_build == 0
-    assert plain.stored_pixel_bytes == 2 * record.stored_pixel_bytes
+    assert plain.client.allocator.malloc_arena_max is None and plain.client.allocator.malloc_mmap_threshold is None
+    assert plain.client.rendering.trims_after_build == 0
+    assert plain.client.accounting.stored_pixel_bytes == 2 * record.client.accounting.stored_pixel_bytes
 
 
 # --- dtype --------------------------------------------------------------------------------------
@@ -247,7 +247,7 @@ def test_bfloat16_halves_pixels_and_bodies_in_every_mode(engine_factory: EngineS
 def test_model_matches_a_bfloat16_point() -> None:
     record = measure_point(PointConfig(mode="full", rollouts=4, turns=4, image_size="512", dtype="bfloat16"))
     assert record.status == "ok", record.cause
-    assert record.wrong_results == 0
-    assert record.stored_pixel_bytes == 4 * 4 * 1024 * 1536 * 2
-    assert record.retained_ratio == pytest.approx(1.0, abs=0.05)
-    assert record.shipped_ratio == pytest.approx(1.0, abs=0.01)
+    assert record.traffic.wrong_results == 0
+    assert record.client.accounting.stored_pixel_bytes == 4 * 4 * 1024 * 1536 * 2
+    assert record.prediction.retained_ratio == pytest.approx(1.0, abs=0.05)
+    assert record.prediction.shipped_ratio == pytest.approx(1.0, abs=0.01)

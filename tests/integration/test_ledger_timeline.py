@@ -28,19 +28,19 @@ def test_a_point_records_the_engine_baseline_peak_and_its_timeline(tmp_path: Pat
     config = PointConfig(mode="hash-only", **SMALL)
     record = measure_point(config, options=HarnessOptions(timeline_dir=tmp_path / "timelines"))
     assert record.status == "ok", record.cause
-    base, end, peak = record.engine_rss_baseline_bytes, record.engine_rss_bytes, record.engine_peak_rss_bytes
+    base, end, peak = record.engine.figures.rss_baseline_bytes, record.engine.figures.rss_bytes, record.engine.figures.peak_rss_bytes
     assert base is not None and end is not None and peak is not None
     assert 0 < base < end <= peak
     lg = ledger(record)
     # the engine holds each of the 6 distinct images once, and its RSS grew by at least that much
-    assert lg.engine_cache == record.engine_cache_bytes and lg.engine_cache >= 6 * PIXELS_256
+    assert lg.engine_cache == record.engine.figures.cache_bytes and lg.engine_cache >= 6 * PIXELS_256
     assert lg.engine_above_baseline is not None and lg.engine_above_baseline >= lg.engine_cache
-    assert lg.total == record.retained_bytes + lg.engine_above_baseline  # type: ignore[operator]
+    assert lg.total == record.client.retained_bytes + lg.engine_above_baseline  # type: ignore[operator]
 
-    assert record.timeline_file is not None and record.timeline_file.startswith("timelines/")
-    tl = load_timeline(tmp_path / record.timeline_file)
+    assert record.timing.timeline_file is not None and record.timing.timeline_file.startswith("timelines/")
+    tl = load_timeline(tmp_path / record.timing.timeline_file)
     assert len(tl) > 20 and tl.t == sorted(tl.t)
-    assert max(v for v in tl.client_rss if v is not None) >= record.rss_retained_bytes * 0.9  # type: ignore[operator]
+    assert max(v for v in tl.client_rss if v is not None) >= record.client.rss.retained_bytes * 0.9  # type: ignore[operator]
     assert tl.peak("engine_rss") is not None and tl.peak("engine_rss") <= peak  # type: ignore[operator]
     # every rollout's every turn is marked, on the timeline's clock, inside the sampled span
     assert sorted((r, t) for _, r, t in tl.turn_ends) == [(r, t) for r in range(2) for t in (1, 2, 3)]
@@ -51,8 +51,8 @@ def test_a_point_records_the_engine_baseline_peak_and_its_timeline(tmp_path: Pat
 def test_without_a_timeline_dir_nothing_is_saved_but_the_engine_figures_are(tmp_path: Path) -> None:
     record = measure_point(PointConfig(mode="full", **SMALL))
     assert record.status == "ok", record.cause
-    assert record.timeline_file is None
-    assert record.engine_rss_baseline_bytes is not None and record.engine_peak_rss_bytes is not None
+    assert record.timing.timeline_file is None
+    assert record.engine.figures.rss_baseline_bytes is not None and record.engine.figures.peak_rss_bytes is not None
 
 
 def _client_check_holds(least: dict[str, PointRecord]) -> bool:
@@ -78,7 +78,7 @@ def test_run_json_puts_the_timeline_beside_the_file_and_plot_draws_it(tmp_path: 
     assert result.exit_code == 0, result.stderr
     assert "system total" in result.stdout and "engine RSS above its baseline" in result.stdout
     (point,) = load(target).points
-    assert point.timeline_file is not None and (target.parent / point.timeline_file).is_file()
+    assert point.timing.timeline_file is not None and (target.parent / point.timing.timeline_file).is_file()
     plotted = CliRunner().invoke(app, ["plot", str(target)], catch_exceptions=False)
     assert plotted.exit_code == 0, plotted.stderr
     assert str(target.parent / "plots" / "memory-timeline.png") in plotted.stdout
@@ -91,7 +91,7 @@ def test_a_sweep_saves_timelines_in_its_directory(tmp_path: Path) -> None:
         "timeline", "test",
     )  # fmt: skip
     results = run_sweep(scenario, tmp_path)
-    files = sorted(p.timeline_file or "" for p in results.points)
+    files = sorted(p.timing.timeline_file or "" for p in results.points)
     assert [f.split("-K")[0] for f in files] == ["timelines/full", "timelines/hash-only"]
     assert all((tmp_path / f).is_file() for f in files)
     names = [p.name for p in plot_results(load(tmp_path), tmp_path / "plots", results_dir=tmp_path)]

@@ -103,15 +103,15 @@ def test_without_an_engine_cache_every_image_of_every_request_is_preprocessed(
 def test_a_raw_file_point_reports_its_assets_time_and_preprocessing() -> None:
     record = measure_point(PointConfig(mode="raw-file", rollouts=K, turns=N, image_size="64"))
     assert record.status == "ok", record.cause
-    assert record.wrong_results == 0
-    assert record.asset_disk_bytes == pytest.approx(K * N * record.source_bytes_per_image, rel=0.05)  # type: ignore[operator]
-    assert record.engine_preprocess_calls == record.predicted_engine_preprocess_calls == K * N
-    assert record.renderer_cache_misses == 0
-    assert record.client_cpu_s is not None and record.client_cpu_s > 0
-    assert record.engine_cpu_s is not None and record.engine_cpu_s > 0
-    lat = (record.request_latency_p50_s, record.request_latency_p95_s, record.request_latency_max_s)
+    assert record.traffic.wrong_results == 0
+    assert record.traffic.asset_disk_bytes == pytest.approx(K * N * record.prediction.source_bytes_per_image, rel=0.05)  # type: ignore[operator]
+    assert record.engine.figures.preprocess_calls == record.prediction.engine_preprocess_calls == K * N
+    assert record.client.rendering.cache_misses == 0
+    assert record.client.cpu_s is not None and record.client.cpu_s > 0
+    assert record.engine.figures.cpu_s is not None and record.engine.figures.cpu_s > 0
+    lat = (record.traffic.latency_p50_s, record.traffic.latency_p95_s, record.traffic.latency_max_s)
     assert all(x is not None for x in lat)
     assert 0 < lat[0] <= lat[1] <= lat[2]  # type: ignore[operator]
-    assert record.shipped_ratio == pytest.approx(1.0, abs=0.02)
+    assert record.prediction.shipped_ratio == pytest.approx(1.0, abs=0.02)
     # raw-file ships the references: a few hundred bytes per image per request
-    assert record.bytes_shipped < 1000 * (record.media_items_sent or 0) + 4096 * K * N  # type: ignore[operator]
+    assert record.traffic.bytes_shipped < 1000 * (record.traffic.media_items_sent or 0) + 4096 * K * N  # type: ignore[operator]

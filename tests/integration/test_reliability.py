@@ -106,7 +106,7 @@ def test_preflight_holds_a_point_to_max_memory_starting_nothing() -> None:
     record = measure_point(PointConfig(mode="full", rollouts=1, turns=2, image_size="256"), options=options)
     assert record.status == "skipped"
     assert record.cause and record.cause.endswith("> available 64.0 MiB")
-    assert record.rss_baseline_bytes is None
+    assert record.client.rss.baseline_bytes is None
     assert not leftover_processes()
 
 

@@ -18,7 +18,7 @@ LIVE_FLOOR = 1 * MIB
 
 
 def _close(least: dict[str, PointRecord]) -> bool:
-    fork, fresh = (least[m].retained_live_bytes or 0 for m in ("fork", "exec"))
+    fork, fresh = (least[m].client.retained_live_bytes or 0 for m in ("fork", "exec"))
     return abs(fork - fresh) <= max(LIVE_TOLERANCE * fresh, LIVE_FLOOR)
 
 
@@ -30,15 +30,15 @@ def _both() -> dict[str, PointRecord]:
 def test_forked_and_fresh_workers_retain_the_same() -> None:
     fork, fresh = _both().values()
     assert fork.status == fresh.status == "ok", (fork.cause, fresh.cause)
-    assert (fork.start_method, fresh.start_method) == ("fork", "exec")
+    assert (fork.timing.start_method, fresh.timing.start_method) == ("fork", "exec")
     # The same work, to the byte.
     for name in ("stored_pixel_bytes", "source_bytes", "bytes_shipped", "requests", "engine_bytes_received"):
         assert getattr(fork, name) == getattr(fresh, name), name
-    assert fork.wrong_results == fresh.wrong_results == 0
+    assert fork.traffic.wrong_results == fresh.traffic.wrong_results == 0
     # The same memory above each one's own baseline. A reading's noise only ever adds (memory a trim
     # left resident): once in ~100 runs under CI's load one reading sat 4.6 MiB above the other, where
     # 120 pairs here were within 0.4 MiB. So a gap is measured again, and each method's least reading
     # is what is compared.
     least = least_live_until(_both, _close, first={"fork": fork, "exec": fresh})
-    assert _close(least), {m: r.retained_live_bytes for m, r in least.items()}
+    assert _close(least), {m: r.client.retained_live_bytes for m, r in least.items()}
     assert not leftover_processes()

@@ -1,5 +1,5 @@
 """mmbench.measure.timeline: the sampler on real processes, the file format, turn boundaries, the
-file name, and what attach() puts into a record."""
+file name, the engine peak and the saved file a record names."""
 
 from __future__ import annotations
 
@@ -19,12 +19,12 @@ from mmbench.measure.timeline import (
     SAMPLE_INTERVAL_S,
     Timeline,
     TimelineSampler,
-    attach,
+    engine_peak,
+    keep_timeline,
     load_timeline,
     save_timeline,
     timeline_name,
 )
-from mmbench.results import PointRecord
 from mmbench.world.procmem import vmhwm_of
 
 
@@ -152,28 +152,26 @@ def test_timeline_name_has_mode_k_a_hash_of_the_rest_and_the_repeat() -> None:
     assert timeline_name(PointConfig(mode="hash-only", rollouts=8, image_size="256"), 2) != name
 
 
-def _record(config: PointConfig) -> PointRecord:
-    return PointRecord(**config.to_dict(), repeat=1, status="ok")
-
-
-def test_attach_saves_the_timeline_and_names_it_relative_to_the_results(tmp_path: Path) -> None:
+def test_keep_timeline_saves_it_and_names_it_relative_to_the_results(tmp_path: Path) -> None:
     config = PointConfig(mode="full", rollouts=2)
-    worker = {"turn_ends": [[100.004, 0, 1], [100.006, 1, 1]]}
-    record = attach(_record(config), sample_timeline(), engine_baseline=4, engine_hwm=9, worker=worker,
-                    directory=tmp_path / "timelines")  # fmt: skip
-    assert record.timeline_file == f"timelines/{timeline_name(config, 1)}"
-    assert record.engine_rss_baseline_bytes == 4
-    assert record.engine_peak_rss_bytes == 9  # VmHWM, above the sampled peak 7
-    saved = load_timeline(tmp_path / record.timeline_file)
+    ends = [(100.004, 0, 1), (100.006, 1, 1)]
+    name = keep_timeline(sample_timeline(), ends, tmp_path / "timelines", config, 1)
+    assert name == f"timelines/{timeline_name(config, 1)}"
+    saved = load_timeline(tmp_path / name)
     assert saved.client_rss == [10, 30, None, 20]
     assert saved.turn_boundaries() == [(1, pytest.approx(0.006))]
 
 
-def test_attach_without_a_directory_saves_nothing(tmp_path: Path) -> None:
-    record = attach(_record(PointConfig()), sample_timeline(), engine_baseline=None, engine_hwm=None,
-                    worker=None, directory=None)  # fmt: skip
-    assert record.timeline_file is None
-    assert record.engine_peak_rss_bytes == 7  # the sampled peak where there is no VmHWM
+def test_the_engine_peak_is_its_vmhwm_or_the_sampled_peak_where_higher() -> None:
+    assert engine_peak(sample_timeline(), 9) == 9  # VmHWM, above the sampled peak 7
+    assert engine_peak(sample_timeline(), 5) == 7
+    assert engine_peak(sample_timeline(), None) == 7
+    assert engine_peak(None, None) is None
+
+
+def test_keep_timeline_without_a_directory_saves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert keep_timeline(sample_timeline(), [], None, PointConfig(), 0) is None
     assert list(tmp_path.iterdir()) == []
 
 

@@ -52,24 +52,25 @@ def no_vllm_left() -> Iterator[None]:
 def test_one_point_of_every_mode_with_bytes_counted_on_vllms_side(tmp_path: Path) -> None:
     scenario = Scenario("vllm-modes", "one small point per mode", {"mode": list(MODES), **SMALL})
     results = run_sweep(scenario, tmp_path / "out", HarnessOptions(engine=VLLM))
-    by_mode = {r.mode: r for r in results.points}
+    by_mode = {r.config.mode: r for r in results.points}
     assert set(by_mode) == set(MODES)
     for mode, r in by_mode.items():
         assert r.status == "ok", (mode, r.cause)
-        assert r.engine == VLLM and r.engine_version
-        assert r.engine_flags is not None and "--enable-scale-out" in r.engine_flags
-        assert r.bytes_shipped == r.engine_bytes_received, mode  # what vLLM's API server received
-        assert r.engine_rss_baseline_bytes and r.engine_peak_rss_bytes
-        assert r.engine_peak_rss_bytes >= r.engine_rss_baseline_bytes > 1 << 30  # ~4 GiB idle here
+        assert r.engine.kind == VLLM and r.engine.version
+        assert r.engine.flags is not None and "--enable-scale-out" in r.engine.flags
+        assert r.traffic.bytes_shipped == r.engine.figures.bytes_received, mode  # what vLLM's API server received
+        assert r.engine.figures.rss_baseline_bytes and r.engine.figures.peak_rss_bytes
+        assert r.engine.figures.peak_rss_bytes >= r.engine.figures.rss_baseline_bytes > 1 << 30  # ~4 GiB idle here
         # the tree was read: its API server, engine core and worker each have a peak of their own
-        assert r.engine_api_peak_rss_bytes and r.engine_core_peak_rss_bytes and r.engine_worker_peak_rss_bytes
-        assert r.engine_cpu_s is not None and r.engine_cpu_s > 0
-        assert r.engine_status_counts == "200:2", (mode, r.engine_status_counts)
-        assert r.wrong_results is None  # vLLM returns no checksums: unknown, never 0
-    assert by_mode["hash-only"].null_items_sent == 1 and by_mode["hash-only"].fallbacks == 0
+        kinds = r.engine.figures.processes or {}
+        assert all(kinds[k].peak_rss_bytes for k in ("api_server", "engine_core", "worker")), kinds
+        assert r.engine.figures.cpu_s is not None and r.engine.figures.cpu_s > 0
+        assert r.engine.figures.status_counts == "200:2", (mode, r.engine.figures.status_counts)
+        assert r.traffic.wrong_results is None  # vLLM returns no checksums: unknown, never 0
+    assert by_mode["hash-only"].traffic.null_items_sent == 1 and by_mode["hash-only"].traffic.fallbacks == 0
     # vLLM's cache counters count the requests it preprocesses (raw media), not `features`
-    assert by_mode["raw"].engine_mm_cache_queries == 3 and by_mode["raw"].engine_cache_hits == 1
-    assert by_mode["full"].engine_mm_cache_queries == 0
+    assert by_mode["raw"].engine.figures.mm_cache_queries == 3 and by_mode["raw"].engine.figures.cache_hits == 1
+    assert by_mode["full"].engine.figures.mm_cache_queries == 0
 
 
 def test_each_crash_case_of_the_matrix_on_a_fresh_engine(tmp_path: Path) -> None:

@@ -50,7 +50,7 @@ class Point:
 
     @property
     def per_image(self) -> float:
-        return self.record.source_bytes_per_image or 0.0
+        return self.record.prediction.source_bytes_per_image or 0.0
 
 
 def measured_points(directories: Sequence[str]) -> list[Point]:
@@ -62,7 +62,7 @@ def measured_points(directories: Sequence[str]) -> list[Point]:
         if name == "flags":  # a sweep of command-line flags: named by its directory
             name = Path(d).name
         for r in results.points:
-            if r.ok and r.peak_bytes is not None and r.source_bytes_per_image is not None:
+            if r.ok and r.client.peak_bytes is not None and r.prediction.source_bytes_per_image is not None:
                 out.append(Point(name, r))
     if not out:
         raise MmbenchError("no measured points in " + ", ".join(directories))
@@ -103,11 +103,12 @@ def _fit_raw_engine_slack(points: list[Point], c: Constants) -> float:
     excess: list[float] = []
     basis: list[float] = []
     for p in points:
-        if p.record.engine_peak_rss_bytes is None:
+        engine_peak = p.record.engine.figures.peak_rss_bytes
+        if engine_peak is None:
             continue
         without = explain(p.record.config, p.per_image, replace(c, raw_engine_slack=0.0))[0]
         unit = explain(p.record.config, p.per_image, replace(c, raw_engine_slack=1.0))[0]
-        excess.append(float(p.record.engine_peak_rss_bytes - without.engine_peak_bytes))
+        excess.append(float(engine_peak - without.engine_peak_bytes))
         basis.append(float(unit.engine_peak_bytes - without.engine_peak_bytes))
     if not any(basis):
         return c.raw_engine_slack
@@ -118,7 +119,7 @@ def _fit_raw_client(points: list[Point], c: Constants) -> tuple[float, ...]:
     """The raw modes' client peak above the live data (model/raw.py's raw_basis): the tightest
     bound of every measured peak."""
     explained = [(p, explain(p.record.config, p.per_image, c)[1]) for p in points]
-    peaks = np.array([float(p.record.peak_bytes or 0) for p, _ in explained])
+    peaks = np.array([float(p.record.client.peak_bytes or 0) for p, _ in explained])
     excess = peaks - np.array([float(pi.live) for _, pi in explained])
     basis = np.array([raw_basis(pi.k, pi.last_turn_body, p.per_image) for p, pi in explained])
     return tuple(float(v) for v in tightest_bound(basis, excess, peaks))
@@ -127,12 +128,12 @@ def _fit_raw_client(points: list[Point], c: Constants) -> tuple[float, ...]:
 def _fit_vllm(points: list[Point], c: Constants) -> Constants:
     """A real vLLM's baseline (the median) and what it holds above it (model/vllm.py's vllm_basis):
     the tightest bound of every measured peak."""
-    baselines = [r.engine_rss_baseline_bytes for p in points if (r := p.record).engine_rss_baseline_bytes]
+    baselines = [e.rss_baseline_bytes for p in points if (e := p.record.engine.figures).rss_baseline_bytes]
     c = replace(c, vllm_baseline=int(statistics.median(baselines)))
-    mine = [p for p in points if p.record.engine_peak_rss_bytes and p.record.engine_rss_baseline_bytes]
+    mine = [p for p in points if (e := p.record.engine.figures).peak_rss_bytes and e.rss_baseline_bytes]
     explained = [(p.record, *explain(p.record.config, p.per_image, c)) for p in mine]
-    peaks = np.array([float(r.engine_peak_rss_bytes or 0) for r, _, _ in explained])
-    held = peaks - np.array([float(r.engine_rss_baseline_bytes or 0) for r, _, _ in explained])
+    peaks = np.array([float(r.engine.figures.peak_rss_bytes or 0) for r, _, _ in explained])
+    held = peaks - np.array([float(r.engine.figures.rss_baseline_bytes or 0) for r, _, _ in explained])
     basis = np.array([vllm_basis(pi, pred.engine_cache_bytes) for _, pred, pi in explained])
     x = tightest_bound(basis, held, peaks)
     return replace(c, vllm_engine=tuple(float(v) for v in x))
@@ -158,14 +159,14 @@ def _fit_typical(points: list[Point], c: Constants) -> tuple[tuple[float, float,
     shares: dict[str, list[float]] = {k: [] for k in ("client", "engine", "vllm", "raw client", "raw engine")}
     for p in points:
         r = p.record
-        on_vllm = r.engine == VLLM
-        raw = "" if behaviour(r.mode).client_renders else "raw "
+        on_vllm = r.engine.kind == VLLM
+        raw = "" if behaviour(r.config.mode).client_renders else "raw "
         pred = explain(r.config, p.per_image, c, VLLM if on_vllm else "embedded")[0]
-        if not on_vllm and r.peak_bytes is not None:
-            share = _share(r.peak_bytes, pred.retained_bytes, pred.peak_bytes)
+        if not on_vllm and r.client.peak_bytes is not None:
+            share = _share(r.client.peak_bytes, pred.retained_bytes, pred.peak_bytes)
             shares[raw + "client"] += [share] if share is not None else []
-        if r.engine_peak_rss_bytes is not None:
-            share = _share(r.engine_peak_rss_bytes, pred.engine_floor_bytes, pred.engine_peak_bytes)
+        if r.engine.figures.peak_rss_bytes is not None:
+            share = _share(r.engine.figures.peak_rss_bytes, pred.engine_floor_bytes, pred.engine_peak_bytes)
             shares["vllm" if on_vllm else raw + "engine"] += [share] if share is not None else []
 
     def median(name: str, keep: float) -> float:
@@ -178,26 +179,26 @@ def _fit_typical(points: list[Point], c: Constants) -> tuple[tuple[float, float,
 
 def _fit_bounds(points: list[Point], start: Constants) -> Constants:
     """Every constant but `typical`: the baselines and the bounds (see the module doc)."""
-    vllm = [p for p in points if p.record.engine == VLLM]
-    points = [p for p in points if p.record.engine != VLLM]
+    vllm = [p for p in points if p.record.engine.kind == VLLM]
+    points = [p for p in points if p.record.engine.kind != VLLM]
     if vllm:
         start = _fit_vllm(vllm, start)
     if not points:
         return start
     recs = [p.record for p in points]
-    clients = [r.rss_baseline_bytes for r in recs if r.rss_baseline_bytes]
-    engines = [r.engine_rss_baseline_bytes for r in recs if r.engine_rss_baseline_bytes]
+    clients = [b for r in recs if (b := r.client.rss.baseline_bytes)]
+    engines = [b for r in recs if (b := r.engine.figures.rss_baseline_bytes)]
     c = replace(
         start,
         client_baseline=int(statistics.median(clients)) if clients else start.client_baseline,
         engine_baseline=int(statistics.median(engines)) if engines else start.engine_baseline,
     )
     # The raw-media modes' client peak has a model of its own (model/raw.py): fitted apart.
-    raw = [p for p in points if not behaviour(p.record.mode).client_renders]
+    raw = [p for p in points if not behaviour(p.record.config.mode).client_renders]
     if raw:
         c = replace(c, raw_client=_fit_raw_client(raw, c))
-    processed = [p for p in points if behaviour(p.record.mode).client_renders]
-    others = [p for p in processed if p.record.codec != "fast"]
+    processed = [p for p in points if behaviour(p.record.config.mode).client_renders]
+    others = [p for p in processed if p.record.config.codec != "fast"]
     c = replace(c, codec_build=_fit_codec_build(others, c), codec_peak=())
     if processed:
         c = _fit_processed(processed, c)
@@ -212,8 +213,8 @@ def _fit_codec_build(points: list[Point], c: Constants) -> tuple[tuple[str, floa
     CPU time closest to the measured client_cpu_s (least squares of the log ratio); codecs without
     points keep theirs."""
     fitted = dict(c.codec_build)
-    for codec in sorted({p.record.codec for p in points}):
-        mine = [p for p in points if p.record.codec == codec and p.record.client_cpu_s]
+    for codec in sorted({p.record.config.codec for p in points}):
+        mine = [p for p in points if p.record.config.codec == codec and p.record.client.cpu_s]
         if not mine:
             continue
 
@@ -221,7 +222,7 @@ def _fit_codec_build(points: list[Point], c: Constants) -> tuple[tuple[str, floa
             trial = replace(c, codec_build=((codec, factor),))
             simulated = [driver_time(p.record.config, trial).client_cpu_s for p in mine]
             return sum(
-                math.log((p.record.client_cpu_s or 0.0) / t) ** 2
+                math.log((p.record.client.cpu_s or 0.0) / t) ** 2
                 for p, t in zip(mine, simulated, strict=True)
             )
 
@@ -280,20 +281,20 @@ def _fit_processed(points: list[Point], c: Constants) -> Constants:
     # The slack and the transient together, on the untrimmed points: the tightest bound of every
     # measured peak, each codec's transient scaled by its own factor.
     plain = [(r, pi, wt) for (r, _, pi), wt in zip(explained, w, strict=True) if not pi.trims]
-    rows = [Row(slack_basis(pi), transient_basis(pi), float((r.peak_bytes or 0) - pi.live),
-                float(r.peak_bytes or 0), r.codec, wt) for r, pi, wt in plain]  # fmt: skip
+    rows = [Row(slack_basis(pi), transient_basis(pi), float((r.client.peak_bytes or 0) - pi.live),
+                float(r.client.peak_bytes or 0), r.config.codec, wt) for r, pi, wt in plain]  # fmt: skip
     x, client_factors = _best_factors(rows)
     n = len(slack_basis(plain[0][1]))
     c = replace(c, slack=tuple(float(v) for v in x[:n]), transient=tuple(float(v) for v in x[n:]))
     # The engine: baseline and cache are the model's; the bodies it holds at once are fitted.
     engine_pts = [(r, pred, pi, wt) for (r, pred, pi), wt in zip(explained, w, strict=True)
-                  if r.engine_peak_rss_bytes is not None]  # fmt: skip
+                  if r.engine.figures.peak_rss_bytes is not None]  # fmt: skip
     engine_factors: dict[str, float] = {}
     if engine_pts:
         engine_rows = [
             Row([], engine_basis(pi), float(peak - c.engine_baseline - pred.engine_cache_bytes),
-                float(peak), r.codec, wt)
-            for r, pred, pi, wt in engine_pts if (peak := r.engine_peak_rss_bytes or 0)
+                float(peak), r.config.codec, wt)
+            for r, pred, pi, wt in engine_pts if (peak := r.engine.figures.peak_rss_bytes or 0)
         ]  # fmt: skip
         e, engine_factors = _best_factors(engine_rows)
         c = replace(c, engine=tuple(float(v) for v in e))
@@ -306,7 +307,7 @@ def _fit_processed(points: list[Point], c: Constants) -> Constants:
         untrimmed = replace(c, trim_factor=1.0)
         parts = [client_parts(pi, untrimmed) for _, pi in trimmed]
         c = replace(c, trim_factor=_envelope(
-            [float((r.peak_bytes or 0) - pi.live) for r, pi in trimmed],
+            [float((r.client.peak_bytes or 0) - pi.live) for r, pi in trimmed],
             [float(pt["slack"] + pt["transient"]) for pt in parts],
         ))  # fmt: skip
     return c
@@ -317,10 +318,10 @@ BUILD_FACTORS = tuple(round(1.0 + 0.1 * i, 1) for i in range(51))
 
 # measured / predicted, per figure
 RATIOS: dict[str, Callable[[PointRecord, object], float | None]] = {
-    "retained": lambda r, p: _above_noise(r.retained_live_bytes, p.retained_bytes),  # type: ignore[attr-defined]
-    "shipped": lambda r, p: _ratio(r.bytes_shipped, p.bytes_shipped),  # type: ignore[attr-defined]
-    "peak": lambda r, p: _ratio(r.peak_bytes, p.peak_bytes),  # type: ignore[attr-defined]
-    "engine peak": lambda r, p: _ratio(r.engine_peak_rss_bytes, p.engine_peak_bytes),  # type: ignore[attr-defined]
+    "retained": lambda r, p: _above_noise(r.client.retained_live_bytes, p.retained_bytes),  # type: ignore[attr-defined]
+    "shipped": lambda r, p: _ratio(r.traffic.bytes_shipped, p.bytes_shipped),  # type: ignore[attr-defined]
+    "peak": lambda r, p: _ratio(r.client.peak_bytes, p.peak_bytes),  # type: ignore[attr-defined]
+    "engine peak": lambda r, p: _ratio(r.engine.figures.peak_rss_bytes, p.engine_peak_bytes),  # type: ignore[attr-defined]
 }
 
 
@@ -338,7 +339,7 @@ def _above_noise(measured: float | None, predicted: float) -> float | None:
 
 def _engine(record: PointRecord) -> str:
     """The engine the model predicts a record's engine side for (an external engine's as embedded)."""
-    return VLLM if record.engine == VLLM else "embedded"
+    return VLLM if record.engine.kind == VLLM else "embedded"
 
 
 @dataclass(frozen=True, slots=True)
@@ -362,19 +363,19 @@ def compare(points: list[Point], c: Constants) -> list[ScenarioFit]:
             ]
             if values:
                 ranges[figure] = (min(values), max(values))
-        timed = [p for p in mine if behaviour(p.record.mode).client_renders and p.record.client_cpu_s]
+        timed = [p for p in mine if behaviour(p.record.config.mode).client_renders and p.record.client.cpu_s]
         times = [(p.record, driver_time(p.record.config, c)) for p in timed]
         for figure, measured, simulated in (
-            ("client cpu (driver)", lambda r: r.client_cpu_s, lambda t: t.client_cpu_s),
-            ("wall (driver)", lambda r: r.rollout_wall_s, lambda t: t.wall_s),
+            ("client cpu (driver)", lambda r: r.client.cpu_s, lambda t: t.client_cpu_s),
+            ("wall (driver)", lambda r: r.timing.rollout_wall_s, lambda t: t.wall_s),
         ):
             values = [v for r, t in times if (v := _ratio(measured(r), simulated(t))) is not None]
             if values:
                 ranges[figure] = (min(values), max(values))
         fb = [
-            (p.record.fallbacks or 0, pred.fallbacks)
+            (p.record.traffic.fallbacks or 0, pred.fallbacks)
             for p, pred in zip(mine, preds, strict=True)
-            if (p.record.fallbacks or 0) or pred.fallbacks
+            if (p.record.traffic.fallbacks or 0) or pred.fallbacks
         ]
         out.append(ScenarioFit(name, len(mine), ranges, fb))
     return out
