@@ -12,7 +12,8 @@ from typer.testing import CliRunner, Result
 from mmbench import results
 from mmbench.cli.compare import compare
 from mmbench.config import PointConfig
-from mmbench.results import PointRecord, ResultsFile
+from mmbench.results import ResultsFile
+from tests.helpers import flat_record
 
 MIB = 1024**2
 
@@ -29,7 +30,7 @@ def invoke(*args: str | Path) -> Result:
 def write(directory: Path, lives: dict[tuple[str, int], list[float]]) -> Path:
     """A results directory with one record per (mode, K) and repeat."""
     points = [
-        PointRecord(
+        flat_record(
             **PointConfig(mode=mode, rollouts=k).to_dict(),
             repeat=i,
             status="ok",

@@ -39,18 +39,32 @@ def _base(tmp: Path) -> PointRecord:
     return next(p for p in load(tmp).points if p.ok)
 
 
+def _vary(base: PointRecord, **config: object) -> PointRecord:
+    return replace(base, config=replace(base.config, **config))  # type: ignore[arg-type]
+
+
+def _peaks(record: PointRecord, client: int, engine: int | None) -> PointRecord:
+    """The record with these measured peaks: the client's (above its baseline) and the engine's."""
+    figures = replace(record.engine.figures, peak_rss_bytes=engine)
+    return replace(
+        record,
+        client=replace(record.client, peak_bytes=client),
+        engine=replace(record.engine, figures=figures),
+    )
+
+
 def _points(base: PointRecord, codec: str, transient_share: float) -> list[Point]:
     """Points whose measured peaks are the model's live data and slack plus this share of its
     transient, over modes and K, on one codec."""
     out = []
     for mode in ("full", "ephemeral", "hash-only"):
         for k in (2, 4, 8):
-            record = replace(base, mode=mode, rollouts=k, turns=8, image_size="512", codec=codec)
-            pred, inputs = explain(record.config, record.source_bytes_per_image or 0.0, CONSTANTS)
+            record = _vary(base, mode=mode, rollouts=k, turns=8, image_size="512", codec=codec)
+            pred, inputs = explain(record.config, record.prediction.source_bytes_per_image or 0.0, CONSTANTS)
             parts = client_parts(inputs, replace(CONSTANTS, codec_peak=()))
             peak = parts["live"] + parts["slack"] + int(transient_share * parts["transient"])
             engine = pred.engine_peak_bytes
-            out.append(Point("synthetic", replace(record, peak_bytes=peak, engine_peak_rss_bytes=engine)))
+            out.append(Point("synthetic", _peaks(record, peak, engine)))
     return out
 
 
@@ -64,7 +78,7 @@ def test_the_fitted_peaks_cover_every_measured_peak_and_the_slower_codec_gets_it
     assert fitted.codec_factors("fast") == (1.0, 1.0)
     assert 0.3 < client < 0.8  # the vllm points' transient is half of fast's
     ratios = [
-        (p.record.peak_bytes or 0) / explain(p.record.config, p.per_image, fitted)[0].peak_bytes
+        (p.record.client.peak_bytes or 0) / explain(p.record.config, p.per_image, fitted)[0].peak_bytes
         for p in fast + vllm
     ]
     assert max(ratios) == pytest.approx(1.0, abs=1e-6)  # an upper bound, reached
@@ -90,14 +104,14 @@ def test_the_typical_shares_are_the_medians_of_what_points_reached_of_their_boun
     base = _base(tmp_path)
     points = []
     for share, k in ((0.5, 2), (0.7, 4), (0.9, 8)):
-        record = replace(base, mode="full", rollouts=k, turns=8, image_size="512", codec="fast")
-        pred = explain(record.config, record.source_bytes_per_image or 0.0, CONSTANTS)[0]
+        record = _vary(base, mode="full", rollouts=k, turns=8, image_size="512", codec="fast")
+        pred = explain(record.config, record.prediction.source_bytes_per_image or 0.0, CONSTANTS)[0]
         peak = pred.retained_bytes + int(share * (pred.peak_bytes - pred.retained_bytes))
-        points.append(Point("synthetic", replace(record, peak_bytes=peak, engine_peak_rss_bytes=None)))
-    raw = replace(base, mode="raw", rollouts=4, turns=8, image_size="512", codec="fast")
-    pred = explain(raw.config, raw.source_bytes_per_image or 0.0, CONSTANTS)[0]
+        points.append(Point("synthetic", _peaks(record, peak, None)))
+    raw = _vary(base, mode="raw", rollouts=4, turns=8, image_size="512", codec="fast")
+    pred = explain(raw.config, raw.prediction.source_bytes_per_image or 0.0, CONSTANTS)[0]
     raw_peak = pred.retained_bytes + int(0.2 * (pred.peak_bytes - pred.retained_bytes))
-    points.append(Point("synthetic", replace(raw, peak_bytes=raw_peak, engine_peak_rss_bytes=None)))
+    points.append(Point("synthetic", _peaks(raw, raw_peak, None)))
     processed, raw_shares = _fit_typical(points, CONSTANTS)
     assert processed[0] == pytest.approx(0.7, abs=1e-6)  # the raw point does not move it
     assert processed[1:] == CONSTANTS.typical[1:]  # no engine figures: kept

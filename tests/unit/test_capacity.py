@@ -20,6 +20,7 @@ from mmbench.results import PointRecord, read_points_log
 from mmbench.sweep import capacity
 from mmbench.sweep.capacity import Probe, Search, measured_system_peak, search, stopped_for_memory
 from mmbench.units import GIB, MIB
+from tests.helpers import flat_record
 
 BASE = PointConfig(image_size="256", turns=2)
 
@@ -30,7 +31,7 @@ def fake(limit: int):  # type: ignore[no-untyped-def]
 
     def measure(k: int) -> Probe:
         asked.append(k)
-        record = PointRecord(**replace(BASE, rollouts=k).to_dict())
+        record = PointRecord(replace(BASE, rollouts=k))
         return Probe(k, record, k <= limit, False)
 
     return measure, asked
@@ -54,7 +55,7 @@ def test_a_tight_start_costs_few_points() -> None:
 def record(k: int, peak: int | None, status: str = "ok", cause: str | None = None) -> PointRecord:
     fields = {} if peak is None else {"rss_baseline_bytes": 200 * MIB, "peak_bytes": peak - 240 * MIB,
                                       "engine_peak_rss_bytes": 40 * MIB}  # fmt: skip
-    return PointRecord(**replace(BASE, rollouts=k).to_dict(), status=status, cause=cause, **fields)
+    return flat_record(**replace(BASE, rollouts=k).to_dict(), status=status, cause=cause, **fields)
 
 
 def test_the_system_peak_is_the_clients_with_its_baseline_plus_the_engines() -> None:
@@ -95,7 +96,7 @@ def test_a_search_keeps_its_points_and_a_second_run_measures_none(
     monkeypatch.setattr(capacity, "measure_here", machine)
     first = Search(BASE, GIB, "embedded", tmp_path, HarnessOptions()).mode("full", 10)
     assert first.measured_rollouts == 14 and first.ratio == pytest.approx(10 / 14) and not first.error
-    assert sorted(r.rollouts for r in read_points_log(tmp_path)) == sorted(machine.runs)
+    assert sorted(r.config.rollouts for r in read_points_log(tmp_path)) == sorted(machine.runs)
     measured = len(machine.runs)
     again = Search(BASE, GIB, "embedded", tmp_path, HarnessOptions())
     again.check_resumable()

@@ -15,6 +15,7 @@ from mmbench.config import PointConfig
 from mmbench.errors import MmbenchError
 from mmbench.reporters.compare_report import compare_markdown, compare_table
 from mmbench.results import PointRecord, ResultsFile
+from tests.helpers import flat_record
 
 MIB = 1024**2
 KS = (1, 2, 4, 8, 16)
@@ -28,7 +29,7 @@ def record(
     status: str = "ok",
     **extra: object,
 ) -> PointRecord:
-    return PointRecord(
+    return flat_record(
         **PointConfig(mode=mode, rollouts=k).to_dict(),
         repeat=repeat,
         status=status,
@@ -36,7 +37,7 @@ def record(
         retained_bytes=None if status != "ok" else int(live * 2),
         peak_bytes=None if status != "ok" else int(live * 3),
         bytes_shipped=None if status != "ok" else int(live * 4),
-        **extra,  # type: ignore[arg-type]
+        **extra,
     )
 
 
@@ -161,7 +162,9 @@ def test_a_decrease_is_never_a_regression() -> None:
 @pytest.mark.parametrize(("metric", "factor"), [("retained_raw", 2), ("peak", 3), ("bytes_shipped", 4)])
 def test_other_metrics_read_their_field(metric: str, factor: int) -> None:
     base = rf(record(100 * MIB))
-    shipped_more = replace(base.points[0], bytes_shipped=999 * MIB)  # only bytes_shipped regresses
+    first = base.points[0]
+    # only bytes_shipped regresses
+    shipped_more = replace(first, traffic=replace(first.traffic, bytes_shipped=999 * MIB))
     c = run(base, rf(shipped_more), metric=metric)
     [row] = c.rows
     assert row.base.value == factor * 100 * MIB
@@ -235,7 +238,7 @@ def test_non_ok_and_one_sided_points_are_listed_not_compared() -> None:
 
 
 def test_labels_name_the_fields_that_vary() -> None:
-    small = PointRecord(**PointConfig(image_size="256").to_dict(), retained_live_bytes=MIB)
+    small = flat_record(**PointConfig(image_size="256").to_dict(), retained_live_bytes=MIB)
     base = rf(record(MIB), small)
     c = run(base, base)
     assert sorted(r.label for r in c.rows) == ["full K=1 image_size=256", "full K=1 image_size=512"]
@@ -259,8 +262,8 @@ def test_unknown_metric_lists_the_valid_ones() -> None:
 
 
 def test_metric_absent_from_both_sides_is_exit_2() -> None:
-    bare = rf(PointRecord(**PointConfig().to_dict(), retained_live_bytes=MIB))
-    with pytest.raises(MmbenchError, match="no peak_bytes") as exc:
+    bare = rf(flat_record(**PointConfig().to_dict(), retained_live_bytes=MIB))
+    with pytest.raises(MmbenchError, match=r"no client\.peak_bytes") as exc:
         run(bare, bare, metric="peak")
     assert exc.value.exit_code == 2
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
 from typer.testing import CliRunner
 
@@ -14,12 +12,13 @@ from mmbench.errors import MmbenchError
 from mmbench.reporters.engine_fidelity_report import cell, engine_markdown, process_rows
 from mmbench.results import PointRecord, ResultsFile, save
 from mmbench.units import MIB
+from tests.helpers import flat_record
 
 
 def point(mode: str, k: int, engine: str, **fields: object) -> PointRecord:
     config = PointConfig(mode=mode, rollouts=k, engine_args="--max-num-seqs 8" if engine == "vllm" else "")
     base = {"engine_rss_baseline_bytes": 40 * MIB, "engine_bytes_received": 1000, "fallbacks": 0}
-    return PointRecord(**config.to_dict(), engine=engine, **{**base, **fields})  # type: ignore[arg-type]
+    return flat_record(**config.to_dict(), engine=engine, **{**base, **fields})
 
 
 def results(*points: PointRecord) -> ResultsFile:
@@ -71,7 +70,7 @@ def test_files_in_the_wrong_order_or_without_pairs_are_refused(tmp_path) -> None
     with pytest.raises(MmbenchError, match="no point measured with --engine vllm"):
         engine_rows(e, e)
     with pytest.raises(MmbenchError, match="no point of the two results files"):
-        engine_rows(e, results(replace(point("full", 2, "vllm"), rollouts=3)))
+        engine_rows(e, results(point("full", 3, "vllm")))
     save(tmp_path / "e", e)
     save(tmp_path / "v", v)
     out = CliRunner().invoke(app, ["fidelity", str(tmp_path / "v"), str(tmp_path / "e")])

@@ -10,13 +10,14 @@ from mmbench.analysis.extrapolate import extrapolate
 from mmbench.config import PointConfig
 from mmbench.measure import preflight as pf
 from mmbench.results import PointRecord
+from tests.helpers import flat_record
 
 MIB = 1 << 20
 
 
 def rec(k: int, status: str = "ok", repeat: int = 0, mode: str = "ephemeral", **fields: Any) -> PointRecord:
     base = PointConfig(mode=mode, rollouts=k, turns=8, image_size="1024").to_dict()
-    return PointRecord(**base, repeat=repeat, status=status, predicted_retained_bytes=100 * MIB * k, **fields)
+    return flat_record(**base, repeat=repeat, status=status, predicted_retained_bytes=100 * MIB * k, **fields)
 
 
 def measured(k: int) -> PointRecord:
@@ -32,27 +33,31 @@ def test_skipped_points_become_extrapolated_from_the_fit_past_the_cache_full_k()
     out = extrapolate(records)
     assert [r.status for r in out] == ["ok", "ok", "ok", "ok", "ok", "extrapolated"]
     x = out[-1]
-    assert x.retained_live_bytes == 10 * MIB + 50 * MIB * 64
-    assert x.retained_bytes == 2 * x.retained_live_bytes
-    assert x.peak_bytes == 3 * x.retained_live_bytes
-    assert x.bytes_shipped == 7 * 64
+    live = x.client.retained_live_bytes
+    assert live == 10 * MIB + 50 * MIB * 64
+    assert x.client.retained_bytes == 2 * live
+    assert x.client.peak_bytes == 3 * live
+    assert x.traffic.bytes_shipped == 7 * 64
     assert (
         x.cause is not None and "predicted 80 GiB" in x.cause and "extrapolated from K=4,8,12,16" in x.cause
     )
-    assert x.retained_ratio == pytest.approx(x.retained_live_bytes / (100 * MIB * 64))
+    assert x.prediction.retained_ratio == pytest.approx(live / (100 * MIB * 64))
 
 
 def test_where_trajectories_hold_what_the_cache_holds_every_k_is_fitted() -> None:
     # full keeps every image's pixels in its trajectories: the cache adds nothing, K=2 counts
     records = [rec(2, mode="full", retained_live_bytes=999 * MIB), *(measured(k) for k in (4, 8))]
-    records = [r if r.rollouts == 2 else rec(r.rollouts, mode="full", **_figures(r)) for r in records]
+    records = [
+        r if r.config.rollouts == 2 else rec(r.config.rollouts, mode="full", **_figures(r)) for r in records
+    ]
     records.append(rec(64, "skipped", mode="full", cause="too big"))
     assert "extrapolated from K=2,4,8" in (extrapolate(records)[-1].cause or "")
 
 
 def _figures(r: PointRecord) -> dict[str, Any]:
-    names = ("retained_live_bytes", "retained_bytes", "peak_bytes", "bytes_shipped")
-    return {n: getattr(r, n) for n in names}
+    c, t = r.client, r.traffic
+    return {"retained_live_bytes": c.retained_live_bytes, "retained_bytes": c.retained_bytes,
+            "peak_bytes": c.peak_bytes, "bytes_shipped": t.bytes_shipped}  # fmt: skip
 
 
 def test_without_two_measured_k_a_skipped_point_stays_skipped() -> None:

@@ -17,6 +17,7 @@ from mmbench.rollout import Conversation, Step, Trajectory
 from mmbench.rollout.state import RolloutCounters
 from mmbench.units import MIB
 from mmbench.world.sidecar import MMItem, MultiModalData, Placeholder
+from tests.helpers import flat_record
 
 
 def record(
@@ -29,7 +30,7 @@ def record(
         prompt_tokens=2400,
     )  # fmt: skip
     fields.update(kw)
-    return PointRecord(**config.to_dict(), **fields)  # type: ignore[arg-type]
+    return flat_record(**config.to_dict(), **fields)
 
 
 def test_points_pair_by_every_other_parameter_and_compare_exactly() -> None:
@@ -42,14 +43,14 @@ def test_points_pair_by_every_other_parameter_and_compare_exactly() -> None:
     rows = fidelity_rows(records)
     assert [(r.mode, r.rollouts) for r in rows] == [("full", 2), ("full", 4)]
     assert rows[0].same_images is True and rows[1].same_images is False
-    assert rows[0].ratio("retained_live_bytes") == 1.05
-    assert rows[0].ratio("bytes_shipped") == 1.0
+    assert rows[0].ratio("client.retained_live_bytes") == 1.05
+    assert rows[0].ratio("traffic.bytes_shipped") == 1.0
 
 
 def test_memory_ratios_below_the_rss_noise_floor_are_not_shown() -> None:
     (row,) = fidelity_rows([record("sim", retained=MIB), record("renderers", retained=3 * MIB)])
-    assert row.ratio("retained_live_bytes") is None
-    assert row.ratio("peak_bytes") == 3.0  # 3 and 9 MiB: above it
+    assert row.ratio("client.retained_live_bytes") is None
+    assert row.ratio("client.peak_bytes") == 3.0  # 3 and 9 MiB: above it
 
 
 def test_the_report_has_a_fidelity_section_only_with_pairs() -> None:

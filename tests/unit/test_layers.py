@@ -18,7 +18,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("mmbench.world",),  # the simulated system's parts
     ("mmbench.transports",),  # the modes, over the world's sidecars
     ("mmbench.config",),  # a point's parameters, checked against world and transports
-    ("mmbench.results",),  # the records: the one boundary to JSON and CSV
+    # the record's types, the lift of older files, and the one boundary to JSON and CSV
+    ("mmbench.record", "mmbench.migrations", "mmbench.results"),
     ("mmbench.rollout",),  # the K x N driver, composing world parts and a transport
     ("mmbench.backends",),  # who renders: the sim or the real library
     ("mmbench.measure",),  # the instrument: worker, harness, probes, the model

@@ -20,6 +20,7 @@ from mmbench.config import PointConfig
 from mmbench.measure.model import predict
 from mmbench.results import PointRecord
 from mmbench.units import MIB
+from tests.helpers import flat_record
 
 SOURCE = 550_000.0  # bytes per encoded source image
 
@@ -55,7 +56,7 @@ def point(
         "source_bytes_per_image": SOURCE,
     }
     values.update({key: v for key, v in measured.items() if key not in config_keys})
-    return PointRecord(**config.to_dict(), repeat=repeat, status=status, **values)
+    return flat_record(**config.to_dict(), repeat=repeat, status=status, **values)
 
 
 # --- the parts ---
@@ -85,7 +86,7 @@ def test_derived_parts_by_hand() -> None:
 
 def test_the_parts_add_up_to_the_readings() -> None:
     lg = ledger(point())
-    assert lg.client_data == point().live_data_bytes  # the accounting's own sum
+    assert lg.client_data == point().client.accounting.live_data_bytes  # the accounting's own sum
     assert lg.client_data + lg.client_unaccounted == lg.client_live  # type: ignore[operator]
     assert lg.client_live + lg.allocator_retention == lg.client_retained  # type: ignore[operator]
     assert lg.client_retained + lg.client_transient == lg.client_peak  # type: ignore[operator]
@@ -103,7 +104,7 @@ def test_missing_readings_give_none_not_a_wrong_sum() -> None:
 
 def test_an_unmeasured_record_has_an_empty_ledger() -> None:
     config = PointConfig(mode="full", rollouts=2)
-    lg = ledger(PointRecord(**config.to_dict(), status="skipped", cause="too big"))
+    lg = ledger(flat_record(**config.to_dict(), status="skipped", cause="too big"))
     assert lg.empty
     assert all(line.value is None for line in lines(lg))
 
@@ -216,13 +217,15 @@ def test_tradeoff_ideal_ignores_faults() -> None:
 
 
 def test_no_tradeoff_without_two_cache_sizes_or_without_ok_points() -> None:
-    assert cache_tradeoffs([r for r in tradeoff_points() if r.engine_cache_gb == 1.0]) == []
+    assert cache_tradeoffs([r for r in tradeoff_points() if r.config.engine_cache_gb == 1.0]) == []
     failed = [replace(r, status="failed") for r in tradeoff_points()]
     assert cache_tradeoffs(failed) == []
 
 
 def test_tradeoff_per_setting_of_the_other_parameters() -> None:
-    records = tradeoff_points() + [replace(r, rollouts=4) for r in tradeoff_points()]
+    records = tradeoff_points() + [
+        replace(r, config=replace(r.config, rollouts=4)) for r in tradeoff_points()
+    ]
     trades = cache_tradeoffs(records)
     assert [t.params for t in trades] == [(("rollouts", 8),), (("rollouts", 4),)]
     assert trades[1].title == "rollouts=4"

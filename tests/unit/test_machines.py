@@ -90,7 +90,8 @@ def test_the_sweep_table_names_the_machine_only_where_machines_differ() -> None:
 def test_a_point_no_worker_could_hold_is_extrapolated_from_the_roomiest_machine() -> None:
     records = [*_two_machines(), rec(64, 0, None, "skipped")]
     out = extrapolate(records)[-1]
-    assert out.status == "extrapolated" and out.client.retained_live_bytes == pytest.approx(64 * 30 * MIB, rel=1e-9)
+    assert out.status == "extrapolated"
+    assert out.client.retained_live_bytes == pytest.approx(64 * 30 * MIB, rel=1e-9)
     assert out.cause is not None and "on CPU B, 64 CPUs, 512 GiB" in out.cause
     alone = extrapolate([*(rec(k, 10, SMALL) for k in (2, 4, 8)), rec(64, 0, None, "skipped")])[-1]
     assert alone.status == "extrapolated" and alone.cause is not None and " on " not in alone.cause

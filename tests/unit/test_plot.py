@@ -21,13 +21,18 @@ from mmbench.errors import MmbenchError
 from mmbench.reporters import plot as rp
 from mmbench.results import PointRecord, ResultsFile
 from mmbench.units import GIB, MIB
+from tests.helpers import flat_record
 
 ENV = {"cpu_model": "Test CPU", "cpu_count": 4, "memory_total_bytes": 16 * GIB}
 TURNS = 4
 
 
-def rec(mode: str, k: int, repeat: int = 0, status: str = "ok", bump: int = 0, **kw: Any) -> PointRecord:
-    """A point whose figures follow K: live = K x 100 MiB (+ bump), raw = live + 50 MiB, ..."""
+def rec(
+    mode: str, k: int, repeat: int = 0, status: str = "ok", bump: int = 0,
+    figures: dict[str, Any] | None = None, **kw: Any,
+) -> PointRecord:  # fmt: skip
+    """A point whose figures follow K: live = K x 100 MiB (+ bump), raw = live + 50 MiB, ...;
+    `figures`: more of them, by their v5 flat names (tests.helpers.flat_record)."""
     config = PointConfig(mode=mode, rollouts=k, turns=TURNS, **kw)
     live = k * 100 * MIB + bump
     per_turn = [k * (t + 1) * MIB for t in range(TURNS)]
@@ -42,14 +47,18 @@ def rec(mode: str, k: int, repeat: int = 0, status: str = "ok", bump: int = 0, *
         measured = {"cause": "exit code 1"}
     elif status == "extrapolated":
         measured["bytes_per_turn"] = []
-    return PointRecord(
+    return flat_record(
         **config.to_dict(),
         repeat=repeat,
         status=status,
         predicted_retained_bytes=k * 100 * MIB + MIB,
         predicted_bytes_shipped=k * 10 * MIB,
-        **measured,
+        **{**measured, **(figures or {})},
     )
+
+
+def per_turn(r: PointRecord, values: list[int]) -> PointRecord:
+    return replace(r, traffic=replace(r.traffic, bytes_per_turn=values))
 
 
 def results(points: list[PointRecord], name: str = "unit") -> ResultsFile:
@@ -126,7 +135,7 @@ def test_shipped_per_turn_is_per_rollout_mib_at_the_largest_k() -> None:
 def test_per_turn_takes_the_median_over_repeats() -> None:
     points = [rec("full", 2, r) for r in range(3)]
     points = [
-        PointRecord(**{**p.to_dict(), "bytes_per_turn": [v * MIB for v in vals]})
+        per_turn(p, [v * MIB for v in vals])
         for p, vals in zip(points, ([2, 4], [6, 8], [4, 100]), strict=True)
     ]
     (series,) = rp.plot_data(results(points)).per_turn
@@ -246,7 +255,7 @@ def test_figures_are_closed_after_saving(tmp_path: Path) -> None:
 
 
 def test_a_figure_without_data_is_not_written(tmp_path: Path) -> None:
-    points = [PointRecord(**{**p.to_dict(), "bytes_per_turn": []}) for p in standard().points]
+    points = [per_turn(p, []) for p in standard().points]
     names = [p.name for p in rp.plot_results(results(points), tmp_path)]
     assert "shipped-per-turn.png" not in names and len(names) == 3
     assert not (tmp_path / "shipped-per-turn.png").exists()
@@ -311,12 +320,11 @@ def test_the_modes_figure_sets_client_beside_engine_at_each_modes_largest_k() ->
     points = []
     for mode, cpu in (("full", 2.0), ("raw", 1.0)):
         for k in (1, 2):
-            r = rec(mode, k)
             points.append(
-                replace(
-                    r, client_cpu_s=cpu * k, engine_cpu_s=3.0 * k, engine_rss_baseline_bytes=100 * MIB,
+                rec(mode, k, figures=dict(
+                    client_cpu_s=cpu * k, engine_cpu_s=3.0 * k, engine_rss_baseline_bytes=100 * MIB,
                     engine_rss_bytes=100 * MIB + k * GIB, engine_peak_rss_bytes=100 * MIB + 2 * k * GIB,
-                )
+                ))
             )  # fmt: skip
     data = rp.plot_data(results(points))
     full, raw = data.costs

@@ -31,13 +31,13 @@ def write_timeline(directory: Path, r: PointRecord, scale: int = 1) -> PointReco
         turn_ends=[],
     ).with_turn_ends([(1000.05, 0, 1), (1000.1, 1, 1), (1000.2, 1, 2), (1000.15, 0, 2)])
     path = save_timeline(tl, directory / "timelines", r.config, r.repeat)
-    return replace(r, timeline_file=f"timelines/{path.name}")
+    return replace(r, timing=replace(r.timing, timeline_file=f"timelines/{path.name}"))
 
 
 def with_timelines(tmp_path: Path) -> list[PointRecord]:
     """standard() with timelines for every ok record: full K=4 (3 repeats) and hash-only K=4 are the
     largest measured K of each mode."""
-    return [write_timeline(tmp_path, r, scale=r.rollouts) if r.ok else r for r in standard().points]
+    return [write_timeline(tmp_path, r, scale=r.config.rollouts) if r.ok else r for r in standard().points]
 
 
 def test_timeline_series_at_each_modes_largest_k(tmp_path: Path) -> None:
@@ -58,10 +58,10 @@ def test_without_a_results_dir_or_files_there_is_no_timeline(tmp_path: Path) -> 
 
 def test_a_missing_timeline_file_falls_back_to_the_next_repeat_or_smaller_k(tmp_path: Path) -> None:
     recs = with_timelines(tmp_path)
-    first_full_k4 = next(r for r in recs if r.mode == "full" and r.rollouts == 4)
-    (tmp_path / str(first_full_k4.timeline_file)).unlink()
-    hash_k4 = next(r for r in recs if r.mode == "hash-only" and r.rollouts == 4)
-    (tmp_path / str(hash_k4.timeline_file)).write_text("{damaged")
+    first_full_k4 = next(r for r in recs if r.config.mode == "full" and r.config.rollouts == 4)
+    (tmp_path / str(first_full_k4.timing.timeline_file)).unlink()
+    hash_k4 = next(r for r in recs if r.config.mode == "hash-only" and r.config.rollouts == 4)
+    (tmp_path / str(hash_k4.timing.timeline_file)).write_text("{damaged")
     data = rp.plot_data(results(recs), tmp_path)
     assert [(s.mode, s.k, s.repeat) for s in data.timelines] == [("full", 4, 1), ("hash-only", 2, 0)]
 
@@ -104,9 +104,9 @@ def tradeoff(**kw: Any) -> list[PointRecord]:
             (0.1, 300, 2, 100),
             (1.0, 100, 0, 384),
         ):
-            r = rec(mode, 8, engine_cache_gb=gb, **kw)
-            out.append(replace(r, bytes_shipped=shipped * MIB, fallbacks=fb, engine_cache_bytes=cache * MIB,
-                               source_bytes_per_image=500_000.0))  # fmt: skip
+            figures = dict(bytes_shipped=shipped * MIB, fallbacks=fb, engine_cache_bytes=cache * MIB,
+                           source_bytes_per_image=500_000.0)  # fmt: skip
+            out.append(rec(mode, 8, figures=figures, engine_cache_gb=gb, **kw))
     return out
 
 
@@ -155,7 +155,7 @@ def test_only_tradeoff_points_in_another_combination_still_plot(tmp_path: Path) 
 
 
 def test_tradeoff_of_one_config_is_not_drawn_with_one_cache_size() -> None:
-    only = [r for r in tradeoff() if r.engine_cache_gb == 1.0]
+    only = [r for r in tradeoff() if r.config.engine_cache_gb == 1.0]
     assert rp.plot_data(results(only)).tradeoff is None
 
 

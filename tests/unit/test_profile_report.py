@@ -20,6 +20,7 @@ from mmbench.measure.profile import (
 )
 from mmbench.reporters.profile_report import profile_markdown, profile_tables, site_category
 from mmbench.results import PointRecord
+from tests.helpers import flat_record
 
 ROOT = Path("/src/mmbench")
 MIB = 1024**2
@@ -131,7 +132,7 @@ def record(**fields: object) -> PointRecord:
     config = PointConfig(mode="full", rollouts=4, turns=4, image_size="512")
     base: dict[str, object] = dict(config.to_dict(), repeat=0, status="ok")
     base.update(fields)
-    return PointRecord(**base)  # type: ignore[arg-type]
+    return flat_record(**base)
 
 
 def test_cache_fraction_comes_from_the_ledger() -> None:

@@ -21,6 +21,7 @@ from mmbench.reporters.markdown import render_csv, render_json, render_markdown
 from mmbench.reporters.report_table import report_tables
 from mmbench.results import PointRecord, ResultsFile
 from mmbench.units import GIB, MIB
+from tests.helpers import flat_record
 
 GOLDEN_DIR = Path(__file__).resolve().parent.parent / "golden"
 
@@ -50,12 +51,12 @@ EXTRAPOLATED_K = 64
 BASE: dict[str, Any] = {"turns": 8, "image_cache_max": 16}
 
 
-def measured(mode: str, k: int, repeat: int, live_mib: float, **point: Any) -> PointRecord:
+def measured(
+    mode: str, k: int, repeat: int, live_mib: float, extra: dict[str, Any] | None = None, **point: Any
+) -> PointRecord:
+    """A measured point; `extra`: other figures, by their v5 flat names (tests.helpers.flat_record)."""
     live = int(live_mib * MIB)
-    return PointRecord(
-        **PointConfig(mode=mode, rollouts=k, **(BASE | point)).to_dict(),
-        repeat=repeat,
-        status="ok",
+    figures: dict[str, Any] = dict(
         peak_method="vmhwm",
         retained_live_bytes=live,
         retained_bytes=live + 100 * MIB,  # raw: 100 MiB of allocator retention everywhere
@@ -66,10 +67,12 @@ def measured(mode: str, k: int, repeat: int, live_mib: float, **point: Any) -> P
         # memray only on full at the largest K: the heap column shows "-" for the other mode.
         memray_peak_bytes=(2 * live + 50 * MIB) - 64 * MIB if (mode, k) == ("full", 8) else None,
     )
+    config = PointConfig(mode=mode, rollouts=k, **(BASE | point)).to_dict()
+    return flat_record(**config, repeat=repeat, status="ok", **{**figures, **(extra or {})})
 
 
 def extrapolated(mode: str, mib: float, **point: Any) -> PointRecord:
-    return PointRecord(
+    return flat_record(
         **PointConfig(mode=mode, rollouts=EXTRAPOLATED_K, **(BASE | point)).to_dict(),
         status="extrapolated",
         cause="predicted peak 40.0 GiB above the memory available; extrapolated from K=2,4,8 (R²=0.9973)",
@@ -186,7 +189,7 @@ def test_fit_starts_at_the_cache_full_k() -> None:
 
 def test_raw_metric_reads_retained_bytes() -> None:
     report = build_report(sample_results(), "raw")
-    assert report.metric_field == "retained_bytes"
+    assert report.metric_field == "client.retained_bytes"
     section = report.sections[0]
     full = section.rows[0].cells[0]
     assert full is not None and full.value is not None and full.value.median == 300 * MIB
@@ -204,8 +207,8 @@ def test_failed_and_skipped_cells_carry_their_status() -> None:
     eph_point = PointConfig(mode="ephemeral", rollouts=16, **BASE).to_dict()
     records = [
         *sample_records(),
-        PointRecord(**full_point, status="failed", cause="signal 9"),
-        PointRecord(**eph_point, status="skipped", cause="too big"),
+        flat_record(**full_point, status="failed", cause="signal 9"),
+        flat_record(**eph_point, status="skipped", cause="too big"),
     ]
     report = build_report(sample_results(records))
     row = next(r for r in report.sections[0].rows if r.rollouts == 16)
@@ -219,8 +222,8 @@ def test_failed_and_skipped_cells_carry_their_status() -> None:
 
 
 def test_a_failed_repeat_is_left_out_and_marked() -> None:
-    records = [r for r in sample_records() if (r.mode, r.rollouts, r.repeat) != ("full", 2, 1)]
-    failed = PointRecord(**PointConfig(mode="full", rollouts=2, **BASE).to_dict(), repeat=1, status="failed")
+    records = [r for r in sample_records() if (r.config.mode, r.config.rollouts, r.repeat) != ("full", 2, 1)]
+    failed = flat_record(**PointConfig(mode="full", rollouts=2, **BASE).to_dict(), repeat=1, status="failed")
     report = build_report(sample_results([*records, failed]))
     cell = report.sections[0].rows[0].cells[0]
     assert cell is not None and cell.value is not None
@@ -244,7 +247,7 @@ def test_one_section_per_combination_of_the_other_parameters() -> None:
 
 
 def test_without_full_there_are_no_reductions() -> None:
-    records = [r for r in sample_records() if r.mode != "full"]
+    records = [r for r in sample_records() if r.config.mode != "full"]
     report = build_report(sample_results(records))
     assert all(c is not None and c.reduction is None for row in report.sections[0].rows for c in row.cells)
     assert "vs full" not in render_markdown(report)
@@ -327,13 +330,11 @@ def test_while_the_cache_fills_the_slope_is_compared_with_the_models() -> None:
     rollout also adds to the cache; the floor (one rollout's own data) does not apply, the model does."""
     from mmbench.analysis.fits import mode_fits
 
-    def point(k: int) -> PointRecord:
-        return replace(
-            measured("ephemeral", k, 0, 60 * k, image_cache_max=32),
-            predicted_retained_bytes=int(50 * MIB * k),
-            source_bytes=int(4 * MIB * k),
-            descriptor_bytes=int(0.5 * MIB * k),
-            other_bytes=int(0.5 * MIB * k),
+    def point(k: int, mode: str = "ephemeral") -> PointRecord:
+        held = {"source_bytes": int(4 * MIB * k), "descriptor_bytes": int(0.5 * MIB * k),
+                "other_bytes": int(0.5 * MIB * k)}  # fmt: skip
+        return measured(
+            mode, k, 0, 60 * k, {"predicted_retained_bytes": int(50 * MIB * k), **held}, image_cache_max=32
         )
 
     (fit,) = mode_fits([point(1), point(2)])
@@ -342,5 +343,5 @@ def test_while_the_cache_fills_the_slope_is_compared_with_the_models() -> None:
     assert fit.model_slope == pytest.approx(50 * MIB)
     assert fit.expected == (fit.model_slope, "model")
     assert fit.vs_expected == pytest.approx(60 / 50)  # not 60 / 5: the cache is still filling
-    (full,) = mode_fits([replace(point(k), mode="full") for k in (1, 2)])
+    (full,) = mode_fits([point(k, "full") for k in (1, 2)])
     assert full.cache_full and full.expected[1] == "floor"

@@ -12,6 +12,7 @@ import pytest
 from rich.console import Console
 
 from mmbench.analysis.report import build_report
+from mmbench.record import Accounting
 from mmbench.reporters.markdown import render_json, render_markdown
 from mmbench.reporters.report_table import per_mode_table, report_tables
 from mmbench.results import PointRecord
@@ -24,20 +25,23 @@ ENGINE_BASELINE = 50 * MIB
 
 
 def with_ledger(r: PointRecord, engine_extra_mib: float = 20) -> PointRecord:
-    k, live = r.rollouts, r.retained_live_bytes or 0
-    return replace(
-        r,
+    k, live = r.config.rollouts, r.client.retained_live_bytes or 0
+    held = Accounting(
         stored_pixel_bytes=live - 2 * MIB,
         source_bytes=MIB,
         descriptor_bytes=MIB // 2,
         other_bytes=MIB // 2,
         renderer_cache_only_bytes=0,
         live_data_bytes=live,
-        engine_cache_bytes=k * 100 * MIB,
-        engine_rss_baseline_bytes=ENGINE_BASELINE,
-        engine_rss_bytes=ENGINE_BASELINE + k * 100 * MIB + int(engine_extra_mib * MIB),
-        engine_peak_rss_bytes=ENGINE_BASELINE + k * 150 * MIB,
     )
+    engine = replace(
+        r.engine.figures,
+        cache_bytes=k * 100 * MIB,
+        rss_baseline_bytes=ENGINE_BASELINE,
+        rss_bytes=ENGINE_BASELINE + k * 100 * MIB + int(engine_extra_mib * MIB),
+        peak_rss_bytes=ENGINE_BASELINE + k * 150 * MIB,
+    )
+    return replace(r, client=replace(r.client, accounting=held), engine=replace(r.engine, figures=engine))
 
 
 def ledger_records() -> list[PointRecord]:
@@ -48,7 +52,7 @@ def ledger_records() -> list[PointRecord]:
         if r.status != "ok":
             out.append(r)
             continue
-        out.append(with_ledger(r, 20 if r.mode == "full" else 80))
+        out.append(with_ledger(r, 20 if r.config.mode == "full" else 80))
     return out
 
 
@@ -127,14 +131,13 @@ def tradeoff_records() -> list[PointRecord]:
     out = []
     for mode in ("hash-only", "ephemeral+hash-only"):
         for gb, shipped, fb, cache in ((0.0, 900, 8, 0), (0.1, 300, 2, 100), (1.0, 100, 0, 384)):
-            r = measured(mode, 8, 0, 400, engine_cache_gb=gb)
             extra: dict[str, Any] = {
                 "bytes_shipped": shipped * MIB,
                 "fallbacks": fb,
                 "engine_cache_bytes": cache * MIB,
                 "source_bytes_per_image": 500_000.0,
             }
-            out.append(replace(r, **extra))
+            out.append(measured(mode, 8, 0, 400, extra, engine_cache_gb=gb))
     return out
 
 
@@ -171,8 +174,10 @@ def test_a_sweep_ends_with_the_per_mode_table_only_where_it_compares_modes() -> 
     console.print(table)
     text = console.export_text()
     assert "full" in text and "ephemeral" in text and "Both sides of each mode's trade" in text
-    one_mode = [r for r in ledger_records() if r.mode == "full"]
+    one_mode = [r for r in ledger_records() if r.config.mode == "full"]
     assert per_mode_table(build_report(sample_results(one_mode))) is None
-    two_sizes = ledger_records() + [replace(r, image_size="1024") for r in ledger_records()]
+    two_sizes = ledger_records() + [
+        replace(r, config=replace(r.config, image_size="1024")) for r in ledger_records()
+    ]
     assert per_mode_table(build_report(sample_results(two_sizes))) is None  # mmbench report has both
     assert per_mode_table(build_report(sample_results(sample_records()))) is None  # no engine figures
