@@ -4,6 +4,7 @@ function and hand its result to a reporter."""
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 
 import typer
 
@@ -38,10 +39,14 @@ def help_text(doc: str | None) -> str:
     return "\n\n".join(" ".join(p.split()) for p in paragraphs)
 
 
-for command in (run, sweep, scenarios, report, plot, profile, compare, plan, engine, compat, fidelity):
-    text = help_text(command.__doc__)
-    # The first paragraph, whole, is the line in `mmbench --help`; the rest are in `mmbench CMD --help`.
-    app.command(help=text, short_help=text.partition("\n\n")[0])(command)
+def _mount(*commands: Callable[..., None]) -> None:
+    for command in commands:
+        text = help_text(command.__doc__)
+        # The first paragraph, whole, is the line in `mmbench --help`; the rest are in `mmbench CMD --help`.
+        app.command(help=text, short_help=text.partition("\n\n")[0])(command)
+
+
+_mount(run, sweep, scenarios, report, plot, profile, compare, plan, engine, compat, fidelity)
 
 
 def _version(value: bool) -> None:
