@@ -3,6 +3,9 @@ function and hand its result to a reporter."""
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
+
 import typer
 
 from mmbench import __version__
@@ -26,17 +29,24 @@ app = typer.Typer(
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-app.command()(run)
-app.command()(sweep)
-app.command()(scenarios)
-app.command()(report)
-app.command()(plot)
-app.command()(profile)
-app.command()(compare)
-app.command()(plan)
-app.command()(engine)
-app.command()(compat)
-app.command()(fidelity)
+
+
+def help_text(doc: str | None) -> str:
+    """A command's docstring as its help: each paragraph one line, as its sentences read. Typer's rich
+    help keeps a docstring's line breaks in the list of commands, and Click's short help cuts it at 45
+    characters, so a docstring wrapped to the source's width broke mid-sentence in both."""
+    paragraphs = inspect.cleandoc(doc or "").split("\n\n")
+    return "\n\n".join(" ".join(p.split()) for p in paragraphs)
+
+
+def _mount(*commands: Callable[..., None]) -> None:
+    for command in commands:
+        text = help_text(command.__doc__)
+        # The first paragraph, whole, is the line in `mmbench --help`; the rest are in `mmbench CMD --help`.
+        app.command(help=text, short_help=text.partition("\n\n")[0])(command)
+
+
+_mount(run, sweep, scenarios, report, plot, profile, compare, plan, engine, compat, fidelity)
 
 
 def _version(value: bool) -> None:

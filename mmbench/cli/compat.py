@@ -33,9 +33,10 @@ def compat(
     vllm_python: c.VllmPython = None,
     engine_ready_timeout: c.EngineReadyTimeout = None,
 ) -> None:
-    """Which modes survive which engine: a small point of every mode on each engine setup, each on a
-    fresh engine (the embedded one; vLLM by default, without its processor cache, with the shm cache,
-    and behind two API servers)."""
+    """Which modes survive which engine: a small point of every mode, on a fresh engine of each setup.
+
+    The setups: the embedded engine; vLLM by default, without its processor cache, with the shm cache,
+    and behind two API servers."""
     chosen = choose_setups([s.strip() for s in setups.split(",")] if setups else None)
     wanted = tuple(m.strip() for m in modes.split(",")) if modes else tuple(MODES)
     _, vllm = c.engine_choice(VLLM, engine_model, vllm_python, engine_ready_timeout, None)

@@ -101,9 +101,10 @@ def plan(
     else:
         render = capacity_markdown if fmt == "markdown" else capacity_json
         typer.echo(render(predicted, found, name), nl=False)
-    c.console.print(
-        f"results: {out_dir / 'results.json'}    report: mmbench report {out_dir}", highlight=False
-    )
+    # Beside a table it is one more line to read; beside markdown or JSON it goes to stderr, so that
+    # stdout is the document alone (`| jq`, `> capacity.md`).
+    human = c.console if fmt == "table" else c.err_console
+    human.print(f"results: {out_dir / 'results.json'}    report: mmbench report {out_dir}", highlight=False)
     errors = [f for f in found if f.error]
     if errors:
         c.err_console.print(f"mmbench: {errors[0].error}", markup=False)

@@ -21,8 +21,9 @@ def plot(
     ] = None,
     fmt: Annotated[str, typer.Option("--format", help="file format: png, svg")] = "png",
 ) -> None:
-    """Draw retained memory, bytes shipped and peak against K from a results directory, and, where
-    the results have them, the memory timeline and the engine-cache trade-off."""
+    """Draw a results directory's figures: retained memory, bytes shipped and peak against K.
+
+    Where the results have them, also the memory timeline and the engine-cache trade-off."""
     # Imported here, not at the top: matplotlib takes a good part of a second to import, and only
     # this command should pay for it (cli/__init__ imports every command module).
     from mmbench.reporters.plot import check_format, plot_results

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
+import typer
+import typer.rich_utils
 from typer.testing import CliRunner
 
 from mmbench.cli import app
@@ -32,6 +35,31 @@ def test_help_lists_commands_and_modes() -> None:
     sweep_help = invoke("sweep", "--help").stdout
     for flag in ("--repeats", "--out", "--modes"):
         assert flag in sweep_help
+
+
+SENTENCE_END = (".", "?", "!")
+# A panel row that carries on the one above: its first column (the name) is blank.
+CONTINUED = re.compile(r"^│\s{8,}\S")
+
+
+def test_help_reads_in_whole_sentences(monkeypatch: pytest.MonkeyPatch) -> None:
+    # So wide that rich wraps nothing: a line that ends mid-sentence was broken by the help text itself.
+    monkeypatch.setattr(typer.rich_utils, "MAX_WIDTH", 1000)
+    commands = typer.main.get_command(app).commands  # type: ignore[attr-defined]
+    top = invoke("--help").stdout
+    panel = top[top.index("╭─ Commands") :].partition("╰")[0].splitlines()[1:]
+    assert [row.split()[1] for row in panel] == list(commands)  # a row per command, none carried on
+    for row in panel:
+        assert row.strip("│ ").endswith(SENTENCE_END), row
+    for name, command in commands.items():
+        short = command.get_short_help_str()  # the command list in docs/cli.md, cut at 45 characters
+        assert short.endswith(SENTENCE_END) and not short.endswith("...") and "\n" not in short, name
+        text = invoke(name, "--help").stdout
+        lines = text.splitlines()
+        description = lines[2 : next(i for i, line in enumerate(lines) if line.startswith("╭"))]
+        paragraphs = [line.strip() for line in description if line.strip()]
+        assert paragraphs and all(p.endswith(SENTENCE_END) for p in paragraphs), text
+        assert not [line for line in lines if CONTINUED.match(line)], text
 
 
 def test_version() -> None:

@@ -106,7 +106,7 @@ def test_help_is_the_docstring_and_lists_the_formats() -> None:
 
     out = invoke("--help")
     assert out.exit_code == 0
-    assert "Draw retained memory, bytes shipped and peak against K" in out.stdout
+    assert "Draw a results directory's figures: retained memory, bytes shipped" in out.stdout
     assert all(f in out.stdout for f in FORMATS)
 
 
