@@ -9,7 +9,6 @@ read off the type it is defined in.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
 
 from mmbench.config import PointConfig
 from mmbench.measure.model import Prediction
@@ -25,9 +24,12 @@ from mmbench.record import (
     Traffic,
 )
 from mmbench.units import RSS_NOISE_FLOOR_BYTES
+from mmbench.world.engine.stats import EngineStats
 
 
-def predicted(pred: Prediction, per_image: float, client: ClientFigures, traffic: Traffic) -> PredictionFigures:
+def predicted(
+    pred: Prediction, per_image: float, client: ClientFigures, traffic: Traffic
+) -> PredictionFigures:
     live, shipped = client.retained_live_bytes, traffic.bytes_shipped
     return PredictionFigures(
         source_bytes_per_image=per_image,
@@ -58,51 +60,48 @@ def _status_text(counts: dict[str, int] | None) -> str | None:
     return ",".join(f"{status}:{n}" for status, n in sorted(counts.items()))
 
 
-def _process_kinds(
-    ready: dict[str, dict[str, float]] | None, final: dict[str, dict[str, float]] | None,
-    peaks: dict[str, int] | None,
-) -> dict[str, ProcessFigures] | None:  # fmt: skip
+def _process_kinds(ready: EngineStats, final: EngineStats) -> dict[str, ProcessFigures] | None:
     """A real vLLM's tree per process kind: RSS once ready and at the end, VmHWM during the point,
     CPU seconds in between (None: an engine that does not report its processes)."""
-    if not ready or not final:
+    if not ready.kinds or not final.kinds:
         return None
     out = {}
-    for kind, now in sorted(final.items()):
-        before = ready.get(kind, {})
+    for kind, now in sorted(final.kinds.items()):
+        before = ready.kinds.get(kind)
         out[kind] = ProcessFigures(
-            baseline_rss_bytes=before.get("rss_bytes"), rss_bytes=now["rss_bytes"],
-            peak_rss_bytes=(peaks or {}).get(kind), cpu_s=now["cpu_s"] - before.get("cpu_s", 0.0),
+            baseline_rss_bytes=before.rss_bytes if before else None, rss_bytes=now.rss_bytes,
+            peak_rss_bytes=(final.peaks or {}).get(kind), cpu_s=now.cpu_s - (before.cpu_s if before else 0.0),
         )  # fmt: skip
     return out
 
 
-def engine_figures(
-    final: dict[str, Any] | None, ready: dict[str, Any] | None, peak: int | None
-) -> EngineFigures:
+def engine_figures(final: EngineStats | None, ready: EngineStats | None, peak: int | None) -> EngineFigures:
     """The engine's figures: its stats at the end of the point (`final`, counters already counted
-    from `ready`), its RSS once ready and its peak during the point."""
-    baseline = ready.get("rss_bytes") if ready is not None else None
-    if final is None:
+    from `ready`; trimmed, with the RSS before the trim), its RSS once ready and its peak during
+    the point."""
+    baseline = ready.rss_bytes if ready is not None else None
+    if final is None or ready is None:
         return EngineFigures(rss_baseline_bytes=baseline, peak_rss_bytes=peak)
+    untrimmed = final.rss_untrimmed_bytes
     return EngineFigures(
         rss_baseline_bytes=baseline,
-        rss_bytes=final.get("rss_untrimmed_bytes", final.get("rss_bytes")),
-        rss_trimmed_bytes=final.get("rss_bytes"),
+        rss_bytes=untrimmed if untrimmed is not None else final.rss_bytes,
+        rss_trimmed_bytes=final.rss_bytes,
         peak_rss_bytes=peak,
-        bytes_received=final.get("bytes_received"),
-        errors=final.get("errors"),
-        status_counts=_status_text(final.get("status_counts")),
-        cache_bytes=final.get("cache_bytes"),
-        cache_items=final.get("cache_items"),
-        cache_hits=final.get("cache_hits"),
-        cache_misses=final.get("cache_misses"),
-        mm_cache_queries=final.get("cache_queries"),
-        preprocess_calls=final.get("preprocess_calls"),
-        restarts=final.get("restarts"),
-        injected_errors=final.get("injected_errors"),
-        injected_evictions=final.get("injected_evictions"),
-        cpu_s=final.get("cpu_s"),
-        processes=_process_kinds((ready or {}).get("kinds"), final.get("kinds"), final.get("peaks")),
+        bytes_received=final.bytes_received,
+        errors=final.errors,
+        status_counts=_status_text(final.status_counts),
+        cache_bytes=final.cache_bytes,
+        cache_items=final.cache_items,
+        cache_hits=final.cache_hits,
+        cache_misses=final.cache_misses,
+        mm_cache_queries=final.cache_queries,
+        preprocess_calls=final.preprocess_calls,
+        restarts=final.restarts,
+        injected_errors=final.injected_errors,
+        injected_evictions=final.injected_evictions,
+        cpu_s=final.cpu_s,
+        processes=_process_kinds(ready, final),
     )
 
 

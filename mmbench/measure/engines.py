@@ -28,6 +28,7 @@ from mmbench.world.codec import get_codec
 from mmbench.world.engine.app import EngineConfig
 from mmbench.world.engine.process import EngineProcess
 from mmbench.world.engine.remote import RemoteEngine
+from mmbench.world.engine.stats import EngineStats
 from mmbench.world.engine.vllm.env import VllmEnv, find_vllm
 from mmbench.world.engine.vllm.model import check_model_dir, tiny_model
 from mmbench.world.engine.vllm.server import READY_TIMEOUT_S, VllmEngine, check_engine_args
@@ -58,7 +59,7 @@ class Engine(Protocol):
 
     def pids(self) -> list[int]: ...
 
-    def stats(self, trim: bool = False) -> dict[str, Any] | None: ...
+    def stats(self, trim: bool = False) -> EngineStats | None: ...
 
     def alive(self) -> bool: ...
 

@@ -14,20 +14,20 @@ import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import psutil
 
 from mmbench.backends import check_runnable
 from mmbench.config import PointConfig
+from mmbench.errors import MmbenchError
 from mmbench.launch import DEFAULT_START_METHOD, PARENT_PID, Process, StartMethod, launch, prestart
+from mmbench.measure.assemble import engine_figures, point_record
 from mmbench.measure.engines import VLLM, Engine, VllmOptions, check_points, open_engine
 from mmbench.measure.external import check_engine
-from mmbench.errors import MmbenchError
-from mmbench.measure.assemble import engine_figures, point_record
 from mmbench.measure.model import Prediction, predict
 from mmbench.measure.overhead import HarnessStamps, overhead
 from mmbench.measure.preflight import preflight
@@ -36,8 +36,8 @@ from mmbench.measure.worker_result import WorkerResult
 from mmbench.record import EngineRecord, PointRecord, Timing
 from mmbench.transports.registry import TRANSPORTS
 from mmbench.units import fmt_bytes
-from mmbench.world.engine.process import SUMMED_STATS
 from mmbench.world.engine.remote import EMBEDDED, normalize_url
+from mmbench.world.engine.stats import EngineStats
 from mmbench.world.images import SourceSpec, SourceStore, make_source
 from mmbench.world.media import disk_bytes
 
@@ -188,7 +188,7 @@ def prepare_sources(config: PointConfig, cache: Path) -> None:
         list(pool.map(lambda rti: store.ensure(*rti), wanted))
 
 
-def _final_engine_stats(engine: Engine, ready: dict[str, Any] | None) -> dict[str, Any] | None:
+def _final_engine_stats(engine: Engine, ready: EngineStats | None) -> EngineStats | None:
     """The engine's stats at the end of the point, raw and trimmed RSS in one request, its counters
     counted from `ready` (an external engine's run on across points; the embedded one's start at 0
     but its CPU seconds)."""
@@ -197,10 +197,7 @@ def _final_engine_stats(engine: Engine, ready: dict[str, Any] | None) -> dict[st
     stats = engine.stats(trim=True)
     if stats is None or ready is None:  # an external engine that exposes no stats: all unknown
         return None
-    for key in SUMMED_STATS:
-        if isinstance(stats.get(key), int | float) and isinstance(ready.get(key), int | float):
-            stats[key] -= ready[key]
-    return stats
+    return stats.since(ready)
 
 
 def measure_point(config: PointConfig, repeat: int = 0, options: HarnessOptions | None = None) -> PointRecord:
@@ -218,7 +215,9 @@ def measure_point(config: PointConfig, repeat: int = 0, options: HarnessOptions 
     return _measure_point(config, repeat, opts, served_by)
 
 
-def _measure_point(config: PointConfig, repeat: int, opts: HarnessOptions, served_by: EngineRecord) -> PointRecord:
+def _measure_point(
+    config: PointConfig, repeat: int, opts: HarnessOptions, served_by: EngineRecord
+) -> PointRecord:
     """Measure one point in a new worker and a new engine process (forked from fork servers, or
     fresh interpreters: options.start_method), or against the external engine of
     options.engine_url. Never raises for a worker failure: it is recorded."""
@@ -307,18 +306,13 @@ def _measure_point(config: PointConfig, repeat: int, opts: HarnessOptions, serve
             except (OSError, MmbenchError):
                 cause = "worker wrote no result"
                 engine_stats = None
+    rollout_s = worker.rollout_wall_s if worker is not None else None
+    turn_ends = worker.turn_ends if worker is not None else []
     timing = Timing(
-        wall_s=wall,
-        rollout_wall_s=worker.rollout_wall_s if worker is not None else None,
-        start_method=method,
-        overhead=overhead(
-            stamps, asdict(worker.phases) if worker is not None else None, wall,
-            worker.rollout_wall_s if worker is not None else None,
-        ),  # fmt: skip
-        timeline_file=keep_timeline(
-            timeline, worker.turn_ends if worker is not None else [], opts.timeline_dir, config, repeat
-        ),
-    )
+        wall_s=wall, rollout_wall_s=rollout_s, start_method=method,
+        overhead=overhead(stamps, worker.phases if worker is not None else None, wall, rollout_s),
+        timeline_file=keep_timeline(timeline, turn_ends, opts.timeline_dir, config, repeat),
+    )  # fmt: skip
     engine_record = replace(
         served_by, flags=engine.flags, failure=engine_failure if worker is None else None,
         figures=engine_figures(engine_stats, ready, engine_peak(timeline, engine_hwm)),
@@ -330,4 +324,4 @@ def _measure_point(config: PointConfig, repeat: int, opts: HarnessOptions, serve
     return point_record(
         config, repeat, per_image, pred, worker=worker, engine=engine_record, timing=timing,
         asset_disk_bytes=asset_bytes,
-    )
+    )  # fmt: skip

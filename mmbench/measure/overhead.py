@@ -23,14 +23,15 @@ engine, and what is left of its start shows in worker_start_s.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from typing import Any
+from dataclasses import asdict, dataclass, fields
 
+from mmbench.measure.worker_result import WorkerPhases
 from mmbench.record import Overhead, PointRecord
 
 # Overhead's fields, in its order: the phases of a point's wall time besides its rollouts.
 OVERHEAD_FIELDS = tuple(f.name for f in fields(Overhead))
-WORKER_PHASES = ("main", "setup", "rollouts", "rollouts_end", "readings")
+# A worker that wrote no result reached none of its phases.
+WORKER_UNKNOWN: dict[str, float | None] = {f.name: None for f in fields(WorkerPhases)}
 
 
 @dataclass(slots=True)
@@ -50,13 +51,11 @@ def _span(a: float | None, b: float | None) -> float | None:
 
 
 def overhead(
-    h: HarnessStamps, worker_phases: dict[str, Any] | None, wall_s: float, rollout_wall_s: float | None
+    h: HarnessStamps, worker: WorkerPhases | None, wall_s: float, rollout_wall_s: float | None
 ) -> Overhead:
     """A point's record's timing.overhead. Phases the point never reached are None; other_s is what
     the others and the rollouts leave of wall_s."""
-    w: dict[str, float | None] = {k: None for k in WORKER_PHASES}
-    if worker_phases and all(isinstance(worker_phases.get(k), (int, float)) for k in WORKER_PHASES):
-        w = {k: float(worker_phases[k]) for k in WORKER_PHASES}
+    w = WORKER_UNKNOWN if worker is None else asdict(worker)
     before, after = _span(w["setup"], w["rollouts"]), _span(w["rollouts_end"], w["readings"])
     phases: dict[str, float | None] = {
         "sources_s": _span(h.begin, h.sources_ready),

@@ -131,7 +131,8 @@ def _run(
     if foreign:
         raise MmbenchError(
             f"the results to resume hold a point this sweep does not plan ({foreign[0].config.mode}, "
-            f"K={foreign[0].config.rollouts}, repeat {foreign[0].repeat}); resume with the same scenario and flags"
+            f"K={foreign[0].config.rollouts}, repeat {foreign[0].repeat}); resume with the same scenario and "
+            "flags"
         )
     records: dict[tuple[object, ...], PointRecord] = {r.key(): r for r in finished}
     todo = [p for p in planned if p.key not in records]

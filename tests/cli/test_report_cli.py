@@ -54,7 +54,7 @@ def test_csv_and_json_parse(results_dir: Path) -> None:
     rows = list(csv.DictReader(io.StringIO(invoke(str(results_dir), "--format", "csv").stdout)))
     assert len(rows) == 8
     data = json.loads(invoke(str(results_dir), "--format", "json", "--metric", "raw").stdout)
-    assert data["metric"] == "raw" and data["metric_field"] == "retained_bytes"
+    assert data["metric"] == "raw" and data["metric_field"] == "client.retained_bytes"
 
 
 def test_table_is_the_default(results_dir: Path) -> None:

@@ -16,7 +16,9 @@ BASELINE = Path(__file__).resolve().parents[2] / "results" / "calibration" / "ci
 
 
 def test_the_committed_baseline_is_a_v5_file() -> None:
-    assert json.loads((BASELINE / RESULTS_JSON).read_text())["schema_version"] == 5  # what the tests below mix
+    assert (
+        json.loads((BASELINE / RESULTS_JSON).read_text())["schema_version"] == 5
+    )  # what the tests below mix
 
 
 def test_compare_takes_a_v5_base_and_a_v6_head(tmp_path: Path) -> None:
@@ -32,7 +34,9 @@ def test_compare_sees_a_regression_across_the_schemas(tmp_path: Path) -> None:
     """The v6 head's retained (live) figures 20 % up from the v5 base's: the gate fails (exit 1)."""
     base = load(BASELINE)
     worse = [
-        replace(p, client=replace(p.client, retained_live_bytes=int((p.client.retained_live_bytes or 0) * 1.2)))
+        replace(
+            p, client=replace(p.client, retained_live_bytes=int((p.client.retained_live_bytes or 0) * 1.2))
+        )
         for p in base.points
     ]
     save(tmp_path / "v6", replace(base, points=worse))

@@ -38,4 +38,6 @@ def test_a_fresh_ci_sweep_matches_the_committed_baseline(tmp_path: Path) -> None
             result = runner.invoke(app, ["compare", str(BASELINE), str(again), "--metric", metric])
         assert result.exit_code == 0, f"{metric}:\n{result.stdout}\n{result.stderr}"
     # bytes shipped is deterministic: the same to the byte
-    assert [p.traffic.bytes_shipped for p in head.points] == [p.traffic.bytes_shipped for p in baseline.points]
+    assert [p.traffic.bytes_shipped for p in head.points] == [
+        p.traffic.bytes_shipped for p in baseline.points
+    ]

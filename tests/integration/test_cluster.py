@@ -221,7 +221,14 @@ def test_ctrl_c_cancels_what_runs_keeps_what_finished_and_resume_completes_the_p
 
 BASELINE = ROOT / "results" / "ci-baseline"
 # Figures that do not depend on timing: a clustered point must give them to the byte.
-EXACT = ("traffic.bytes_shipped", "traffic.bytes_per_turn", "traffic.requests", "traffic.full_items_sent", "traffic.null_items_sent", "traffic.wrong_results")
+EXACT = (
+    "traffic.bytes_shipped",
+    "traffic.bytes_per_turn",
+    "traffic.requests",
+    "traffic.full_items_sent",
+    "traffic.null_items_sent",
+    "traffic.wrong_results",
+)
 
 
 def test_sweep_cluster_local_gives_the_local_sweeps_points(tmp_path: Path) -> None:

@@ -88,7 +88,11 @@ def test_a_sweep_against_mmbench_engine_ships_what_the_embedded_engine_gets(
         assert {k: ext.flat()[k] for k in TRAFFIC} == {k: emb.flat()[k] for k in TRAFFIC}
         assert (ext.engine.kind, ext.engine.url, emb.engine.kind) == ("external", url, "embedded")
         # the engine's counters are the point's own, though it served every point before it
-        assert ext.engine.figures.bytes_received == ext.traffic.bytes_shipped == emb.engine.figures.bytes_received
+        assert (
+            ext.engine.figures.bytes_received
+            == ext.traffic.bytes_shipped
+            == emb.engine.figures.bytes_received
+        )
         # nothing is read from its process
         assert ext.engine.figures.restarts is None and ext.engine.figures.peak_rss_bytes is None
     # Ctrl-C: the engine answers what is in flight, then exits as mmbench does on Ctrl-C (130), quietly
@@ -146,13 +150,22 @@ def test_against_a_vllm_like_engine_what_it_does_not_expose_is_unknown_never_zer
     assert record.ok and embedded.ok, (record.cause, embedded.cause)
     assert record.engine.url == stub.url
     # the completions came from `choices`: the same prompts, the same bytes
-    same = ("traffic.bytes_shipped", "traffic.bytes_per_turn", "traffic.requests", "client.rendering.prompt_tokens", "client.rendering.image_tokens")
+    same = (
+        "traffic.bytes_shipped",
+        "traffic.bytes_per_turn",
+        "traffic.requests",
+        "client.rendering.prompt_tokens",
+        "client.rendering.image_tokens",
+    )
     got, want = record.flat(), embedded.flat()
     assert {k: got[k] for k in same} == {k: want[k] for k in same}
-    assert embedded.traffic.wrong_results == 0 and record.traffic.wrong_results is None  # no checksums to compare with
+    assert (
+        embedded.traffic.wrong_results == 0 and record.traffic.wrong_results is None
+    )  # no checksums to compare with
     unknown = (
-        "engine.figures.rss_bytes", "engine.figures.cache_bytes", "engine.figures.cache_hits", "engine.figures.bytes_received",
-        "engine.figures.cpu_s", "engine.figures.errors", "engine.figures.rss_baseline_bytes", "engine.figures.preprocess_calls",
+    "engine.figures.rss_bytes", "engine.figures.cache_bytes", "engine.figures.cache_hits",
+    "engine.figures.bytes_received", "engine.figures.cpu_s", "engine.figures.errors",
+    "engine.figures.rss_baseline_bytes", "engine.figures.preprocess_calls",
     )  # fmt: skip
     assert {name: got[name] for name in unknown} == dict.fromkeys(unknown)
 

@@ -76,31 +76,31 @@ def test_every_fault_in_every_mode_completes_with_no_wrong_results(
         assert (tot.extra_bytes > 0) == (tot.retries + tot.fallbacks > 0), mode
         assert tot.extra_bytes < tot.bytes_shipped
         stats = engine.stats()
-        assert stats["bytes_received"] <= tot.bytes_shipped
+        assert stats.bytes_received <= tot.bytes_shipped
         if fault == "restart":
-            assert stats["restarts"] >= 1, mode
-            assert stats["requests"] >= 3 * stats["restarts"]  # counted across incarnations
+            assert stats.restarts >= 1, mode
+            assert stats.requests >= 3 * stats.restarts  # counted across incarnations
             assert engine.alive()
             if mode in HASH_MODES:
                 assert tot.fallbacks > 0, mode  # the new incarnation's cache is empty
         else:
-            assert stats["restarts"] == 0
-            assert stats["bytes_received"] == tot.bytes_shipped  # every send reached the engine
+            assert stats.restarts == 0
+            assert stats.bytes_received == tot.bytes_shipped  # every send reached the engine
         if fault == "delay":
             assert elapsed >= N * 0.05  # each rollout's N requests each wait 50 ms
             assert tot.retries == tot.fallbacks == 0
-            assert stats["max_in_flight"] == K  # the rollouts' requests wait in the engine at once
+            assert stats.max_in_flight == K  # the rollouts' requests wait in the engine at once
         if fault == "evict":
             assert tot.retries == 0
             if mode in HASH_MODES:
-                assert tot.fallbacks > 0 and stats["injected_evictions"] > 0
-                assert stats["status_counts"].get("400") == tot.fallbacks
+                assert tot.fallbacks > 0 and stats.injected_evictions > 0
+                assert stats.status_counts.get("400") == tot.fallbacks
             else:
                 assert tot.fallbacks == 0
         if fault == "error":
-            assert stats["injected_errors"] == stats["status_counts"]["500"]
+            assert stats.injected_errors == stats.status_counts["500"]
             # A 500 to a request with null slots is answered by the full resend, any other retried.
-            assert tot.retries + tot.fallbacks == stats["injected_errors"]
+            assert tot.retries + tot.fallbacks == stats.injected_errors
         if mode not in HASH_MODES:
             assert tot.fallbacks == 0
     if fault == "error":
@@ -114,7 +114,7 @@ def test_restarting_engine_is_stopped_with_every_incarnation() -> None:
         trajs = run_world(point("full", 1, 4), engine.url)
         assert Totals.of(trajs).failed_rollouts == 0
         stats = engine.stats()
-        assert stats["restarts"] >= 1
+        assert stats.restarts >= 1
         assert engine.pid != first
         assert not psutil.pid_exists(first)  # type: ignore[arg-type]
     assert not engine.alive()
@@ -176,7 +176,9 @@ def test_a_spent_retry_budget_fails_the_point_with_its_cause() -> None:
     assert record.cause is not None
     assert "1 rollout(s) failed" in record.cause
     assert "engine answered 500" in record.cause and "gave up after 2 retries" in record.cause
-    assert record.traffic.retries == 2 and record.traffic.failed_rollouts == 1 and record.traffic.requests == 3
+    assert (
+        record.traffic.retries == 2 and record.traffic.failed_rollouts == 1 and record.traffic.requests == 3
+    )
     assert record.engine.figures.injected_errors == 3
 
 

@@ -16,7 +16,6 @@ from mmbench.api import load_results, run_point
 from mmbench.cli import app
 from mmbench.config import PointConfig
 from mmbench.measure.harness import HarnessOptions, measure_point
-
 from mmbench.results import POINTS_LOG, RESULTS_CSV, RESULTS_JSON, SCHEMA_VERSION, load
 from mmbench.sweep.loop import run_sweep
 from mmbench.sweep.scenarios import parse_scenario
@@ -24,14 +23,16 @@ from tests.helpers import leftover_processes
 
 SMALL = {"image_size": "256", "turns": 3, "rollouts": 2}
 REQUIRED = (
-    "config.mode", "config.model", "config.image_size", "config.turns", "config.images_per_turn", "config.rollouts", "repeat", "status",
-    "client.rss.baseline_bytes", "client.rss.peak_bytes", "client.rss.retained_bytes", "client.rss.retained_trimmed_bytes",
-    "client.rss.released_bytes", "client.retained_bytes", "client.retained_live_bytes", "client.allocator_retention_bytes", "client.peak_bytes",
-    "prediction.retained_bytes", "client.accounting.stored_pixel_bytes", "client.accounting.source_bytes", "traffic.bytes_shipped",
-    "prediction.bytes_shipped",
-    "traffic.requests", "traffic.full_items_sent", "traffic.null_items_sent", "traffic.fallbacks", "traffic.wrong_results", "engine.figures.rss_bytes",
-    "engine.figures.cache_bytes", "timing.wall_s", "prediction.renderer_cache_misses", "prediction.fallbacks",
-    "prediction.engine_peak_bytes", "prediction.system_peak_bytes",
+    "config.mode", "config.model", "config.image_size", "config.turns", "config.images_per_turn",
+    "config.rollouts", "repeat", "status", "client.rss.baseline_bytes", "client.rss.peak_bytes",
+    "client.rss.retained_bytes", "client.rss.retained_trimmed_bytes", "client.rss.released_bytes",
+    "client.retained_bytes", "client.retained_live_bytes", "client.allocator_retention_bytes",
+    "client.peak_bytes", "prediction.retained_bytes", "client.accounting.stored_pixel_bytes",
+    "client.accounting.source_bytes", "traffic.bytes_shipped", "prediction.bytes_shipped",
+    "traffic.requests", "traffic.full_items_sent", "traffic.null_items_sent", "traffic.fallbacks",
+    "traffic.wrong_results", "engine.figures.rss_bytes", "engine.figures.cache_bytes", "timing.wall_s",
+    "prediction.renderer_cache_misses", "prediction.fallbacks", "prediction.engine_peak_bytes",
+    "prediction.system_peak_bytes",
 )  # fmt: skip
 
 
@@ -51,7 +52,10 @@ def test_a_point_is_measured_in_fresh_processes() -> None:
     assert floor is not None and 0 <= floor < 64 * 1024**2
     live_baseline = record.client.rss.baseline_bytes - floor
     assert record.client.retained_live_bytes == record.client.rss.retained_trimmed_bytes - live_baseline
-    assert record.client.allocator_retention_bytes == record.client.retained_bytes - record.client.retained_live_bytes
+    assert (
+        record.client.allocator_retention_bytes
+        == record.client.retained_bytes - record.client.retained_live_bytes
+    )
     assert record.client.peak_bytes == record.client.rss.peak_bytes - record.client.rss.baseline_bytes
     assert record.client.rss.peak_method in ("vmhwm", "sampler")
     assert record.client.rss.peak_bytes >= record.client.rss.retained_bytes

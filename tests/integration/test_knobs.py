@@ -213,7 +213,10 @@ def test_every_knob_reaches_the_worker_and_is_recorded() -> None:
     # the same point with every knob at its default
     plain = measure_point(PointConfig(mode="full", rollouts=2, turns=3, image_size="256"))
     assert plain.status == "ok", plain.cause
-    assert plain.client.allocator.malloc_arena_max is None and plain.client.allocator.malloc_mmap_threshold is None
+    assert (
+        plain.client.allocator.malloc_arena_max is None
+        and plain.client.allocator.malloc_mmap_threshold is None
+    )
     assert plain.client.rendering.trims_after_build == 0
     assert plain.client.accounting.stored_pixel_bytes == 2 * record.client.accounting.stored_pixel_bytes
 

@@ -28,7 +28,11 @@ def test_a_point_records_the_engine_baseline_peak_and_its_timeline(tmp_path: Pat
     config = PointConfig(mode="hash-only", **SMALL)
     record = measure_point(config, options=HarnessOptions(timeline_dir=tmp_path / "timelines"))
     assert record.status == "ok", record.cause
-    base, end, peak = record.engine.figures.rss_baseline_bytes, record.engine.figures.rss_bytes, record.engine.figures.peak_rss_bytes
+    base, end, peak = (
+        record.engine.figures.rss_baseline_bytes,
+        record.engine.figures.rss_bytes,
+        record.engine.figures.peak_rss_bytes,
+    )
     assert base is not None and end is not None and peak is not None
     assert 0 < base < end <= peak
     lg = ledger(record)
@@ -52,7 +56,10 @@ def test_without_a_timeline_dir_nothing_is_saved_but_the_engine_figures_are(tmp_
     record = measure_point(PointConfig(mode="full", **SMALL))
     assert record.status == "ok", record.cause
     assert record.timing.timeline_file is None
-    assert record.engine.figures.rss_baseline_bytes is not None and record.engine.figures.peak_rss_bytes is not None
+    assert (
+        record.engine.figures.rss_baseline_bytes is not None
+        and record.engine.figures.peak_rss_bytes is not None
+    )
 
 
 def _client_check_holds(least: dict[str, PointRecord]) -> bool:

@@ -75,9 +75,9 @@ def test_every_turn_ships_every_image_and_the_engine_preprocesses_each_once(
     assert totals.requests == K * N and totals.wrong_results == 0
     assert totals.media_items_sent == K * N * (N + 1) // 2
     assert totals.full_items_sent == totals.null_items_sent == 0
-    assert stats["bytes_received"] == totals.bytes_shipped
-    assert stats["preprocess_calls"] == K * N  # each distinct image once
-    assert stats["cache_hits"] == totals.media_items_sent - K * N
+    assert stats.bytes_received == totals.bytes_shipped
+    assert stats.preprocess_calls == K * N  # each distinct image once
+    assert stats.cache_hits == totals.media_items_sent - K * N
     per_image = source_bytes_per_image(SourceSpec(64, 64, "png", "photo", 0))
     pred = predict(config, per_image)
     assert pred.engine_preprocess_calls == K * N
@@ -95,7 +95,7 @@ def test_without_an_engine_cache_every_image_of_every_request_is_preprocessed(
     engine = engine_factory(cache_bytes=0)
     totals = Totals.of(run_world(config, engine.url))
     assert totals.wrong_results == 0 and totals.failed_rollouts == 0
-    assert engine.stats()["preprocess_calls"] == totals.media_items_sent == K * N * (N + 1) // 2
+    assert engine.stats().preprocess_calls == totals.media_items_sent == K * N * (N + 1) // 2
     assert predict(config, 1000.0).engine_preprocess_calls == K * N * (N + 1) // 2
 
 
@@ -104,7 +104,9 @@ def test_a_raw_file_point_reports_its_assets_time_and_preprocessing() -> None:
     record = measure_point(PointConfig(mode="raw-file", rollouts=K, turns=N, image_size="64"))
     assert record.status == "ok", record.cause
     assert record.traffic.wrong_results == 0
-    assert record.traffic.asset_disk_bytes == pytest.approx(K * N * record.prediction.source_bytes_per_image, rel=0.05)  # type: ignore[operator]
+    assert record.traffic.asset_disk_bytes == pytest.approx(
+        K * N * record.prediction.source_bytes_per_image, rel=0.05
+    )  # type: ignore[operator]
     assert record.engine.figures.preprocess_calls == record.prediction.engine_preprocess_calls == K * N
     assert record.client.rendering.cache_misses == 0
     assert record.client.cpu_s is not None and record.client.cpu_s > 0

@@ -116,4 +116,4 @@ def test_raw_goes_through_the_librarys_client_and_keeps_its_result(engine_factor
     assert result["prompt_ids"].count(IMAGE_PAD_TOKEN) == N * LAYOUT.tokens  # the engine's expansion
     assert [p["length"] for p in result["mm_placeholders"]["image"]] == [LAYOUT.tokens] * N
     assert result["completion_logprobs"] == step.logprobs
-    assert engine.stats()["bytes_received"] == Totals.of(trajs).bytes_shipped
+    assert engine.stats().bytes_received == Totals.of(trajs).bytes_shipped

@@ -116,11 +116,11 @@ def test_items_and_bytes_shipped_per_mode(engine_factory: EngineStarter, mode: s
         for got, items in zip(c.bytes_per_turn, expected_turn_items, strict=True):
             assert items * ITEM_WIRE < got < items * ITEM_WIRE + REQUEST_OVERHEAD_MAX
     stats = engine.stats()
-    assert totals.bytes_shipped == stats["bytes_received"]
-    assert stats["requests"] == stats["ok"] == k * n
-    assert stats["items_full"] == totals.full_items_sent
-    assert stats["items_null"] == totals.null_items_sent
-    assert stats["cache_hits"] == totals.null_items_sent
+    assert totals.bytes_shipped == stats.bytes_received
+    assert stats.requests == stats.ok == k * n
+    assert stats.items_full == totals.full_items_sent
+    assert stats.items_null == totals.null_items_sent
+    assert stats.cache_hits == totals.null_items_sent
 
 
 @slow
@@ -132,7 +132,7 @@ def test_full_over_hash_only_bytes_ratio(engine_factory: EngineStarter) -> None:
         cfg = PointConfig(mode=mode, rollouts=1, turns=n, image_size="256")
         totals = Totals.of(run_world(cfg, engine.url))
         assert totals.failed_rollouts == 0 and totals.wrong_results == 0
-        assert totals.bytes_shipped == engine.stats()["bytes_received"]
+        assert totals.bytes_shipped == engine.stats().bytes_received
         shipped[mode] = totals.bytes_shipped
     ratio = shipped["full"] / shipped["hash-only"]
     assert ratio == pytest.approx((n + 1) / 2, rel=0.01)
@@ -153,9 +153,9 @@ def test_engine_cache_smaller_than_working_set_falls_back(engine_factory: Engine
     assert all(len(t.steps) == n for t in trajs)
     assert totals.requests == k * n + totals.fallbacks
     stats = engine.stats()
-    assert stats["status_counts"].get("400") == totals.fallbacks
-    assert stats["cache_evictions"] > 0
-    assert stats["bytes_received"] == totals.bytes_shipped
+    assert stats.status_counts.get("400") == totals.fallbacks
+    assert stats.cache_evictions > 0
+    assert stats.bytes_received == totals.bytes_shipped
 
 
 @slow
@@ -176,8 +176,8 @@ def test_engine_cache_off_falls_back_on_every_reuse(engine_factory: EngineStarte
         assert c.bytes_per_turn[0] < 2 * ITEM_WIRE
         assert 3 * ITEM_WIRE < c.bytes_per_turn[1] < 3 * ITEM_WIRE + 2 * REQUEST_OVERHEAD_MAX
     stats = engine.stats()
-    assert stats["status_counts"] == {"200": k * n, "400": k * (n - 1)}
-    assert stats["bytes_received"] == Totals.of(trajs).bytes_shipped
+    assert stats.status_counts == {"200": k * n, "400": k * (n - 1)}
+    assert stats.bytes_received == Totals.of(trajs).bytes_shipped
 
 
 # --- correctness in every mode -----------------------------------------------------------
@@ -214,7 +214,7 @@ def test_engine_refusing_everything_fails_rollouts_without_raising(
         assert traj.steps == []
         assert "turn 1" in traj.counters.failure
         assert "413" in traj.counters.failure
-    assert engine.stats()["status_counts"] == {"413": k}
+    assert engine.stats().status_counts == {"413": k}
 
 
 @slow
@@ -286,7 +286,7 @@ def test_engine_process_is_gone_after_the_context_exits() -> None:
         proc, pid = engine.proc, engine.pid
         assert proc is not None and pid is not None
         assert engine.alive() and psutil.pid_exists(pid)
-        assert engine.stats()["requests"] == 0
+        assert engine.stats().requests == 0
     assert proc.poll() is not None
     assert not psutil.pid_exists(pid)
     assert not engine.alive()
@@ -309,5 +309,5 @@ def test_engine_factory_starts_ready_engines(engine_factory: EngineStarter) -> N
     a = engine_factory(cache_bytes=123)
     b = engine_factory(cache_bytes=0)
     assert a.url != b.url
-    assert a.stats()["cache_capacity_bytes"] == 123
-    assert b.stats()["cache_capacity_bytes"] == 0
+    assert a.stats().cache_capacity_bytes == 123
+    assert b.stats().cache_capacity_bytes == 0

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 from rich.console import Console
 
 from mmbench.config import PointConfig
+from mmbench.errors import MmbenchError
 from mmbench.measure.overhead import OVERHEAD_FIELDS, HarnessStamps, TimingSummary, overhead, point_overhead
+from mmbench.measure.worker_result import WorkerPhases, WorkerResult
 from mmbench.migrations import V5_PATHS
-from mmbench.record import Overhead
+from mmbench.record import ClientFigures, Overhead, Traffic
 from mmbench.reporters.timings import timings_table
 from mmbench.results import PointRecord
 from tests.helpers import flat_record
@@ -18,7 +21,7 @@ from tests.helpers import flat_record
 # The harness's stamps and the worker's, on one clock (seconds).
 STAMPS = HarnessStamps(begin=100.0, sources_ready=100.25, engine_ready=100.5, spawn=100.6, exited=105.0,
                        engine_stopped=105.25)  # fmt: skip
-PHASES = {"main": 100.625, "setup": 101.0, "rollouts": 101.5, "rollouts_end": 104.5, "readings": 104.75}
+PHASES = WorkerPhases(main=100.625, setup=101.0, rollouts=101.5, rollouts_end=104.5, readings=104.75)
 
 
 def test_each_phase_is_its_own_span_and_other_is_what_is_left() -> None:
@@ -42,8 +45,16 @@ def test_a_worker_that_reported_nothing_leaves_its_phases_unknown() -> None:
     assert fields.setup_s is None and fields.readings_s is None
     assert fields.engine_start_s == 0.25 and fields.engine_stop_s == 0.25
     assert fields.other_s == pytest.approx(5.25 - 0.75)
-    partial = overhead(STAMPS, {"main": 100.625}, 5.25, None)  # a phase missing: none is trusted
-    assert partial.worker_start_s is None
+
+
+def test_a_worker_result_missing_a_phase_is_not_read() -> None:
+    """The harness gets every phase or none: a result without one is no result (one error line)."""
+    good = WorkerResult(ClientFigures(), Traffic(), PHASES, rollout_wall_s=3.0)
+    assert WorkerResult.decode(good.encode()) == good
+    data = json.loads(good.encode())
+    del data["phases"]["setup"]
+    with pytest.raises(MmbenchError, match="cannot be read"):
+        WorkerResult.decode(json.dumps(data).encode())
 
 
 def test_a_point_that_never_started_its_engine() -> None:

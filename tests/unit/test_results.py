@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 import mmbench.results as results_mod
-from mmbench.migrations import V5_KIND_PEAKS, V5_PATHS
 from mmbench.config import PointConfig, field_names
 from mmbench.errors import MmbenchError
+from mmbench.migrations import V5_KIND_PEAKS, V5_PATHS
 from mmbench.results import (
     CSV_COLUMNS,
     POINTS_LOG,
@@ -82,7 +82,18 @@ GOLDEN_REQUIRED = [
     "timing.wall_s",
 ]
 # A point's sections, in the order its JSON reads.
-SECTIONS = ["config", "repeat", "status", "cause", "client", "traffic", "engine", "prediction", "timing", "machine"]
+SECTIONS = [
+    "config",
+    "repeat",
+    "status",
+    "cause",
+    "client",
+    "traffic",
+    "engine",
+    "prediction",
+    "timing",
+    "machine",
+]
 
 
 def _config(**overrides: Any) -> PointConfig:
@@ -261,7 +272,11 @@ def test_results_json_reads_top_down_indented_and_deterministic(tmp_path: Path) 
     point = data["points"][0]
     assert list(point) == SECTIONS  # a handful of sections, one per concern, in reading order
     assert list(point["client"])[:5] == [
-        "retained_bytes", "retained_live_bytes", "allocator_retention_bytes", "peak_bytes", "released_bytes"
+        "retained_bytes",
+        "retained_live_bytes",
+        "allocator_retention_bytes",
+        "peak_bytes",
+        "released_bytes",
     ]
     assert data["schema_version"] == SCHEMA_VERSION
 

@@ -169,7 +169,9 @@ def test_the_engine_peak_is_its_vmhwm_or_the_sampled_peak_where_higher() -> None
     assert engine_peak(None, None) is None
 
 
-def test_keep_timeline_without_a_directory_saves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_keep_timeline_without_a_directory_saves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     assert keep_timeline(sample_timeline(), [], None, PointConfig(), 0) is None
     assert list(tmp_path.iterdir()) == []

@@ -60,9 +60,9 @@ def test_it_is_used_once_it_answers_health_and_stopped_with_every_process_it_sta
         pids = _pids(fake)
         assert pids[0] == engine.pid and set(pids) <= set(engine.pids())  # the launcher, its child
         stats = engine.stats()
-        assert stats["rss_bytes"] > 0 and stats["cpu_s"] >= 0
-        assert (stats["cache_queries"], stats["cache_hits"], stats["cache_misses"]) == (12, 5, 7)
-        assert stats["requests"] == 0 and stats["bytes_received"] == 0
+        assert stats.rss_bytes > 0 and stats.cpu_s >= 0
+        assert (stats.cache_queries, stats.cache_hits, stats.cache_misses) == (12, 5, 7)
+        assert stats.requests == 0 and stats.bytes_received == 0
         assert engine.failure is None
     assert _gone([*pids, engine.pid or 0])
 

@@ -58,9 +58,13 @@ def test_one_point_of_every_mode_with_bytes_counted_on_vllms_side(tmp_path: Path
         assert r.status == "ok", (mode, r.cause)
         assert r.engine.kind == VLLM and r.engine.version
         assert r.engine.flags is not None and "--enable-scale-out" in r.engine.flags
-        assert r.traffic.bytes_shipped == r.engine.figures.bytes_received, mode  # what vLLM's API server received
+        assert r.traffic.bytes_shipped == r.engine.figures.bytes_received, (
+            mode
+        )  # what vLLM's API server received
         assert r.engine.figures.rss_baseline_bytes and r.engine.figures.peak_rss_bytes
-        assert r.engine.figures.peak_rss_bytes >= r.engine.figures.rss_baseline_bytes > 1 << 30  # ~4 GiB idle here
+        assert (
+            r.engine.figures.peak_rss_bytes >= r.engine.figures.rss_baseline_bytes > 1 << 30
+        )  # ~4 GiB idle here
         # the tree was read: its API server, engine core and worker each have a peak of their own
         kinds = r.engine.figures.processes or {}
         assert all(kinds[k].peak_rss_bytes for k in ("api_server", "engine_core", "worker")), kinds
@@ -69,7 +73,9 @@ def test_one_point_of_every_mode_with_bytes_counted_on_vllms_side(tmp_path: Path
         assert r.traffic.wrong_results is None  # vLLM returns no checksums: unknown, never 0
     assert by_mode["hash-only"].traffic.null_items_sent == 1 and by_mode["hash-only"].traffic.fallbacks == 0
     # vLLM's cache counters count the requests it preprocesses (raw media), not `features`
-    assert by_mode["raw"].engine.figures.mm_cache_queries == 3 and by_mode["raw"].engine.figures.cache_hits == 1
+    assert (
+        by_mode["raw"].engine.figures.mm_cache_queries == 3 and by_mode["raw"].engine.figures.cache_hits == 1
+    )
     assert by_mode["full"].engine.figures.mm_cache_queries == 0
 
 

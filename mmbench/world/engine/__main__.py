@@ -87,8 +87,8 @@ def bind(port: int, stable: bool) -> socket.socket:
 
 def _write_stats(path: str, engine: Engine) -> None:
     tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(engine.stats(), f)
+    with open(tmp, "wb") as f:
+        f.write(engine.stats().encode())
     os.replace(tmp, path)
 
 

@@ -29,7 +29,7 @@ import os
 import time
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +45,7 @@ from starlette.routing import Route
 from mmbench.errors import MmbenchError
 from mmbench.world.codec import CodecError, DecodedItem, decode_item, pixel_checksum
 from mmbench.world.engine.cache import MMItemCache
+from mmbench.world.engine.stats import EngineStats
 from mmbench.world.geometry import MODELS, Geometry, validate_source_size
 from mmbench.world.media import MediaError, load_media
 from mmbench.world.procmem import malloc_trim
@@ -360,32 +361,32 @@ class Engine:
             answer["prompt_token_ids"] = prompt
         return _json(answer)
 
-    def stats(self) -> dict[str, object]:
+    def stats(self) -> EngineStats:
         mem = self._process.memory_info()
         c = self.counters
-        return {
-            "pid": os.getpid(),
-            "requests": c.requests,
-            "ok": c.ok,
-            "errors": c.errors,
-            "status_counts": dict(c.status_counts),
-            "bytes_received": c.bytes_received,
-            "items_full": c.items_full,
-            "items_null": c.items_null,
-            "cache_capacity_bytes": self.cache.capacity_bytes,
-            "cache_bytes": self.cache.nbytes,
-            "cache_items": len(self.cache),
-            "cache_hits": self.cache.stats.hits,
-            "cache_misses": self.cache.stats.misses,
-            "cache_evictions": self.cache.stats.evictions,
-            "injected_errors": c.injected_errors,
-            "injected_evictions": c.injected_evictions,
-            "max_in_flight": c.max_in_flight,
-            "preprocess_calls": c.preprocess_calls,
-            "media_bytes": c.media_bytes,
-            "cpu_s": round(time.process_time() - self._cpu0, 4),
-            "rss_bytes": mem.rss,
-        }
+        return EngineStats(
+            pid=os.getpid(),
+            requests=c.requests,
+            ok=c.ok,
+            errors=c.errors,
+            status_counts=dict(c.status_counts),
+            bytes_received=c.bytes_received,
+            items_full=c.items_full,
+            items_null=c.items_null,
+            cache_capacity_bytes=self.cache.capacity_bytes,
+            cache_bytes=self.cache.nbytes,
+            cache_items=len(self.cache),
+            cache_hits=self.cache.stats.hits,
+            cache_misses=self.cache.stats.misses,
+            cache_evictions=self.cache.stats.evictions,
+            injected_errors=c.injected_errors,
+            injected_evictions=c.injected_evictions,
+            max_in_flight=c.max_in_flight,
+            preprocess_calls=c.preprocess_calls,
+            media_bytes=c.media_bytes,
+            cpu_s=round(time.process_time() - self._cpu0, 4),
+            rss_bytes=mem.rss,
+        )
 
 
 def create_app(config: EngineConfig) -> Starlette:
@@ -399,11 +400,13 @@ def create_app(config: EngineConfig) -> Starlette:
             # What the engine's live data occupies: freed request buffers returned first, as the
             # client's trimmed reading does (the engine serves on one thread: the main arena).
             # The RSS before the trim comes along, so that the end of a point is one request.
-            untrimmed = engine.stats()["rss_bytes"]
+            untrimmed = engine.stats().rss_bytes
             gc.collect()
             malloc_trim()
-            return _json({**engine.stats(), "rss_untrimmed_bytes": untrimmed})
-        return _json(engine.stats())
+            stats = replace(engine.stats(), rss_untrimmed_bytes=untrimmed)
+        else:
+            stats = engine.stats()
+        return Response(stats.encode(), media_type="application/json")
 
     async def health(request: Request) -> Response:
         return _json({"status": "ok"})

@@ -23,7 +23,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -33,15 +33,10 @@ import httpx
 from mmbench.errors import MmbenchError
 from mmbench.launch import DEFAULT_START_METHOD, PARENT_PID, Process, StartMethod, launch
 from mmbench.world.engine.app import EngineConfig
+from mmbench.world.engine.stats import EngineStats
 from mmbench.world.procmem import vmhwm_of
 
 READY_TIMEOUT_S = 60.0
-# Counters that add up across incarnations; everything else in the stats is the current one's.
-SUMMED_STATS = (
-    "requests", "ok", "errors", "bytes_received", "items_full", "items_null", "cache_hits",
-    "cache_misses", "cache_evictions", "injected_errors", "injected_evictions", "preprocess_calls",
-    "media_bytes", "cpu_s",
-)  # fmt: skip
 # The engine's states: up (serving, or its incarnation just exited), restarting, down for good, stopped.
 UP, RESTARTING, DOWN, STOPPED = "up", "restarting", "down", "stopped"
 ENTRY = "mmbench.world.engine.__main__:main"
@@ -59,11 +54,6 @@ def _http_client() -> httpx.Client:
 class EngineHandle:
     url: str
     pid: int
-
-
-def _number(value: Any) -> int | float:
-    """A summed stat as the engine reported it: counts are ints, seconds floats."""
-    return value if isinstance(value, int | float) and not isinstance(value, bool) else 0
 
 
 def _end(proc: Process | None) -> None:
@@ -103,7 +93,7 @@ class EngineProcess:
         self._state = UP
         self._stopping = False
         self._supervisor: threading.Thread | None = None
-        self._folded: dict[str, Any] = {"status_counts": {}}  # sums over exited incarnations
+        self._folded: EngineStats | None = None  # the counters of exited incarnations, summed
         self._folded_pids: set[int] = set()
         self._http = _http_client()
 
@@ -236,26 +226,21 @@ class EngineProcess:
 
     # --- the supervisor (restart_every > 0) ------------------------------------------------
 
-    def _fold(self, pid: int, stats: dict[str, Any]) -> None:
+    def _fold(self, pid: int, stats: EngineStats) -> None:
         """Add an exited incarnation's final stats to the running sums (under the lock)."""
         if pid in self._folded_pids:
             return
         self._folded_pids.add(pid)
-        for key in SUMMED_STATS:
-            self._folded[key] = self._folded.get(key, 0) + _number(stats.get(key, 0))
-        counts = self._folded["status_counts"]
-        for status, n in dict(stats.get("status_counts", {})).items():
-            counts[status] = counts.get(status, 0) + int(n)
+        self._folded = stats if self._folded is None else self._folded.plus(stats)
 
-    def _final_stats(self, proc: Process) -> dict[str, Any] | None:
+    def _final_stats(self, proc: Process) -> EngineStats | None:
         path = self._stats_paths.get(proc.pid)
         if path is None:
             return None
         try:
-            stats = json.loads(Path(path).read_text())
-        except (OSError, ValueError):
+            return EngineStats.decode(Path(path).read_bytes())
+        except OSError:
             return None
-        return stats if isinstance(stats, dict) else None
 
     def _promote(self) -> Process | None:
         """The standby becomes the engine: it binds the port and serves. None once stop() has begun."""
@@ -303,9 +288,7 @@ class EngineProcess:
             with self._cond:
                 if final is not None:
                     self._fold(proc.pid, final)
-                planned = (
-                    code == 0 and final is not None and final.get("requests", 0) >= self.config.restart_every
-                )
+                planned = code == 0 and final is not None and final.requests >= self.config.restart_every
                 if not self._stopping and planned:
                     self._state = RESTARTING
                     self._cond.notify_all()
@@ -342,18 +325,11 @@ class EngineProcess:
 
     # --- what the harness and the tests use ------------------------------------------------
 
-    def _merged(self, snapshot: dict[str, Any]) -> dict[str, Any]:
-        out = dict(snapshot)
-        for key in SUMMED_STATS:
-            out[key] = _number(snapshot.get(key, 0)) + self._folded.get(key, 0)
-        counts = dict(self._folded["status_counts"])
-        for status, n in dict(snapshot.get("status_counts", {})).items():
-            counts[status] = counts.get(status, 0) + int(n)
-        out["status_counts"] = counts
-        out["restarts"] = self.restarts
-        return out
+    def _merged(self, snapshot: EngineStats) -> EngineStats:
+        summed = snapshot if self._folded is None else snapshot.plus(self._folded)
+        return replace(summed, restarts=self.restarts)
 
-    def stats(self, trim: bool = False) -> dict[str, Any]:
+    def stats(self, trim: bool = False) -> EngineStats:
         """The engine's stats, its counters summed over every incarnation, and `restarts`."""
         deadline = time.monotonic() + self.ready_timeout_s
         while True:
@@ -364,13 +340,15 @@ class EngineProcess:
                 url = self.url
             try:
                 params = {"trim": "1"} if trim else None
-                snapshot = self._http.get(f"{url}/stats", params=params, timeout=30.0).json()
+                snapshot = EngineStats.decode(
+                    self._http.get(f"{url}/stats", params=params, timeout=30.0).content
+                )
             except httpx.TransportError:
                 snapshot = None  # between incarnations: ask again once the next one serves
             with self._cond:
                 # Counted once: the incarnation that answered is the current one and not yet folded.
                 current = self.pid
-                answered_by = snapshot.get("pid", current) if snapshot is not None else None
+                answered_by = (snapshot.pid or current) if snapshot is not None else None
                 if snapshot is not None and answered_by == current and current not in self._folded_pids:
                     return self._merged(snapshot)
             if time.monotonic() > deadline:

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from mmbench.errors import MmbenchError
+from mmbench.world.engine.stats import EngineStats
 
 MODELS_PATH = "/v1/models"
 STATS_PATH = "/stats"
@@ -81,14 +82,13 @@ def _int_or_none(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
-def _stats(http: httpx.Client, url: str, trim: bool = False) -> dict[str, Any] | None:
+def _stats(http: httpx.Client, url: str, trim: bool = False) -> EngineStats | None:
     """mmbench's engine stats, or None where the engine does not answer them (a vLLM)."""
     try:
         reply = http.get(url + STATS_PATH, params={"trim": "1"} if trim else None)
-        stats = reply.json() if reply.status_code == 200 else None
-    except (httpx.HTTPError, ValueError):
+    except httpx.HTTPError:
         return None
-    return stats if isinstance(stats, dict) and "bytes_received" in stats else None
+    return EngineStats.decode(reply.content) if reply.status_code == 200 else None
 
 
 class RemoteEngine:
@@ -101,7 +101,7 @@ class RemoteEngine:
         self.url = normalize_url(url)
         self._http = _client()
 
-    def stats(self, trim: bool = False) -> dict[str, Any] | None:
+    def stats(self, trim: bool = False) -> EngineStats | None:
         """Its counters now (summed since it started, not per point), or None where it has none."""
         return _stats(self._http, self.url, trim)
 

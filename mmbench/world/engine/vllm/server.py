@@ -26,6 +26,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -34,6 +35,7 @@ import httpx
 import psutil
 
 from mmbench.errors import MmbenchError
+from mmbench.world.engine.stats import EngineStats, KindUsage
 from mmbench.world.engine.vllm.env import SITE_DIR, VllmEnv
 from mmbench.world.engine.vllm.metrics import vllm_counters
 from mmbench.world.procmem import vmhwm_of
@@ -99,6 +101,16 @@ def _last_error_line(text: str, limit: int = 300) -> str:
     if frames:
         names[0] += f" in {frames[-1].group(2)} ({Path(frames[-1].group(1)).name})"
     return f"{', '.join(names)}: {lines[raised[-1][0]][-limit:]}"
+
+
+@dataclass(frozen=True, slots=True)
+class _Memory:
+    """The tree's RSS and CPU seconds now, its VmHWM and both per process kind."""
+
+    rss_bytes: int
+    cpu_s: float
+    peaks: dict[str, int]
+    kinds: dict[str, KindUsage]
 
 
 class VllmEngine:
@@ -251,12 +263,12 @@ class VllmEngine:
             with contextlib.suppress(OSError):
                 Path(f"/proc/{p.pid}/clear_refs").write_text("5")
 
-    def _memory(self) -> dict[str, Any]:
+    def _memory(self) -> _Memory:
         rss = 0
         cpu = 0.0
         peaks: dict[str, int] = {}
         # per process kind: its RSS and CPU seconds now (where the tree's memory and time are)
-        kinds: dict[str, dict[str, float]] = {}
+        kinds: dict[str, KindUsage] = {}
         root = self.pid or -1
         for p in self.tree():
             try:
@@ -270,10 +282,9 @@ class VllmEngine:
             rss, cpu = rss + own, cpu + spent
             kind = _kind(p, root)
             peaks[kind] = peaks.get(kind, 0) + (hwm or 0)
-            mine = kinds.setdefault(kind, {"rss_bytes": 0, "cpu_s": 0.0})
-            mine["rss_bytes"] += own
-            mine["cpu_s"] += spent
-        return {"rss_bytes": rss, "cpu_s": cpu, "peaks": peaks, "kinds": kinds}
+            mine = kinds.get(kind, KindUsage(0, 0.0))
+            kinds[kind] = KindUsage(mine.rss_bytes + own, mine.cpu_s + spent)
+        return _Memory(rss, cpu, peaks, kinds)
 
     # --- what the harness asks -----------------------------------------------------------
 
@@ -322,7 +333,7 @@ class VllmEngine:
         state = f"exited with code {code}" if code is not None else f"answers /health {self.health()}"
         return f"vLLM {state}: {_last_error_line(self.log_tail())}"
 
-    def stats(self, trim: bool = False) -> dict[str, Any]:
+    def stats(self, trim: bool = False) -> EngineStats:
         """Its figures now, counters summed since it started (the harness subtracts the baseline's).
         `trim` is the embedded engine's: a vLLM is measured as it is."""
         del trim
@@ -332,24 +343,23 @@ class VllmEngine:
         metrics = self.metrics() or {}
         queries = metrics.get("mm_cache_queries")
         hits = metrics.get("mm_cache_hits")
-        return {
-            "pid": self.pid,
-            "restarts": 0,
-            "rss_bytes": memory["rss_bytes"],
-            "cpu_s": memory["cpu_s"],
-            "peaks": memory["peaks"],
-            "kinds": memory["kinds"],
-            "requests": counted["requests"],
-            "bytes_received": counted["bytes_received"],
-            "status_counts": counted["status_counts"],
-            "errors": errors,
-            "ok": counted["requests"] - errors,
-            "cache_queries": None if queries is None else int(queries),
-            "cache_hits": None if hits is None else int(hits),
-            "cache_misses": None if queries is None or hits is None else int(queries - hits),
+        finished = metrics.get("requests_finished")
+        return EngineStats(
+            pid=self.pid,
+            restarts=0,
+            rss_bytes=memory.rss_bytes,
+            cpu_s=memory.cpu_s,
+            peaks=memory.peaks,
+            kinds=memory.kinds,
+            requests=counted["requests"],
+            bytes_received=counted["bytes_received"],
+            status_counts=counted["status_counts"],
+            errors=errors,
+            ok=counted["requests"] - errors,
+            cache_queries=None if queries is None else int(queries),
+            cache_hits=None if hits is None else int(hits),
+            cache_misses=None if queries is None or hits is None else int(queries - hits),
             # vLLM preprocesses what its processor cache does not serve; it counts only raw media there
-            "preprocess_calls": None if queries is None or hits is None else int(queries - hits),
-            "finished": metrics.get("requests_finished"),
-            "cache_bytes": None,
-            "cache_items": None,
-        }
+            preprocess_calls=None if queries is None or hits is None else int(queries - hits),
+            finished=None if finished is None else int(finished),
+        )
