@@ -137,7 +137,7 @@ def test_sweep_through_the_cli_writes_the_results_directory(tmp_path: Path) -> N
     for key in ("python", "numpy", "torch", "cpu_model", "cpu_count", "memory_total_bytes", "kernel",
                 "git_commit", "mmbench", "timestamp_utc"):  # fmt: skip
         assert key in data["environment"], key
-    assert [(p["mode"], p["rollouts"]) for p in data["points"]] == [
+    assert [(p["config"]["mode"], p["config"]["rollouts"]) for p in data["points"]] == [
         ("full", 1), ("full", 2), ("ephemeral+hash-only", 1), ("ephemeral+hash-only", 2),
     ]  # fmt: skip
     assert len((out_dir / RESULTS_CSV).read_text().splitlines()) == 5

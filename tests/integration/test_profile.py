@@ -47,7 +47,7 @@ def test_writes_the_capture_the_flamegraphs_and_the_tables(profiled: tuple[Path,
 def test_sites_are_mmbench_functions_and_categories_add_up(profiled: tuple[Path, str]) -> None:
     out, _ = profiled
     data = json.loads((out / "sites.json").read_text())
-    assert data["schema_version"] == 1 and data["point"]["rollouts"] == 2
+    assert data["schema_version"] == 2 and data["point"]["config"]["rollouts"] == 2
     for snap in data["snapshots"].values():
         assert snap["sites"], snap["name"]
         assert all(s["path"].startswith("mmbench/") for s in snap["sites"])
