@@ -31,7 +31,7 @@ from mmbench.measure.harness import HarnessOptions, measure_point
 from mmbench.results import PointRecord, atomic_write
 from mmbench.units import fmt_bytes
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # of sites.json; 2: its point is a results schema 6 record (nested)
 DEFAULT_TOP = 15
 FLAMEGRAPH_TIMEOUT_S = 900.0
 SITES_JSON = "sites.json"

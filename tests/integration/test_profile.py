@@ -54,13 +54,13 @@ def test_sites_are_mmbench_functions_and_categories_add_up(profiled: tuple[Path,
         assert sum(c["bytes"] for c in snap["categories"].values()) == snap["total_bytes"]
         assert sum(c["share"] for c in snap["categories"].values()) == pytest.approx(1.0)
     high, retained = data["snapshots"]["high_water_mark"], data["snapshots"]["retained"]
-    assert high["total_bytes"] == data["point"]["memray_peak_bytes"]
+    assert high["total_bytes"] == data["point"]["client"]["memray_peak_bytes"]
     # full mode: the trajectories keep every image's pixels, made in the renderer's preprocess
     top = retained["sites"][0]
     assert (top["function"], top["path"], top["category"]) == (
         "preprocess", "mmbench/world/renderer.py", "trajectory"
     )  # fmt: skip
-    pixels = data["point"]["stored_pixel_bytes"]
+    pixels = data["point"]["client"]["accounting"]["stored_pixel_bytes"]
     trajectory = retained["categories"]["trajectory"]["bytes"]
     assert pixels <= trajectory < pixels * 1.05
     assert retained["categories"]["trajectory"]["share"] > 0.5
