@@ -11,7 +11,7 @@ import psutil
 from mmbench import launch
 from mmbench.config import PointConfig
 from mmbench.results import PointRecord
-from mmbench.rollout import Trajectory, World
+from mmbench.rollout import RolloutDriver, Trajectory
 from mmbench.transports import TRANSPORTS, make_transport
 
 PROCESSED_MODES = tuple(m for m, t in TRANSPORTS.items() if t.renders)
@@ -21,7 +21,7 @@ RAW_MODES = tuple(m for m, t in TRANSPORTS.items() if not t.renders)
 def run_world(config: PointConfig, url: str, asset_dir: Path | None = None) -> list[Trajectory]:
     """Run one point's K rollouts against the engine at `url` with a fresh transport; raw-media
     items are then checked as the worker checks them (each rollout's mismatches in its counters)."""
-    world = World(config, make_transport(config.mode, config.sent_hashes_max), asset_dir=asset_dir)
+    world = RolloutDriver(config, make_transport(config.mode, config.sent_hashes_max), asset_dir=asset_dir)
     trajectories = world.run(url)
     for t in trajectories:
         t.counters.wrong_results += world.count_wrong_media(world.media_checks([t]))

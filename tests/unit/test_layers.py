@@ -18,6 +18,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("mmbench.world",),  # the simulated system's parts
     ("mmbench.transports",),  # the modes, over the world's sidecars
     ("mmbench.config",),  # a point's parameters, checked against world and transports
+    ("mmbench.facts",),  # what a point implies (geometry, layout, sizes, its mode), derived once
     ("mmbench.results",),  # the records: the one boundary to JSON and CSV
     ("mmbench.rollout",),  # the K x N driver, composing world parts and a transport
     ("mmbench.backends",),  # who renders: the sim or the real library
