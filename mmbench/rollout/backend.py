@@ -51,6 +51,8 @@ class RawRequest(Protocol):
 
 
 class Backend(Protocol):
+    """Who renders: made by the driver from its ClientParts (`BackendFactory`)."""
+
     def conversation(self) -> Conversation:
         """A new rollout's conversation, as this backend holds it."""
         ...

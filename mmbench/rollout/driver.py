@@ -1,8 +1,9 @@
 """The rollout driver: K rollouts of N turns at once on one asyncio loop and one httpx client.
 
-It composes the world's parts (sources, renderer pool, codec, wire) with a transport, so it sits
-above both. Each turn the environment adds its image(s) to the conversation; then
-- processed modes: the renderer renders them (pool, thread), the transport decides what each item
+It composes the world's parts (sources, codec, wire; the renderer through its backend) with a
+transport, so it sits above both. Each turn the environment adds its image(s) to the conversation;
+then
+- processed modes: the backend's renderer renders them (pool, thread), the transport decides what each item
   ships as (pixels or a null slot), the body is built and posted, the reply's checksums checked,
   and the step is stored as the transport says;
 - raw-media modes: the image is kept as the URL the message carries (a data: URL, or a file://
