@@ -8,7 +8,7 @@ A mode's behaviour is its transport's capability flags (mmbench.transports): def
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache
+from functools import lru_cache
 
 from mmbench.config import PointConfig
 from mmbench.errors import MmbenchError
@@ -67,7 +67,7 @@ class PointFacts:
         return prompt + c.turns * c.images_per_turn * self.layout.tokens + c.completion_tokens
 
 
-@cache
+@lru_cache(maxsize=1024)  # bounded: a plan or a calibration asks for many points in one process
 def facts_of(config: PointConfig) -> PointFacts:
     """The point's facts (a config is frozen, so they are made once per distinct point)."""
     geometry = get_geometry(config.model)
