@@ -8,9 +8,9 @@ import random
 import pytest
 
 from mmbench.errors import MmbenchError
-from mmbench.facts import mode_of
+from mmbench.facts import Mode, mode_of
 from mmbench.measure.model import simulation, timing
-from mmbench.measure.model.simulation import Timing, _closed_form, _Point, _Run, _SharedCpu, simulate
+from mmbench.measure.model.simulation import SimPoint, Timing, _closed_form, _Run, _SharedCpu, simulate
 from mmbench.transports.registry import TRANSPORTS
 
 # A mode's behaviour is its transport's flags (renders, stores_pixels, needs_engine_cache, media).
@@ -20,9 +20,9 @@ BIG = 1_000_000  # an engine cache (in items) that holds every image
 T512 = timing(512 * 512, 1024 * 1536 * 4)  # the committed costs at 512x512, float32
 
 
-def sim(mode: object, k: int = 4, n: int = 8, m: int = 1, pool: int = 1, cap: int = 32, engine: int = BIG,
+def sim(mode: Mode, k: int = 4, n: int = 8, m: int = 1, pool: int = 1, cap: int = 32, engine: int = BIG,
         sent: int = 16_384, t: Timing = T512) -> simulation.DriverCounts:  # fmt: skip
-    return simulate(mode, k, n, m, pool, cap, engine, sent, t)  # type: ignore[arg-type]
+    return simulate(SimPoint(mode, k, n, m, pool, cap, engine, sent, t))
 
 
 @pytest.mark.parametrize("mode", [FULL, HASH, BOTH])
@@ -32,7 +32,7 @@ def sim(mode: object, k: int = 4, n: int = 8, m: int = 1, pool: int = 1, cap: in
 def test_the_closed_form_is_what_the_simulation_does_where_nothing_is_rederived(
     mode: object, k: int, m: int, pool: int, cap: int
 ) -> None:
-    p = _Point(mode, k, 8, m, pool, cap, BIG, 16_384, T512)  # type: ignore[arg-type]
+    p = SimPoint(mode, k, 8, m, pool, cap, BIG, 16_384, T512)
     closed, simulated = _closed_form(p), _Run(p, random.Random(0)).run()
     assert closed == pytest.approx({name: simulated[name] for name in closed})
 
@@ -152,7 +152,7 @@ def test_an_unknown_mode_is_one_line() -> None:
 
 @pytest.mark.parametrize("cap", [0, 1, 3])
 def test_a_build_cap_bounds_the_bodies_built_at_once_and_not_the_work(cap: int) -> None:
-    p = _Point(FULL, 8, 4, 1, 1, 32, BIG, 16_384, T512, cap)  # type: ignore[arg-type]
+    p = SimPoint(FULL, 8, 4, 1, 1, 32, BIG, 16_384, T512, cap)
     run = _Run(p, random.Random(0))
     out = run.run()
     # capped: never more than the cap; uncapped, with renders one at a time: more than that
@@ -167,7 +167,7 @@ def test_the_simulated_time_adds_up_to_the_work_it_was_given() -> None:
                engine_decode=1.0, engine_fixed=0.0)  # fmt: skip
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(simulation, "_COST_NOISE", 0.0)
-        got = simulation.simulate_time.__wrapped__(FULL, 2, 2, 1, 1, 32, BIG, 16_384, t)
+        got = simulation.simulate_time.__wrapped__(SimPoint(FULL, 2, 2, 1, 1, 32, BIG, 16_384, t))
     assert got.client_cpu_s == pytest.approx((4 * 10.0 + 6 * 5.0) / 1000)
     assert got.engine_cpu_s == pytest.approx(6 * 3.0 / 1000)
     assert got.client_cpu_s <= got.wall_s <= got.client_cpu_s + got.engine_cpu_s

@@ -52,7 +52,14 @@ from mmbench.measure.model.parts import (  # the private names: for models built
 from mmbench.measure.model.peak import PeakInputs, client_peak, engine_peak, peak_inputs, trims
 from mmbench.measure.model.prediction import Prediction
 from mmbench.measure.model.raw import explain_raw
-from mmbench.measure.model.simulation import DriverCounts, DriverTime, Timing, simulate, simulate_time
+from mmbench.measure.model.simulation import (
+    DriverCounts,
+    DriverTime,
+    SimPoint,
+    Timing,
+    simulate,
+    simulate_time,
+)
 from mmbench.measure.model.vllm import VLLM, vllm_engine_peak
 
 # The item the timing constants are measured at: 512x512, float32 (Qwen3-VL: 1024 rows of 1536).
@@ -75,10 +82,10 @@ __all__ = [
 ]
 
 
-def _simulation_args(f: PointFacts, constants: Constants) -> tuple[object, ...]:
-    """The driver simulation's arguments for this point."""
+def _sim_point(f: PointFacts, constants: Constants) -> SimPoint:
+    """What the driver's simulation of this point depends on."""
     config, layout, item = f.config, f.layout, f.cache_item_bytes
-    return (
+    return SimPoint(
         f.mode, config.rollouts, config.turns, config.images_per_turn, config.pool_size,
         config.image_cache_max, f.engine_cache_items, config.sent_hashes_max,
         timing(layout.resized_height * layout.resized_width, item, constants, config.codec),
@@ -89,13 +96,13 @@ def _simulation_args(f: PointFacts, constants: Constants) -> tuple[object, ...]:
 def counts(config: PointConfig | PointFacts, constants: Constants = CONSTANTS) -> DriverCounts:
     """The driver simulated for this point (see mmbench.measure.model.simulation)."""
     f = config if isinstance(config, PointFacts) else facts_of(config)
-    return simulate(*_simulation_args(f, constants))  # type: ignore[arg-type]
+    return simulate(_sim_point(f, constants))
 
 
 def driver_time(config: PointConfig, constants: Constants = CONSTANTS) -> DriverTime:
     """The simulated driver's CPU and wall time for this point: a check of the timing constants,
     not a prediction mmbench prints (the processed modes only; raw media is not simulated)."""
-    return simulate_time(*_simulation_args(facts_of(config), constants))  # type: ignore[arg-type]
+    return simulate_time(_sim_point(facts_of(config), constants))
 
 
 def timing(pixels: int, item_bytes: int, constants: Constants = CONSTANTS, codec: str = "fast") -> Timing:
