@@ -13,7 +13,7 @@ from mmbench import launch
 from mmbench.config import PointConfig
 from mmbench.migrations import v5_point
 from mmbench.results import PointRecord
-from mmbench.rollout import Trajectory, World
+from mmbench.rollout import RolloutDriver, Trajectory
 from mmbench.transports import TRANSPORTS, make_transport
 
 PROCESSED_MODES = tuple(m for m, t in TRANSPORTS.items() if t.renders)
@@ -30,7 +30,7 @@ def flat_record(**fields: Any) -> PointRecord:
 def run_world(config: PointConfig, url: str, asset_dir: Path | None = None) -> list[Trajectory]:
     """Run one point's K rollouts against the engine at `url` with a fresh transport; raw-media
     items are then checked as the worker checks them (each rollout's mismatches in its counters)."""
-    world = World(config, make_transport(config.mode, config.sent_hashes_max), asset_dir=asset_dir)
+    world = RolloutDriver(config, make_transport(config.mode, config.sent_hashes_max), asset_dir=asset_dir)
     trajectories = world.run(url)
     for t in trajectories:
         t.counters.wrong_results += world.count_wrong_media(world.media_checks([t]))

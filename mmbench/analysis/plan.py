@@ -13,8 +13,9 @@ from typing import Any
 from mmbench.config import MAX_ROLLOUTS, PointConfig
 from mmbench.errors import MmbenchError
 from mmbench.measure.harness import prediction_for
-from mmbench.measure.model import MODEL_MODES, Prediction, predict
+from mmbench.measure.model import Prediction, predict
 from mmbench.measure.preflight import MARGIN, with_margin
+from mmbench.transports.registry import MODES
 
 # What the system peak is made of; the largest at the first K that does not fit binds.
 PARTS = ("client peak", "engine cache", "engine peak")
@@ -142,12 +143,10 @@ def plan(
     (embedded, or vllm: its own memory counts)."""
     if memory_bytes <= 0:
         raise MmbenchError(f"--memory must be more than 0, got {memory_bytes}")
-    chosen = list(modes) if modes else list(MODEL_MODES)
-    unknown = [m for m in chosen if m not in MODEL_MODES]
+    chosen = list(modes) if modes else list(MODES)
+    unknown = [m for m in chosen if m not in MODES]
     if unknown:
-        raise MmbenchError(
-            f"the model does not cover mode {unknown[0]!r}; it covers: {', '.join(MODEL_MODES)}"
-        )
+        raise MmbenchError(f"the model does not cover mode {unknown[0]!r}; it covers: {', '.join(MODES)}")
     per_image, _ = prediction_for(base)  # the mean encoded source size of this point's images
     point = {k: v for k, v in base.to_dict().items() if k not in ("mode", "rollouts")}
     plans = tuple(

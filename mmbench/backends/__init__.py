@@ -2,7 +2,7 @@
 library (`renderers`, the optional extra mmbench[renderers]).
 
 `check_runnable` is the edge check of a point that is about to run (the library installed, the
-tokenizer directory there); `make_world` is the worker's one choice of world. The library is
+tokenizer directory there); `make_driver` is the worker's one choice of backend for the driver. The library is
 imported only when a point asks for it, so the sim never pays for transformers.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from mmbench.config import PointConfig
 from mmbench.errors import MmbenchError
-from mmbench.rollout import World
+from mmbench.rollout import RolloutDriver
 from mmbench.transports.base import Transport
 
 INSTALL_HINT = "pip install 'mmbench[renderers]' (or `make install`)"
@@ -50,12 +50,12 @@ def check_runnable(config: PointConfig) -> None:
             )
 
 
-def make_world(
+def make_driver(
     config: PointConfig, transport: Transport, source_cache: Path | None, asset_dir: Path | None
-) -> World:
-    """The world that runs this point's rollouts in the worker."""
+) -> RolloutDriver:
+    """The driver that runs this point's rollouts in the worker, with the point's backend."""
     if config.renderer == "renderers":
-        from mmbench.backends.renderers.world import LibraryWorld
+        from mmbench.backends.renderers.backend import LibraryBackend
 
-        return LibraryWorld(config, transport, source_cache, asset_dir)
-    return World(config, transport, source_cache, asset_dir)
+        return RolloutDriver(config, transport, source_cache, asset_dir, backend=LibraryBackend)
+    return RolloutDriver(config, transport, source_cache, asset_dir)

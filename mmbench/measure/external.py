@@ -13,9 +13,8 @@ from collections.abc import Iterable
 
 from mmbench.config import PointConfig
 from mmbench.errors import MmbenchError
-from mmbench.transports.registry import TRANSPORTS
+from mmbench.facts import facts_of
 from mmbench.world.engine.remote import EngineInfo, probe
-from mmbench.world.geometry import get_geometry
 
 # Point parameters that need the embedded engine, with the value that leaves them off.
 EMBEDDED_ONLY = {
@@ -24,13 +23,8 @@ EMBEDDED_ONLY = {
 
 
 def longest_request_tokens(config: PointConfig) -> int:
-    """The last turn's prompt (every turn's text, the completions so far, every image's tokens)
-    plus the completion it asks for: what the engine's max_model_len must hold."""
-    w, h = config.image_wh
-    image_tokens = get_geometry(config.model).layout(w, h).tokens
-    n = config.turns
-    prompt = n * config.text_tokens_per_turn + (n - 1) * config.completion_tokens
-    return prompt + n * config.images_per_turn * image_tokens + config.completion_tokens
+    """What the engine's max_model_len must hold (see PointFacts.longest_request_tokens)."""
+    return facts_of(config).longest_request_tokens
 
 
 def refusal(config: PointConfig, info: EngineInfo) -> str | None:
@@ -39,7 +33,7 @@ def refusal(config: PointConfig, info: EngineInfo) -> str | None:
     if on:
         names = ", ".join(on)
         return f"{names} need the embedded engine (its faults are injected there); leave out --engine-url"
-    if TRANSPORTS[config.mode].media == "file":
+    if facts_of(config).mode.media == "file":
         return (
             f"mode {config.mode} needs the embedded engine (the client and the engine share an asset "
             "directory on this machine); use mode raw with --engine-url"

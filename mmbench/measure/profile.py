@@ -70,7 +70,7 @@ CATEGORY_RULES: tuple[tuple[str, str, str], ...] = (
     ("mmbench/rollout/driver.py", "_build", "transport"),
     ("mmbench/rollout/driver.py", "_with_pixels", "transport"),
     ("mmbench/rollout/driver.py", "_post", "engine_client"),
-    # the event loop's own work (socket reads and writes, callbacks) runs under World.run
+    # the event loop's own work (socket reads and writes, callbacks) runs under RolloutDriver.run
     ("mmbench/rollout/driver.py", "run", "engine_client"),
     ("mmbench/rollout/driver.py", "run_async", "engine_client"),
     ("mmbench/rollout/state.py", "of", "other"),  # Totals, the worker's bookkeeping

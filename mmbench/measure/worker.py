@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from mmbench.backends import make_world
+from mmbench.backends import make_driver
 from mmbench.config import PointConfig
 from mmbench.launch.lifecycle import die_with_parent, set_process_name
 from mmbench.measure import probes
@@ -113,7 +113,7 @@ def measure(
     phases = {"main": time.monotonic() if started is None else started}
     cache = Path(source_cache) if source_cache else None
     assets = Path(asset_dir) if asset_dir else None
-    world = make_world(config, make_transport(config.mode, config.sent_hashes_max), cache, assets)
+    world = make_driver(config, make_transport(config.mode, config.sent_hashes_max), cache, assets)
     _warm_up(config)
     world.warm_up()
     # Everything alive now (modules, the world) is moved out of the collector's way, so that the

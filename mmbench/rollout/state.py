@@ -14,6 +14,9 @@ class RolloutFailed(Exception):
     """A rollout that cannot complete; recorded with its cause, never raised past the driver."""
 
 
+NO_SIDECAR = MultiModalData()  # what a raw-media step keeps of a sidecar: nothing (never mutated)
+
+
 @dataclass(slots=True)
 class Step:
     prompt_len: int

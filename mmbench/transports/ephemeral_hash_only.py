@@ -1,14 +1,11 @@
-"""EPHEMERAL + HASH-ONLY: hash-only shipping, and descriptor-only trajectories."""
+"""EPHEMERAL + HASH-ONLY: both modes at once, each as its own module defines it: hash-only's
+shipping (plan, the sent-hash LRU, forgetting on an error) and ephemeral's descriptor-only steps
+(`stored`, found first in the method order)."""
 
-from mmbench.transports.base import Ship
+from mmbench.transports.ephemeral import EphemeralTransport
 from mmbench.transports.hash_only import HashOnlyTransport
-from mmbench.world.sidecar import MultiModalData
 
 
-class EphemeralHashOnlyTransport(HashOnlyTransport):
+class EphemeralHashOnlyTransport(EphemeralTransport, HashOnlyTransport):
     name = "ephemeral+hash-only"
     summary = "hash-only shipping and descriptor-only trajectories"
-    stores_pixels = False
-
-    def stored(self, sidecar: MultiModalData, plan: list[Ship]) -> MultiModalData:
-        return sidecar.descriptors_only()

@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mmbench.cli import app
-from mmbench.measure.model import MODEL_MODES
+from mmbench.transports.registry import MODES
 
 runner = CliRunner()
 SMALL = ("--image-size", "256", "--turns", "4")
@@ -22,7 +22,7 @@ def test_plan_prints_a_row_per_mode_the_model_covers() -> None:
     out = invoke("plan", "--memory", "3GiB", *SMALL, "--format", "json")
     assert out.exit_code == 0, out.stderr
     data = json.loads(out.stdout)
-    assert [m["mode"] for m in data["modes"]] == list(MODEL_MODES)
+    assert [m["mode"] for m in data["modes"]] == list(MODES)
     assert data["memory_bytes"] == 3 * 1024**3
     assert data["point"]["image_size"] == "256" and data["point"]["turns"] == 4
     assert all(m["rollouts"] >= 1 and m["need_bytes"] <= 3 * 1024**3 for m in data["modes"])

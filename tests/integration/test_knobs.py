@@ -19,7 +19,7 @@ from mmbench.config import PointConfig
 from mmbench.measure.accounting import Accounting, account
 from mmbench.measure.harness import measure_point, worker_env
 from mmbench.measure.model import predict
-from mmbench.rollout import Totals, World
+from mmbench.rollout import RolloutDriver, Totals
 from mmbench.transports import make_transport
 from mmbench.world.geometry import get_geometry
 from tests.conftest import EngineStarter
@@ -35,20 +35,20 @@ def point(mode: str = "full", rollouts: int = 4, turns: int = 3, **kw: Any) -> P
     return PointConfig(mode=mode, rollouts=rollouts, turns=turns, image_size="64", **kw)
 
 
-def run(config: PointConfig, url: str | None) -> tuple[World, Totals, Accounting]:
+def run(config: PointConfig, url: str | None) -> tuple[RolloutDriver, Totals, Accounting]:
     assert url is not None
-    world = World(config, make_transport(config.mode, config.sent_hashes_max))
+    world = RolloutDriver(config, make_transport(config.mode, config.sent_hashes_max))
     trajectories = world.run(url)
     totals = Totals.of(trajectories)
     assert totals.failed_rollouts == 0, totals.failures
-    return world, totals, account(trajectories, world.pool.cached_items())
+    return world, totals, account(trajectories, world.cached_items())
 
 
 # --- max_inflight_builds ----------------------------------------------------------------------
 
 
 class BuildProbe:
-    """Wraps World._build: counts the builds running at once (each held open a little, so that
+    """Wraps RolloutDriver._build: counts the builds running at once (each held open a little, so that
     uncapped builds visibly overlap)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, hold_s: float = 0.05) -> None:
@@ -56,9 +56,9 @@ class BuildProbe:
         self.max_running = 0
         self.builds = 0
         self._lock = threading.Lock()
-        real = World._build
+        real = RolloutDriver._build
 
-        def probed(world: World, *args: Any) -> bytes:
+        def probed(world: RolloutDriver, *args: Any) -> bytes:
             with self._lock:
                 self.running += 1
                 self.builds += 1
@@ -70,7 +70,7 @@ class BuildProbe:
                 with self._lock:
                     self.running -= 1
 
-        monkeypatch.setattr(World, "_build", probed)
+        monkeypatch.setattr(RolloutDriver, "_build", probed)
 
 
 @slow

@@ -14,12 +14,12 @@ pytest.importorskip(
     "renderers", reason="the renderers extra is not installed (pip install 'mmbench[renderers]')"
 )
 
+from mmbench.backends.renderers.backend import LibraryBackend
 from mmbench.backends.renderers.state import Chat, LibraryStep
-from mmbench.backends.renderers.world import LibraryWorld
 from mmbench.config import PointConfig
 from mmbench.measure.accounting import account
 from mmbench.measure.fingerprint import fingerprint
-from mmbench.rollout import Totals, Trajectory
+from mmbench.rollout import RolloutDriver, Totals, Trajectory
 from mmbench.transports import make_transport
 from mmbench.world.geometry import get_geometry
 from mmbench.world.wire import IMAGE_PAD_TOKEN
@@ -35,8 +35,8 @@ def point(mode: str, **kw: object) -> PointConfig:
     return PointConfig(mode=mode, rollouts=K, turns=N, image_size="64", renderer="renderers", **kw)  # type: ignore[arg-type]
 
 
-def run_library(config: PointConfig, url: str) -> tuple[LibraryWorld, list[Trajectory]]:
-    world = LibraryWorld(config, make_transport(config.mode, config.sent_hashes_max))
+def run_library(config: PointConfig, url: str) -> tuple[RolloutDriver, list[Trajectory]]:
+    world = RolloutDriver(config, make_transport(config.mode, config.sent_hashes_max), backend=LibraryBackend)
     world.warm_up()
     trajectories = world.run(url)
     for t in trajectories:

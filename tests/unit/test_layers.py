@@ -18,6 +18,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("mmbench.world",),  # the simulated system's parts
     ("mmbench.transports",),  # the modes, over the world's sidecars
     ("mmbench.config",),  # a point's parameters, checked against world and transports
+    ("mmbench.facts",),  # what a point implies (geometry, layout, sizes, its mode), derived once
     # the record's types, the lift of older files, and the one boundary to JSON and CSV
     ("mmbench.record", "mmbench.migrations", "mmbench.results"),
     ("mmbench.rollout",),  # the K x N driver, composing world parts and a transport

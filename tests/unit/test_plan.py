@@ -11,10 +11,11 @@ from mmbench.analysis.plan import PARTS, plan, system_parts
 from mmbench.config import PointConfig
 from mmbench.errors import MmbenchError
 from mmbench.measure.harness import prediction_for
-from mmbench.measure.model import MODEL_MODES, predict
+from mmbench.measure.model import predict
 from mmbench.measure.model.constants import CONSTANTS
 from mmbench.measure.preflight import MARGIN, preflight, with_margin
 from mmbench.reporters.plan_report import COLUMNS, render_json, render_markdown
+from mmbench.transports.registry import MODES
 from mmbench.units import GIB, MIB
 
 BASE = PointConfig(image_size="256", turns=4)
@@ -27,7 +28,7 @@ def need(config: PointConfig) -> int:
 
 def test_the_largest_k_fits_and_one_more_does_not() -> None:
     result = plan(BASE, 2 * GIB)
-    assert [m.mode for m in result.modes] == list(MODEL_MODES)
+    assert [m.mode for m in result.modes] == list(MODES)
     for m in result.modes:
         assert m.rollouts >= 1
         at = replace(BASE, mode=m.mode, rollouts=m.rollouts)
@@ -62,7 +63,7 @@ def test_the_typical_k_is_the_largest_whose_typical_peak_fits_and_never_below_th
 
 
 def test_a_typical_peak_lies_between_the_live_data_and_the_bound() -> None:
-    for mode in MODEL_MODES:
+    for mode in MODES:
         p = predict(replace(BASE, mode=mode, rollouts=8), 100_000.0)
         assert p.retained_bytes <= p.typical_peak_bytes <= p.peak_bytes
         assert p.engine_cache_bytes < p.typical_engine_peak_bytes <= p.engine_peak_bytes

@@ -17,7 +17,7 @@ from renderers.base import PlaceholderRange
 
 from mmbench import backends
 from mmbench.backends.renderers import parts
-from mmbench.backends.renderers.world import _stored
+from mmbench.backends.renderers.backend import _stored
 from mmbench.config import PointConfig
 from mmbench.errors import MmbenchError
 from mmbench.transports.base import Ship

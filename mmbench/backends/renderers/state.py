@@ -19,7 +19,6 @@ class Chat(Conversation):
     encoded images (shared, not copied), in prompt order, for re-deriving pixels."""
 
     messages: list[dict[str, Any]] = field(default_factory=list)
-    prompt_ids: list[int] = field(default_factory=list)  # the prompt of the request being built
 
 
 @dataclass(slots=True)

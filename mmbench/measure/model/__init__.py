@@ -1,15 +1,16 @@
 """The model: what a point retains, ships and peaks at, predicted before it runs.
 
-What it covers: the transport modes of mmbench.transports (what each does is stated once, in
-modes.py; the raw-media modes, whose engine preprocesses, in raw.py), any geometry, K, N, images
-per turn, source size, renderer pool and cache size, engine cache size, sent-hash bound, codec and
-dtype, and the client knobs (trim after build, a fixed mmap
-threshold; the build cap and the arena count measured to change nothing beyond the spread). It
-predicts fault-free runs: engine faults (evictions, restarts, errors) are not modelled.
+What it covers: the transport modes of mmbench.transports (what each does is stated once, by the
+transport's capability flags, read through the point's facts: mmbench.facts; the raw-media modes,
+whose engine preprocesses, in raw.py), any geometry, K, N, images per turn, source size, renderer
+pool and cache size, engine cache size, sent-hash bound, codec and dtype, and the client knobs
+(trim after build, a fixed mmap threshold; the build cap and the arena count measured to change
+nothing beyond the spread). It predicts fault-free runs: engine faults (evictions, restarts, errors)
+are not modelled.
 
-- driver.py simulates the rollout driver: the engine's queue and its LRU-by-bytes cache (null slots
-  served or failed, resends), then the renderer pool (slots handed out in rotation, one FIFO cache
-  each). It gives the renders that preprocess, cache hits, re-derivations, engine cache hits and
+- simulation.py simulates the rollout driver: the engine's queue and its LRU-by-bytes cache (null
+  slots served or failed, resends), then the renderer pool (slots handed out in rotation, one FIFO
+  cache each). It gives the renders that preprocess, cache hits, re-derivations, engine cache hits and
   misses, fallbacks, the requests by size and which pixels stay where.
 - parts.py has the exact sizes: descriptors and token streams (sys.getsizeof of the real objects)
   and each request body (the codec's own bytes plus what each token, hash, placeholder and item adds).
@@ -36,14 +37,12 @@ from __future__ import annotations
 from dataclasses import replace
 
 from mmbench.config import PointConfig
+from mmbench.facts import GRID_BYTES, PIXEL_ITEMSIZE, PointFacts, facts_of
 from mmbench.measure.model.constants import CONSTANTS, Constants
-from mmbench.measure.model.driver import DriverCounts, DriverTime, Timing, simulate, simulate_time
-from mmbench.measure.model.modes import MODEL_MODES, ModeBehaviour, behaviour
 from mmbench.measure.model.parts import (  # the private names: for models built on these sizes
     _PAD_TOKEN_CHARS,
     _SIZE,
     _TEXT_TOKEN_CHARS,
-    GRID_BYTES,
     BodySize,
     _list_bytes,
     descriptor_bytes_per_rollout,
@@ -51,10 +50,17 @@ from mmbench.measure.model.parts import (  # the private names: for models built
     other_bytes_per_rollout,
 )
 from mmbench.measure.model.peak import PeakInputs, client_peak, engine_peak, peak_inputs, trims
-from mmbench.measure.model.prediction import PIXEL_ITEMSIZE, Prediction
+from mmbench.measure.model.prediction import Prediction
 from mmbench.measure.model.raw import explain_raw
+from mmbench.measure.model.simulation import (
+    DriverCounts,
+    DriverTime,
+    SimPoint,
+    Timing,
+    simulate,
+    simulate_time,
+)
 from mmbench.measure.model.vllm import VLLM, vllm_engine_peak
-from mmbench.world.geometry import get_geometry
 
 # The item the timing constants are measured at: 512x512, float32 (Qwen3-VL: 1024 rows of 1536).
 TIMING_PIXELS = 512 * 512
@@ -62,15 +68,12 @@ TIMING_ITEM_BYTES = 1024 * 1536 * 4
 
 __all__ = [
     "GRID_BYTES",
-    "MODEL_MODES",
     "PIXEL_ITEMSIZE",
     "_PAD_TOKEN_CHARS",
     "_SIZE",
     "_TEXT_TOKEN_CHARS",
-    "ModeBehaviour",
     "Prediction",
     "_list_bytes",
-    "behaviour",
     "counts",
     "explain",
     "item_objects",
@@ -79,29 +82,27 @@ __all__ = [
 ]
 
 
-def _driver_args(config: PointConfig, constants: Constants) -> tuple[object, ...]:
-    """The driver simulation's arguments for this point."""
-    layout = get_geometry(config.model).layout(*config.image_wh)
-    item = layout.pixel_bytes(PIXEL_ITEMSIZE[config.dtype]) + GRID_BYTES
-    capacity = config.engine_cache_bytes
-    engine_items = capacity // item if item <= capacity else 0
-    return (
-        behaviour(config.mode), config.rollouts, config.turns, config.images_per_turn, config.pool_size,
-        config.image_cache_max, engine_items, config.sent_hashes_max,
+def _sim_point(f: PointFacts, constants: Constants) -> SimPoint:
+    """What the driver's simulation of this point depends on."""
+    config, layout, item = f.config, f.layout, f.cache_item_bytes
+    return SimPoint(
+        f.mode, config.rollouts, config.turns, config.images_per_turn, config.pool_size,
+        config.image_cache_max, f.engine_cache_items, config.sent_hashes_max,
         timing(layout.resized_height * layout.resized_width, item, constants, config.codec),
         config.max_inflight_builds,
     )  # fmt: skip
 
 
-def counts(config: PointConfig, constants: Constants = CONSTANTS) -> DriverCounts:
-    """The driver simulated for this point (see mmbench.measure.model.driver)."""
-    return simulate(*_driver_args(config, constants))  # type: ignore[arg-type]
+def counts(config: PointConfig | PointFacts, constants: Constants = CONSTANTS) -> DriverCounts:
+    """The driver simulated for this point (see mmbench.measure.model.simulation)."""
+    f = config if isinstance(config, PointFacts) else facts_of(config)
+    return simulate(_sim_point(f, constants))
 
 
 def driver_time(config: PointConfig, constants: Constants = CONSTANTS) -> DriverTime:
     """The simulated driver's CPU and wall time for this point: a check of the timing constants,
     not a prediction mmbench prints (the processed modes only; raw media is not simulated)."""
-    return simulate_time(*_driver_args(config, constants))  # type: ignore[arg-type]
+    return simulate_time(_sim_point(facts_of(config), constants))
 
 
 def timing(pixels: int, item_bytes: int, constants: Constants = CONSTANTS, codec: str = "fast") -> Timing:
@@ -132,13 +133,14 @@ def explain(
     engine: str = "embedded",
 ) -> tuple[Prediction, PeakInputs]:  # fmt: skip
     """The prediction and what its peaks are made of (mmbench.measure.model.peak)."""
-    prediction, inputs = _explain(config, source_bytes_per_image, constants)
+    f = facts_of(config)
+    prediction, inputs = _explain(f, source_bytes_per_image, constants)
     engine_floor = constants.engine_baseline + prediction.engine_cache_bytes
     if engine == VLLM:
         peak = vllm_engine_peak(inputs, prediction.engine_cache_bytes, constants)
         prediction = replace(prediction, engine_peak_bytes=peak)
         engine_floor = constants.vllm_baseline
-    shares = constants.typical_shares(behaviour(config.mode).client_renders, engine == VLLM)
+    shares = constants.typical_shares(f.mode.renders, engine == VLLM)
     return _with_typical(prediction, shares[0], engine_floor, shares[1]), inputs
 
 
@@ -154,16 +156,13 @@ def _with_typical(p: Prediction, client_share: float, engine_floor: int, engine_
 
 
 def _explain(
-    config: PointConfig, source_bytes_per_image: float, constants: Constants
+    f: PointFacts, source_bytes_per_image: float, constants: Constants
 ) -> tuple[Prediction, PeakInputs]:
-    mode = behaviour(config.mode)
-    if not mode.client_renders:
-        return explain_raw(config, source_bytes_per_image, constants)
-    layout = get_geometry(config.model).layout(*config.image_wh)
-    itemsize = PIXEL_ITEMSIZE[config.dtype]
-    pixel = layout.pixel_bytes(itemsize)
+    if not f.mode.renders:
+        return explain_raw(f, source_bytes_per_image, constants)
+    config, mode, layout, itemsize, pixel = f.config, f.mode, f.layout, f.itemsize, f.pixel_bytes
     k, n, m = config.rollouts, config.turns, config.images_per_turn
-    sim = counts(config, constants)
+    sim = counts(f, constants)
 
     pixels = int((k * n * m + sim.rederived_kept) * pixel) if mode.stores_pixels else 0
     cache_only = 0 if mode.stores_pixels else int(sim.renderer_cache_entries * pixel)
@@ -175,7 +174,7 @@ def _explain(
     body = BodySize(config, layout, itemsize)
     # round, not int: the counts are averages over simulated runs (12 may be 11.999999999999998)
     shipped = round(sum(count * body(*shape) for shape, count in sim.request_shapes))
-    engine_cache = int(sim.engine_cache_items * (pixel + GRID_BYTES))
+    engine_cache = int(sim.engine_cache_items * f.cache_item_bytes)
     # The renderer makes float32 pixels before any cast: the allocator's holes are float32-sized.
     body_float32 = body if itemsize == 4 else BodySize(config, layout, 4)
     inputs = peak_inputs(config, mode, sim, retained, body, body_float32, pixel, layout.pixel_bytes(4))

@@ -33,9 +33,9 @@ from pathlib import Path
 import numpy as np
 
 from mmbench.errors import MmbenchError
+from mmbench.facts import mode_of
 from mmbench.measure.model import driver_time, explain
 from mmbench.measure.model.constants import CONSTANTS, Constants
-from mmbench.measure.model.modes import behaviour
 from mmbench.measure.model.peak import client_parts, engine_basis, slack_basis, transient_basis
 from mmbench.measure.model.raw import raw_basis
 from mmbench.measure.model.vllm import VLLM, vllm_basis
@@ -160,7 +160,7 @@ def _fit_typical(points: list[Point], c: Constants) -> tuple[tuple[float, float,
     for p in points:
         r = p.record
         on_vllm = r.engine.kind == VLLM
-        raw = "" if behaviour(r.config.mode).client_renders else "raw "
+        raw = "" if mode_of(r.config.mode).renders else "raw "
         pred = explain(r.config, p.per_image, c, VLLM if on_vllm else "embedded")[0]
         if not on_vllm and r.client.peak_bytes is not None:
             share = _share(r.client.peak_bytes, pred.retained_bytes, pred.peak_bytes)
@@ -194,10 +194,10 @@ def _fit_bounds(points: list[Point], start: Constants) -> Constants:
         engine_baseline=int(statistics.median(engines)) if engines else start.engine_baseline,
     )
     # The raw-media modes' client peak has a model of its own (model/raw.py): fitted apart.
-    raw = [p for p in points if not behaviour(p.record.config.mode).client_renders]
+    raw = [p for p in points if not mode_of(p.record.config.mode).renders]
     if raw:
         c = replace(c, raw_client=_fit_raw_client(raw, c))
-    processed = [p for p in points if behaviour(p.record.config.mode).client_renders]
+    processed = [p for p in points if mode_of(p.record.config.mode).renders]
     others = [p for p in processed if p.record.config.codec != "fast"]
     c = replace(c, codec_build=_fit_codec_build(others, c), codec_peak=())
     if processed:
@@ -363,7 +363,7 @@ def compare(points: list[Point], c: Constants) -> list[ScenarioFit]:
             ]
             if values:
                 ranges[figure] = (min(values), max(values))
-        timed = [p for p in mine if behaviour(p.record.config.mode).client_renders and p.record.client.cpu_s]
+        timed = [p for p in mine if mode_of(p.record.config.mode).renders and p.record.client.cpu_s]
         times = [(p.record, driver_time(p.record.config, c)) for p in timed]
         for figure, measured, simulated in (
             ("client cpu (driver)", lambda r: r.client.cpu_s, lambda t: t.client_cpu_s),

@@ -41,7 +41,7 @@ class Constants:
     client_baseline: int = 192_520_192
     #: the engine process's RSS once ready
     engine_baseline: int = 39_198_720
-    #: CPU milliseconds per 512x512 float32 item (6 MiB; model/driver.py scales them with the
+    #: CPU milliseconds per 512x512 float32 item (6 MiB; model/simulation.py scales them with the
     #: point's item): a render that misses and one that hits, a body's build and upload per item in
     #: full and per request, the engine's read and parse per item in full, its decode per item
     #: decoded and its cost per request. Measured on the engine-cache points (K=8, 0.05-0.2 GB): the

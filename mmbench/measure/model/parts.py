@@ -10,7 +10,7 @@ from functools import partial
 import numpy as np
 
 from mmbench.config import PointConfig
-from mmbench.measure.model.modes import ModeBehaviour, behaviour
+from mmbench.facts import Mode, mode_of
 from mmbench.world.codec import get_codec, item_wire_bytes
 from mmbench.world.geometry import ImageLayout
 from mmbench.world.sidecar import MMItem, MultiModalData, Placeholder
@@ -24,7 +24,6 @@ _PAD_TOKEN_CHARS = 7  # "151655,"
 _HASH_CHARS = 35  # "<32 hex>",
 _PLACEHOLDER_CHARS = 31  # {"offset":12345,"length":256},
 _NULL_CHARS = 5  # null,
-GRID_BYTES = 3 * 8  # image_grid_thw (1, 3) int64: what the engine's cache charges beside the pixels
 
 
 def _sizes() -> dict[str, int]:
@@ -48,18 +47,18 @@ def _list_bytes(n: int) -> int:
     return _SIZE["empty_list"] + 8 * n
 
 
-def item_objects(mode: str | ModeBehaviour, turns: int, m: int) -> int:
+def item_objects(mode: str | Mode, turns: int, m: int) -> int:
     """How many MMItem objects one rollout's steps hold: full keeps the renderer's items; hash-only
     also a stripped copy of each turn's previous new items; ephemeral a descriptor of every item of
     every step; ephemeral+hash-only one descriptor per image."""
-    b = behaviour(mode) if isinstance(mode, str) else mode
+    b = mode_of(mode) if isinstance(mode, str) else mode
     images = turns * m
     if b.stores_pixels:
-        return images + (turns - 1) * m if b.null_slots else images
-    return images if b.null_slots else m * turns * (turns + 1) // 2
+        return images + (turns - 1) * m if b.needs_engine_cache else images
+    return images if b.needs_engine_cache else m * turns * (turns + 1) // 2
 
 
-def descriptor_bytes_per_rollout(config: PointConfig, mode: ModeBehaviour) -> int:
+def descriptor_bytes_per_rollout(config: PointConfig, mode: Mode) -> int:
     """Per step three lists of the t*m items so far and the sidecar; per image its hash,
     placeholder and grid; and the item objects the mode creates."""
     s, n, m = _SIZE, config.turns, config.images_per_turn

@@ -39,10 +39,10 @@ import math
 from dataclasses import dataclass
 
 from mmbench.config import PointConfig
+from mmbench.facts import Mode
 from mmbench.measure.model.constants import Constants
-from mmbench.measure.model.driver import DriverCounts
-from mmbench.measure.model.modes import ModeBehaviour
 from mmbench.measure.model.parts import BodySize
+from mmbench.measure.model.simulation import DriverCounts
 
 # trim_after_build=auto trims when a build grew RSS by this much (as mmbench.world.rollout does); a
 # build grows it by about _BUILD_COPIES x its pixels (the batch, the base64 text, the body), so auto
@@ -88,7 +88,7 @@ def trims(config: PointConfig, largest_request_pixel_bytes: int) -> bool:
 
 
 def peak_inputs(
-    config: PointConfig, mode: ModeBehaviour, sim: DriverCounts, live: int, body: BodySize,
+    config: PointConfig, mode: Mode, sim: DriverCounts, live: int, body: BodySize,
     body_float32: BodySize, pixel: int, pixel_float32: int,
 ) -> PeakInputs:  # fmt: skip
     shapes = [shape for shape, count in sim.request_shapes if count > 0]
@@ -104,7 +104,7 @@ def peak_inputs(
         last_turn_full_items=sum(count * s[2] for s, count in last) / k,
         item_text_float32=body_float32.wire,
         pixel_float32=pixel_float32,
-        renders_in_flight=min(k, config.pool_size, RENDER_THREADS) if mode.client_renders else 0,
+        renders_in_flight=min(k, config.pool_size, RENDER_THREADS) if mode.renders else 0,
         evicted=0.0
         if mode.stores_pixels
         else max(0.0, sim.renderer_cache_misses - sim.renderer_cache_entries),

@@ -1,11 +1,9 @@
-"""What the model predicts for one point (and the pixel itemsize it sizes items with): apart from
-the package's __init__, so that the modules it builds on (raw.py) import it without a cycle."""
+"""What the model predicts for one point: apart from the package's __init__, so that the modules
+it builds on (raw.py) import it without a cycle."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-
-PIXEL_ITEMSIZE = {"float32": 4, "bfloat16": 2}  # bytes per pixel_values element, per dtype
 
 
 @dataclass(frozen=True, slots=True)

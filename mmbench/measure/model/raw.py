@@ -32,13 +32,12 @@ from collections import OrderedDict
 from pathlib import Path
 
 from mmbench.config import PointConfig
+from mmbench.facts import PointFacts
 from mmbench.measure.model.constants import Constants
-from mmbench.measure.model.modes import behaviour
-from mmbench.measure.model.parts import _PAD_TOKEN_CHARS, _SIZE, _TEXT_TOKEN_CHARS, GRID_BYTES, _list_bytes
+from mmbench.measure.model.parts import _PAD_TOKEN_CHARS, _SIZE, _TEXT_TOKEN_CHARS, _list_bytes
 from mmbench.measure.model.peak import PeakInputs, _heap, dot, engine_peak
-from mmbench.measure.model.prediction import PIXEL_ITEMSIZE, Prediction
+from mmbench.measure.model.prediction import Prediction
 from mmbench.world.codec import b64_len, get_codec
-from mmbench.world.geometry import get_geometry
 from mmbench.world.media import data_url_prefix
 from mmbench.world.wire import raw_request_object
 
@@ -49,9 +48,10 @@ _ASSET_NAME_CHARS = 32  # the blake2b-128 hex digest a stored asset is named by
 _PREPROCESS_TEMPORARIES = 4.0  # float32 image, normalized copy, temporal repeat, patches
 
 
-def url_length(config: PointConfig, source_bytes_per_image: float) -> float:
+def url_length(facts: PointFacts, source_bytes_per_image: float) -> float:
     """Characters of one image's URL in this mode."""
-    if behaviour(config.mode).media == "file":
+    config = facts.config
+    if facts.mode.media == "file":
         return len(f"file://{_ASSET_DIR}/") + _ASSET_NAME_CHARS + 1 + len(config.image_format)
     return len(data_url_prefix(config.image_format)) + b64_len(round(source_bytes_per_image))
 
@@ -120,13 +120,12 @@ def evicted_slack_basis(preprocess: int, cache_bytes: int, item_bytes: int) -> f
 
 
 def explain_raw(
-    config: PointConfig, source_bytes_per_image: float, constants: Constants
+    facts: PointFacts, source_bytes_per_image: float, constants: Constants
 ) -> tuple[Prediction, PeakInputs]:
-    layout = get_geometry(config.model).layout(*config.image_wh)
-    pixel = layout.pixel_bytes(PIXEL_ITEMSIZE[config.dtype])
+    config, layout, pixel = facts.config, facts.layout, facts.pixel_bytes
     k, n, m, c = config.rollouts, config.turns, config.images_per_turn, config.completion_tokens
     images = n * m
-    url = url_length(config, source_bytes_per_image)
+    url = url_length(facts, source_bytes_per_image)
 
     s = _SIZE
     media = int(k * images * (url + STR_OVERHEAD))
@@ -142,7 +141,7 @@ def explain_raw(
 
     bodies = _body_sizes(config, url)
     shipped_rollout = int(sum(bodies))
-    item_bytes = pixel + GRID_BYTES
+    item_bytes = facts.cache_item_bytes
     preprocess, hits = engine_preprocess_calls(config, item_bytes)
     engine_cache = min(k * images, config.engine_cache_bytes // item_bytes) * item_bytes
     inputs = PeakInputs(

@@ -1,4 +1,4 @@
-"""The driver simulated (mmbench.measure.model.driver): renderer pools and the engine's cache."""
+"""The driver simulated (mmbench.measure.model.simulation): renderer pools and the engine's cache."""
 
 from __future__ import annotations
 
@@ -8,20 +8,21 @@ import random
 import pytest
 
 from mmbench.errors import MmbenchError
-from mmbench.measure.model import driver, timing
-from mmbench.measure.model.driver import Timing, _closed_form, _Point, _Run, _SharedCpu, simulate
-from mmbench.measure.model.modes import MODEL_MODES, behaviour
+from mmbench.facts import Mode, mode_of
+from mmbench.measure.model import simulation, timing
+from mmbench.measure.model.simulation import SimPoint, Timing, _closed_form, _Run, _SharedCpu, simulate
 from mmbench.transports.registry import TRANSPORTS
 
-FULL, EPHEMERAL = MODEL_MODES["full"], MODEL_MODES["ephemeral"]
-HASH, BOTH = MODEL_MODES["hash-only"], MODEL_MODES["ephemeral+hash-only"]
+# A mode's behaviour is its transport's flags (renders, stores_pixels, needs_engine_cache, media).
+FULL, EPHEMERAL = TRANSPORTS["full"], TRANSPORTS["ephemeral"]
+HASH, BOTH = TRANSPORTS["hash-only"], TRANSPORTS["ephemeral+hash-only"]
 BIG = 1_000_000  # an engine cache (in items) that holds every image
 T512 = timing(512 * 512, 1024 * 1536 * 4)  # the committed costs at 512x512, float32
 
 
-def sim(mode: object, k: int = 4, n: int = 8, m: int = 1, pool: int = 1, cap: int = 32, engine: int = BIG,
-        sent: int = 16_384, t: Timing = T512) -> driver.DriverCounts:  # fmt: skip
-    return simulate(mode, k, n, m, pool, cap, engine, sent, t)  # type: ignore[arg-type]
+def sim(mode: Mode, k: int = 4, n: int = 8, m: int = 1, pool: int = 1, cap: int = 32, engine: int = BIG,
+        sent: int = 16_384, t: Timing = T512) -> simulation.DriverCounts:  # fmt: skip
+    return simulate(SimPoint(mode, k, n, m, pool, cap, engine, sent, t))
 
 
 @pytest.mark.parametrize("mode", [FULL, HASH, BOTH])
@@ -31,7 +32,7 @@ def sim(mode: object, k: int = 4, n: int = 8, m: int = 1, pool: int = 1, cap: in
 def test_the_closed_form_is_what_the_simulation_does_where_nothing_is_rederived(
     mode: object, k: int, m: int, pool: int, cap: int
 ) -> None:
-    p = _Point(mode, k, 8, m, pool, cap, BIG, 16_384, T512)  # type: ignore[arg-type]
+    p = SimPoint(mode, k, 8, m, pool, cap, BIG, 16_384, T512)
     closed, simulated = _closed_form(p), _Run(p, random.Random(0)).run()
     assert closed == pytest.approx({name: simulated[name] for name in closed})
 
@@ -140,24 +141,18 @@ def test_request_shapes_add_up_to_the_requests() -> None:
     assert sum(count * full for (_, _, full), count in c.request_shapes) == pytest.approx(c.full_items_sent)
 
 
-def test_every_mode_the_model_covers_is_a_transport_and_agrees_with_its_flags() -> None:
-    for name, b in MODEL_MODES.items():
-        transport = TRANSPORTS[name]
-        assert b.stores_pixels == transport.stores_pixels, name
-        assert b.null_slots == transport.needs_engine_cache, name
-        assert b.client_renders == transport.renders, name
-        assert b.media == transport.media, name
-    assert set(MODEL_MODES) == set(TRANSPORTS)  # every mode is modelled
+def test_every_mode_is_read_from_the_transport_registry() -> None:
+    assert all(mode_of(name) is transport for name, transport in TRANSPORTS.items())
 
 
 def test_an_unknown_mode_is_one_line() -> None:
-    with pytest.raises(MmbenchError, match=r"does not cover mode 'nope'.*full"):
-        behaviour("nope")
+    with pytest.raises(MmbenchError, match=r"unknown mode 'nope'.*full"):
+        mode_of("nope")
 
 
 @pytest.mark.parametrize("cap", [0, 1, 3])
 def test_a_build_cap_bounds_the_bodies_built_at_once_and_not_the_work(cap: int) -> None:
-    p = _Point(FULL, 8, 4, 1, 1, 32, BIG, 16_384, T512, cap)  # type: ignore[arg-type]
+    p = SimPoint(FULL, 8, 4, 1, 1, 32, BIG, 16_384, T512, cap)
     run = _Run(p, random.Random(0))
     out = run.run()
     # capped: never more than the cap; uncapped, with renders one at a time: more than that
@@ -171,8 +166,8 @@ def test_the_simulated_time_adds_up_to_the_work_it_was_given() -> None:
     t = Timing(render_miss=10.0, render_hit=0.0, build_item=5.0, build_fixed=0.0, engine_item=2.0,
                engine_decode=1.0, engine_fixed=0.0)  # fmt: skip
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(driver, "_COST_NOISE", 0.0)
-        got = driver.simulate_time.__wrapped__(FULL, 2, 2, 1, 1, 32, BIG, 16_384, t)
+        mp.setattr(simulation, "_COST_NOISE", 0.0)
+        got = simulation.simulate_time.__wrapped__(SimPoint(FULL, 2, 2, 1, 1, 32, BIG, 16_384, t))
     assert got.client_cpu_s == pytest.approx((4 * 10.0 + 6 * 5.0) / 1000)
     assert got.engine_cpu_s == pytest.approx(6 * 3.0 / 1000)
     assert got.client_cpu_s <= got.wall_s <= got.client_cpu_s + got.engine_cpu_s

@@ -48,7 +48,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache, partial
 
-from mmbench.measure.model.modes import ModeBehaviour
+from mmbench.facts import Mode
 
 # Runs averaged per prediction: enough that the seeds' spread is well under the model's error,
 # with at most about this many renders and request items simulated in all (a few 0.1 s).
@@ -120,16 +120,19 @@ class _Engine:
 
 
 @dataclass(frozen=True, slots=True)
-class _Point:
-    mode: ModeBehaviour
+class SimPoint:
+    """What the simulation of one point depends on, and nothing else: points that differ elsewhere
+    (image format, seed, ...) share one simulation (the key of its cache)."""
+
+    mode: Mode
     k: int
     n: int
     m: int
     pool_size: int
     cache_max: int
-    engine_items: int
+    engine_items: int  # how many items the engine's cache holds
     sent_max: int
-    timing: Timing
+    timing: Timing  # what the client's and the engine's work costs at this point's item size
     build_gate: int = 0  # max_inflight_builds: builds at once (0: no cap)
 
 
@@ -172,7 +175,7 @@ class _Rollout:
 class _Run:
     """One simulated run of a point (see the module doc)."""
 
-    def __init__(self, p: _Point, rng: random.Random) -> None:
+    def __init__(self, p: SimPoint, rng: random.Random) -> None:
         self.p, self.rng = p, rng
         self.client = _SharedCpu()
         self.engine = _Engine(p.engine_items, OrderedDict())
@@ -213,7 +216,7 @@ class _Run:
         else:
             ro.todo.extend((key, False) for key in ro.keys[-p.m :])
             ro.pixels = ro.kept + [True] * p.m
-            null_slots = p.mode.null_slots
+            null_slots = p.mode.needs_engine_cache  # sends null slots
             ro.mask = [not (null_slots and key in self.sent) for key in ro.keys]
         for i, (key, in_full) in enumerate(zip(ro.keys, ro.mask, strict=True)):
             if in_full and not ro.pixels[i]:
@@ -223,7 +226,7 @@ class _Run:
 
     def next_render(self, r: int) -> None:
         ro = self.rollouts[r]
-        if ro.todo and self.p.mode.client_renders:
+        if ro.todo and self.p.mode.renders:
             self.waiting.append(r)
             self.hand_out()
             return
@@ -346,45 +349,45 @@ class _Run:
         return out
 
 
-def _fallback_free(p: _Point) -> bool:
+def _fallback_free(p: SimPoint) -> bool:
     """No request can fail: no null slots, or an engine cache (and a sent-hash LRU) that hold every
     image of the point, so nothing is evicted."""
     images = p.k * p.n * p.m
-    return not p.mode.null_slots or (p.engine_items >= images and p.sent_max >= images)
+    return not p.mode.needs_engine_cache or (p.engine_items >= images and p.sent_max >= images)
 
 
-def _needs_renders(p: _Point) -> bool:
+def _needs_renders(p: SimPoint) -> bool:
     """Whether renders can hit a cache: only re-derivations do (every image is a new key)."""
-    return p.mode.client_renders and (
-        (not p.mode.stores_pixels and not p.mode.null_slots) or not _fallback_free(p)
+    return p.mode.renders and (
+        (not p.mode.stores_pixels and not p.mode.needs_engine_cache) or not _fallback_free(p)
     )
 
 
-def _closed_form(p: _Point) -> dict[str, float]:
+def _closed_form(p: SimPoint) -> dict[str, float]:
     """The counts where nothing fails and nothing is re-derived: every render is a miss of a new
     key, dealt to the renderers in rotation; every request ships its new images in full (and, in
     the modes that send null slots, the rest as hits), and the engine stores every item it gets."""
     images = p.k * p.n * p.m
     out: dict[str, float] = {"renders": 0, "renderer_cache_hits": 0, "renderer_cache_misses": 0,
                              "rederived": 0, "renderer_cache_entries": 0, "rederived_kept": 0}  # fmt: skip
-    if p.mode.client_renders:
+    if p.mode.renders:
         per_slot, extra = divmod(images, p.pool_size)
         out.update(renders=images, renderer_cache_misses=images, renderer_cache_entries=(
             extra * min(p.cache_max, per_slot + 1) + (p.pool_size - extra) * min(p.cache_max, per_slot)
         ))  # fmt: skip
-    nulls = p.k * p.m * p.n * (p.n - 1) // 2 if p.mode.null_slots else 0
+    nulls = p.k * p.m * p.n * (p.n - 1) // 2 if p.mode.needs_engine_cache else 0
     out.update(
         engine_cache_hits=nulls, engine_cache_misses=0, engine_cache_items=min(p.engine_items, images),
         fallbacks=0, requests=p.k * p.n, full_items_sent=p.k * p.m * p.n * (p.n + 1) // 2 - nulls,
         null_items_sent=nulls,
     )  # fmt: skip
     for t in range(1, p.n + 1):
-        full = p.m if p.mode.null_slots else t * p.m
+        full = p.m if p.mode.needs_engine_cache else t * p.m
         out[f"shape:{t}:{t * p.m}:{full}"] = p.k
     return out
 
 
-def _run(p: _Point, seed: int) -> dict[str, float]:
+def _run(p: SimPoint, seed: int) -> dict[str, float]:
     if not _needs_renders(p) and _fallback_free(p):
         return _closed_form(p)
     return _Run(p, random.Random(seed)).run()
@@ -397,14 +400,8 @@ def _runs(first: dict[str, float]) -> int:
 
 
 @lru_cache(maxsize=1024)
-def simulate(
-    mode: ModeBehaviour, k: int, n: int, m: int, pool_size: int, cache_max: int, engine_items: int,
-    sent_max: int, timing: Timing, build_gate: int = 0,
-) -> DriverCounts:  # fmt: skip
-    """The expected counts of a point. `engine_items`: how many items the engine's cache holds;
-    `timing`: what the client's and the engine's work costs at this point's item size;
-    `build_gate`: max_inflight_builds."""
-    p = _Point(mode, k, n, m, pool_size, cache_max, engine_items, sent_max, timing, build_gate)
+def simulate(p: SimPoint) -> DriverCounts:
+    """The expected counts of a point."""
     first = _run(p, 0)
     runs = _runs(first) if _needs_renders(p) or not _fallback_free(p) else 1
     results = [first] + [_run(p, seed) for seed in range(1, runs)]
@@ -435,13 +432,9 @@ class DriverTime:
 
 
 @lru_cache(maxsize=256)
-def simulate_time(
-    mode: ModeBehaviour, k: int, n: int, m: int, pool_size: int, cache_max: int, engine_items: int,
-    sent_max: int, timing: Timing, build_gate: int = 0,
-) -> DriverTime:  # fmt: skip
+def simulate_time(p: SimPoint) -> DriverTime:
     """The simulated run's CPU and wall time (always simulated, also where the counts have a
     closed form), averaged over the same runs as `simulate`."""
-    p = _Point(mode, k, n, m, pool_size, cache_max, engine_items, sent_max, timing, build_gate)
     first = _Run(p, random.Random(0)).run()
     results = [first] + [_Run(p, random.Random(seed)).run() for seed in range(1, _runs(first))]
     runs = len(results)

@@ -1,7 +1,7 @@
-"""The library-backed world: every turn rendered by the `renderers` library's own objects.
+"""The library as the driver's backend: every turn rendered by the `renderers` library's own objects.
 
-It is mmbench's rollout driver (mmbench.rollout.World: sources, transports, the codec and wire, the
-retry/latency/counter logic, the raw-media check) with the renderer replaced by the library:
+The rollout driver (mmbench.rollout.RolloutDriver: sources, transports, the codec and wire, the
+retry/latency/counter logic, the raw-media check) calls this backend where the sim renders:
 - processed modes (full, ephemeral, hash-only, ephemeral+hash-only): the first turn is rendered with
   `Qwen3VLRenderer.render`, every later one with `bridge_to_next_turn` (a full `render` where the
   bridge declines), as the library's multi-turn clients do, through a pool of the library's
@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections.abc import Iterator
-from dataclasses import dataclass, replace
-from pathlib import Path
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import httpx
@@ -33,11 +32,10 @@ from renderers.qwen3_vl import Qwen3VLRenderer
 
 from mmbench.backends.renderers.parts import LibraryPool, image_cache, make_renderer
 from mmbench.backends.renderers.state import Chat, LibraryStep
-from mmbench.config import PointConfig
-from mmbench.rollout import raw
-from mmbench.rollout.driver import HTTP_TIMEOUT_S, NO_SIDECAR, World, completion_of
-from mmbench.rollout.state import Conversation, RolloutCounters, RolloutFailed, Step
-from mmbench.transports.base import Ship, Transport
+from mmbench.rollout.backend import ClientParts
+from mmbench.rollout.driver import HTTP_TIMEOUT_S
+from mmbench.rollout.state import NO_SIDECAR, Conversation, RolloutCounters, RolloutFailed, Step
+from mmbench.rollout.turn import Rendered, Turn
 from mmbench.world.client import EngineReply
 from mmbench.world.codec import pixel_checksum
 from mmbench.world.images import SourceSpec, make_source
@@ -71,17 +69,18 @@ async def _on_response(response: httpx.Response) -> None:
         capture.answer = await response.aread()
 
 
-class LibraryWorld(World):
-    def __init__(
-        self, config: PointConfig, transport: Transport, source_cache: Path | None = None,
-        asset_dir: Path | None = None,
-    ) -> None:  # fmt: skip
-        super().__init__(config, transport, source_cache, asset_dir)
-        self.library = LibraryPool(self.geometry, config.pool_size, config.image_cache_max, config.tokenizer)
+class LibraryBackend:
+    def __init__(self, parts: ClientParts) -> None:
+        self.parts = parts
+        cfg = parts.config
+        self.library = LibraryPool(parts.facts.geometry, cfg.pool_size, cfg.image_cache_max, cfg.tokenizer)
         # crc32 of each image's pixels as the library first produced them: the client's side of the
         # correctness check (the library's descriptors keep no checksum). mmbench's, not the client's.
         self._checksums: dict[str, int] = {}
         self._clients: dict[int, openai.AsyncOpenAI] = {}
+
+    def conversation(self) -> Conversation:
+        return Chat()
 
     def cached_items(self) -> Iterator[MMItem]:
         return self.library.cached_items()
@@ -89,7 +88,7 @@ class LibraryWorld(World):
     def warm_up(self) -> None:
         """The library's lazy state (processor, tokenizer paths, the openai SDK's imports) exercised
         on a tiny image by a throwaway renderer, so that the pool's caches start empty."""
-        spec = SourceSpec(64, 64, self.config.image_format, "flat")
+        spec = SourceSpec(64, 64, self.parts.config.image_format, "flat")
         renderer = make_renderer(self.library.tokenizer, self.library.processor, 1)
         message = {"role": "user", "content": [{"type": "image", "image": make_source(spec, 0, 0, 0)}]}
         rendered = renderer.render([message], add_generation_prompt=True)
@@ -97,22 +96,9 @@ class LibraryWorld(World):
         renderer.parse_response(rendered.token_ids[:4])
         openai.AsyncOpenAI(base_url="http://127.0.0.1:9/v1", api_key=OPENAI_API_KEY, max_retries=0)
 
-    def _conversation(self) -> Conversation:
-        return Chat()
-
-    def _http_client(self) -> httpx.AsyncClient:
-        client = super()._http_client()
-        client.event_hooks = {"request": [_on_request], "response": [_on_response]}
-        return client
-
-    async def _turn(
-        self, http: httpx.AsyncClient, url: str, r: int, t: int, conv: Conversation, prev: Step | None,
-        c: RolloutCounters, turn_bytes: list[int],
-    ) -> Step:  # fmt: skip
-        assert isinstance(conv, Chat) and (prev is None or isinstance(prev, LibraryStep))
-        if self.transport.renders:
-            return await self._rendered_turn(http, url, r, t, conv, prev, c, turn_bytes)
-        return await self._generate_turn(http, url, r, t, conv, c, turn_bytes)
+    def event_hooks(self) -> dict[str, list[Callable[..., Any]]]:
+        """The hooks that see each body the library's client sends and each answer it reads."""
+        return {"request": [_on_request], "response": [_on_response]}
 
     # --- processed modes -----------------------------------------------------------------
 
@@ -144,32 +130,31 @@ class LibraryWorld(World):
                 self._checksums[h] = pixel_checksum(pv)
         return rendered
 
-    async def _rendered_turn(
-        self, http: httpx.AsyncClient, url: str, r: int, t: int, conv: Chat, prev: LibraryStep | None,
-        c: RolloutCounters, turn_bytes: list[int],
-    ) -> LibraryStep:  # fmt: skip
-        cfg = self.config
-        parts: list[dict[str, Any]] = [{"type": "text", "text": text_of(self.text_tokens(r, t))}]
-        for i in range(cfg.images_per_turn):
-            source = await asyncio.to_thread(self.sources.get, r, t, i)
+    async def render(self, turn: Turn, text: list[int]) -> Rendered:
+        conv, prev = turn.conv, turn.prev
+        assert isinstance(conv, Chat) and (prev is None or isinstance(prev, LibraryStep))
+        parts: list[dict[str, Any]] = [{"type": "text", "text": text_of(text)}]
+        for i in range(self.parts.config.images_per_turn):
+            source = await asyncio.to_thread(self.parts.sources.get, turn.rollout, turn.index, i)
             conv.sources.append(source)
             parts.append({"type": "image", "image": source})
         message: dict[str, Any] = {"role": "user", "content": parts}
         conv.messages.append(message)
         async with self.library.checkout() as renderer:
-            rendered = await asyncio.to_thread(self._render, renderer, conv, prev, message, c)
-        conv.prompt_ids = rendered.token_ids
-        mm = rendered.multi_modal_data or LibraryMM()
-        try:
-            sent, reply, plan = await self._exchange(http, url, conv, self._view(mm), c, turn_bytes, t + 1)
-        finally:
-            conv.prompt_ids = []
-        completion, logprobs = completion_of(reply.body)  # top level, or a vLLM's `choices`
+            rendered = await asyncio.to_thread(self._render, renderer, conv, prev, message, turn.counters)
+        return Rendered(self._view(rendered.multi_modal_data or LibraryMM()), rendered.token_ids, rendered)
+
+    def step(
+        self, turn: Turn, rendered: Rendered, stored: MultiModalData, completion: list[int],
+        logprobs: list[float],
+    ) -> Step:  # fmt: skip
+        conv, native = turn.conv, rendered.native
+        assert isinstance(conv, Chat) and isinstance(native, RenderedTokens)
         # the assistant's answer joins the chat as the library parses it
-        answer = self.library.members[0].parse_response(completion, prompt_ids=rendered.token_ids)
+        answer = self.library.members[0].parse_response(completion, prompt_ids=native.token_ids)
         conv.messages.append({"role": "assistant", "content": answer.content})
-        prompt = replace(rendered, multi_modal_data=_stored(mm, self.transport.stored(sent, plan)))
-        return LibraryStep(len(rendered.token_ids), completion, logprobs, NO_SIDECAR, None, prompt)
+        prompt = replace(native, multi_modal_data=_stored(native.multi_modal_data or LibraryMM(), stored))
+        return LibraryStep(len(native.token_ids), completion, logprobs, NO_SIDECAR, None, prompt)
 
     def _view(self, mm: LibraryMM) -> MultiModalData:
         """mmbench's view of the library's sidecar (arrays shared), for the transports and the body."""
@@ -181,36 +166,19 @@ class LibraryWorld(World):
         placeholders = [Placeholder(p.offset, p.length) for p in mm.mm_placeholders.get(MODALITY, [])]
         return MultiModalData(hashes, placeholders, items)
 
-    def _prompt_tokens(self, conv: Conversation) -> list[int]:
-        assert isinstance(conv, Chat)
-        return conv.prompt_ids
-
-    async def _with_pixels(
-        self, conv: Conversation, sidecar: MultiModalData, plan: list[Ship], c: RolloutCounters
-    ) -> MultiModalData:
-        """Re-derive the pixels of every item shipped in full that has none: the library's renderer
-        renders a one-image message (its cache consulted as on any render)."""
-        items = list(sidecar.items)
-        for i, (item, ship) in enumerate(zip(items, plan, strict=True)):
-            if ship is Ship.PIXELS and not item.has_pixels:
-                message: dict[str, Any] = {
-                    "role": "user",
-                    "content": [{"type": "image", "image": conv.sources[i]}],
-                }
-                alone = Chat(messages=[message])
-                async with self.library.checkout() as renderer:
-                    rendered = await asyncio.to_thread(self._render, renderer, alone, None, message, c)
-                assert rendered.multi_modal_data is not None
-                c.rederived += 1
-                items[i] = replace(
-                    item, pixel_values=rendered.multi_modal_data.mm_items[MODALITY][0]["pixel_values"]
-                )
-        return sidecar.with_items(items)
+    async def rederive(self, turn: Turn, source: bytes, item: MMItem) -> MMItem:
+        """The library's renderer renders a one-image message (its cache consulted as on any render)."""
+        message: dict[str, Any] = {"role": "user", "content": [{"type": "image", "image": source}]}
+        alone = Chat(messages=[message])
+        async with self.library.checkout() as renderer:
+            rendered = await asyncio.to_thread(self._render, renderer, alone, None, message, turn.counters)
+        assert rendered.multi_modal_data is not None
+        return replace(item, pixel_values=rendered.multi_modal_data.mm_items[MODALITY][0]["pixel_values"])
 
     # --- raw modes -----------------------------------------------------------------------
 
     def _client(self, http: httpx.AsyncClient, url: str) -> openai.AsyncOpenAI:
-        """The openai SDK client the library posts through, over this world's HTTP client (whose
+        """The openai SDK client the library posts through, over the driver's HTTP client (whose
         hooks see each body and answer); the SDK's own retries are off: mmbench's loop retries."""
         if id(http) not in self._clients:
             self._clients[id(http)] = openai.AsyncOpenAI(
@@ -221,56 +189,58 @@ class LibraryWorld(World):
             )  # fmt: skip
         return self._clients[id(http)]
 
-    async def _generate_turn(
-        self, http: httpx.AsyncClient, url: str, r: int, t: int, conv: Chat, c: RolloutCounters,
-        turn_bytes: list[int],
-    ) -> LibraryStep:  # fmt: skip
-        cfg = self.config
-        parts: list[dict[str, Any]] = [{"type": "text", "text": text_of(self.text_tokens(r, t))}]
-        for i in range(cfg.images_per_turn):
-            source = await asyncio.to_thread(self.sources.get, r, t, i)
-            media = await asyncio.to_thread(
-                raw.media_url, self.transport.media, source, cfg.image_format, self.assets
-            )
-            conv.media.append(media)
-            parts.append({"type": "image_url", "image_url": {"url": media}})
-            del source
+    async def raw_request(self, turn: Turn, text: list[int], media: list[str]) -> _Generate:
+        conv = turn.conv
+        assert isinstance(conv, Chat)
+        parts: list[dict[str, Any]] = [{"type": "text", "text": text_of(text)}]
+        parts += [{"type": "image_url", "image_url": {"url": url}} for url in media]
         conv.messages.append({"role": "user", "content": parts})
-        plan = self.transport.plan(url, cfg.model, conv.media)
-        client = self._client(http, url)
         # generate renders synchronously before its first await, so no other rollout can use the
         # renderer meanwhile: the raw path needs no checkout (and renders no image)
-        renderer = self.library.members[0]
-        capture = _Capture()
-        result: dict[str, Any] = {}
+        return _Generate(self, turn, conv, self._client(turn.session.http, turn.session.url))
 
-        async def send() -> EngineReply:
-            nonlocal capture
-            capture = _Capture()
-            token = _CAPTURE.set(capture)
-            try:
-                out = await generate(
-                    client=client, renderer=renderer, messages=conv.messages, model=cfg.model,
-                    sampling_params={"max_tokens": cfg.completion_tokens, "temperature": 1.0},
-                    process_multimodal=False,
-                )  # fmt: skip
-            except openai.APIStatusError as exc:
-                return EngineReply(exc.status_code, _parsed(capture.answer) or {"error": str(exc)})
-            except openai.APIConnectionError as exc:  # refused, reset, timed out: retried
-                raise httpx.TransportError(f"{type(exc).__name__}: {exc}") from None
-            except MalformedGenerateResponseError as exc:
-                raise RolloutFailed(f"turn {t + 1}: the library refused the engine's answer: {exc}") from None
-            finally:
-                _CAPTURE.reset(token)
-            result.update(out)
-            return EngineReply(200, _parsed(capture.answer))
 
-        reply = await self._attempts(send, lambda: capture.sent, plan, c, turn_bytes, t + 1)
-        if not reply.ok:
-            raise RolloutFailed(f"turn {t + 1}: engine answered {reply.status}: {reply.error}")
-        _, _, checksums = raw.read_answer(reply.body, len(conv.media), t + 1)
-        raw.keep_checksums(c, reply.body, checksums)
-        conv.messages.append({"role": "assistant", "content": result["content"]})
+@dataclass(slots=True)
+class _Generate:
+    """One raw-media request as the library's client makes it: each attempt a `generate` call, its
+    body and answer seen by the driver's HTTP hooks."""
+
+    backend: LibraryBackend
+    turn: Turn
+    conv: Chat
+    client: openai.AsyncOpenAI
+    capture: _Capture = field(default_factory=_Capture)
+    result: dict[str, Any] = field(default_factory=dict)
+
+    async def send(self) -> EngineReply:
+        self.capture = capture = _Capture()
+        token = _CAPTURE.set(capture)
+        cfg = self.backend.parts.config
+        try:
+            out = await generate(
+                client=self.client, renderer=self.backend.library.members[0], messages=self.conv.messages,
+                model=cfg.model, sampling_params={"max_tokens": cfg.completion_tokens, "temperature": 1.0},
+                process_multimodal=False,
+            )  # fmt: skip
+        except openai.APIStatusError as exc:
+            return EngineReply(exc.status_code, _parsed(capture.answer) or {"error": str(exc)})
+        except openai.APIConnectionError as exc:  # refused, reset, timed out: retried
+            raise httpx.TransportError(f"{type(exc).__name__}: {exc}") from None
+        except MalformedGenerateResponseError as exc:
+            raise RolloutFailed(
+                f"turn {self.turn.number}: the library refused the engine's answer: {exc}"
+            ) from None
+        finally:
+            _CAPTURE.reset(token)
+        self.result.update(out)
+        return EngineReply(200, _parsed(capture.answer))
+
+    def size(self) -> int:
+        return self.capture.sent
+
+    def step(self, reply: EngineReply, prompt: list[int], placeholders: list[Placeholder]) -> Step:
+        result = self.result
+        self.conv.messages.append({"role": "assistant", "content": result["content"]})
         return LibraryStep(
             len(result["prompt_ids"]), result["completion_ids"], result["completion_logprobs"], NO_SIDECAR,
             None, None, result,
