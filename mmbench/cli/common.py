@@ -9,6 +9,7 @@ import shlex
 import signal
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar, get_type_hints
@@ -18,11 +19,10 @@ from rich.console import Console
 
 from mmbench.config import RENDERERS, PointConfig, engine_arg_list, field_names
 from mmbench.errors import MmbenchError
-from mmbench.measure.engines import VLLM, VLLM_DEFAULTS, VllmOptions, check_engine_name
+from mmbench.measure.engines import VLLM, EngineChoice, Vllm, choose_engine
 from mmbench.transports.registry import MODES
 from mmbench.units import parse_size
 from mmbench.world.codec import CODECS
-from mmbench.world.engine.vllm.server import READY_TIMEOUT_S
 from mmbench.world.geometry import MODELS
 from mmbench.world.images import CONTENTS, IMAGE_FORMATS
 
@@ -58,6 +58,10 @@ def _choices(values: object) -> str:
     return ", ".join(str(v) for v in values)  # type: ignore[attr-defined]
 
 
+def _opt(text: str) -> Any:
+    return typer.Option(help=text, show_default=False)
+
+
 # The point flags, shared by run, sweep and profile. Each takes text so that sweep can take a
 # comma-separated list; `point_values` parses and checks it against PointConfig's field types.
 Mode = Annotated[
@@ -75,53 +79,23 @@ Rollouts = Annotated[
         "--rollouts", "-k", help="K: concurrent rollouts (default: run 1, sweep 1,2,4,8)", show_default=False
     ),
 ]
-Turns = Annotated[str | None, typer.Option(help="N: turns per rollout (default 8)", show_default=False)]
-ImagesPerTurn = Annotated[
-    str | None, typer.Option(help="new images per turn (default 1)", show_default=False)
-]
-ImageSize = Annotated[
-    str | None, typer.Option(help="source side or WIDTHxHEIGHT (default 512)", show_default=False)
-]
-Model = Annotated[
-    str | None,
-    typer.Option(help=f"geometry preset: {_choices(MODELS)} (default qwen3-vl)", show_default=False),
-]
-ImageFormat = Annotated[
-    str | None,
-    typer.Option(help=f"source encoding: {_choices(IMAGE_FORMATS)} (default png)", show_default=False),
-]
+Turns = Annotated[str | None, _opt("N: turns per rollout (default 8)")]
+ImagesPerTurn = Annotated[str | None, _opt("new images per turn (default 1)")]
+ImageSize = Annotated[str | None, _opt("source side or WIDTHxHEIGHT (default 512)")]
+Model = Annotated[str | None, _opt(f"geometry preset: {_choices(MODELS)} (default qwen3-vl)")]
+ImageFormat = Annotated[str | None, _opt(f"source encoding: {_choices(IMAGE_FORMATS)} (default png)")]
 Content = Annotated[
-    str | None,
-    typer.Option(
-        help=f"source content (sets compressibility): {_choices(CONTENTS)} (default photo)",
-        show_default=False,
-    ),
+    str | None, _opt(f"source content (sets compressibility): {_choices(CONTENTS)} (default photo)")
 ]
-PoolSize = Annotated[str | None, typer.Option(help="renderers in the pool (default 1)", show_default=False)]
-ImageCacheMax = Annotated[
-    str | None, typer.Option(help="renderer FIFO cache entries, 0 = off (default 32)", show_default=False)
-]
-EngineCacheGb = Annotated[
-    str | None, typer.Option(help="engine mm cache GiB, 0 = none (default 4)", show_default=False)
-]
+PoolSize = Annotated[str | None, _opt("renderers in the pool (default 1)")]
+ImageCacheMax = Annotated[str | None, _opt("renderer FIFO cache entries, 0 = off (default 32)")]
+EngineCacheGb = Annotated[str | None, _opt("engine mm cache GiB, 0 = none (default 4)")]
 EngineMaxBodyMb = Annotated[
-    str | None,
-    typer.Option(
-        help="engine refuses bodies above this many MiB with 413 (default 2048)", show_default=False
-    ),
+    str | None, _opt("engine refuses bodies above this many MiB with 413 (default 2048)")
 ]
-SentHashesMax = Annotated[
-    str | None, typer.Option(help="hash-only sent-hash LRU bound (default 16384)", show_default=False)
-]
-Codec = Annotated[
-    str | None, typer.Option(help=f"body codec: {_choices(CODECS)} (default fast)", show_default=False)
-]
-Seed = Annotated[str | None, typer.Option(help="seed of images and tokens (default 0)", show_default=False)]
-
-
-def _opt(text: str) -> Any:
-    return typer.Option(help=text, show_default=False)
-
+SentHashesMax = Annotated[str | None, _opt("hash-only sent-hash LRU bound (default 16384)")]
+Codec = Annotated[str | None, _opt(f"body codec: {_choices(CODECS)} (default fast)")]
+Seed = Annotated[str | None, _opt("seed of images and tokens (default 0)")]
 
 EngineEvictRate = Annotated[
     str | None, _opt("fault: drop each cached engine item with this probability per request (0)")
@@ -158,6 +132,8 @@ MaxMemory = Annotated[
 ]
 
 
+# The engine flags, shared by every command that takes an engine (each takes the ones it uses, in
+# this order, as one EngineFlags: with_engine_flags), and made into the engine by EngineFlags.choose.
 EngineUrl = Annotated[
     str | None,
     typer.Option(
@@ -167,9 +143,7 @@ EngineUrl = Annotated[
         show_default=False,
     ),
 ]
-
-
-Engine = Annotated[
+EngineName = Annotated[
     str | None,
     typer.Option(
         "--engine",
@@ -199,41 +173,55 @@ VllmPython = Annotated[
 EngineReadyTimeout = Annotated[
     float | None, _opt("--engine vllm: seconds a new vLLM may take to answer GET /health (300)")
 ]
+ENGINE_FLAGS: dict[str, Any] = {
+    "engine_url": EngineUrl, "engine": EngineName, "engine_model": EngineModel, "engine_arg": EngineArg,
+    "vllm_python": VllmPython, "engine_ready_timeout": EngineReadyTimeout,
+}  # fmt: skip
 
 
-def engine_choice(
-    engine: str | None, model: str | None, python: str | None, ready_timeout: float | None,
-    engine_url: str | None, scenario_engine: str | None = None,
-) -> tuple[str, VllmOptions]:  # fmt: skip
-    """The engine the points are started with, and vLLM's options; a one-line error for a mix that
-    cannot be (flags of vLLM without it, or a URL beside an engine to start)."""
-    name = check_engine_name(engine or scenario_engine or "embedded")
-    if engine_url is not None and engine is not None:
-        raise MmbenchError("--engine-url and --engine do not go together: the URL's engine serves the points")
-    options = {"--engine-model": model, "--vllm-python": python, "--engine-ready-timeout": ready_timeout}
-    given = [flag for flag, value in options.items() if value is not None]
-    if given and name != VLLM:
-        raise MmbenchError(f"{given[0]} is an option of --engine vllm; add --engine vllm")
-    if ready_timeout is not None and not ready_timeout > 0:
-        raise MmbenchError(f"--engine-ready-timeout must be a number of seconds > 0, got {ready_timeout}")
-    vllm = VllmOptions(python, model, ready_timeout if ready_timeout is not None else READY_TIMEOUT_S)
-    return (name if engine_url is None else "embedded"), vllm
+@dataclass(frozen=True, slots=True)
+class EngineFlags:
+    """The engine flags of a command as given (None: not given, or not a flag of that command)."""
 
+    engine_url: str | None = None
+    engine: str | None = None
+    engine_model: str | None = None
+    engine_arg: list[str] | None = None
+    vllm_python: str | None = None
+    engine_ready_timeout: float | None = None
 
-def point_defaults(engine: str, args: list[str] | None) -> dict[str, Any]:
-    """A single point's defaults from the engine options: --engine-arg, and vLLM's codec."""
-    values = {**(VLLM_DEFAULTS if engine == VLLM else {}), **engine_arg_values(args)}
-    return {k: v[0] for k, v in values.items()}
+    @property
+    def vllm(self) -> Vllm:
+        return Vllm(self.vllm_python, self.engine_model, self.engine_ready_timeout)
 
+    def choose(self, cluster: bool = False, scenario: str | None = None) -> EngineChoice:
+        """The engine the points run on (checked as mmbench.api checks it: the same messages)."""
+        return choose_engine(self.engine, self.engine_url, self.vllm, cluster, scenario)
 
-def engine_arg_values(args: list[str] | None) -> dict[str, list[Any]]:
-    """--engine-arg (repeated) as the one engine_args value of every point: shell words joined."""
-    if not args:
-        return {}
-    words: list[str] = []
-    for arg in args:
-        words += engine_arg_list(arg)
-    return {"engine_args": [shlex.join(words)]}
+    def vllm_only(self) -> Vllm:
+        """vLLM's options, checked, for a command that starts only vLLMs (compat, engine --vllm)."""
+        chosen = choose_engine(VLLM, vllm=self.vllm)
+        assert isinstance(chosen, Vllm)
+        return chosen
+
+    def given(self) -> list[str]:
+        """The vLLM flags given (not --engine or --engine-url)."""
+        return self.vllm.given() + (["--engine-arg"] if self.engine_arg is not None else [])
+
+    def engine_arg_words(self) -> list[str]:
+        """--engine-arg (repeated) as one list of shell words."""
+        words: list[str] = []
+        for arg in self.engine_arg or []:
+            words += engine_arg_list(arg)
+        return words
+
+    def engine_args(self) -> dict[str, list[Any]]:
+        """--engine-arg as the one engine_args value of every point: its shell words joined."""
+        return {"engine_args": [shlex.join(self.engine_arg_words())]} if self.engine_arg else {}
+
+    def point_defaults(self, engine: EngineChoice) -> dict[str, Any]:
+        """A single point's defaults from the engine options: the engine's own, and --engine-arg."""
+        return {**engine.defaults, **{k: v[0] for k, v in self.engine_args().items()}}
 
 
 def parse_max_memory(text: str | None) -> int | None:
@@ -271,29 +259,51 @@ POINT_FLAGS: dict[str, Any] = {
 }  # fmt: skip
 
 
-def with_point_flags(fn: Callable[..., R]) -> Callable[..., R]:
-    """Give a command every point flag as an option of its own; it receives them as one dict,
-    `point_flags` (flag -> text or None), so the long list is written once, here."""
+def _with_flags(
+    fn: Callable[..., R], flags: dict[str, Any], param: str, make: Callable[[dict[str, Any]], Any],
+    at: int | None,
+) -> Callable[..., R]:  # fmt: skip
+    """Give a command each of `flags` as an option of its own (at position `at` of its own options,
+    None: last), and pass them to it as one value, `param`: make(flag -> value or None)."""
     hints = get_type_hints(fn, include_extras=True)
     own = [
         p.replace(kind=inspect.Parameter.KEYWORD_ONLY, annotation=hints.get(p.name, p.annotation))
         for p in inspect.signature(fn).parameters.values()
-        if p.name != "point_flags"
+        if p.name != param
     ]
-    point = [
+    added = [
         inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation)
-        for name, annotation in POINT_FLAGS.items()
+        for name, annotation in flags.items()
     ]
 
     @functools.wraps(fn)
     def wrapper(**kwargs: Any) -> R:
-        flags = {name: kwargs.pop(name, None) for name in POINT_FLAGS}
-        return fn(point_flags=flags, **kwargs)
+        values = {name: kwargs.pop(name, None) for name in flags}
+        return fn(**{param: make(values)}, **kwargs)
 
-    params = [*own[:1], *point, *own[1:]]  # a leading argument (sweep's scenario) stays first
+    at = len(own) if at is None else at
+    params = [*own[:at], *added, *own[at:]]
     wrapper.__signature__ = inspect.Signature(params, return_annotation=None)  # type: ignore[attr-defined]
     wrapper.__annotations__ = {p.name: p.annotation for p in params}
     return wrapper
+
+
+def with_point_flags(fn: Callable[..., R]) -> Callable[..., R]:
+    """Give a command every point flag as an option of its own; it receives them as one dict,
+    `point_flags` (flag -> text or None), so the long list is written once, here. A leading
+    argument (sweep's scenario) stays first."""
+    return _with_flags(fn, POINT_FLAGS, "point_flags", dict, 1)
+
+
+def with_engine_flags(*names: str) -> Callable[[Callable[..., R]], Callable[..., R]]:
+    """Give a command the engine flags `names` (all when none are named) as its last options; it
+    receives them as one EngineFlags, `engine_flags`."""
+    chosen = {name: ENGINE_FLAGS[name] for name in names or ENGINE_FLAGS}
+
+    def decorate(fn: Callable[..., R]) -> Callable[..., R]:
+        return _with_flags(fn, chosen, "engine_flags", lambda values: EngineFlags(**values), None)
+
+    return decorate
 
 
 _FIELD_TYPES = get_type_hints(PointConfig)
