@@ -71,19 +71,19 @@ def plan(
         budget = parse_size(memory, "--memory")
     else:
         budget = available_bytes() if measure else int(psutil.virtual_memory().total)
-    predicted = make_plan(base, budget, modes or None, engine=engine.served)
     if measure:
-        # every mode's point fits the engine (and vLLM's environment is found), before any runs
-        engine.check([replace(base, mode=m.mode) for m in predicted.modes])
         free = available_bytes()
         if budget > free:
             raise MmbenchError(
                 f"--memory {fmt_bytes(budget)} is more than this machine has available ({fmt_bytes(free)}):"
                 " --measure runs points up to it; give at most that, or measure on a larger machine"
             )
+    predicted = make_plan(base, budget, modes or None, engine=engine.served)
     if not measure:
         _show_plan(predicted, fmt)
         return
+    # every mode's point fits the engine (and vLLM's environment is found), before any runs
+    engine.check([replace(base, mode=m.mode) for m in predicted.modes])
     out_dir = out or c.runs_dir("capacity")
     options = HarnessOptions(engine=engine)
     search = Search(base, budget, engine.served, out_dir, options, on_point=_progress)
