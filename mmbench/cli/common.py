@@ -79,49 +79,36 @@ Rollouts = Annotated[
         "--rollouts", "-k", help="K: concurrent rollouts (default: run 1, sweep 1,2,4,8)", show_default=False
     ),
 ]
-Turns = Annotated[str | None, _opt("N: turns per rollout (default 8)")]
-ImagesPerTurn = Annotated[str | None, _opt("new images per turn (default 1)")]
-ImageSize = Annotated[str | None, _opt("source side or WIDTHxHEIGHT (default 512)")]
-Model = Annotated[str | None, _opt(f"geometry preset: {_choices(MODELS)} (default qwen3-vl)")]
-ImageFormat = Annotated[str | None, _opt(f"source encoding: {_choices(IMAGE_FORMATS)} (default png)")]
-Content = Annotated[
-    str | None, _opt(f"source content (sets compressibility): {_choices(CONTENTS)} (default photo)")
-]
-PoolSize = Annotated[str | None, _opt("renderers in the pool (default 1)")]
-ImageCacheMax = Annotated[str | None, _opt("renderer FIFO cache entries, 0 = off (default 32)")]
-EngineCacheGb = Annotated[str | None, _opt("engine mm cache GiB, 0 = none (default 4)")]
-EngineMaxBodyMb = Annotated[
-    str | None, _opt("engine refuses bodies above this many MiB with 413 (default 2048)")
-]
-SentHashesMax = Annotated[str | None, _opt("hash-only sent-hash LRU bound (default 16384)")]
-Codec = Annotated[str | None, _opt(f"body codec: {_choices(CODECS)} (default fast)")]
-Seed = Annotated[str | None, _opt("seed of images and tokens (default 0)")]
-
-EngineEvictRate = Annotated[
-    str | None, _opt("fault: drop each cached engine item with this probability per request (0)")
-]
-EngineRestartEvery = Annotated[
-    str | None, _opt("fault: restart the engine process after every N requests (0 = never)")
-]
-EngineErrorRate = Annotated[str | None, _opt("fault: answer this fraction of requests with HTTP 500 (0)")]
-EngineDelayMs = Annotated[str | None, _opt("fault: delay every engine request by this many ms (0)")]
-RetryBudget = Annotated[str | None, _opt("client retries of a failed request before the rollout fails (8)")]
-MaxInflightBuilds = Annotated[str | None, _opt("knob: cap on concurrent full-payload builds, 0 = no cap (0)")]
-TrimAfterBuild = Annotated[
-    str | None, _opt("knob: gc + malloc_trim after a build: auto (RSS grew >= 64 MB), always, off (off)")
-]
-MallocArenaMax = Annotated[str | None, _opt("knob: MALLOC_ARENA_MAX for the worker, 0 = glibc default (0)")]
-MallocMmapThreshold = Annotated[
-    str | None, _opt("knob: MALLOC_MMAP_THRESHOLD_ bytes for the worker, 0 = dynamic (0)")
-]
-Dtype = Annotated[str | None, _opt("knob: pixel_values dtype: float32, bfloat16 (float32)")]
-Renderer = Annotated[
-    str | None,
-    _opt(f"who renders: {_choices(RENDERERS)} (the real library, pip install 'mmbench\\[renderers]') (sim)"),
-]
-Tokenizer = Annotated[
-    str | None, _opt("renderers: a local Hugging Face tokenizer directory (default: one built in code)")
-]
+# The other point flags (each an option with its help and nothing else), in --help order.
+POINT_HELP = {
+    "turns": "N: turns per rollout (default 8)",
+    "images_per_turn": "new images per turn (default 1)",
+    "image_size": "source side or WIDTHxHEIGHT (default 512)",
+    "model": f"geometry preset: {_choices(MODELS)} (default qwen3-vl)",
+    "image_format": f"source encoding: {_choices(IMAGE_FORMATS)} (default png)",
+    "content": f"source content (sets compressibility): {_choices(CONTENTS)} (default photo)",
+    "pool_size": "renderers in the pool (default 1)",
+    "image_cache_max": "renderer FIFO cache entries, 0 = off (default 32)",
+    "engine_cache_gb": "engine mm cache GiB, 0 = none (default 4)",
+    "engine_max_body_mb": "engine refuses bodies above this many MiB with 413 (default 2048)",
+    "sent_hashes_max": "hash-only sent-hash LRU bound (default 16384)",
+    "codec": f"body codec: {_choices(CODECS)} (default fast)",
+    "seed": "seed of images and tokens (default 0)",
+    "engine_evict_rate": "fault: drop each cached engine item with this probability per request (0)",
+    "engine_restart_every": "fault: restart the engine process after every N requests (0 = never)",
+    "engine_error_rate": "fault: answer this fraction of requests with HTTP 500 (0)",
+    "engine_delay_ms": "fault: delay every engine request by this many ms (0)",
+    "retry_budget": "client retries of a failed request before the rollout fails (8)",
+    "max_inflight_builds": "knob: cap on concurrent full-payload builds, 0 = no cap (0)",
+    "trim_after_build": "knob: gc + malloc_trim after a build: auto (RSS grew >= 64 MB), always, off (off)",
+    "malloc_arena_max": "knob: MALLOC_ARENA_MAX for the worker, 0 = glibc default (0)",
+    "malloc_mmap_threshold": "knob: MALLOC_MMAP_THRESHOLD_ bytes for the worker, 0 = dynamic (0)",
+    "dtype": "knob: pixel_values dtype: float32, bfloat16 (float32)",
+    "renderer": f"who renders: {_choices(RENDERERS)} (the real library, pip install "
+    "'mmbench\\[renderers]') (sim)",
+    "tokenizer": "renderers: a local Hugging Face tokenizer directory (default: one built in code)",
+}
+Model = Annotated[str | None, _opt(POINT_HELP["model"])]  # mmbench engine's --model too
 
 MaxMemory = Annotated[
     str | None,
@@ -247,15 +234,8 @@ FLAG_FIELDS = {name: name for name in field_names()}
 
 # The point flags every measuring command takes (run, sweep, profile), in --help order.
 POINT_FLAGS: dict[str, Any] = {
-    "mode": Mode, "rollouts": Rollouts, "turns": Turns, "images_per_turn": ImagesPerTurn,
-    "image_size": ImageSize, "model": Model, "image_format": ImageFormat, "content": Content,
-    "pool_size": PoolSize, "image_cache_max": ImageCacheMax, "engine_cache_gb": EngineCacheGb,
-    "engine_max_body_mb": EngineMaxBodyMb, "sent_hashes_max": SentHashesMax, "codec": Codec, "seed": Seed,
-    "engine_evict_rate": EngineEvictRate, "engine_restart_every": EngineRestartEvery,
-    "engine_error_rate": EngineErrorRate, "engine_delay_ms": EngineDelayMs, "retry_budget": RetryBudget,
-    "max_inflight_builds": MaxInflightBuilds, "trim_after_build": TrimAfterBuild,
-    "malloc_arena_max": MallocArenaMax, "malloc_mmap_threshold": MallocMmapThreshold, "dtype": Dtype,
-    "renderer": Renderer, "tokenizer": Tokenizer,
+    "mode": Mode, "rollouts": Rollouts,
+    **{name: Annotated[str | None, _opt(text)] for name, text in POINT_HELP.items()},
 }  # fmt: skip
 
 

@@ -24,7 +24,8 @@ SCENARIO = {"version": 1, "description": "x", "mode": ["full"], "rollouts": [1]}
     ("args", "call"),
     [
         (["run", "--engine", "vlm"], lambda: api.run_point(engine="vlm")),
-        (["run", "--engine", "vllm", "--engine-url", URL], lambda: api.run_point(engine="vllm", engine_url=URL)),
+        (["run", "--engine", "vllm", "--engine-url", URL],
+         lambda: api.run_point(engine="vllm", engine_url=URL)),
         (["run", "--engine", "embedded", "--engine-url", URL],
          lambda: api.run_point(engine="embedded", engine_url=URL)),
         (["run", "--engine-model", "/tmp"], lambda: api.run_point(vllm=Vllm(model="/tmp"))),

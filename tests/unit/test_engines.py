@@ -11,7 +11,7 @@ import pytest
 from mmbench.config import PointConfig
 from mmbench.errors import MmbenchError
 from mmbench.measure import harness
-from mmbench.measure.engines import VLLM, Embedded, External, Vllm, choose_engine
+from mmbench.measure.engines import VLLM, Embedded, EngineChoice, External, Vllm, choose_engine
 from mmbench.measure.harness import HarnessOptions
 from mmbench.results import PointRecord
 from mmbench.sweep.loop import run_sweep
@@ -22,7 +22,8 @@ from mmbench.world.engine.remote import EMBEDDED
 def test_the_choices_make_one_value() -> None:
     assert choose_engine() == Embedded() == choose_engine("embedded")
     assert choose_engine(default=VLLM) == Vllm()  # a scenario's engine, where no flag names one
-    assert choose_engine(VLLM, vllm=Vllm(model="/m", ready_timeout_s=5)) == Vllm(model="/m", ready_timeout_s=5)
+    options = Vllm(model="/m", ready_timeout_s=5)
+    assert choose_engine(VLLM, vllm=options) == options
     assert choose_engine(url=" http://127.0.0.1:9/ ") == External("http://127.0.0.1:9")  # normalized once
     assert choose_engine(url="http://h:1", default=VLLM) == External("http://h:1")  # the URL's engine serves
     assert choose_engine(cluster=True) == Embedded()
@@ -53,13 +54,16 @@ def test_each_engine_says_what_it_means() -> None:
     # which engine the model predicts for: an external engine's memory is not the point's
     assert (Embedded.served, External.served, Vllm.served) == (EMBEDDED, EMBEDDED, VLLM)
     assert (Embedded.started, External.started, Vllm.started) == (True, False, True)
-    assert (dict(Embedded.defaults), dict(External.defaults), dict(Vllm.defaults)) == ({}, {}, {"codec": VLLM})
+    defaults = (dict(Embedded.defaults), dict(External.defaults), dict(Vllm.defaults))
+    assert defaults == ({}, {}, {"codec": VLLM})
     assert Embedded().identity() == (EMBEDDED, None) and External(url).identity() == (url, None)
     assert Vllm(ready_timeout_s=7).timeout_s == 7 and Vllm().timeout_s > 0
 
 
-@pytest.mark.parametrize("engine", [Embedded(), External("http://127.0.0.1:9"), Vllm(python="/p", model="/m")])
-def test_harness_options_cross_a_process_boundary(engine: Embedded | External | Vllm) -> None:
+@pytest.mark.parametrize(
+    "engine", [Embedded(), External("http://127.0.0.1:9"), Vllm(python="/p", model="/m")]
+)
+def test_harness_options_cross_a_process_boundary(engine: EngineChoice) -> None:
     options = HarnessOptions(force=True, engine=engine)
     assert pickle.loads(pickle.dumps(options)) == options  # what a cluster or a worker receives
 
