@@ -140,15 +140,14 @@ def run_compat(
     if unknown:
         raise MmbenchError(f"unknown mode {unknown[0]!r}; choose from: {', '.join(MODES)}")
     records: list[PointRecord] = []
-    for engine in ("embedded", VLLM):
+    for engine, served_by in (("embedded", Embedded()), (VLLM, vllm)):
         if not any(s.engine == engine for s in setups):
             continue
         if on_engine:
             on_engine(engine)
         scenario = scenario_for(setups, modes, engine)
-        options = HarnessOptions(engine=vllm if engine == VLLM else Embedded())
         where = out_dir / engine if out_dir is not None else None
-        records += run_sweep(scenario, where, options, on_start, on_done).points
+        records += run_sweep(scenario, where, HarnessOptions(engine=served_by), on_start, on_done).points
     cells, versions = [], {}
     for record in records:
         name = setup_of(record, setups)
