@@ -9,6 +9,7 @@ import shlex
 import signal
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar, get_type_hints
@@ -18,11 +19,10 @@ from rich.console import Console
 
 from mmbench.config import RENDERERS, PointConfig, engine_arg_list, field_names
 from mmbench.errors import MmbenchError
-from mmbench.measure.engines import VLLM, VLLM_DEFAULTS, VllmOptions, check_engine_name
+from mmbench.measure.engines import VLLM, EngineChoice, Vllm, choose_engine
 from mmbench.transports.registry import MODES
 from mmbench.units import parse_size
 from mmbench.world.codec import CODECS
-from mmbench.world.engine.vllm.server import READY_TIMEOUT_S
 from mmbench.world.geometry import MODELS
 from mmbench.world.images import CONTENTS, IMAGE_FORMATS
 
@@ -58,6 +58,10 @@ def _choices(values: object) -> str:
     return ", ".join(str(v) for v in values)  # type: ignore[attr-defined]
 
 
+def _opt(text: str) -> Any:
+    return typer.Option(help=text, show_default=False)
+
+
 # The point flags, shared by run, sweep and profile. Each takes text so that sweep can take a
 # comma-separated list; `point_values` parses and checks it against PointConfig's field types.
 Mode = Annotated[
@@ -75,79 +79,36 @@ Rollouts = Annotated[
         "--rollouts", "-k", help="K: concurrent rollouts (default: run 1, sweep 1,2,4,8)", show_default=False
     ),
 ]
-Turns = Annotated[str | None, typer.Option(help="N: turns per rollout (default 8)", show_default=False)]
-ImagesPerTurn = Annotated[
-    str | None, typer.Option(help="new images per turn (default 1)", show_default=False)
-]
-ImageSize = Annotated[
-    str | None, typer.Option(help="source side or WIDTHxHEIGHT (default 512)", show_default=False)
-]
-Model = Annotated[
-    str | None,
-    typer.Option(help=f"geometry preset: {_choices(MODELS)} (default qwen3-vl)", show_default=False),
-]
-ImageFormat = Annotated[
-    str | None,
-    typer.Option(help=f"source encoding: {_choices(IMAGE_FORMATS)} (default png)", show_default=False),
-]
-Content = Annotated[
-    str | None,
-    typer.Option(
-        help=f"source content (sets compressibility): {_choices(CONTENTS)} (default photo)",
-        show_default=False,
-    ),
-]
-PoolSize = Annotated[str | None, typer.Option(help="renderers in the pool (default 1)", show_default=False)]
-ImageCacheMax = Annotated[
-    str | None, typer.Option(help="renderer FIFO cache entries, 0 = off (default 32)", show_default=False)
-]
-EngineCacheGb = Annotated[
-    str | None, typer.Option(help="engine mm cache GiB, 0 = none (default 4)", show_default=False)
-]
-EngineMaxBodyMb = Annotated[
-    str | None,
-    typer.Option(
-        help="engine refuses bodies above this many MiB with 413 (default 2048)", show_default=False
-    ),
-]
-SentHashesMax = Annotated[
-    str | None, typer.Option(help="hash-only sent-hash LRU bound (default 16384)", show_default=False)
-]
-Codec = Annotated[
-    str | None, typer.Option(help=f"body codec: {_choices(CODECS)} (default fast)", show_default=False)
-]
-Seed = Annotated[str | None, typer.Option(help="seed of images and tokens (default 0)", show_default=False)]
-
-
-def _opt(text: str) -> Any:
-    return typer.Option(help=text, show_default=False)
-
-
-EngineEvictRate = Annotated[
-    str | None, _opt("fault: drop each cached engine item with this probability per request (0)")
-]
-EngineRestartEvery = Annotated[
-    str | None, _opt("fault: restart the engine process after every N requests (0 = never)")
-]
-EngineErrorRate = Annotated[str | None, _opt("fault: answer this fraction of requests with HTTP 500 (0)")]
-EngineDelayMs = Annotated[str | None, _opt("fault: delay every engine request by this many ms (0)")]
-RetryBudget = Annotated[str | None, _opt("client retries of a failed request before the rollout fails (8)")]
-MaxInflightBuilds = Annotated[str | None, _opt("knob: cap on concurrent full-payload builds, 0 = no cap (0)")]
-TrimAfterBuild = Annotated[
-    str | None, _opt("knob: gc + malloc_trim after a build: auto (RSS grew >= 64 MB), always, off (off)")
-]
-MallocArenaMax = Annotated[str | None, _opt("knob: MALLOC_ARENA_MAX for the worker, 0 = glibc default (0)")]
-MallocMmapThreshold = Annotated[
-    str | None, _opt("knob: MALLOC_MMAP_THRESHOLD_ bytes for the worker, 0 = dynamic (0)")
-]
-Dtype = Annotated[str | None, _opt("knob: pixel_values dtype: float32, bfloat16 (float32)")]
-Renderer = Annotated[
-    str | None,
-    _opt(f"who renders: {_choices(RENDERERS)} (the real library, pip install 'mmbench\\[renderers]') (sim)"),
-]
-Tokenizer = Annotated[
-    str | None, _opt("renderers: a local Hugging Face tokenizer directory (default: one built in code)")
-]
+# The other point flags (each an option with its help and nothing else), in --help order.
+POINT_HELP = {
+    "turns": "N: turns per rollout (default 8)",
+    "images_per_turn": "new images per turn (default 1)",
+    "image_size": "source side or WIDTHxHEIGHT (default 512)",
+    "model": f"geometry preset: {_choices(MODELS)} (default qwen3-vl)",
+    "image_format": f"source encoding: {_choices(IMAGE_FORMATS)} (default png)",
+    "content": f"source content (sets compressibility): {_choices(CONTENTS)} (default photo)",
+    "pool_size": "renderers in the pool (default 1)",
+    "image_cache_max": "renderer FIFO cache entries, 0 = off (default 32)",
+    "engine_cache_gb": "engine mm cache GiB, 0 = none (default 4)",
+    "engine_max_body_mb": "engine refuses bodies above this many MiB with 413 (default 2048)",
+    "sent_hashes_max": "hash-only sent-hash LRU bound (default 16384)",
+    "codec": f"body codec: {_choices(CODECS)} (default fast)",
+    "seed": "seed of images and tokens (default 0)",
+    "engine_evict_rate": "fault: drop each cached engine item with this probability per request (0)",
+    "engine_restart_every": "fault: restart the engine process after every N requests (0 = never)",
+    "engine_error_rate": "fault: answer this fraction of requests with HTTP 500 (0)",
+    "engine_delay_ms": "fault: delay every engine request by this many ms (0)",
+    "retry_budget": "client retries of a failed request before the rollout fails (8)",
+    "max_inflight_builds": "knob: cap on concurrent full-payload builds, 0 = no cap (0)",
+    "trim_after_build": "knob: gc + malloc_trim after a build: auto (RSS grew >= 64 MB), always, off (off)",
+    "malloc_arena_max": "knob: MALLOC_ARENA_MAX for the worker, 0 = glibc default (0)",
+    "malloc_mmap_threshold": "knob: MALLOC_MMAP_THRESHOLD_ bytes for the worker, 0 = dynamic (0)",
+    "dtype": "knob: pixel_values dtype: float32, bfloat16 (float32)",
+    "renderer": f"who renders: {_choices(RENDERERS)} (the real library, pip install "
+    "'mmbench\\[renderers]') (sim)",
+    "tokenizer": "renderers: a local Hugging Face tokenizer directory (default: one built in code)",
+}
+Model = Annotated[str | None, _opt(POINT_HELP["model"])]  # mmbench engine's --model too
 
 MaxMemory = Annotated[
     str | None,
@@ -158,6 +119,8 @@ MaxMemory = Annotated[
 ]
 
 
+# The engine flags, shared by every command that takes an engine (each takes the ones it uses, in
+# this order, as one EngineFlags: with_engine_flags), and made into the engine by EngineFlags.choose.
 EngineUrl = Annotated[
     str | None,
     typer.Option(
@@ -167,9 +130,7 @@ EngineUrl = Annotated[
         show_default=False,
     ),
 ]
-
-
-Engine = Annotated[
+EngineName = Annotated[
     str | None,
     typer.Option(
         "--engine",
@@ -199,41 +160,55 @@ VllmPython = Annotated[
 EngineReadyTimeout = Annotated[
     float | None, _opt("--engine vllm: seconds a new vLLM may take to answer GET /health (300)")
 ]
+ENGINE_FLAGS: dict[str, Any] = {
+    "engine_url": EngineUrl, "engine": EngineName, "engine_model": EngineModel, "engine_arg": EngineArg,
+    "vllm_python": VllmPython, "engine_ready_timeout": EngineReadyTimeout,
+}  # fmt: skip
 
 
-def engine_choice(
-    engine: str | None, model: str | None, python: str | None, ready_timeout: float | None,
-    engine_url: str | None, scenario_engine: str | None = None,
-) -> tuple[str, VllmOptions]:  # fmt: skip
-    """The engine the points are started with, and vLLM's options; a one-line error for a mix that
-    cannot be (flags of vLLM without it, or a URL beside an engine to start)."""
-    name = check_engine_name(engine or scenario_engine or "embedded")
-    if engine_url is not None and engine is not None:
-        raise MmbenchError("--engine-url and --engine do not go together: the URL's engine serves the points")
-    options = {"--engine-model": model, "--vllm-python": python, "--engine-ready-timeout": ready_timeout}
-    given = [flag for flag, value in options.items() if value is not None]
-    if given and name != VLLM:
-        raise MmbenchError(f"{given[0]} is an option of --engine vllm; add --engine vllm")
-    if ready_timeout is not None and not ready_timeout > 0:
-        raise MmbenchError(f"--engine-ready-timeout must be a number of seconds > 0, got {ready_timeout}")
-    vllm = VllmOptions(python, model, ready_timeout if ready_timeout is not None else READY_TIMEOUT_S)
-    return (name if engine_url is None else "embedded"), vllm
+@dataclass(frozen=True, slots=True)
+class EngineFlags:
+    """The engine flags of a command as given (None: not given, or not a flag of that command)."""
 
+    engine_url: str | None = None
+    engine: str | None = None
+    engine_model: str | None = None
+    engine_arg: list[str] | None = None
+    vllm_python: str | None = None
+    engine_ready_timeout: float | None = None
 
-def point_defaults(engine: str, args: list[str] | None) -> dict[str, Any]:
-    """A single point's defaults from the engine options: --engine-arg, and vLLM's codec."""
-    values = {**(VLLM_DEFAULTS if engine == VLLM else {}), **engine_arg_values(args)}
-    return {k: v[0] for k, v in values.items()}
+    @property
+    def vllm(self) -> Vllm:
+        return Vllm(self.vllm_python, self.engine_model, self.engine_ready_timeout)
 
+    def choose(self, cluster: bool = False, scenario: str | None = None) -> EngineChoice:
+        """The engine the points run on (checked as mmbench.api checks it: the same messages)."""
+        return choose_engine(self.engine, self.engine_url, self.vllm, cluster, scenario)
 
-def engine_arg_values(args: list[str] | None) -> dict[str, list[Any]]:
-    """--engine-arg (repeated) as the one engine_args value of every point: shell words joined."""
-    if not args:
-        return {}
-    words: list[str] = []
-    for arg in args:
-        words += engine_arg_list(arg)
-    return {"engine_args": [shlex.join(words)]}
+    def vllm_only(self) -> Vllm:
+        """vLLM's options, checked, for a command that starts only vLLMs (compat, engine --vllm)."""
+        chosen = choose_engine(VLLM, vllm=self.vllm)
+        assert isinstance(chosen, Vllm)
+        return chosen
+
+    def given(self) -> list[str]:
+        """The vLLM flags given (not --engine or --engine-url)."""
+        return self.vllm.given() + (["--engine-arg"] if self.engine_arg is not None else [])
+
+    def engine_arg_words(self) -> list[str]:
+        """--engine-arg (repeated) as one list of shell words."""
+        words: list[str] = []
+        for arg in self.engine_arg or []:
+            words += engine_arg_list(arg)
+        return words
+
+    def engine_args(self) -> dict[str, list[Any]]:
+        """--engine-arg as the one engine_args value of every point: its shell words joined."""
+        return {"engine_args": [shlex.join(self.engine_arg_words())]} if self.engine_arg else {}
+
+    def point_defaults(self, engine: EngineChoice) -> dict[str, Any]:
+        """A single point's defaults from the engine options: the engine's own, and --engine-arg."""
+        return {**engine.defaults, **{k: v[0] for k, v in self.engine_args().items()}}
 
 
 def parse_max_memory(text: str | None) -> int | None:
@@ -259,41 +234,56 @@ FLAG_FIELDS = {name: name for name in field_names()}
 
 # The point flags every measuring command takes (run, sweep, profile), in --help order.
 POINT_FLAGS: dict[str, Any] = {
-    "mode": Mode, "rollouts": Rollouts, "turns": Turns, "images_per_turn": ImagesPerTurn,
-    "image_size": ImageSize, "model": Model, "image_format": ImageFormat, "content": Content,
-    "pool_size": PoolSize, "image_cache_max": ImageCacheMax, "engine_cache_gb": EngineCacheGb,
-    "engine_max_body_mb": EngineMaxBodyMb, "sent_hashes_max": SentHashesMax, "codec": Codec, "seed": Seed,
-    "engine_evict_rate": EngineEvictRate, "engine_restart_every": EngineRestartEvery,
-    "engine_error_rate": EngineErrorRate, "engine_delay_ms": EngineDelayMs, "retry_budget": RetryBudget,
-    "max_inflight_builds": MaxInflightBuilds, "trim_after_build": TrimAfterBuild,
-    "malloc_arena_max": MallocArenaMax, "malloc_mmap_threshold": MallocMmapThreshold, "dtype": Dtype,
-    "renderer": Renderer, "tokenizer": Tokenizer,
+    "mode": Mode, "rollouts": Rollouts,
+    **{name: Annotated[str | None, _opt(text)] for name, text in POINT_HELP.items()},
 }  # fmt: skip
 
 
-def with_point_flags(fn: Callable[..., R]) -> Callable[..., R]:
-    """Give a command every point flag as an option of its own; it receives them as one dict,
-    `point_flags` (flag -> text or None), so the long list is written once, here."""
+def _with_flags(
+    fn: Callable[..., R], flags: dict[str, Any], param: str, make: Callable[[dict[str, Any]], Any],
+    at: int | None,
+) -> Callable[..., R]:  # fmt: skip
+    """Give a command each of `flags` as an option of its own (at position `at` of its own options,
+    None: last), and pass them to it as one value, `param`: make(flag -> value or None)."""
     hints = get_type_hints(fn, include_extras=True)
     own = [
         p.replace(kind=inspect.Parameter.KEYWORD_ONLY, annotation=hints.get(p.name, p.annotation))
         for p in inspect.signature(fn).parameters.values()
-        if p.name != "point_flags"
+        if p.name != param
     ]
-    point = [
+    added = [
         inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation)
-        for name, annotation in POINT_FLAGS.items()
+        for name, annotation in flags.items()
     ]
 
     @functools.wraps(fn)
     def wrapper(**kwargs: Any) -> R:
-        flags = {name: kwargs.pop(name, None) for name in POINT_FLAGS}
-        return fn(point_flags=flags, **kwargs)
+        values = {name: kwargs.pop(name, None) for name in flags}
+        return fn(**{param: make(values)}, **kwargs)
 
-    params = [*own[:1], *point, *own[1:]]  # a leading argument (sweep's scenario) stays first
+    at = len(own) if at is None else at
+    params = [*own[:at], *added, *own[at:]]
     wrapper.__signature__ = inspect.Signature(params, return_annotation=None)  # type: ignore[attr-defined]
     wrapper.__annotations__ = {p.name: p.annotation for p in params}
     return wrapper
+
+
+def with_point_flags(fn: Callable[..., R]) -> Callable[..., R]:
+    """Give a command every point flag as an option of its own; it receives them as one dict,
+    `point_flags` (flag -> text or None), so the long list is written once, here. A leading
+    argument (sweep's scenario) stays first."""
+    return _with_flags(fn, POINT_FLAGS, "point_flags", dict, 1)
+
+
+def with_engine_flags(*names: str) -> Callable[[Callable[..., R]], Callable[..., R]]:
+    """Give a command the engine flags `names` (all when none are named) as its last options; it
+    receives them as one EngineFlags, `engine_flags`."""
+    chosen = {name: ENGINE_FLAGS[name] for name in names or ENGINE_FLAGS}
+
+    def decorate(fn: Callable[..., R]) -> Callable[..., R]:
+        return _with_flags(fn, chosen, "engine_flags", lambda values: EngineFlags(**values), None)
+
+    return decorate
 
 
 _FIELD_TYPES = get_type_hints(PointConfig)

@@ -9,7 +9,7 @@ import typer
 
 from mmbench.cli import common as c
 from mmbench.errors import MmbenchError
-from mmbench.measure.engines import VLLM, check_points
+from mmbench.measure.engines import VLLM
 from mmbench.reporters.compat_report import markdown, messages, table
 from mmbench.results import atomic_write
 from mmbench.sweep.compat import SETUP_NAMES, choose_setups, run_compat
@@ -20,7 +20,9 @@ COMPAT_MD = "compat.md"
 
 
 @c.handle_errors
+@c.with_engine_flags("engine_model", "vllm_python", "engine_ready_timeout")
 def compat(
+    engine_flags: c.EngineFlags,
     out: Annotated[Path | None, typer.Option(help="results directory, new [runs/compat-UTCTIME]")] = None,
     setups: Annotated[
         str | None,
@@ -29,9 +31,6 @@ def compat(
     modes: Annotated[
         str | None, typer.Option("--modes", "--mode", help=f"modes: {', '.join(MODES)} (default: all)")
     ] = None,
-    engine_model: c.EngineModel = None,
-    vllm_python: c.VllmPython = None,
-    engine_ready_timeout: c.EngineReadyTimeout = None,
 ) -> None:
     """Which modes survive which engine: a small point of every mode, on a fresh engine of each setup.
 
@@ -39,9 +38,10 @@ def compat(
     and behind two API servers."""
     chosen = choose_setups([s.strip() for s in setups.split(",")] if setups else None)
     wanted = tuple(m.strip() for m in modes.split(",")) if modes else tuple(MODES)
-    _, vllm = c.engine_choice(VLLM, engine_model, vllm_python, engine_ready_timeout, None)
+    vllm = engine_flags.vllm_only()
     if any(s.engine == VLLM for s in chosen):
-        check_points(VLLM, vllm, [])  # vLLM's environment, before anything runs
+        # vLLM's environment, before anything runs: its sweep runs second, after the embedded one's
+        vllm.check([])
     out_dir = out or c.runs_dir("compat")
     if out_dir.exists() and any(out_dir.iterdir()):
         raise MmbenchError(f"{out_dir} is not empty; choose another --out")

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from mmbench.cli import common as c
-from mmbench.config import DTYPES, engine_arg_list
+from mmbench.config import DTYPES
 from mmbench.errors import MmbenchError
 from mmbench.measure.engines import standalone_vllm
 from mmbench.units import GIB, MIB
@@ -21,7 +21,9 @@ DEFAULTS = EngineConfig()
 
 
 @c.handle_errors
+@c.with_engine_flags("engine_model", "engine_arg", "vllm_python", "engine_ready_timeout")
 def engine(
+    engine_flags: c.EngineFlags,
     port: Annotated[
         int, typer.Option(min=0, max=65535, help="port to listen on; 0 chooses a free one")
     ] = 8000,
@@ -45,10 +47,6 @@ def engine(
         ),
     ] = False,
     model: c.Model = None,
-    engine_model: c.EngineModel = None,
-    engine_arg: c.EngineArg = None,
-    vllm_python: c.VllmPython = None,
-    engine_ready_timeout: c.EngineReadyTimeout = None,
     request_log: Annotated[
         Path | None,
         typer.Option(
@@ -58,16 +56,12 @@ def engine(
     ] = None,
 ) -> None:
     """Serve the embedded engine standalone (vLLM's /inference/v1/generate, /v1/models, and /stats)."""
-    vllm_only = {
-        "--model": model, "--engine-model": engine_model, "--engine-arg": engine_arg,
-        "--vllm-python": vllm_python, "--engine-ready-timeout": engine_ready_timeout,
-    }  # fmt: skip
-    vllm_given = [flag for flag, value in vllm_only.items() if value is not None]
     if vllm:
         if request_log is not None:
             raise MmbenchError("--request-log is the embedded engine's; a vLLM logs to its own output")
-        _serve_vllm(host, port, cache_gb, model, engine_model, engine_arg, vllm_python, engine_ready_timeout)
+        _serve_vllm(host, port, cache_gb, model, engine_flags)
         return
+    vllm_given = (["--model"] if model is not None else []) + engine_flags.given()
     if vllm_given:
         raise MmbenchError(f"{vllm_given[0]} is an option of mmbench engine --vllm; add --vllm")
     if dtype not in DTYPES:
@@ -97,15 +91,11 @@ def engine(
     serve(config, host, port, ready)
 
 
-def _serve_vllm(
-    host: str, port: int, cache_gb: float, model: str | None, engine_model: str | None,
-    engine_arg: list[str] | None, vllm_python: str | None, ready_timeout: float | None,
-) -> None:  # fmt: skip
-    _, options = c.engine_choice("vllm", engine_model, vllm_python, ready_timeout, None)
+def _serve_vllm(host: str, port: int, cache_gb: float, model: str | None, flags: c.EngineFlags) -> None:
+    options = flags.vllm_only()
     preset = model or DEFAULT_MODEL
     get_geometry(preset)
-    extra = engine_arg_list(c.engine_arg_values(engine_arg).get("engine_args", [""])[0])
-    server = standalone_vllm(preset, cache_gb, options, extra, host, port)
+    server = standalone_vllm(preset, cache_gb, options, flags.engine_arg_words(), host, port)
     with c.console.status(f"starting vLLM ({server.env.describe()}) ..."):
         server.start()
     try:

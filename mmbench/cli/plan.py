@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -12,7 +13,6 @@ from mmbench.analysis.plan import Plan
 from mmbench.analysis.plan import plan as make_plan
 from mmbench.cli import common as c
 from mmbench.errors import MmbenchError
-from mmbench.measure.engines import check_points
 from mmbench.measure.harness import HarnessOptions
 from mmbench.measure.preflight import available_bytes
 from mmbench.reporters.capacity_report import capacity_json, capacity_markdown, capacity_table, probe_line
@@ -25,8 +25,10 @@ FORMATS = ("table", "markdown", "json")
 
 @c.handle_errors
 @c.with_point_flags
+@c.with_engine_flags("engine", "engine_model", "engine_arg", "vllm_python", "engine_ready_timeout")
 def plan(
     point_flags: dict[str, str | None],
+    engine_flags: c.EngineFlags,
     memory: Annotated[
         str | None,
         typer.Option(
@@ -51,11 +53,6 @@ def plan(
             show_default=False,
         ),
     ] = None,
-    engine: c.Engine = None,
-    engine_model: c.EngineModel = None,
-    engine_arg: c.EngineArg = None,
-    vllm_python: c.VllmPython = None,
-    engine_ready_timeout: c.EngineReadyTimeout = None,
     fmt: Annotated[str, typer.Option("--format", help=f"output: {', '.join(FORMATS)}")] = "table",
 ) -> None:
     """Per mode, the largest K whose predicted peak fits a machine's memory (--measure: and the largest
@@ -64,31 +61,32 @@ def plan(
         raise MmbenchError(f"--format: unknown value {fmt!r}; choose one of: {', '.join(FORMATS)}")
     if out is not None and not measure:
         raise MmbenchError("--out is where --measure keeps its points; add --measure")
-    name, vllm = c.engine_choice(engine, engine_model, vllm_python, engine_ready_timeout, None)
+    engine = engine_flags.choose()
     flags = dict(point_flags)
     if flags.pop("rollouts") is not None:
         raise MmbenchError("--rollouts: plan finds the largest K itself; give the other point flags")
     modes = [m.strip() for m in (flags.pop("mode") or "").split(",") if m.strip()]
-    base = c.single_point(flags, c.point_defaults(name, engine_arg))
+    base = c.single_point(flags, engine_flags.point_defaults(engine))
     if memory is not None:
         budget = parse_size(memory, "--memory")
     else:
         budget = available_bytes() if measure else int(psutil.virtual_memory().total)
     if measure:
-        check_points(name, vllm, [base])  # vLLM's environment found and the point fit for it, first
         free = available_bytes()
         if budget > free:
             raise MmbenchError(
                 f"--memory {fmt_bytes(budget)} is more than this machine has available ({fmt_bytes(free)}):"
                 " --measure runs points up to it; give at most that, or measure on a larger machine"
             )
-    predicted = make_plan(base, budget, modes or None, engine=name)
+    predicted = make_plan(base, budget, modes or None, engine=engine.served)
     if not measure:
         _show_plan(predicted, fmt)
         return
+    # every mode's point fits the engine (and vLLM's environment is found), before any runs
+    engine.check([replace(base, mode=m.mode) for m in predicted.modes])
     out_dir = out or c.runs_dir("capacity")
-    options = HarnessOptions(engine=name, vllm=vllm)
-    search = Search(base, budget, name, out_dir, options, on_point=_progress)
+    options = HarnessOptions(engine=engine)
+    search = Search(base, budget, engine.served, out_dir, options, on_point=_progress)
     search.check_resumable()
     c.err_console.print(
         f"mmbench: measuring the largest K within {fmt_bytes(budget)} per mode -> {out_dir}", markup=False
@@ -97,10 +95,10 @@ def plan(
     for m in predicted.modes:
         found.append(search.mode(m.mode, m.rollouts, m.typical_rollouts))
     if fmt == "table":
-        c.console.print(capacity_table(predicted, found, name))
+        c.console.print(capacity_table(predicted, found, engine.served))
     else:
         render = capacity_markdown if fmt == "markdown" else capacity_json
-        typer.echo(render(predicted, found, name), nl=False)
+        typer.echo(render(predicted, found, engine.served), nl=False)
     # Beside a table it is one more line to read; beside markdown or JSON it goes to stderr, so that
     # stdout is the document alone (`| jq`, `> capacity.md`).
     human = c.console if fmt == "table" else c.err_console

@@ -19,8 +19,10 @@ def default_out(mode: str, rollouts: int) -> Path:
 
 @c.handle_errors
 @c.with_point_flags
+@c.with_engine_flags()
 def profile(
     point_flags: dict[str, str | None],
+    engine_flags: c.EngineFlags,
     out: Annotated[
         Path | None,
         typer.Option(
@@ -36,24 +38,14 @@ def profile(
     top: Annotated[int, typer.Option(help="sites listed per snapshot")] = DEFAULT_TOP,
     force: Annotated[bool, typer.Option(help="run even when preflight predicts it will not fit")] = False,
     max_memory: c.MaxMemory = None,
-    engine_url: c.EngineUrl = None,
-    engine: c.Engine = None,
-    engine_model: c.EngineModel = None,
-    engine_arg: c.EngineArg = None,
-    vllm_python: c.VllmPython = None,
-    engine_ready_timeout: c.EngineReadyTimeout = None,
 ) -> None:
     """Profile one point with memray: capture, flame graphs, top allocation sites by mmbench function."""
-    flags = point_flags
-    name, vllm = c.engine_choice(engine, engine_model, vllm_python, engine_ready_timeout, engine_url)
-    config = c.single_point(flags, c.point_defaults(name, engine_arg))
+    engine = engine_flags.choose()
+    config = c.single_point(point_flags, engine_flags.point_defaults(engine))
     limit = c.parse_max_memory(max_memory)
     out_dir = out if out is not None else default_out(config.mode, config.rollouts)
     with c.console.status(f"profiling {config.mode}, K={config.rollouts}, N={config.turns} with memray ..."):
-        result = profile_point(
-            config, out_dir, native, top=top, force=force, max_memory=limit, engine_url=engine_url,
-            engine=name, vllm=vllm,
-        )  # fmt: skip
+        result = profile_point(config, out_dir, native, top=top, force=force, max_memory=limit, engine=engine)
     atomic_write(out_dir / SITES_MD, profile_markdown(result))
     for renderable in profile_tables(result):
         c.console.print(renderable)

@@ -18,8 +18,10 @@ from mmbench.results import ResultsFile, atomic_write, to_json
 
 @c.handle_errors
 @c.with_point_flags
+@c.with_engine_flags()
 def run(
     point_flags: dict[str, str | None],
+    engine_flags: c.EngineFlags,
     json_out: Annotated[
         Path | None, typer.Option("--json", help="write the point as a results file (same schema as sweep)")
     ] = None,
@@ -28,17 +30,11 @@ def run(
     ] = False,
     force: Annotated[bool, typer.Option(help="run even when preflight predicts it will not fit")] = False,
     max_memory: c.MaxMemory = None,
-    engine_url: c.EngineUrl = None,
-    engine: c.Engine = None,
-    engine_model: c.EngineModel = None,
-    engine_arg: c.EngineArg = None,
-    vllm_python: c.VllmPython = None,
-    engine_ready_timeout: c.EngineReadyTimeout = None,
 ) -> None:
     """Measure one point (one mode, one parameter set) in a fresh worker and engine process."""
-    flags = point_flags
-    name, vllm = c.engine_choice(engine, engine_model, vllm_python, engine_ready_timeout, engine_url)
-    config = c.single_point(flags, c.point_defaults(name, engine_arg))
+    engine = engine_flags.choose()
+    config = c.single_point(point_flags, engine_flags.point_defaults(engine))
+    engine.check([config])  # before it runs (the harness does not check)
     memray_dir = (json_out.parent if json_out else Path.cwd()) / "memray" if memray else None
     with c.console.status(f"measuring {config.mode}, K={config.rollouts}, N={config.turns} ..."):
         record = measure_point(
@@ -49,9 +45,7 @@ def run(
                 force=force,
                 max_memory=c.parse_max_memory(max_memory),
                 timeline_dir=json_out.parent / TIMELINES_DIR if json_out else None,
-                engine_url=engine_url,
-                engine=name,
-                vllm=vllm,
+                engine=engine,
             ),
         )
     if record.status == "skipped":

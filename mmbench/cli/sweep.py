@@ -23,8 +23,6 @@ from mmbench.cli import common as c
 from mmbench.cluster.address import ClusterSpec, parse_cluster
 from mmbench.errors import MmbenchError
 from mmbench.launch import DEFAULT_START_METHOD, check_start_method
-from mmbench.measure.engines import VLLM, VLLM_DEFAULTS, check_points
-from mmbench.measure.external import check_engine
 from mmbench.measure.harness import HarnessOptions
 from mmbench.reporters.report_table import per_mode_table
 from mmbench.reporters.table import fits_table, sweep_table
@@ -61,10 +59,21 @@ def _runner(spec: ClusterSpec | None) -> Iterator[Runner]:
         yield runner
 
 
+@contextlib.contextmanager
+def _stopped(progress: Progress) -> Iterator[Progress]:
+    """The progress display, started once every point is checked (on_begin), stopped on the way out."""
+    try:
+        yield progress
+    finally:
+        progress.stop()  # nothing to stop where it never started
+
+
 @c.handle_errors
 @c.with_point_flags
+@c.with_engine_flags()
 def sweep(
     point_flags: dict[str, str | None],
+    engine_flags: c.EngineFlags,
     scenario: Annotated[
         str | None, typer.Argument(help="scenario name (see `mmbench scenarios`) or path to a .toml file")
     ] = None,
@@ -89,29 +98,18 @@ def sweep(
     timings: Annotated[
         bool, typer.Option(help="also print where each point's time went (overhead phases, seconds)")
     ] = False,
-    engine_url: c.EngineUrl = None,
-    engine: c.Engine = None,
-    engine_model: c.EngineModel = None,
-    engine_arg: c.EngineArg = None,
-    vllm_python: c.VllmPython = None,
-    engine_ready_timeout: c.EngineReadyTimeout = None,
     start_method: Annotated[
         str, typer.Option(hidden=True, help="fork (from a fork server) or exec (fresh interpreters)")
     ] = DEFAULT_START_METHOD,
 ) -> None:
     """Measure a grid of points (modes x rollouts x any other list); every flag takes a comma list."""
-    flags = point_flags
     method = check_start_method(start_method)
-    overrides = {**c.point_values(flags), **c.engine_arg_values(engine_arg)}
     if scenario is None:
         base = Scenario("flags", "a sweep from command-line flags", dict(DEFAULT_GRID))
     else:
         base = load_scenario(scenario)
-    name, vllm = c.engine_choice(
-        engine, engine_model, vllm_python, engine_ready_timeout, engine_url, base.engine
-    )
-    if name == VLLM and not base.sets("codec"):  # vLLM decodes its own items: the vllm codec by default
-        overrides = {**VLLM_DEFAULTS, **overrides}
+    engine = engine_flags.choose(cluster is not None, base.engine)
+    overrides = {**base.unset(engine.defaults), **c.point_values(point_flags), **engine_flags.engine_args()}
     chosen = base.with_overrides(overrides, repeats)
     spec = parse_cluster(cluster) if cluster is not None else None
     finished: list[PointRecord] = []
@@ -127,43 +125,32 @@ def sweep(
         if (out_dir / RESULTS_JSON).exists() or (out_dir / POINTS_LOG).exists():
             raise MmbenchError(f"{out_dir} already holds results; choose another --out, or --resume it")
     planned = plan(chosen)
-    if engine_url is not None:
-        if spec is not None:
-            raise MmbenchError(
-                "--engine-url and --cluster do not go together: an external engine serves one client"
-            )
-        check_engine(engine_url, [p.config for p in planned])  # before anything is printed or written
-    if name == VLLM and spec is not None:
-        raise MmbenchError(
-            "--engine vllm and --cluster do not go together yet: each point's vLLM runs beside its worker"
-        )
-    check_points(name, vllm, [p.config for p in planned])  # the same: vLLM's environment found, first
     todo = len(planned) - len({r.key() for r in finished})
-    c.console.print(
-        f"[bold]{chosen.name}[/bold]: {chosen.description} — "
-        f"{todo} of {len(planned)} points to run -> {out_dir}",
-        highlight=False,
-    )
     options = HarnessOptions(
         memray_dir=out_dir / "memray" if memray else None,
         force=force,
         max_memory=c.parse_max_memory(max_memory),
         start_method=method,
-        engine_url=engine_url,
-        engine=name,
-        vllm=vllm,
+        engine=engine,
     )
     columns = (
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         TextColumn("ETA"), TimeRemainingColumn(),
     )  # fmt: skip
     failed: list[PointRecord] = []
-    with (
-        _runner(spec) as runner,
-        Progress(*columns, console=c.console, transient=False) as progress,
-        c.sigterm_as_interrupt(),
-    ):
-        task = progress.add_task("starting", total=len(planned), completed=len(planned) - todo)
+    progress = Progress(*columns, console=c.console, transient=False)
+    task = progress.add_task("starting", total=len(planned), completed=len(planned) - todo)
+
+    def on_begin() -> None:
+        """Every point checked (the engine too): say what the sweep does, and show its progress."""
+        c.console.print(
+            f"[bold]{chosen.name}[/bold]: {chosen.description} — "
+            f"{todo} of {len(planned)} points to run -> {out_dir}",
+            highlight=False,
+        )
+        progress.start()
+
+    with _runner(spec) as runner, _stopped(progress), c.sigterm_as_interrupt():
 
         def on_start(p: PlannedPoint) -> None:
             progress.update(
@@ -180,7 +167,7 @@ def sweep(
                 progress.console.print(f"point {p.index} skipped: {record.cause}", highlight=False)
 
         try:
-            results = run_sweep(chosen, out_dir, options, on_start, on_done, finished, runner)
+            results = run_sweep(chosen, out_dir, options, on_start, on_done, finished, runner, on_begin)
         except KeyboardInterrupt:
             progress.stop()
             done = rebuild(chosen, out_dir)

@@ -26,8 +26,7 @@ from mmbench.config import PointConfig
 from mmbench.errors import MmbenchError
 from mmbench.launch import DEFAULT_START_METHOD, PARENT_PID, Process, StartMethod, launch, prestart
 from mmbench.measure.assemble import engine_figures, point_record
-from mmbench.measure.engines import VLLM, Engine, VllmOptions, check_points, open_engine
-from mmbench.measure.external import check_engine
+from mmbench.measure.engines import Embedded, EngineChoice, EngineHandle
 from mmbench.measure.model import Prediction, predict
 from mmbench.measure.overhead import HarnessStamps, overhead
 from mmbench.measure.preflight import preflight
@@ -36,7 +35,7 @@ from mmbench.measure.worker_result import WorkerResult
 from mmbench.record import EngineRecord, PointRecord, Timing
 from mmbench.transports.registry import TRANSPORTS
 from mmbench.units import fmt_bytes
-from mmbench.world.engine.remote import EMBEDDED, normalize_url
+from mmbench.world.engine.remote import EMBEDDED
 from mmbench.world.engine.stats import EngineStats
 from mmbench.world.images import SourceSpec, SourceStore, make_source
 from mmbench.world.media import disk_bytes
@@ -75,11 +74,9 @@ class HarnessOptions:
     # How the worker and the engine start: forked from a fork server that imported their modules
     # (fork), or as fresh interpreters (exec). Points tracked by memray always use exec.
     start_method: StartMethod = DEFAULT_START_METHOD
-    # --- external engine: the URL of an engine mmbench did not start (None: start one per point)
-    engine_url: str | None = None
-    # --- the engine started per point: embedded (mmbench's), or vllm (a real one: --engine vllm)
-    engine: str = "embedded"
-    vllm: VllmOptions = field(default_factory=VllmOptions)
+    # The engine every point runs on: the embedded one or a real vLLM started for it, or an external
+    # one by URL (mmbench.measure.engines.choose_engine makes it, checked).
+    engine: EngineChoice = field(default_factory=Embedded)
 
 
 @lru_cache(maxsize=64)
@@ -188,7 +185,7 @@ def prepare_sources(config: PointConfig, cache: Path) -> None:
         list(pool.map(lambda rti: store.ensure(*rti), wanted))
 
 
-def _final_engine_stats(engine: Engine, ready: EngineStats | None) -> EngineStats | None:
+def _final_engine_stats(engine: EngineHandle, ready: EngineStats | None) -> EngineStats | None:
     """The engine's stats at the end of the point, raw and trimmed RSS in one request, its counters
     counted from `ready` (an external engine's run on across points; the embedded one's start at 0
     but its CPU seconds)."""
@@ -201,31 +198,26 @@ def _final_engine_stats(engine: Engine, ready: EngineStats | None) -> EngineStat
 
 
 def measure_point(config: PointConfig, repeat: int = 0, options: HarnessOptions | None = None) -> PointRecord:
-    """Measure one point (see _measure_point); the record says which engine served it."""
+    """Measure one point (see _measure_point); the record says which engine served it.
+
+    The point is not checked against its engine here: a sweep checks all of its points once, before
+    the first runs (mmbench.sweep.loop), and a single point is checked by who runs it (mmbench run
+    and profile, mmbench.api.run_point), so an external engine is not probed again for every point."""
     opts = options or HarnessOptions()
-    if opts.engine_url is not None:
-        check_engine(opts.engine_url, [config])  # reachable, and fit for this point, before it runs
-    vllm = check_points(opts.engine, opts.vllm, [config]) if opts.engine_url is None else None
-    if vllm is not None:  # its predicted engine peak is vLLM's (mmbench.measure.model.vllm)
-        served_by = EngineRecord(kind=VLLM, version=vllm.describe())
-    elif opts.engine_url is not None:
-        served_by = EngineRecord(kind="external", url=normalize_url(opts.engine_url))
-    else:
-        served_by = EngineRecord(kind=EMBEDDED)
-    return _measure_point(config, repeat, opts, served_by)
+    return _measure_point(config, repeat, opts, opts.engine.identity())
 
 
 def _measure_point(
     config: PointConfig, repeat: int, opts: HarnessOptions, served_by: EngineRecord
 ) -> PointRecord:
     """Measure one point in a new worker and a new engine process (forked from fork servers, or
-    fresh interpreters: options.start_method), or against the external engine of
-    options.engine_url. Never raises for a worker failure: it is recorded."""
+    fresh interpreters: options.start_method), or against an external engine (options.engine).
+    Never raises for a worker failure: it is recorded."""
     # --max-memory, where given, is also the most a point may use: preflight holds it to that too.
     budget = opts.max_memory or None
     check_runnable(config)
     # the engine the model predicts for: the one started (an external engine's memory is not ours)
-    served = opts.engine if opts.engine_url is None else EMBEDDED
+    served = opts.engine.served
     if not opts.force:
         quick = preflight(config, budget=budget, engine=served)  # no sources: the hopeless at once
         if not quick.fits:
@@ -260,7 +252,7 @@ def _measure_point(
             opts.memray_dir.mkdir(parents=True, exist_ok=True)
             memray_path = opts.memray_dir / f"{config.mode}-K{config.rollouts}-r{repeat}.bin"
             memray_path.unlink(missing_ok=True)
-        engine = open_engine(config, assets, method, opts.engine, opts.engine_url, opts.vllm)
+        engine = opts.engine.open(config, assets, method)
         with engine:
             assert engine.url is not None
             ready = engine.stats()  # ready, before the worker starts (None: an engine without stats)
@@ -294,7 +286,7 @@ def _measure_point(
             engine_stats = _final_engine_stats(engine, ready)
             asset_bytes = disk_bytes(assets) if assets is not None else None
             engine_failure = None if engine_stats is not None else engine.failure
-            if engine_stats is None and cause is None and opts.engine_url is None:
+            if engine_stats is None and cause is None and opts.engine.started:
                 died = "engine process died during the point"
                 cause = f"{died}: {engine_failure}" if engine_failure else died
         stamps.engine_stopped = time.monotonic()

@@ -26,7 +26,7 @@ from typing import Any
 
 from mmbench.config import PointConfig
 from mmbench.errors import MmbenchError
-from mmbench.measure.engines import VllmOptions
+from mmbench.measure.engines import Embedded, EngineChoice
 from mmbench.measure.harness import HarnessOptions, measure_point
 from mmbench.results import PointRecord, atomic_write
 from mmbench.units import fmt_bytes
@@ -433,9 +433,7 @@ def profile_point(
     top: int = DEFAULT_TOP,
     force: bool = False,
     max_memory: int | None = None,
-    engine_url: str | None = None,
-    engine: str = "embedded",
-    vllm: VllmOptions | None = None,
+    engine: EngineChoice | None = None,
 ) -> ProfileResult:
     """Measure `config` with memray tracking the worker; write the capture, the flame graphs and
     sites.json into `out_dir` (created; it must not hold anything yet)."""
@@ -446,10 +444,11 @@ def profile_point(
         import memray  # noqa: F401
     except ImportError:
         raise MmbenchError("memray is not installed; pip install memray") from None
+    served_by = engine or Embedded()
+    served_by.check([config])  # before it runs (the harness does not check)
     options = HarnessOptions(
-        memray_dir=out_dir, memray_native=native, force=force, max_memory=max_memory, engine_url=engine_url,
-        engine=engine, vllm=vllm or VllmOptions(),
-    )  # fmt: skip
+        memray_dir=out_dir, memray_native=native, force=force, max_memory=max_memory, engine=served_by
+    )
     record = measure_point(config, 0, options)
     if record.status == "skipped":
         raise MmbenchError(f"{record.cause}; use a smaller point, or --force to run it anyway")

@@ -22,7 +22,7 @@ from typing import Any
 
 from mmbench.config import PointConfig
 from mmbench.errors import MmbenchError
-from mmbench.measure.engines import VLLM, VllmOptions
+from mmbench.measure.engines import VLLM, Embedded, Vllm
 from mmbench.measure.harness import HarnessOptions
 from mmbench.results import PointRecord
 from mmbench.sweep.loop import OnDone, OnStart, run_sweep
@@ -133,7 +133,7 @@ def setup_of(record: PointRecord, setups: tuple[EngineSetup, ...]) -> str | None
 
 
 def run_compat(
-    out_dir: Path | None, setups: tuple[EngineSetup, ...], modes: tuple[str, ...], vllm: VllmOptions,
+    out_dir: Path | None, setups: tuple[EngineSetup, ...], modes: tuple[str, ...], vllm: Vllm,
     on_start: OnStart | None = None, on_done: OnDone | None = None,
     on_engine: Callable[[str], None] | None = None,
 ) -> CompatResult:  # fmt: skip
@@ -141,15 +141,14 @@ def run_compat(
     if unknown:
         raise MmbenchError(f"unknown mode {unknown[0]!r}; choose from: {', '.join(MODES)}")
     records: list[PointRecord] = []
-    for engine in ("embedded", VLLM):
+    for engine, served_by in (("embedded", Embedded()), (VLLM, vllm)):
         if not any(s.engine == engine for s in setups):
             continue
         if on_engine:
             on_engine(engine)
         scenario = scenario_for(setups, modes, engine)
-        options = HarnessOptions(engine=engine, vllm=vllm)
         where = out_dir / engine if out_dir is not None else None
-        records += run_sweep(scenario, where, options, on_start, on_done).points
+        records += run_sweep(scenario, where, HarnessOptions(engine=served_by), on_start, on_done).points
     cells, versions = [], {}
     for record in records:
         name = setup_of(record, setups)

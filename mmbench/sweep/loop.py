@@ -18,9 +18,7 @@ from mmbench.analysis.extrapolate import extrapolate
 from mmbench.backends import check_runnable
 from mmbench.config import PointConfig
 from mmbench.errors import MmbenchError
-from mmbench.measure.engines import check_points
 from mmbench.measure.environment import environment
-from mmbench.measure.external import check_engine
 from mmbench.measure.harness import HarnessOptions, measure_point
 from mmbench.measure.machines import machine_block
 from mmbench.measure.timeline import TIMELINES_DIR
@@ -50,6 +48,7 @@ def plan(scenario: Scenario) -> list[PlannedPoint]:
 
 OnStart = Callable[[PlannedPoint], None]
 OnDone = Callable[[PlannedPoint, PointRecord], None]
+OnBegin = Callable[[], None]
 # Points with their records, as a runner hands them back together.
 Finished = list[tuple[PlannedPoint, PointRecord]]
 
@@ -87,16 +86,19 @@ def run_sweep(
     on_done: OnDone | None = None,
     finished: list[PointRecord] | None = None,
     runner: Runner = run_locally,
+    on_begin: OnBegin | None = None,
 ) -> ResultsFile:
     """Measure every planned point not already in `finished`; as each one ends, append it to the log
-    and rewrite the results files, so that an interrupted sweep loses at most the points in flight."""
+    and rewrite the results files, so that an interrupted sweep loses at most the points in flight.
+    `on_begin` is called once every point is checked, before the first runs (a CLI says then what
+    it will do: a bad point or engine is its one line of output)."""
     with tempfile.TemporaryDirectory(prefix="mmbench-sources-") as tmp:
         opts = options or HarnessOptions()
         if opts.source_cache is None:
             opts = replace(opts, source_cache=Path(tmp))
         if opts.timeline_dir is None and out_dir is not None:
             opts = replace(opts, timeline_dir=out_dir / TIMELINES_DIR)
-        return _run(scenario, out_dir, opts, on_start, on_done, finished or [], runner)
+        return _run(scenario, out_dir, opts, on_start, on_done, finished or [], runner, on_begin)
 
 
 def _ordered(scenario: Scenario, by_key: dict[tuple[object, ...], PointRecord]) -> list[PointRecord]:
@@ -120,7 +122,7 @@ def rebuild(scenario: Scenario, out_dir: Path) -> list[PointRecord]:
 
 def _run(
     scenario: Scenario, out_dir: Path | None, options: HarnessOptions, on_start: OnStart | None,
-    on_done: OnDone | None, finished: list[PointRecord], runner: Runner,
+    on_done: OnDone | None, finished: list[PointRecord], runner: Runner, on_begin: OnBegin | None,
 ) -> ResultsFile:  # fmt: skip
     env = environment()
     planned = plan(scenario)
@@ -136,10 +138,11 @@ def _run(
         )
     records: dict[tuple[object, ...], PointRecord] = {r.key(): r for r in finished}
     todo = [p for p in planned if p.key not in records]
-    if options.engine_url is not None:  # reachable and fit for every point, before the first runs
-        check_engine(options.engine_url, [p.config for p in todo])
-    else:
-        check_points(options.engine, options.vllm, [p.config for p in todo])
+    # Every point fits the engine: checked here, once for the sweep before the first point runs (an
+    # external engine probed, vLLM's environment found), and not again per point by the harness.
+    options.engine.check([p.config for p in todo])
+    if on_begin:
+        on_begin()
     rewrites, unsaved = _Rewrites(), False
     try:
         # closing(): an interrupt between two batches still stops the runner (a cluster's queue).

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import itertools
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,11 @@ class Scenario:
     def sets(self, key: str) -> bool:
         """Whether the grid or a variant gives this point parameter."""
         return key in self.grid or any(key in v.overrides for v in self.variants)
+
+    def unset(self, defaults: Mapping[str, Any]) -> dict[str, list[Any]]:
+        """`defaults` (an engine's, for its points) as overrides of the parameters this scenario does
+        not set itself: a scenario that gives the codec keeps it on vLLM."""
+        return {k: [v] for k, v in defaults.items() if not self.sets(k)}
 
     def with_overrides(self, overrides: dict[str, list[Any]], repeats: int | None = None) -> Scenario:
         values = {k: _values(k, v, "override") for k, v in overrides.items()}

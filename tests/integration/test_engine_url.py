@@ -21,8 +21,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from mmbench.api import run_sweep
+from mmbench.api import run_point, run_sweep
 from mmbench.config import PointConfig
+from mmbench.measure.engines import External
 from mmbench.measure.harness import HarnessOptions, measure_point
 from mmbench.world.engine.__main__ import _server_config
 from mmbench.world.engine.app import EngineConfig, create_app
@@ -145,7 +146,7 @@ def test_against_a_vllm_like_engine_what_it_does_not_expose_is_unknown_never_zer
 ) -> None:
     config = PointConfig(mode=mode, rollouts=2, turns=2, image_size="64", codec="vllm")
     with _ServerThread(vllm_like_app()) as stub:
-        record = measure_point(config, 0, HarnessOptions(engine_url=stub.url, timeline_dir=tmp_path))
+        record = measure_point(config, 0, HarnessOptions(engine=External(stub.url), timeline_dir=tmp_path))
     embedded = measure_point(config, 0, HarnessOptions(timeline_dir=tmp_path))
     assert record.ok and embedded.ok, (record.cause, embedded.cause)
     assert record.engine.url == stub.url
@@ -171,10 +172,14 @@ def test_against_a_vllm_like_engine_what_it_does_not_expose_is_unknown_never_zer
 
 
 def test_faults_are_refused_on_an_external_engine_before_anything_runs(tmp_path: Path) -> None:
+    """A single point (run_point) and a sweep check their points against the engine before any runs
+    (the harness itself no longer checks every point)."""
     from mmbench.errors import MmbenchError
 
+    fault = "engine_error_rate need the embedded engine"
     with _ServerThread(vllm_like_app()) as stub:
-        options = HarnessOptions(engine_url=stub.url, timeline_dir=tmp_path)
-        with pytest.raises(MmbenchError, match="engine_error_rate need the embedded engine"):
-            measure_point(PointConfig(engine_error_rate=0.2), 0, options)
+        with pytest.raises(MmbenchError, match=fault):
+            run_point(engine_url=stub.url, engine_error_rate=0.2)
+        with pytest.raises(MmbenchError, match=fault):
+            run_sweep(SCENARIO, tmp_path / "out", engine_url=stub.url, engine_error_rate=[0.0, 0.2])
     assert not any(tmp_path.iterdir())

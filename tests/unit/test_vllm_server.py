@@ -21,7 +21,7 @@ import pytest
 
 from mmbench.config import PointConfig
 from mmbench.errors import MmbenchError
-from mmbench.measure.engines import VllmOptions, check_points, model_len, vllm_args
+from mmbench.measure.engines import Embedded, Vllm, model_len, vllm_args
 from mmbench.world.engine.vllm.env import SITE_DIR, VllmEnv, find_vllm
 from mmbench.world.engine.vllm.metrics import vllm_counters
 from mmbench.world.engine.vllm.model import check_model_dir
@@ -153,9 +153,9 @@ def test_vllms_environment_is_found_or_named_in_one_line(
     with pytest.raises(MmbenchError, match="has no vLLM installed"):
         find_vllm()
     with pytest.raises(MmbenchError, match=r"engine_args .* add --engine vllm"):
-        check_points("embedded", VllmOptions(), [PointConfig(engine_args="--max-num-seqs 2")])
+        Embedded().check([PointConfig(engine_args="--max-num-seqs 2")])
     with pytest.raises(MmbenchError, match="need the embedded engine"):
-        check_points("vllm", VllmOptions(python=sys.executable), [PointConfig(engine_error_rate=0.1)])
+        Vllm(python=sys.executable).check([PointConfig(engine_error_rate=0.1)])
 
 
 def test_a_model_directory_is_checked_before_anything_starts(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mmbench.cli import app
-from mmbench.measure.engines import VLLM, VllmOptions
+from mmbench.measure.engines import VLLM, Vllm
 from mmbench.measure.harness import HarnessOptions
 from mmbench.sweep.compat import DIES, FALLS_BACK, WORKS, choose_setups, run_compat
 from mmbench.sweep.loop import run_sweep
@@ -51,7 +51,7 @@ def no_vllm_left() -> Iterator[None]:
 
 def test_one_point_of_every_mode_with_bytes_counted_on_vllms_side(tmp_path: Path) -> None:
     scenario = Scenario("vllm-modes", "one small point per mode", {"mode": list(MODES), **SMALL})
-    results = run_sweep(scenario, tmp_path / "out", HarnessOptions(engine=VLLM))
+    results = run_sweep(scenario, tmp_path / "out", HarnessOptions(engine=Vllm()))
     by_mode = {r.config.mode: r for r in results.points}
     assert set(by_mode) == set(MODES)
     for mode, r in by_mode.items():
@@ -81,7 +81,7 @@ def test_one_point_of_every_mode_with_bytes_counted_on_vllms_side(tmp_path: Path
 
 def test_each_crash_case_of_the_matrix_on_a_fresh_engine(tmp_path: Path) -> None:
     setups = choose_setups(["vllm-cache-0", "vllm-shm", "vllm-api-servers-2"])
-    result = run_compat(tmp_path / "compat", setups, ("hash-only",), VllmOptions())
+    result = run_compat(tmp_path / "compat", setups, ("hash-only",), Vllm())
     verdicts = {c.setup: c for c in result.cells}
     assert set(verdicts) == {s.name for s in setups}
     for name, cell in verdicts.items():
