@@ -13,7 +13,7 @@ from mmbench.errors import MmbenchError
 from mmbench.measure import harness
 from mmbench.measure.engines import VLLM, Embedded, EngineChoice, External, Vllm, choose_engine
 from mmbench.measure.harness import HarnessOptions
-from mmbench.results import PointRecord
+from mmbench.record import EngineRecord, PointRecord
 from mmbench.sweep.loop import run_sweep
 from mmbench.sweep.scenarios import Scenario
 from mmbench.world.engine.remote import EMBEDDED
@@ -56,7 +56,8 @@ def test_each_engine_says_what_it_means() -> None:
     assert (Embedded.started, External.started, Vllm.started) == (True, False, True)
     defaults = (dict(Embedded.defaults), dict(External.defaults), dict(Vllm.defaults))
     assert defaults == ({}, {}, {"codec": VLLM})
-    assert Embedded().identity() == (EMBEDDED, None) and External(url).identity() == (url, None)
+    assert Embedded().identity() == EngineRecord(kind=EMBEDDED)
+    assert External(url).identity() == EngineRecord(kind="external", url=url)
     assert Vllm(ready_timeout_s=7).timeout_s == 7 and Vllm().timeout_s > 0
 
 
@@ -75,12 +76,14 @@ def test_a_sweep_checks_its_points_against_the_engine_once_not_per_point(
     measured: list[PointConfig] = []
     monkeypatch.setattr(Embedded, "check", lambda self, configs: checked.append(list(configs)))
 
-    def measure(config: PointConfig, repeat: int, opts: HarnessOptions) -> PointRecord:
+    def measure(
+        config: PointConfig, repeat: int, opts: HarnessOptions, served_by: EngineRecord
+    ) -> PointRecord:
         measured.append(config)
-        return PointRecord(**config.to_dict(), repeat=repeat)
+        return PointRecord(config, repeat, engine=served_by)
 
     monkeypatch.setattr(harness, "_measure_point", measure)  # what measure_point wraps: no processes
     scenario = Scenario("once", "three points", {"mode": ["full"], "rollouts": [1, 2, 4]})
     results = run_sweep(scenario, tmp_path / "out")
     assert len(measured) == 3 and len(checked) == 1 and len(checked[0]) == 3
-    assert {r.engine for r in results.points} == {EMBEDDED}  # the record's identity, from the value
+    assert {r.engine.kind for r in results.points} == {EMBEDDED}  # the record's identity, from the value

@@ -184,7 +184,7 @@ def test_rich_tables_render(tmp_path: Path) -> None:
 
 def test_json_is_versioned_and_complete(tmp_path: Path) -> None:
     data = json.loads(json.dumps(result(tmp_path).to_dict()))
-    assert data["schema_version"] == 1
+    assert data["schema_version"] == 2
     assert data["files"] == {"capture": "full-K4-r0.bin", "flamegraph_high_water_mark": "flamegraph.html"}
     retained = data["snapshots"]["retained"]
     assert sum(c["bytes"] for c in retained["categories"].values()) == retained["total_bytes"]
