@@ -6,6 +6,8 @@ import ctypes
 import os
 import signal
 import sys
+from types import TracebackType
+from typing import Self
 
 PR_SET_PDEATHSIG = 1
 
@@ -32,3 +34,23 @@ def set_process_name(name: str) -> None:
         libc.prctl(PR_SET_NAME, name.encode()[:15], 0, 0, 0)
     except (OSError, AttributeError):
         return
+
+
+class Started:
+    """A process mmbench starts with start() and stops with stop(): as a context manager it is
+    stopped on the way out, however the block ends (also on failure and Ctrl-C)."""
+
+    def start(self) -> object:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

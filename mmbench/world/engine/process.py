@@ -25,13 +25,13 @@ import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import httpx
 
 from mmbench.errors import MmbenchError
 from mmbench.launch import DEFAULT_START_METHOD, PARENT_PID, Process, StartMethod, launch
+from mmbench.launch.lifecycle import Started
 from mmbench.world.engine.app import EngineConfig
 from mmbench.world.engine.stats import EngineStats
 from mmbench.world.procmem import vmhwm_of
@@ -51,7 +51,7 @@ def _http_client() -> httpx.Client:
 
 
 @dataclass(frozen=True, slots=True)
-class EngineHandle:
+class EngineAddress:
     url: str
     pid: int
 
@@ -70,7 +70,7 @@ def _end(proc: Process | None) -> None:
             pipe.close()
 
 
-class EngineProcess:
+class EngineProcess(Started):
     def __init__(
         self, config: EngineConfig, ready_timeout_s: float = READY_TIMEOUT_S,
         start_method: StartMethod = DEFAULT_START_METHOD,
@@ -189,7 +189,7 @@ class EngineProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self._wait_ready(proc, deadline)
 
-    def start(self) -> EngineHandle:
+    def start(self) -> EngineAddress:
         if self.config.restart_every > 0:
             self._dir = tempfile.TemporaryDirectory(prefix="mmbench-engine-")
         try:
@@ -204,7 +204,7 @@ class EngineProcess:
         if self.config.restart_every > 0:
             self._supervisor = threading.Thread(target=self._supervise, name="engine-supervisor", daemon=True)
             self._supervisor.start()
-        return EngineHandle(self.url, proc.pid)
+        return EngineAddress(self.url, proc.pid)
 
     def _wait_ready(self, proc: Process, deadline: float) -> None:
         """Poll GET /health until it answers 200: the engine is used only once it does."""
@@ -400,11 +400,3 @@ class EngineProcess:
             self._dir.cleanup()
             self._dir = None
 
-    def __enter__(self) -> EngineProcess:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()

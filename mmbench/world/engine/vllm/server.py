@@ -28,13 +28,13 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import httpx
 import psutil
 
 from mmbench.errors import MmbenchError
+from mmbench.launch.lifecycle import Started
 from mmbench.world.engine.stats import EngineStats, KindUsage
 from mmbench.world.engine.vllm.env import SITE_DIR, VllmEnv
 from mmbench.world.engine.vllm.metrics import vllm_counters
@@ -113,7 +113,7 @@ class _Memory:
     kinds: dict[str, KindUsage]
 
 
-class VllmEngine:
+class VllmEngine(Started):
     """The harness's handle on a vLLM it started (the interface of EngineProcess it uses)."""
 
     restarts = 0  # never restarted: a dead vLLM ends the point
@@ -226,14 +226,6 @@ class VllmEngine:
         self._http.close()
         self._dir.cleanup()
 
-    def __enter__(self) -> VllmEngine:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     # --- the process tree ----------------------------------------------------------------
 
