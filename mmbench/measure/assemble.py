@@ -1,6 +1,6 @@
 """A point's record, put together by the harness from what each side measured.
 
-The worker sends its `client` and `traffic` sections whole (mmbench.measure.worker_result); this
+The worker sends its `client` and `traffic` sections whole (mmbench.measure.worker_io); this
 module turns the engine's stats into its figures and the model's prediction into the prediction
 section, with the ratios of measured over predicted. No figure is renamed on the way: each is
 read off the type it is defined in.
@@ -12,7 +12,7 @@ from dataclasses import replace
 
 from mmbench.config import PointConfig
 from mmbench.measure.model import Prediction
-from mmbench.measure.worker_result import WorkerResult
+from mmbench.measure.worker_io import WorkerResult
 from mmbench.record import (
     ClientFigures,
     EngineFigures,

@@ -6,7 +6,6 @@ recorded as failed with its cause, and the engine is always stopped.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -31,7 +30,7 @@ from mmbench.measure.model import Prediction, predict
 from mmbench.measure.overhead import HarnessStamps, overhead
 from mmbench.measure.preflight import preflight
 from mmbench.measure.timeline import TimelineSampler, engine_peak, keep_timeline
-from mmbench.measure.worker_result import WorkerResult
+from mmbench.measure.worker_io import WorkerJob, WorkerResult
 from mmbench.record import EngineRecord, PointRecord, Timing
 from mmbench.transports.registry import TRANSPORTS
 from mmbench.units import fmt_bytes
@@ -258,13 +257,10 @@ def _measure_point(
             ready = engine.stats()  # ready, before the worker starts (None: an engine without stats)
             engine.reset_peaks()  # its high-water marks from here on are the point's
             stamps.engine_ready = time.monotonic()
-            job.write_text(json.dumps({
-                "config": config.to_dict(), "url": engine.url,
-                "memray_path": str(memray_path) if memray_path else None,
-                "memray_native": opts.memray_native,
-                "source_cache": str(sources),
-                "asset_dir": str(assets) if assets else None,
-            }))  # fmt: skip
+            job.write_bytes(WorkerJob(
+                config, engine.url, str(sources), str(memray_path) if memray_path else None,
+                opts.memray_native, str(assets) if assets else None,
+            ).encode())  # fmt: skip
             with open(err, "wb") as err_file:
                 stamps.spawn = time.monotonic()
                 proc = launch(

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-from mmbench.measure.worker_result import WorkerPhases
+from mmbench.measure.worker_io import WorkerPhases
 from mmbench.record import Overhead, PointRecord
 
 # Overhead's fields, in its order: the phases of a point's wall time besides its rollouts.

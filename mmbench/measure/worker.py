@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import json
 import os
 import resource
 import signal
@@ -31,7 +30,7 @@ from mmbench.launch.lifecycle import die_with_parent, set_process_name
 from mmbench.measure import probes
 from mmbench.measure.accounting import account
 from mmbench.measure.fingerprint import fingerprint
-from mmbench.measure.worker_result import WorkerPhases, WorkerResult
+from mmbench.measure.worker_io import WorkerJob, WorkerPhases, WorkerResult
 from mmbench.record import Accounting, Allocator, ClientFigures, Rendering, RssReadings, Traffic
 from mmbench.rollout import Totals
 from mmbench.transports import make_transport
@@ -230,13 +229,11 @@ def main(argv: list[str] | None = None) -> int:
     # CPU at K=4, N=8, 512x512 inside the rollout window (Python 3.11).
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     die_with_parent(int(args[2]) if len(args) > 2 else None)
-    job = json.loads(Path(args[0]).read_text())
-    config = PointConfig.from_dict(job["config"], where="worker job")
-    np.random.seed(config.seed)
+    job = WorkerJob.decode(Path(args[0]).read_bytes())
+    np.random.seed(job.config.seed)
     result = measure(
-        config, job["url"], job.get("memray_path"), job.get("source_cache"),
-        bool(job.get("memray_native", False)), started, job.get("asset_dir"),
-    )  # fmt: skip
+        job.config, job.url, job.memray_path, job.source_cache, job.memray_native, started, job.asset_dir
+    )
     out = Path(args[1])
     tmp = out.with_suffix(".tmp")
     tmp.write_bytes(result.encode())

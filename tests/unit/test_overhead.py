@@ -11,7 +11,7 @@ from rich.console import Console
 from mmbench.config import PointConfig
 from mmbench.errors import MmbenchError
 from mmbench.measure.overhead import OVERHEAD_FIELDS, HarnessStamps, TimingSummary, overhead, point_overhead
-from mmbench.measure.worker_result import WorkerPhases, WorkerResult
+from mmbench.measure.worker_io import WorkerPhases, WorkerResult
 from mmbench.migrations import V5_PATHS
 from mmbench.record import ClientFigures, Overhead, Traffic
 from mmbench.reporters.timings import timings_table

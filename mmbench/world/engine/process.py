@@ -399,4 +399,3 @@ class EngineProcess(Started):
         if self._dir is not None:
             self._dir.cleanup()
             self._dir = None
-

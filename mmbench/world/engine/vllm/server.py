@@ -226,7 +226,6 @@ class VllmEngine(Started):
         self._http.close()
         self._dir.cleanup()
 
-
     # --- the process tree ----------------------------------------------------------------
 
     def tree(self, max_age_s: float = 0.0) -> list[psutil.Process]:

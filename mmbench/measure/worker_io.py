@@ -1,9 +1,10 @@
-"""What a worker process hands the harness: one typed object, written by the worker and read back
-by the harness with the same type (as pyperf's worker and manager share its `Run`).
+"""What crosses into and out of a worker process: one typed object each way, written by one side and
+read back by the other with the same type (as pyperf's worker and manager share its `Run`).
 
-Its `client` and `traffic` are the record's own sections (mmbench.record), built by the worker
-where the readings are taken; the rest is what the harness needs to place the point in time.
-This module stays light (no torch, no numpy): the harness imports it.
+The harness hands the worker a `WorkerJob`; the worker hands back a `WorkerResult`, whose `client`
+and `traffic` are the record's own sections (mmbench.record), built by the worker where the
+readings are taken; the rest is what the harness needs to place the point in time. This module
+stays light (no torch, no numpy): the harness imports it.
 """
 
 from __future__ import annotations
@@ -12,8 +13,31 @@ from dataclasses import dataclass, field
 
 import msgspec
 
+from mmbench.config import PointConfig
 from mmbench.errors import MmbenchError
 from mmbench.record import ClientFigures, Traffic
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerJob:
+    """One point for a worker: its parameters and the engine it talks to, and where its files are."""
+
+    config: PointConfig
+    url: str  # the engine's
+    source_cache: str  # the directory the harness made the point's sources in
+    memray_path: str | None = None  # capture the rollouts with memray, to this file
+    memray_native: bool = False  # ... with native (C/C++) frames
+    asset_dir: str | None = None  # raw-file: the directory the client writes each image to once
+
+    def encode(self) -> bytes:
+        return msgspec.json.encode(self)
+
+    @classmethod
+    def decode(cls, data: bytes) -> WorkerJob:
+        try:
+            return msgspec.json.decode(data, type=cls)
+        except msgspec.DecodeError as exc:
+            raise MmbenchError(f"the worker's job cannot be read ({exc})") from None
 
 
 @dataclass(frozen=True, slots=True)
