@@ -101,6 +101,13 @@ def sweep(
     start_method: Annotated[
         str, typer.Option(hidden=True, help="fork (from a fork server) or exec (fresh interpreters)")
     ] = DEFAULT_START_METHOD,
+    fresh_engine: Annotated[
+        bool,
+        typer.Option(
+            help="start a real engine (--engine vllm) for every point, instead of once for the points "
+            "that share its configuration, reset between them"
+        ),
+    ] = False,
 ) -> None:
     """Measure a grid of points (modes x rollouts x any other list); every flag takes a comma list."""
     method = check_start_method(start_method)
@@ -166,8 +173,16 @@ def sweep(
             elif record.status == "skipped":
                 progress.console.print(f"point {p.index} skipped: {record.cause}", highlight=False)
 
+        def on_engine_start(what: str) -> None:
+            # an engine start is its own line, apart from the points (it takes tens of seconds)
+            progress.update(task, description=f"starting {what}")
+            progress.console.print(f"engine: starting {what}", highlight=False)
+
         try:
-            results = run_sweep(chosen, out_dir, options, on_start, on_done, finished, runner, on_begin)
+            results = run_sweep(
+                chosen, out_dir, options, on_start, on_done, finished, runner, on_begin,
+                fresh_engine=fresh_engine, on_engine_start=on_engine_start,
+            )  # fmt: skip
         except KeyboardInterrupt:
             progress.stop()
             done = rebuild(chosen, out_dir)

@@ -19,7 +19,7 @@ engines behind a router) would be one more variant with the same methods.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType, TracebackType
@@ -81,6 +81,12 @@ class EngineHandle(Protocol):
     ) -> None: ...
 
 
+class ReusableHandle(EngineHandle, Protocol):
+    """An engine that can serve several points in turn (mmbench.measure.engine_pool)."""
+
+    def reset(self) -> None: ...  # between two points: empty its caches, give back what it can
+
+
 def check_engine_name(name: str) -> str:
     if name not in ENGINES:
         raise MmbenchError(f"unknown engine {name!r}; choose one of: {', '.join(ENGINES)}")
@@ -101,6 +107,7 @@ def vllm_refusal(config: PointConfig) -> str | None:
 
 
 NO_DEFAULTS: Mapping[str, Any] = MappingProxyType({})
+ASSETS_MARK = "<the engine's asset directory>"  # in an engine's key, where its own directory goes
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +116,8 @@ class Embedded:
 
     served: ClassVar[str] = EMBEDDED  # the engine the model predicts for
     started: ClassVar[bool] = True  # mmbench starts it, so its death fails the point
+    # started per point: it forks in a fraction of a second (mmbench.measure.engine_pool says why)
+    reusable: ClassVar[bool] = False
     defaults: ClassVar[Mapping[str, Any]] = NO_DEFAULTS  # what it changes in a point's defaults
 
     def check(self, configs: Iterable[PointConfig]) -> None:
@@ -138,6 +147,7 @@ class External:
     # memory is not the point's, and its death is recorded, not the point's failure
     served: ClassVar[str] = EMBEDDED
     started: ClassVar[bool] = False
+    reusable: ClassVar[bool] = False  # not ours to start or reset
     defaults: ClassVar[Mapping[str, Any]] = NO_DEFAULTS
 
     def check(self, configs: Iterable[PointConfig]) -> None:
@@ -189,6 +199,9 @@ class Vllm:
         find_vllm(self.python)
 
     def open(self, config: PointConfig, assets: Path | None, method: StartMethod) -> EngineHandle:
+        return self._vllm(config, assets)
+
+    def _vllm(self, config: PointConfig, assets: Path | None) -> VllmEngine:
         env = find_vllm(self.python)
         model = check_model_dir(self.model) if self.model is not None else tiny_model(config.model, env)
         return VllmEngine(env, model, config.model, vllm_args(config, assets), self.timeout_s)
@@ -196,6 +209,21 @@ class Vllm:
     def identity(self) -> EngineRecord:
         # the environment is probed once, then cached
         return EngineRecord(kind=VLLM, version=find_vllm(self.python).describe())
+
+    # --- reuse across a sweep's points (mmbench.measure.engine_pool)
+    reusable: ClassVar[bool] = True
+
+    def key(self, config: PointConfig, file_assets: bool) -> Hashable:
+        """What makes two points' engines the same: the model and every `vllm serve` flag (raw-file's
+        asset directory is the engine's own, kept for its life)."""
+        assets = Path(ASSETS_MARK) if file_assets else None
+        return (self.python, self.model, config.model, *vllm_args(config, assets))
+
+    def describe(self) -> str:
+        return f"vLLM ({find_vllm(self.python).describe()})"
+
+    def open_reusable(self, config: PointConfig, assets: Path | None) -> ReusableHandle:
+        return self._vllm(config, assets)
 
 
 # Which engine a point runs on: one value, one of these (a fleet behind a router would be one more).

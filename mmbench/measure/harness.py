@@ -11,8 +11,9 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
@@ -23,16 +24,17 @@ import psutil
 from mmbench.backends import check_runnable
 from mmbench.config import PointConfig
 from mmbench.errors import MmbenchError
+from mmbench.facts import facts_of
 from mmbench.launch import DEFAULT_START_METHOD, PARENT_PID, Process, StartMethod, launch, prestart
 from mmbench.measure.assemble import engine_figures, point_record
-from mmbench.measure.engines import Embedded, EngineChoice, EngineHandle
+from mmbench.measure.engine_pool import EnginePool, Lease
+from mmbench.measure.engines import Embedded, EngineChoice, EngineHandle, Vllm
 from mmbench.measure.model import Prediction, predict
 from mmbench.measure.overhead import HarnessStamps, overhead
 from mmbench.measure.preflight import preflight
 from mmbench.measure.timeline import TimelineSampler, engine_peak, keep_timeline
 from mmbench.measure.worker_io import WorkerJob, WorkerResult
 from mmbench.record import EngineRecord, PointRecord, Timing
-from mmbench.transports.registry import TRANSPORTS
 from mmbench.units import fmt_bytes
 from mmbench.world.engine.remote import EMBEDDED
 from mmbench.world.engine.stats import EngineStats
@@ -76,6 +78,9 @@ class HarnessOptions:
     # The engine every point runs on: the embedded one or a real vLLM started for it, or an external
     # one by URL (mmbench.measure.engines.choose_engine makes it, checked).
     engine: EngineChoice = field(default_factory=Embedded)
+    # The sweep's engines, kept between its points (None: every point starts and stops its own;
+    # mmbench.sweep.loop makes one unless --fresh-engine).
+    engine_pool: EnginePool | None = None
 
 
 @lru_cache(maxsize=64)
@@ -184,6 +189,25 @@ def prepare_sources(config: PointConfig, cache: Path) -> None:
         list(pool.map(lambda rti: store.ensure(*rti), wanted))
 
 
+@contextmanager
+def _engine_for(
+    opts: HarnessOptions, config: PointConfig, method: StartMethod, tmp: Path, file_assets: bool
+) -> Iterator[Lease]:
+    """The point's engine, ready: the sweep's pool's (started once for the points that share its
+    configuration, reset between them), or one of its own, started and stopped around the point."""
+    if opts.engine_pool is not None and isinstance(opts.engine, Vllm):
+        with opts.engine_pool.lease(opts.engine, config, file_assets) as lease:
+            yield lease
+        return
+    assets = Path(tmp, "assets") if file_assets else None
+    if assets is not None:
+        assets.mkdir()
+    engine = opts.engine.open(config, assets, method)
+    t0 = time.monotonic()
+    with engine:
+        yield Lease(engine, assets, reused=0, setup_s=time.monotonic() - t0)
+
+
 def _final_engine_stats(engine: EngineHandle, ready: EngineStats | None) -> EngineStats | None:
     """The engine's stats at the end of the point, raw and trimmed RSS in one request, its counters
     counted from `ready` (an external engine's run on across points; the embedded one's start at 0
@@ -240,10 +264,6 @@ def _measure_point(
     with tempfile.TemporaryDirectory(prefix="mmbench-point-") as tmp:
         job, out, err = Path(tmp, "job.json"), Path(tmp, "out.json"), Path(tmp, "stderr.txt")
         sources = opts.source_cache or Path(tmp, "sources")
-        # raw-file: the asset directory the client writes each image to once and the engine reads
-        assets = Path(tmp, "assets") if TRANSPORTS[config.mode].media == "file" else None
-        if assets is not None:
-            assets.mkdir()
         prepare_sources(config, sources)
         stamps.sources_ready = time.monotonic()
         memray_path = None
@@ -251,8 +271,10 @@ def _measure_point(
             opts.memray_dir.mkdir(parents=True, exist_ok=True)
             memray_path = opts.memray_dir / f"{config.mode}-K{config.rollouts}-r{repeat}.bin"
             memray_path.unlink(missing_ok=True)
-        engine = opts.engine.open(config, assets, method)
-        with engine:
+        # raw-file: the asset directory the client writes each image to once and the engine reads
+        file_assets = facts_of(config).mode.media == "file"
+        with _engine_for(opts, config, method, Path(tmp), file_assets) as lease:
+            engine, assets = lease.engine, lease.assets
             assert engine.url is not None
             ready = engine.stats()  # ready, before the worker starts (None: an engine without stats)
             engine.reset_peaks()  # its high-water marks from here on are the point's
@@ -302,7 +324,8 @@ def _measure_point(
         timeline_file=keep_timeline(timeline, turn_ends, opts.timeline_dir, config, repeat),
     )  # fmt: skip
     engine_record = replace(
-        served_by, flags=engine.flags, failure=engine_failure if worker is None else None,
+        served_by, reused=lease.reused if opts.engine.started else None, flags=engine.flags,
+        failure=engine_failure if worker is None else None,
         figures=engine_figures(engine_stats, ready, engine_peak(timeline, engine_hwm)),
     )  # fmt: skip
     if worker is None:

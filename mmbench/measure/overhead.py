@@ -100,18 +100,35 @@ class TimingSummary:
     rollout_s: float
     median_overhead_s: float | None
     phase_s: dict[str, float]  # each overhead phase (Overhead's field) summed over the points
+    # engines started for a point (a reused one is reset instead), and the seconds they took
+    engine_starts: int = 0
+    engine_start_s: float = 0.0
+    # the median overhead of the points, their engine starts left out: what a point costs besides
+    median_overhead_without_starts_s: float | None = None
 
     @classmethod
     def of(cls, records: list[PointRecord]) -> TimingSummary:
         timed = [r for r in records if r.timing.wall_s is not None]
-        overheads = sorted(o for o in (point_overhead(r) for r in timed) if o is not None)
-        n = len(overheads)
-        median = None if not n else (overheads[n // 2] + overheads[(n - 1) // 2]) / 2
+        overheads = [o for o in (point_overhead(r) for r in timed) if o is not None]
         phases = {k: sum(getattr(r.timing.overhead, k) or 0.0 for r in timed) for k in OVERHEAD_FIELDS}
+        started = [r for r in timed if r.engine.reused == 0 and r.timing.overhead.engine_start_s is not None]
+        without = [
+            o - (r.timing.overhead.engine_start_s or 0.0 if r.engine.reused == 0 else 0.0)
+            for r in timed
+            if (o := point_overhead(r)) is not None
+        ]
         return cls(
             len(timed),
             sum(r.timing.wall_s or 0.0 for r in timed),
             sum(r.timing.rollout_wall_s or 0.0 for r in timed),
-            median,
+            _median(overheads),
             phases,
+            len(started),
+            sum(r.timing.overhead.engine_start_s or 0.0 for r in started),
+            _median(without),
         )
+
+
+def _median(values: list[float]) -> float | None:
+    ordered, n = sorted(values), len(values)
+    return None if not n else (ordered[n // 2] + ordered[(n - 1) // 2]) / 2

@@ -32,6 +32,12 @@ def timings_table(records: list[PointRecord], title: str | None = None) -> Table
         f"({share}); median overhead per point {_s(summary.median_overhead_s)} s. "
         "Seconds."
     )
+    if summary.engine_starts and summary.engine_starts < summary.points:  # engines kept between points
+        caption += (
+            f" Engine start-up apart: {summary.engine_starts} start(s), {summary.engine_start_s:.1f} s; "
+            f"the points' median overhead without them {_s(summary.median_overhead_without_starts_s)} s "
+            "(a reused engine's reset is in its point's engine start)."
+        )
     if len(cpu) == len(CPU_FIELDS):
         client, engine = (sum(attrgetter(k)(r) or 0.0 for r in timed) for k in CPU_FIELDS)
         if client + engine > 0:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import tempfile
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Hashable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -18,6 +18,9 @@ from mmbench.analysis.extrapolate import extrapolate
 from mmbench.backends import check_runnable
 from mmbench.config import PointConfig
 from mmbench.errors import MmbenchError
+from mmbench.facts import facts_of
+from mmbench.measure.engine_pool import EnginePool, OnEngineStart
+from mmbench.measure.engines import Vllm
 from mmbench.measure.environment import environment
 from mmbench.measure.harness import HarnessOptions, measure_point
 from mmbench.measure.machines import machine_block
@@ -87,18 +90,36 @@ def run_sweep(
     finished: list[PointRecord] | None = None,
     runner: Runner = run_locally,
     on_begin: OnBegin | None = None,
+    fresh_engine: bool = False,
+    on_engine_start: OnEngineStart | None = None,
 ) -> ResultsFile:
     """Measure every planned point not already in `finished`; as each one ends, append it to the log
     and rewrite the results files, so that an interrupted sweep loses at most the points in flight.
     `on_begin` is called once every point is checked, before the first runs (a CLI says then what
-    it will do: a bad point or engine is its one line of output)."""
-    with tempfile.TemporaryDirectory(prefix="mmbench-sources-") as tmp:
+    it will do: a bad point or engine is its one line of output). A real engine is started once for
+    the points that share its configuration and reset between them (mmbench.measure.engine_pool),
+    unless `fresh_engine`; `on_engine_start` is told of each start."""
+    with tempfile.TemporaryDirectory(prefix="mmbench-sources-") as tmp, contextlib.ExitStack() as stack:
         opts = options or HarnessOptions()
         if opts.source_cache is None:
             opts = replace(opts, source_cache=Path(tmp))
         if opts.timeline_dir is None and out_dir is not None:
             opts = replace(opts, timeline_dir=out_dir / TIMELINES_DIR)
+        if not fresh_engine and opts.engine_pool is None and isinstance(opts.engine, Vllm):
+            pool = EnginePool(on_engine_start)
+            stack.callback(pool.close)  # stopped however the sweep ends, Ctrl-C included
+            opts = replace(opts, engine_pool=pool)
         return _run(scenario, out_dir, opts, on_start, on_done, finished or [], runner, on_begin)
+
+
+def _by_engine(todo: list[PlannedPoint], engine: Vllm) -> list[PlannedPoint]:
+    """The points grouped by the engine they need, in plan order within a group and by first
+    appearance across groups: each engine configuration is then started once."""
+    first: dict[Hashable, int] = {}
+    keys = [engine.key(p.config, facts_of(p.config).mode.media == "file") for p in todo]
+    for i, key in enumerate(keys):
+        first.setdefault(key, i)
+    return [p for _, p in sorted(zip(keys, todo, strict=True), key=lambda kp: first[kp[0]])]
 
 
 def _ordered(scenario: Scenario, by_key: dict[tuple[object, ...], PointRecord]) -> list[PointRecord]:
@@ -138,6 +159,8 @@ def _run(
         )
     records: dict[tuple[object, ...], PointRecord] = {r.key(): r for r in finished}
     todo = [p for p in planned if p.key not in records]
+    if options.engine_pool is not None and isinstance(options.engine, Vllm):
+        todo = _by_engine(todo, options.engine)
     # Every point fits the engine: checked here, once for the sweep before the first point runs (an
     # external engine probed, vLLM's environment found), and not again per point by the harness.
     options.engine.check([p.config for p in todo])

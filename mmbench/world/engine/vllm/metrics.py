@@ -16,10 +16,16 @@ COUNTERS = {
 }
 
 
+# mmbench's name -> vLLM's gauge, read as it stands
+GAUGES = {"requests_in_flight": ("vllm:num_requests_running", "vllm:num_requests_waiting")}
+
+
 def vllm_counters(text: str) -> dict[str, float]:
-    """The counters of COUNTERS that the text has (a counter vLLM does not export stays absent).
-    Read by sample (`<name>_total`), whatever family its TYPE line gave it."""
+    """The counters of COUNTERS that the text has (a counter vLLM does not export stays absent),
+    and the gauges of GAUGES (summed). Read by sample (`<name>_total` for a counter), whatever family
+    its TYPE line gave it."""
     wanted = {f"{family}_total": name for name, family in COUNTERS.items()}
+    wanted.update({family: name for name, families in GAUGES.items() for family in families})
     out: dict[str, float] = {}
     try:
         for family in text_string_to_metric_families(text):

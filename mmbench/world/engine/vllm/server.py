@@ -43,6 +43,8 @@ from mmbench.world.procmem import vmhwm_of
 HOST = "127.0.0.1"
 READY_TIMEOUT_S = 300.0  # 27-60 s here; a loaded 2-core machine takes longer
 STOP_GRACE_S = 10.0
+# vLLM's dev endpoints (VLLM_SERVER_DEV_MODE=1) that empty what a point leaves in its caches
+RESET_PATHS = ("/reset_mm_cache", "/reset_prefix_cache")
 LAUNCHER = SITE_DIR / "mmbench_vllm_serve.py"
 MIDDLEWARE = "mmbench_vllm_stats.Counter"
 # Flags mmbench sets itself: an --engine-arg may not change them.
@@ -103,6 +105,13 @@ def _last_error_line(text: str, limit: int = 300) -> str:
     return f"{', '.join(names)}: {lines[raised[-1][0]][-limit:]}"
 
 
+def _trim_count(directory: Path, pid: int) -> int:
+    try:
+        return int(Path(directory, f"{pid}.trimmed").read_text())
+    except (OSError, ValueError):
+        return 0
+
+
 @dataclass(frozen=True, slots=True)
 class _Memory:
     """The tree's RSS and CPU seconds now, its VmHWM and both per process kind."""
@@ -136,6 +145,8 @@ class VllmEngine(Started):
         self._log_path = Path(self._dir.name, "vllm.log")
         self._stats_dir = Path(self._dir.name, "stats")
         self._stats_dir.mkdir()
+        self._trim_dir = Path(self._dir.name, "trim")  # the site shim's trim hook (see reset)
+        self._trim_dir.mkdir()
         self._seen: dict[int, psutil.Process] = {}  # every process of the tree seen so far
         self._tree_at = 0.0
         # the harness's own few requests: no proxy from the environment, nothing kept between them
@@ -166,6 +177,9 @@ class VllmEngine(Started):
         self.url = f"http://{self.host}:{port}"
         env = self.env.environment()
         env["MMBENCH_VLLM_STATS_DIR"] = str(self._stats_dir)
+        env["MMBENCH_VLLM_TRIM_DIR"] = str(self._trim_dir)
+        # POST /reset_mm_cache and /reset_prefix_cache, which reset() asks for between two points
+        env["VLLM_SERVER_DEV_MODE"] = "1"
         with open(self._log_path, "wb") as log:
             self.proc = subprocess.Popen(
                 self.command(port), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
@@ -247,6 +261,51 @@ class VllmEngine(Started):
     def pids(self) -> list[int]:
         """The tree's pids, refreshed at most every half second (the sampler asks every few ms)."""
         return [p.pid for p in self.tree(max_age_s=0.5)]
+
+    def reset(self) -> None:
+        """Between two points on this engine: empty what the last one left in vLLM's caches (its
+        multimodal processor cache and prefix cache), wait until it serves nothing, and have every
+        process collect and trim (the site shim's hook), so that the next point's baseline is read
+        from an engine in the state a fresh one reaches after its first point."""
+        for path in RESET_PATHS:
+            try:
+                reply = self._http.post(f"{self.url}{path}", timeout=30.0)
+            except httpx.HTTPError as exc:
+                raise MmbenchError(f"vLLM did not answer POST {path} ({exc})") from None
+            if reply.status_code != 200:
+                raise MmbenchError(f"vLLM answered POST {path} with {reply.status_code}: {reply.text[:200]}")
+        self._wait_idle()
+        self._trim()
+
+    def _wait_idle(self, timeout_s: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            busy = (self.metrics() or {}).get("requests_in_flight", 0.0)
+            if not busy:
+                return
+            if time.monotonic() > deadline:
+                raise MmbenchError(f"vLLM still served {busy:.0f} request(s) {timeout_s:.0f} s after a point")
+            time.sleep(0.05)  # polling vLLM's own gauge, not a stand-in for it
+
+    def _trim(self, timeout_s: float = 10.0) -> list[int]:
+        """Every process that registered the trim hook collects and trims; the pids that did."""
+        live = {p.pid for p in self.tree()}
+        ready = [int(f.stem) for f in self._trim_dir.glob("*.ready") if f.stem.isdigit()]
+        asked: dict[int, int] = {}
+        for pid in ready:
+            if pid not in live:
+                continue
+            before = _trim_count(self._trim_dir, pid)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGUSR2)
+                asked[pid] = before
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            done = [pid for pid, before in asked.items() if _trim_count(self._trim_dir, pid) > before]
+            if len(done) == len(asked):
+                return done
+            time.sleep(0.02)  # polling the hook's files
+        return [pid for pid, before in asked.items() if _trim_count(self._trim_dir, pid) > before]
 
     def reset_peaks(self) -> None:
         """Reset every process's VmHWM to its RSS now, so the peaks read later are the point's."""

@@ -1,0 +1,109 @@
+"""mmbench.measure.engine_pool on stand-in engines: started once per configuration, reset between
+points, stopped when the configuration changes, when it dies, on failure and at the end."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mmbench.config import PointConfig
+from mmbench.measure.engine_pool import EnginePool
+
+
+class FakeEngine:
+    def __init__(self, log: list[str], name: str) -> None:
+        self.log, self.name, self.alive_now = log, name, True
+
+    def __enter__(self) -> FakeEngine:
+        self.log.append(f"start {self.name}")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.log.append(f"stop {self.name}")
+
+    def reset(self) -> None:
+        self.log.append(f"reset {self.name}")
+
+    def alive(self) -> bool:
+        return self.alive_now
+
+
+class FakeChoice:
+    """Keys a point by its engine_cache_gb: points that share it share an engine."""
+
+    def __init__(self) -> None:
+        self.log: list[str] = []
+        self.opened: list[FakeEngine] = []
+
+    def key(self, config: PointConfig, file_assets: bool) -> Hashable:
+        return (config.engine_cache_gb, file_assets)
+
+    def describe(self) -> str:
+        return "fake"
+
+    def open_reusable(self, config: PointConfig, assets: Path | None) -> FakeEngine:
+        engine = FakeEngine(self.log, f"{config.engine_cache_gb:g}")
+        self.opened.append(engine)
+        return engine
+
+
+def lease(pool: EnginePool, choice: FakeChoice, gb: float, file_assets: bool = False) -> Any:
+    return pool.lease(choice, PointConfig(engine_cache_gb=gb), file_assets)  # type: ignore[arg-type]
+
+
+def test_points_that_share_a_configuration_share_one_engine_reset_between_them() -> None:
+    choice, started = FakeChoice(), []
+    pool = EnginePool(on_start=started.append)
+    for expected in (0, 1, 2):
+        with lease(pool, choice, 4.0) as got:
+            assert got.reused == expected
+    with lease(pool, choice, 1.0) as got:  # another configuration: the first engine stops first
+        assert got.reused == 0
+    pool.close()
+    assert choice.log == ["start 4", "reset 4", "reset 4", "stop 4", "start 1", "stop 1"]
+    assert started == ["fake", "fake"] and pool.starts == 2
+
+
+def test_a_dead_engine_is_replaced_for_the_next_point() -> None:
+    choice = FakeChoice()
+    pool = EnginePool()
+    with lease(pool, choice, 4.0):
+        choice.opened[-1].alive_now = False  # it died during the point
+    with lease(pool, choice, 4.0) as got:
+        assert got.reused == 0
+    pool.close()
+    assert choice.log == ["start 4", "stop 4", "start 4", "stop 4"]
+
+
+def test_a_point_that_raises_stops_its_engine() -> None:
+    choice = FakeChoice()
+    pool = EnginePool()
+    with pytest.raises(KeyboardInterrupt), lease(pool, choice, 4.0):
+        raise KeyboardInterrupt
+    assert choice.log == ["start 4", "stop 4"]
+    pool.close()  # nothing left to stop
+    assert choice.log == ["start 4", "stop 4"]
+
+
+def test_a_point_may_give_its_engine_up() -> None:
+    choice = FakeChoice()
+    pool = EnginePool()
+    with lease(pool, choice, 4.0) as got:
+        got.keep = False
+    assert choice.log == ["start 4", "stop 4"]
+
+
+def test_raw_files_asset_directory_lives_with_its_engine_and_is_emptied_between_points() -> None:
+    choice = FakeChoice()
+    pool = EnginePool()
+    with lease(pool, choice, 4.0, file_assets=True) as first:
+        assert first.assets is not None and first.assets.is_dir()
+        (first.assets / "img-0.png").write_bytes(b"x")
+        (first.assets / "sub").mkdir()
+    with lease(pool, choice, 4.0, file_assets=True) as second:
+        assert second.assets == first.assets and list(second.assets.iterdir()) == []
+    pool.close()
+    assert not first.assets.exists()
