@@ -101,11 +101,12 @@ def sweep(
     start_method: Annotated[
         str, typer.Option(hidden=True, help="fork (from a fork server) or exec (fresh interpreters)")
     ] = DEFAULT_START_METHOD,
-    fresh_engine: Annotated[
+    reuse_engine: Annotated[
         bool,
         typer.Option(
-            help="start a real engine (--engine vllm) for every point, instead of once for the points "
-            "that share its configuration, reset between them"
+            help="with --engine vllm, start one vLLM for the points that share its configuration and "
+            "reset it between them, instead of one per point (its engine figures are being held against "
+            "fresh engines' before this becomes the default: docs/vllm.md)"
         ),
     ] = False,
 ) -> None:
@@ -181,7 +182,7 @@ def sweep(
         try:
             results = run_sweep(
                 chosen, out_dir, options, on_start, on_done, finished, runner, on_begin,
-                fresh_engine=fresh_engine, on_engine_start=on_engine_start,
+                reuse_engine=reuse_engine, on_engine_start=on_engine_start,
             )  # fmt: skip
         except KeyboardInterrupt:
             progress.stop()

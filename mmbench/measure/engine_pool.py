@@ -1,4 +1,5 @@
-"""A sweep's engines, each started once for the points that share its configuration.
+"""A sweep's engines, each started once for the points that share its configuration
+(`mmbench sweep --reuse-engine`).
 
 A real vLLM takes about 45 s to start here, against a few seconds of rollouts: a sweep that
 started one per point spent nearly all its time starting engines. The pool keeps the engine of the

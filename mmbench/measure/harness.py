@@ -79,7 +79,7 @@ class HarnessOptions:
     # one by URL (mmbench.measure.engines.choose_engine makes it, checked).
     engine: EngineChoice = field(default_factory=Embedded)
     # The sweep's engines, kept between its points (None: every point starts and stops its own;
-    # mmbench.sweep.loop makes one unless --fresh-engine).
+    # mmbench.sweep.loop makes one with --reuse-engine).
     engine_pool: EnginePool | None = None
 
 

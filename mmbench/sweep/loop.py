@@ -90,22 +90,22 @@ def run_sweep(
     finished: list[PointRecord] | None = None,
     runner: Runner = run_locally,
     on_begin: OnBegin | None = None,
-    fresh_engine: bool = False,
+    reuse_engine: bool = False,
     on_engine_start: OnEngineStart | None = None,
 ) -> ResultsFile:
     """Measure every planned point not already in `finished`; as each one ends, append it to the log
     and rewrite the results files, so that an interrupted sweep loses at most the points in flight.
     `on_begin` is called once every point is checked, before the first runs (a CLI says then what
-    it will do: a bad point or engine is its one line of output). A real engine is started once for
-    the points that share its configuration and reset between them (mmbench.measure.engine_pool),
-    unless `fresh_engine`; `on_engine_start` is told of each start."""
+    it will do: a bad point or engine is its one line of output). With `reuse_engine`, a real
+    engine is started once for the points that share its configuration and reset between them
+    (mmbench.measure.engine_pool); `on_engine_start` is told of each start."""
     with tempfile.TemporaryDirectory(prefix="mmbench-sources-") as tmp, contextlib.ExitStack() as stack:
         opts = options or HarnessOptions()
         if opts.source_cache is None:
             opts = replace(opts, source_cache=Path(tmp))
         if opts.timeline_dir is None and out_dir is not None:
             opts = replace(opts, timeline_dir=out_dir / TIMELINES_DIR)
-        if not fresh_engine and opts.engine_pool is None and isinstance(opts.engine, Vllm):
+        if reuse_engine and opts.engine_pool is None and isinstance(opts.engine, Vllm):
             pool = EnginePool(on_engine_start)
             stack.callback(pool.close)  # stopped however the sweep ends, Ctrl-C included
             opts = replace(opts, engine_pool=pool)

@@ -49,6 +49,27 @@ def no_vllm_left() -> Iterator[None]:
     assert left == [], f"processes left behind: {[p.pid for p in left]}"
 
 
+def test_a_reused_vllm_serves_the_points_that_share_its_configuration(tmp_path: Path) -> None:
+    """--reuse-engine: one vLLM for full at K = 1, 2 and one for raw-file (its own asset directory),
+    reset between points; each point's counters are its own."""
+    grid = {**SMALL, "mode": ["full", "raw-file"], "rollouts": [1, 2]}
+    started: list[str] = []
+    results = run_sweep(
+        Scenario("reuse", "two engines, two points each", grid), tmp_path / "out",
+        HarnessOptions(engine=Vllm()), reuse_engine=True, on_engine_start=started.append,
+    )  # fmt: skip
+    assert len(started) == 2
+    assert [(r.config.mode, r.config.rollouts, r.engine.reused) for r in results.points] == [
+        ("full", 1, 0), ("full", 2, 1), ("raw-file", 1, 0), ("raw-file", 2, 1),
+    ]  # fmt: skip
+    for r in results.points:
+        assert r.status == "ok" and r.traffic.wrong_results is None, r.cause
+        # counted from the point's start, not the engine's: what this point's client sent
+        assert r.engine.figures.bytes_received == r.traffic.bytes_shipped
+        assert r.engine.figures.status_counts == f"200:{r.traffic.requests}"
+        assert r.engine.figures.rss_baseline_bytes and r.engine.figures.peak_rss_bytes
+
+
 def test_one_point_of_every_mode_with_bytes_counted_on_vllms_side(tmp_path: Path) -> None:
     scenario = Scenario("vllm-modes", "one small point per mode", {"mode": list(MODES), **SMALL})
     results = run_sweep(scenario, tmp_path / "out", HarnessOptions(engine=Vllm()))

@@ -66,30 +66,32 @@ class EngineStats:
     def plus(self, other: EngineStats) -> EngineStats:
         """These stats with an exited incarnation's counters and answers added (its state is not
         kept)."""
-        counts = dict(self.status_counts)
-        for status, n in other.status_counts.items():
-            counts[status] = counts.get(status, 0) + n
-        return replace(self._combine(other, 1), status_counts=counts)
+        return self._combine(other, 1)
 
     def since(self, ready: EngineStats) -> EngineStats:
-        """These stats with the counters counted from `ready` (a point's own, from its start)."""
+        """These stats with the counters and answers counted from `ready` (a point's own, from its
+        start: an engine that served earlier points, an external one or a sweep's reused vLLM,
+        counted them too)."""
         return self._combine(ready, -1)
 
     def _combine(self, other: EngineStats, sign: int) -> EngineStats:
-        changes: dict[str, int | float] = {}
+        changes: dict[str, object] = {}
         for name in SUMMED:
             mine, theirs = getattr(self, name), getattr(other, name)
             if isinstance(mine, int | float) and isinstance(theirs, int | float):
                 changes[name] = mine + sign * theirs
+        counts = dict(self.status_counts)
+        for status, n in other.status_counts.items():
+            counts[status] = counts.get(status, 0) + sign * n
+        changes["status_counts"] = {k: v for k, v in counts.items() if v}
         return replace(self, **changes)  # type: ignore[arg-type]
 
 
-# Counters that add up across incarnations and that a point counts from its start. (A vLLM's
-# cache_queries and an engine's status_counts are recorded as they stand at the point's end, as
-# they were before these stats had a type: a fresh engine's are the point's own.)
+# Counters that add up across incarnations and that a point counts from its start (status_counts
+# too, by status).
 SUMMED = (
     "requests", "ok", "errors", "bytes_received", "items_full", "items_null", "cache_hits",
-    "cache_misses", "cache_evictions", "injected_errors", "injected_evictions", "preprocess_calls",
-    "media_bytes", "cpu_s",
+    "cache_misses", "cache_evictions", "cache_queries", "injected_errors", "injected_evictions",
+    "preprocess_calls", "media_bytes", "cpu_s",
 )  # fmt: skip
 assert set(SUMMED) <= {f.name for f in fields(EngineStats)}
