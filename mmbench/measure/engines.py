@@ -27,8 +27,9 @@ from typing import Any, ClassVar, Protocol
 
 from mmbench.config import PointConfig, engine_arg_list
 from mmbench.errors import MmbenchError
+from mmbench.facts import facts_of
 from mmbench.launch import StartMethod
-from mmbench.measure.external import EMBEDDED_ONLY, check_engine, longest_request_tokens
+from mmbench.measure.external import EMBEDDED_ONLY, check_engine
 from mmbench.record import EngineRecord
 from mmbench.transports.registry import TRANSPORTS
 from mmbench.world.codec import get_codec
@@ -267,7 +268,7 @@ def choose_engine(
 
 def model_len(config: PointConfig) -> int:
     """--max-model-len: the point's longest request, rounded up (vLLM allocates for it)."""
-    need = longest_request_tokens(config)
+    need = facts_of(config).longest_request_tokens
     return max(MIN_MODEL_LEN, -(-need // MODEL_LEN_STEP) * MODEL_LEN_STEP)
 
 

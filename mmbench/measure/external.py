@@ -22,11 +22,6 @@ EMBEDDED_ONLY = {
 }  # fmt: skip
 
 
-def longest_request_tokens(config: PointConfig) -> int:
-    """What the engine's max_model_len must hold (see PointFacts.longest_request_tokens)."""
-    return facts_of(config).longest_request_tokens
-
-
 def refusal(config: PointConfig, info: EngineInfo) -> str | None:
     """Why this point cannot run against that engine, or None."""
     on = [name for name, off in EMBEDDED_ONLY.items() if getattr(config, name) != off]
@@ -45,7 +40,7 @@ def refusal(config: PointConfig, info: EngineInfo) -> str | None:
             f"name (vllm serve ... --served-model-name {config.model})"
         )
     limit = info.max_model_len[config.model]
-    need = longest_request_tokens(config)
+    need = facts_of(config).longest_request_tokens
     if limit is not None and need > limit:
         return (
             f"the point's last request needs {need} tokens (prompt and completion), more than the "

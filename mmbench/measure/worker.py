@@ -26,6 +26,7 @@ import numpy as np
 
 from mmbench.backends import make_driver
 from mmbench.config import PointConfig
+from mmbench.facts import facts_of
 from mmbench.launch.lifecycle import die_with_parent, set_process_name
 from mmbench.measure import probes
 from mmbench.measure.accounting import account
@@ -36,7 +37,6 @@ from mmbench.rollout import Totals
 from mmbench.transports import make_transport
 from mmbench.world.client import build_body, build_raw_body, tls_context
 from mmbench.world.codec import CODECS, get_codec
-from mmbench.world.geometry import get_geometry
 from mmbench.world.images import IMAGE_FORMATS, SourceSpec, make_source
 from mmbench.world.media import data_url
 from mmbench.world.renderer import Renderer
@@ -52,7 +52,7 @@ def _warm_up(config: PointConfig, build: bool = True) -> None:
     # The point's own dtype: bfloat16 casts and builds through torch kernels that float32 never
     # touches (their one-time state was ~1.8 MiB of the retained figure before it was warmed here).
     renderer = Renderer(
-        get_geometry(config.model), image_cache_max=1, dtype=config.dtype if build else "float32"
+        facts_of(config).geometry, image_cache_max=1, dtype=config.dtype if build else "float32"
     )
     source = make_source(SourceSpec(64, 64, config.image_format, "flat"), 0, 0, 0)
     rendered = renderer.process(source)

@@ -6,7 +6,8 @@ import pytest
 
 from mmbench.config import PointConfig
 from mmbench.errors import MmbenchError
-from mmbench.measure.external import check_engine, longest_request_tokens, refusal
+from mmbench.facts import facts_of
+from mmbench.measure.external import check_engine, refusal
 from mmbench.world.engine.remote import EngineInfo, normalize_url
 from mmbench.world.engine.standalone import is_loopback, listen, url_of
 
@@ -50,10 +51,10 @@ def test_a_model_the_engine_does_not_serve_is_refused_with_how_to_serve_it() -> 
 def test_max_model_len_bounds_the_longest_request() -> None:
     config = PointConfig(turns=8, images_per_turn=1, image_size="1024")
     # 8 turns of 32 text tokens, 7 completions of 16, 8 images of 1,024 tokens, and the completion
-    assert longest_request_tokens(config) == 8 * 32 + 7 * 16 + 8 * 1024 + 16
-    tight = EngineInfo(INFO.url, {"qwen3-vl": longest_request_tokens(config)}, has_stats=False)
+    assert facts_of(config).longest_request_tokens == 8 * 32 + 7 * 16 + 8 * 1024 + 16
+    tight = EngineInfo(INFO.url, {"qwen3-vl": facts_of(config).longest_request_tokens}, has_stats=False)
     assert refusal(config, tight) is None
-    short = EngineInfo(INFO.url, {"qwen3-vl": longest_request_tokens(config) - 1}, has_stats=False)
+    short = EngineInfo(INFO.url, {"qwen3-vl": facts_of(config).longest_request_tokens - 1}, has_stats=False)
     reason = refusal(config, short)
     assert reason is not None and "max_model_len" in reason
     assert refusal(PointConfig(model="qwen2-vl"), INFO) is None  # no max_model_len given: not checked
