@@ -204,6 +204,14 @@ def sweep(
         c.console.print(fits)
     if timings:
         c.console.print(timings_table(results.points, title="where the time went"))
+    warm = sum(1 for r in results.points if r.engine.reused)
+    if warm:
+        c.console.print(
+            f"note: {warm} point(s) ran on a vLLM reused from an earlier point (--reuse-engine): their "
+            "engine memory above its baseline is a warm engine's, lower than a fresh one's "
+            "(docs/vllm.md); their client figures, bytes and vLLM's counts compare as usual",
+            highlight=False,
+        )
     c.console.print(f"results: {out_dir / 'results.json'} and {out_dir / 'results.csv'}", highlight=False)
     # One line however narrow the terminal, so that the commands can be copied whole.
     c.console.print(
