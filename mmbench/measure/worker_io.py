@@ -10,12 +10,15 @@ stays light (no torch, no numpy): the harness imports it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import msgspec
 
 from mmbench.config import PointConfig
 from mmbench.errors import MmbenchError
 from mmbench.record import ClientFigures, Traffic
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,10 +37,7 @@ class WorkerJob:
 
     @classmethod
     def decode(cls, data: bytes) -> WorkerJob:
-        try:
-            return msgspec.json.decode(data, type=cls)
-        except msgspec.DecodeError as exc:
-            raise MmbenchError(f"the worker's job cannot be read ({exc})") from None
+        return _read(cls, data, "job")
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +68,11 @@ class WorkerResult:
 
     @classmethod
     def decode(cls, data: bytes) -> WorkerResult:
-        try:
-            return msgspec.json.decode(data, type=cls)
-        except msgspec.DecodeError as exc:  # ValidationError included: a worker of another version
-            raise MmbenchError(f"the worker's result cannot be read ({exc})") from None
+        return _read(cls, data, "result")
+
+
+def _read(cls: type[T], data: bytes, what: str) -> T:
+    try:
+        return msgspec.json.decode(data, type=cls)
+    except msgspec.DecodeError as exc:  # ValidationError included: a worker of another version
+        raise MmbenchError(f"the worker's {what} cannot be read ({exc})") from None
