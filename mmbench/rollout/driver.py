@@ -84,7 +84,8 @@ class World:
 
     @property
     def image_tokens(self) -> int:
-        return self.geometry.layout(self.source_spec.width, self.source_spec.height).tokens
+        """Placeholder tokens per image in a processed prompt (Kimi: one, the engine expands it)."""
+        return self.geometry.layout(self.source_spec.width, self.source_spec.height).placeholder_tokens
 
     # --- sending -------------------------------------------------------------------------
 

@@ -90,7 +90,7 @@ class LibraryWorld(World):
         """The library's lazy state (processor, tokenizer paths, the openai SDK's imports) exercised
         on a tiny image by a throwaway renderer, so that the pool's caches start empty."""
         spec = SourceSpec(64, 64, self.config.image_format, "flat")
-        renderer = make_renderer(self.library.tokenizer, self.library.processor, 1)
+        renderer = make_renderer(self.library.tokenizer, self.library.processor, 1, self.geometry.name)
         message = {"role": "user", "content": [{"type": "image", "image": make_source(spec, 0, 0, 0)}]}
         rendered = renderer.render([message], add_generation_prompt=True)
         renderer.render([message], add_generation_prompt=True, process_multimodal=False)
@@ -168,14 +168,15 @@ class LibraryWorld(World):
         # the assistant's answer joins the chat as the library parses it
         answer = self.library.members[0].parse_response(completion, prompt_ids=rendered.token_ids)
         conv.messages.append({"role": "assistant", "content": answer.content})
-        prompt = replace(rendered, multi_modal_data=_stored(mm, self.transport.stored(sent, plan)))
+        stored = _stored(mm, self.transport.stored(sent, plan), self.geometry.grid_key)
+        prompt = replace(rendered, multi_modal_data=stored)
         return LibraryStep(len(rendered.token_ids), completion, logprobs, NO_SIDECAR, None, prompt)
 
     def _view(self, mm: LibraryMM) -> MultiModalData:
         """mmbench's view of the library's sidecar (arrays shared), for the transports and the body."""
         hashes = list(mm.mm_hashes.get(MODALITY, []))
         items = [
-            MMItem(item["image_grid_thw"], self._checksums[h], item.get("pixel_values"))
+            MMItem(item[self.geometry.grid_key], self._checksums[h], item.get("pixel_values"))
             for h, item in zip(hashes, mm.mm_items.get(MODALITY, []), strict=True)
         ]
         placeholders = [Placeholder(p.offset, p.length) for p in mm.mm_placeholders.get(MODALITY, [])]
@@ -294,7 +295,7 @@ def _parsed(answer: bytes) -> dict[str, Any]:
     return body if isinstance(body, dict) else {"error": "reply is not a JSON object"}
 
 
-def _stored(mm: LibraryMM, stored: MultiModalData) -> LibraryMM:
+def _stored(mm: LibraryMM, stored: MultiModalData, key: str = "image_grid_thw") -> LibraryMM:
     """The library's sidecar as the mode stores it: each item kept as the library returned it where
     the transport keeps it so, else a descriptor dict (its grid, no pixel_values; hashes and
     placeholders stay in their lists), or, for pixels re-derived for a resend that the mode keeps,
@@ -304,14 +305,10 @@ def _stored(mm: LibraryMM, stored: MultiModalData) -> LibraryMM:
     for item, want in zip(items, stored.items, strict=True):
         pv = item.get("pixel_values")
         if want.pixel_values is None:
-            out.append(item if pv is None else {"image_grid_thw": item["image_grid_thw"]})
+            out.append(item if pv is None else {key: item[key]})
         else:
             same = pv is want.pixel_values
-            out.append(
-                item
-                if same
-                else {"pixel_values": want.pixel_values, "image_grid_thw": item["image_grid_thw"]}
-            )
+            out.append(item if same else {"pixel_values": want.pixel_values, key: item[key]})
     if all(a is b for a, b in zip(out, items, strict=True)):
         return mm
     return LibraryMM(
