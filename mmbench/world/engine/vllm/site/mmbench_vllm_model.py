@@ -98,16 +98,19 @@ def qwen3_5(spec: dict, g: dict) -> tuple[object, object]:
             vocab_size=VOCAB_SIZE, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
             num_attention_heads=4, num_key_value_heads=2, head_dim=64,
             # the CPU kernel of the linear-attention layers takes head dim 128 only (as the real model)
-            linear_num_key_heads=1, linear_num_value_heads=2, linear_key_head_dim=128, linear_value_head_dim=128,
-            layer_types=["linear_attention", "full_attention"], max_position_embeddings=spec["max_model_len"],
-            rope_parameters={"rope_type": "default", "rope_theta": 10_000_000.0, "partial_rotary_factor": 0.25,
+            linear_num_key_heads=1, linear_num_value_heads=2, linear_key_head_dim=128,
+            linear_value_head_dim=128, layer_types=["linear_attention", "full_attention"],
+            max_position_embeddings=spec["max_model_len"],
+            rope_parameters={"rope_type": "default", "rope_theta": 1e7, "partial_rotary_factor": 0.25,
                              "mrope_section": [3, 3, 2], "mrope_interleaved": True},
         ),
         vision_config=dict(
             depth=2, hidden_size=64, intermediate_size=128, num_heads=2, patch_size=g["patch_size"],
-            spatial_merge_size=g["merge_size"], temporal_patch_size=g["temporal_patch_size"], out_hidden_size=128,
+            spatial_merge_size=g["merge_size"], temporal_patch_size=g["temporal_patch_size"],
+            out_hidden_size=128,
         ),
-        image_token_id=151_655, video_token_id=151_656, vision_start_token_id=151_652, vision_end_token_id=151_653,
+        image_token_id=151_655, video_token_id=151_656, vision_start_token_id=151_652,
+        vision_end_token_id=151_653,
     )  # fmt: skip
     config.architectures = ["Qwen3_5ForConditionalGeneration"]
     return config, processor(Qwen3VLProcessor, Qwen2VLImageProcessor, Qwen3VLVideoProcessor, spec, g)
@@ -127,7 +130,8 @@ class _KimiProcessor:
             "in_patch_limit": g["max_patches"], "patch_limit_on_one_side": g["max_patches_per_side"],
             "fixed_output_tokens": None, "image_mean": g["image_mean"], "image_std": g["image_std"],
             "in_patch_limit_each_frame": 4096, "in_patch_limit_video": None, "sample_fps": 2.0,
-            "max_num_frames_each_video": None, "temporal_merge_kernel_size": 4, "timestamp_mode": "hh:mm:ss.fff",
+            "max_num_frames_each_video": None, "temporal_merge_kernel_size": 4,
+            "timestamp_mode": "hh:mm:ss.fff",
         }  # fmt: skip
         with open(os.path.join(out, "preprocessor_config.json"), "w") as f:
             json.dump({"media_proc_cfg": media_proc_cfg}, f, indent=1, sort_keys=True)
@@ -146,7 +150,7 @@ def kimi_k25(spec: dict, g: dict) -> tuple[object, object]:
             model_type="deepseek_v3", vocab_size=VOCAB_SIZE, hidden_size=128, intermediate_size=256,
             moe_intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
             n_shared_experts=1, n_routed_experts=4, num_experts_per_tok=2, n_group=1, topk_group=1,
-            # MLA's latent head (kv_lora_rank + qk_rope_head_dim) must be 320, 512 or 576 in vLLM: the real 576
+            # MLA's latent head (kv_lora_rank + qk_rope_head_dim) must be 320, 512 or 576 in vLLM (real: 576)
             first_k_dense_replace=1, kv_lora_rank=512, q_lora_rank=64, qk_rope_head_dim=64, v_head_dim=32,
             qk_nope_head_dim=32, max_position_embeddings=spec["max_model_len"],
         ),
@@ -178,7 +182,9 @@ def processor(processor_cls: type, image_cls: type, video_cls: type, spec: dict,
 
 
 # Qwen3.6 is Qwen3.5's architecture (its released checkpoint the MoE variant) with Qwen3.5's processor
-FAMILIES = {"qwen3-vl": qwen3_vl, "qwen2-vl": qwen2_vl, "qwen3.5": qwen3_5, "qwen3.6": qwen3_5, "kimi-k2.5": kimi_k25}
+FAMILIES = {
+    "qwen3-vl": qwen3_vl, "qwen2-vl": qwen2_vl, "qwen3.5": qwen3_5, "qwen3.6": qwen3_5, "kimi-k2.5": kimi_k25,
+}  # fmt: skip
 
 
 def main() -> None:
