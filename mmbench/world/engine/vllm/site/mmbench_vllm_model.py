@@ -161,6 +161,9 @@ def kimi_k25(spec: dict, g: dict) -> tuple[object, object]:
         projection_hidden_size=64, image_token_id=151_655, video_token_id=151_656,
     )  # fmt: skip
     config.architectures = ["KimiK25ForConditionalGeneration"]
+    # as Kimi K2.5's config.json: vLLM then takes a request's images as its one modality, vision_chunk
+    # (without it, raw media is refused: "At most 0 image(s) may be provided in one prompt.")
+    config.use_unified_vision_chunk = True
     return config, _KimiProcessor(spec, g)
 
 
