@@ -25,10 +25,12 @@ class ModelRow:
     k_to: int
     pixel_bytes_per_image: int | None  # float32 pixel_values of one image (this model's layout)
     shipped_per_rollout: float | None  # bytes shipped per rollout at the largest K (median of repeats)
+    # the growth expected over the K fitted rises above the noise of RSS readings (else no ratio)
+    resolvable: bool = True
 
     @property
     def ratio(self) -> float | None:
-        return self.slope / self.expected if self.expected else None
+        return self.slope / self.expected if self.expected and self.resolvable else None
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "ratio": self.ratio}
@@ -55,7 +57,7 @@ def model_rows(records: list[PointRecord], metric: str = "client.retained_live_b
                 ModelRow(
                     fit.mode, model, fit.fit.slope, expected, against, fit.k_from, fit.k_to,
                     layout.pixel_bytes() if layout is not None else None,
-                    statistics.median(shipped) / fit.k_to if shipped else None,
+                    statistics.median(shipped) / fit.k_to if shipped else None, fit.resolvable,
                 )
             )  # fmt: skip
     order = {m: i for i, m in enumerate(MODES)}

@@ -12,8 +12,10 @@ HEADER = ["mode", "model", "image (float32 pixels)", "slope / rollout", "expecte
 NOTE = (
     "slope: retained (live) memory per rollout, least squares over K; expected: what one rollout's "
     "trajectory holds (the ledger's floor) once the renderer caches are full, else the model's slope "
-    "(a cache still filling). image: one image's float32 pixel_values in this model's layout; shipped: "
-    "bytes shipped per rollout at the largest K. docs/models.md has each preset's geometry."
+    "(a cache still filling); ratio: slope / expected, `-` where the growth expected over the K "
+    "fitted stays below the 2 MiB noise floor of RSS readings. image: one image's float32 "
+    "pixel_values in this model's layout; shipped: bytes shipped per rollout at the largest K. "
+    "docs/models.md has each preset's geometry."
 )
 
 
