@@ -12,6 +12,7 @@ from typing import Any
 from mmbench.analysis.fidelity import FidelityRow, fidelity_rows
 from mmbench.analysis.fits import Fit, ModeFit, Stat, mode_fits
 from mmbench.analysis.ledger import CacheTradeoff, Ledger, cache_tradeoffs, ledger, median_ledger
+from mmbench.analysis.models import ModelRow, model_rows
 from mmbench.config import field_names
 from mmbench.errors import MmbenchError
 from mmbench.measure.machines import machines, machines_differ, split_key
@@ -134,6 +135,8 @@ class Report:
     machines: tuple[str, ...] = ()
     # sim against the renderers library on the same points, where the results hold both
     fidelity: tuple[FidelityRow, ...] = ()
+    # each mode's slope per model against its floor, where the results span several models
+    models: tuple[ModelRow, ...] = ()
 
     @property
     def has_heap_peak(self) -> bool:
@@ -155,6 +158,7 @@ class Report:
         for trade, t_out in zip(self.cache_tradeoffs, data["cache_tradeoffs"], strict=True):
             t_out["params"] = dict(trade.params)
         data["fidelity"] = [row.to_dict() for row in self.fidelity]
+        data["models"] = [row.to_dict() for row in self.models]
         return data
 
 
@@ -296,4 +300,5 @@ def build_report(results: ResultsFile, metric: str = "live") -> Report:
         cache_tradeoffs=tuple(cache_tradeoffs(records)),
         machines=tuple(machines(records)) if split else (),
         fidelity=tuple(fidelity_rows(records)),
+        models=tuple(model_rows(records, metric_field)),
     )

@@ -28,7 +28,12 @@ def _images(step: Step) -> list[tuple[str, tuple[int, ...], int, tuple[int, ...]
             return []
         hashes, spans = mm.mm_hashes.get(MODALITY, []), mm.mm_placeholders.get(MODALITY, [])
         return [
-            (h, _grid(it["image_grid_thw"]), p.length, _shape(it.get("pixel_values")))
+            (
+                h,
+                _grid(it["image_grid_thw"] if "image_grid_thw" in it else it["grid_thws"]),
+                p.length,
+                _shape(it.get("pixel_values")),
+            )
             for h, p, it in zip(hashes, spans, mm.mm_items.get(MODALITY, []), strict=True)
         ]
     if isinstance(step, LibraryStep) and step.result is not None:

@@ -12,7 +12,7 @@ from mmbench.analysis.fits import Stat
 from mmbench.analysis.ledger import LEDGER_NOTE, TOLERANCE, CacheTradeoff, Check, lines
 from mmbench.analysis.report import REFERENCE_MODE, Cell, ModeSummary, Report, Row, Section
 from mmbench.config import field_names
-from mmbench.reporters import fidelity_report
+from mmbench.reporters import fidelity_report, models_report
 from mmbench.units import MIB, fmt_bytes, fmt_in
 
 EXTRAPOLATED_MARK = "†"
@@ -402,6 +402,7 @@ def render_markdown(report: Report) -> str:
     for trade in report.cache_tradeoffs:
         lines += _md_tradeoff(trade, "###")
     lines += fidelity_report.markdown(report.fidelity, "###")
+    lines += models_report.markdown(report.models, "###")
     lines.append(summary_note(report))
     if report.has_heap_peak:
         lines.append("")

@@ -7,7 +7,7 @@ from rich.text import Text
 
 from mmbench.analysis.ledger import CacheTradeoff
 from mmbench.analysis.report import Report, Section
-from mmbench.reporters import fidelity_report
+from mmbench.reporters import fidelity_report, models_report
 from mmbench.reporters.markdown import (
     EXTRAPOLATED_MARK,
     HEAP_COLUMNS,
@@ -157,7 +157,20 @@ def report_tables(report: Report) -> list[Table]:
     tables += [_tradeoff_table(trade) for trade in report.cache_tradeoffs]
     if report.fidelity:
         tables.append(_fidelity_table(report))
+    if report.models:
+        tables.append(_models_table(report))
     return tables
+
+
+def _models_table(report: Report) -> Table:
+    table = Table(title=models_report.HEADING, header_style="bold", title_justify="left")
+    for i, name in enumerate(models_report.HEADER):
+        table.add_column(name, justify="left" if i < 2 else "right", overflow="fold")
+    for row in models_report.rows(report.models):
+        table.add_row(*(Text(c) for c in row))
+    table.caption = models_report.NOTE
+    table.caption_justify = "left"
+    return table
 
 
 def _fidelity_table(report: Report) -> Table:

@@ -86,7 +86,8 @@ class RolloutDriver:
 
     @property
     def image_tokens(self) -> int:
-        return self.facts.layout.tokens
+        """Placeholder tokens per image in a processed prompt (Kimi: one, the engine expands it)."""
+        return self.facts.layout.placeholder_tokens
 
     # --- sending -------------------------------------------------------------------------
 

@@ -35,6 +35,9 @@ def media_url(kind: str | None, source: bytes, fmt: str, assets: AssetStore | No
     raise ValueError(f"unknown media kind {kind!r}")
 
 
+VISION_CHUNK = "vision_chunk"
+
+
 def read_answer(
     body: dict[str, Any], images: int, turn: int
 ) -> tuple[list[int], list[Placeholder], list[int]]:
@@ -44,7 +47,8 @@ def read_answer(
     spans = body.get("mm_placeholders")
     # mmbench's engine returns each image's pixel checksum; a vLLM none (the caller counts them unverified)
     checksums = body.get("item_checksums", [None] * images)
-    image_spans = spans.get(MODALITY) if isinstance(spans, dict) else None
+    # a model with one vision modality (vLLM's Kimi K2.5: vision_chunk) lists the images under it
+    image_spans = (spans.get(MODALITY) or spans.get(VISION_CHUNK)) if isinstance(spans, dict) else None
     if not isinstance(prompt, list) or not isinstance(image_spans, list):
         raise RolloutFailed(f"turn {turn}: the engine's answer lacks prompt_token_ids or mm_placeholders")
     if len(image_spans) != images or not isinstance(checksums, list) or len(checksums) != images:

@@ -20,6 +20,7 @@ import numpy as np
 
 from mmbench.world import vllm_item
 from mmbench.world.codec import Codec, encode_item
+from mmbench.world.geometry import grid_key
 from mmbench.world.sidecar import MultiModalData
 from mmbench.world.wire import GENERATE_PATH, raw_request_object, request_object
 
@@ -85,7 +86,8 @@ def build_body(
         batch = torch.cat([_as_tensor(pv, dtype) for pv in pixel_arrays])
         if codec.item_format == "vllm":
             grids = torch.cat([torch.as_tensor(sidecar.items[i].image_grid_thw) for i in full])
-            for i, raw in zip(full, vllm_item.encode_items(batch, grids), strict=True):
+            items = vllm_item.encode_items(batch, grids, grid_key(model))
+            for i, raw in zip(full, items, strict=True):
                 kwargs[i] = codec.b64encode(raw).decode("ascii")
                 del raw
         else:

@@ -143,8 +143,8 @@ def _decode_mmb1(raw: bytes) -> DecodedItem:
     if (grid <= 0).any():
         raise CodecError(f"image_grid_thw must be positive, got {grid.tolist()}")
     pixels = arrays["pixel_values"]
-    if pixels.ndim != 2:
-        raise CodecError(f"pixel_values must be 2-D, got shape {list(pixels.shape)}")
+    if pixels.ndim not in (2, 4):  # (rows, C*T*P*P) for Qwen-VL, (patches, C, P, P) for Kimi
+        raise CodecError(f"pixel_values must be 2-D or 4-D, got shape {list(pixels.shape)}")
     return DecodedItem(
         pixels, dtypes["pixel_values"], grid, fast_crc32(view[8 + hlen : 8 + hlen + pixels.nbytes])
     )
@@ -204,14 +204,14 @@ def b64_len(n: int) -> int:
 
 @functools.lru_cache(maxsize=1024)  # the model asks for the same few sizes for every simulated request
 def item_wire_bytes(
-    pixel_shape: tuple[int, int], itemsize: int = 4, dtype_name: str = "float32", codec: str = "fast",
-    full_items: int = 1,
+    pixel_shape: tuple[int, ...], itemsize: int = 4, dtype_name: str = "float32", codec: str = "fast",
+    full_items: int = 1, grid_key: str = vllm_item.GRID,
 ) -> int:  # fmt: skip
     """Bytes one full item adds to the JSON body: its quoted base64 text (no escaping needed). In
     vLLM's layout an item also lists the slices of every full item of its request (`full_items`)."""
     if get_codec(codec).item_format == "vllm":
-        raw = vllm_item.item_bytes(pixel_shape, itemsize, dtype_name, full_items)
+        raw = vllm_item.item_bytes(pixel_shape, itemsize, dtype_name, full_items, grid_key)
     else:
         header = item_header({"pixel_values": (dtype_name, pixel_shape), "image_grid_thw": ("int64", (1, 3))})
-        raw = len(header) + pixel_shape[0] * pixel_shape[1] * itemsize + 3 * 8
+        raw = len(header) + math.prod(pixel_shape) * itemsize + 3 * 8
     return b64_len(raw) + 2

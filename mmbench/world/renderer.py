@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from mmbench.world.codec import pixel_checksum
-from mmbench.world.geometry import Geometry
+from mmbench.world.geometry import NAVIT, Geometry
 from mmbench.world.sidecar import MMItem
 
 PIXEL_DTYPES = ("float32", "bfloat16")
@@ -40,7 +40,10 @@ def image_hash(image: Image.Image) -> str:
 
 
 def preprocess(image: Image.Image, geometry: Geometry) -> tuple[np.ndarray, np.ndarray]:
-    """pixel_values (rows, C*T*P*P) float32 and image_grid_thw (1, 3) int64 for an RGB image."""
+    """pixel_values (rows, C*T*P*P) float32 and image_grid_thw (1, 3) int64 for an RGB image (Kimi:
+    (patches, C, P, P) and its grid_thws, see `_preprocess_navit`)."""
+    if geometry.resize == NAVIT:
+        return _preprocess_navit(image, geometry)
     layout = geometry.layout(*image.size)
     resized = image.resize((layout.resized_width, layout.resized_height), Image.Resampling.BICUBIC)
     arr = np.asarray(resized, dtype=np.float32)  # (H, W, C)
@@ -57,6 +60,25 @@ def preprocess(image: Image.Image, geometry: Geometry) -> tuple[np.ndarray, np.n
     pixel_values = np.ascontiguousarray(patches.reshape(gh * gw, c * t * p * p))
     grid = np.array([layout.grid_thw], dtype=np.int64)
     return pixel_values, grid
+
+
+def _preprocess_navit(image: Image.Image, geometry: Geometry) -> tuple[np.ndarray, np.ndarray]:
+    """Kimi K2.5's processor (Moonshot's media_utils, as vLLM's and prime-rl's image-only ports
+    mirror it): resize with PIL bicubic, pad the uint8 image with zeros below and right, scale to
+    [0, 1], subtract the mean and multiply by 1/std, then cut (patches, C, P, P) row-major over the
+    patch grid."""
+    layout = geometry.layout(*image.size)
+    if (layout.resized_width, layout.resized_height) != image.size:
+        image = image.resize((layout.resized_width, layout.resized_height), Image.Resampling.BICUBIC)
+    arr = np.pad(np.asarray(image), ((0, layout.pad_height), (0, layout.pad_width), (0, 0)))
+    x = (arr / 255.0).astype(np.float32)
+    x -= np.asarray(geometry.image_mean)
+    x *= 1.0 / np.asarray(geometry.image_std)
+    p, c = geometry.patch_size, geometry.channels
+    _, gh, gw = layout.grid_thw
+    patches = x.reshape(gh, p, gw, p, c).transpose(0, 2, 4, 1, 3)
+    pixel_values = np.ascontiguousarray(patches.reshape(gh * gw, c, p, p), dtype=np.float32)
+    return pixel_values, np.array([layout.grid_thw], dtype=np.int64)
 
 
 def to_bfloat16_bits(pixel_values: np.ndarray) -> np.ndarray:

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
 RAW_VIEW = 3  # vLLM's CUSTOM_TYPE_RAW_VIEW: a tensor's bytes inline
 PIXELS, GRID = "pixel_values", "image_grid_thw"
+GRID_KEYS = (GRID, "grid_thws")  # Qwen-VL's key; Kimi K2.5's (its pixel_values are (patches, C, P, P))
 FLAT_FIELD = ("flat", ("keep_on_cpu", "slices", "dim"))  # factory name, its dataclass fields in order
 BATCHED_FIELD = ("batched", ("keep_on_cpu",))
 _NUMPY = {"float32": np.float32, "bfloat16": np.uint16, "int64": np.int64}  # bfloat16 as its bits
@@ -77,7 +78,9 @@ def _enc_hook(obj: Any) -> Any:
 _ENCODER = msgspec.msgpack.Encoder(enc_hook=_enc_hook)
 
 
-def encode_items(pixel_values: torch.Tensor, image_grid_thw: torch.Tensor) -> Iterator[bytes]:
+def encode_items(
+    pixel_values: torch.Tensor, image_grid_thw: torch.Tensor, grid_key: str = GRID
+) -> Iterator[bytes]:
     """Each image's serialized item, from the concatenated pixels (rows, dim) and grids (n, 3), one
     at a time as the real client's list comprehension makes them (so at most one item's msgpack
     bytes exist at once beside its base64 text)."""
@@ -92,7 +95,7 @@ def encode_items(pixel_values: torch.Tensor, image_grid_thw: torch.Tensor) -> It
     for i in range(len(sizes)):
         item = {
             PIXELS: {"data": pixel_values[bounds[i] : bounds[i + 1]], "field": flat},
-            GRID: {"data": image_grid_thw[i], "field": batched},
+            grid_key: {"data": image_grid_thw[i], "field": batched},
         }
         yield _ENCODER.encode(item)
 
@@ -136,7 +139,9 @@ def _elem(data: int, name: str, kwargs: int, nkw: int) -> int:
     return _container(2) + _str("data") + data + _str("field") + field
 
 
-def item_bytes(pixel_shape: tuple[int, int], itemsize: int, dtype_name: str, items: int) -> int:
+def item_bytes(
+    pixel_shape: tuple[int, ...], itemsize: int, dtype_name: str, items: int, grid_key: str = GRID
+) -> int:
     """Bytes of one serialized item (before base64) in a request whose `items` full items all have
     `pixel_shape` (the flat field's slices list every one of them)."""
     rows = pixel_shape[0]
@@ -149,7 +154,7 @@ def item_bytes(pixel_shape: tuple[int, int], itemsize: int, dtype_name: str, ite
         _container(2)
         + _str(PIXELS)
         + _elem(_tensor(dtype_name, pixel_shape, itemsize), FLAT_FIELD[0], flat_kw, 3)
-        + _str(GRID)
+        + _str(grid_key)
         + _elem(_tensor("int64", (3,), 8), BATCHED_FIELD[0], batched_kw, 1)
     )
 
@@ -227,24 +232,25 @@ def decode(raw: bytes | bytearray | memoryview) -> VllmItem:
         obj = _DECODER.decode(raw)
     except msgspec.DecodeError as exc:
         raise VllmItemError(f"item is not valid msgpack: {exc}") from None
-    if not isinstance(obj, dict) or sorted(obj) != sorted((PIXELS, GRID)):
+    gk = next((k for k in GRID_KEYS if isinstance(obj, dict) and k in obj), GRID)
+    if not isinstance(obj, dict) or sorted(obj) != sorted((PIXELS, gk)):
         keys = sorted(map(str, obj))[:8] if isinstance(obj, dict) else type(obj).__name__
-        raise VllmItemError(f"item must be a map of {PIXELS} and {GRID}, got {keys}")
+        raise VllmItemError(f"item must be a map of {PIXELS} and {GRID} (Kimi: grid_thws), got {keys}")
     elems = {}
-    for key in (PIXELS, GRID):
+    for key in (PIXELS, gk):
         elem = obj[key]
         if not (isinstance(elem, dict) and sorted(elem) == ["data", "field"]):
             raise VllmItemError(f"{key} must be a map of data and field")
         elems[key] = elem
     flat = _field_of(PIXELS, elems[PIXELS]["field"], FLAT_FIELD)
     _check_slices(flat["slices"], flat["dim"])
-    _field_of(GRID, elems[GRID]["field"], BATCHED_FIELD)
+    _field_of(gk, elems[gk]["field"], BATCHED_FIELD)
     dtype_name, pixels, pixel_bytes = _tensor_of(PIXELS, elems[PIXELS]["data"])
-    grid_dtype, grid, _ = _tensor_of(GRID, elems[GRID]["data"])
+    grid_dtype, grid, _ = _tensor_of(gk, elems[gk]["data"])
     if grid_dtype != "int64" or grid.shape != (3,):
-        raise VllmItemError(f"{GRID} must be int64 of shape [3], got {grid_dtype} {list(grid.shape)}")
+        raise VllmItemError(f"{gk} must be int64 of shape [3], got {grid_dtype} {list(grid.shape)}")
     if (grid <= 0).any():
-        raise VllmItemError(f"{GRID} must be positive, got {grid.tolist()}")
-    if pixels.ndim != 2:
-        raise VllmItemError(f"{PIXELS} must be 2-D, got shape {list(pixels.shape)}")
+        raise VllmItemError(f"{gk} must be positive, got {grid.tolist()}")
+    if pixels.ndim not in (2, 4):  # Kimi's are (patches, C, P, P)
+        raise VllmItemError(f"{PIXELS} must be 2-D or 4-D, got shape {list(pixels.shape)}")
     return VllmItem(pixels, dtype_name, pixel_bytes, grid.reshape(1, 3))

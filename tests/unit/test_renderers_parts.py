@@ -206,3 +206,39 @@ def test_without_the_library_the_error_says_how_to_install_it(monkeypatch: pytes
     with pytest.raises(MmbenchError, match=r"renderers not installed.*pip install 'mmbench\[renderers\]'"):
         backends.check_runnable(PointConfig(renderer="renderers"))
     backends.check_runnable(PointConfig())  # the sim needs none of it
+
+
+@pytest.mark.parametrize(
+    ("model", "cls_name"),
+    [("qwen3-vl", "Qwen3VLRenderer"), ("qwen3.5", "Qwen35Renderer"), ("qwen3.6", "Qwen36Renderer"),
+     ("kimi-k2.5", "KimiK25Renderer")],
+)  # fmt: skip
+def test_each_preset_renders_with_the_librarys_class_and_matches_the_sim(model: str, cls_name: str) -> None:
+    geo = get_geometry(model)
+    renderer = parts.make_renderer(parts.build_tokenizer(model), parts.make_processor(geo), 4, model)
+    assert type(renderer).__name__ == cls_name
+    assert renderer.config.image_cache_max == 4
+    source = make_source(SourceSpec(200, 120), 0, 0, 0)
+    out = renderer.render([_message(source)], add_generation_prompt=True)
+    mm = out.multi_modal_data
+    assert mm is not None
+    item = mm.mm_items["image"][0]
+    sim = Renderer(geo).process(source)
+    layout = geo.layout(200, 120)
+    assert sorted(item) == sorted(["pixel_values", geo.grid_key])
+    assert item["pixel_values"].shape == layout.pixel_shape == sim.item.pixel_values.shape
+    assert np.asarray(item[geo.grid_key]).tolist() == [list(layout.grid_thw)]
+    assert np.abs(item["pixel_values"] - sim.item.pixel_values).max() < 1e-5
+    assert mm.mm_hashes["image"] == [sim.mm_hash]
+    assert [p.length for p in mm.mm_placeholders["image"]] == [layout.placeholder_tokens]
+    assert out.token_ids.count(IMAGE_PAD_TOKEN) == layout.placeholder_tokens  # Kimi: one <|media_pad|>
+
+
+def test_the_kimi_processor_counts_the_models_tokens() -> None:
+    from PIL import Image
+
+    kimi = parts.make_processor(get_geometry("kimi-k2.5")).image_processor
+    image = Image.new("RGB", (1024, 1024))
+    assert kimi.media_tokens_calculator({"type": "image", "image": image}) == 1_369
+    out = kimi.preprocess([{"type": "image", "image": image}], return_tensors="np")
+    assert out["pixel_values"].shape == (5476, 3, 14, 14) and out["grid_thws"].tolist() == [[1, 74, 74]]

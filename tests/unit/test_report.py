@@ -345,3 +345,18 @@ def test_while_the_cache_fills_the_slope_is_compared_with_the_models() -> None:
     assert fit.vs_expected == pytest.approx(60 / 50)  # not 60 / 5: the cache is still filling
     (full,) = mode_fits([point(k, "full") for k in (1, 2)])
     assert full.cache_full and full.expected[1] == "floor"
+
+
+def test_models_side_by_side_where_the_results_span_several_models() -> None:
+    records = sample_records(model="qwen3-vl") + sample_records(scale=0.5, model="kimi-k2.5")
+    report = build_report(sample_results(records))
+    rows = {(r.mode, r.model): r for r in report.models}
+    assert list(rows) == [("full", "qwen3-vl"), ("full", "kimi-k2.5"), ("ephemeral", "qwen3-vl"),
+                          ("ephemeral", "kimi-k2.5")]  # fmt: skip
+    for mode in ("full", "ephemeral"):
+        assert rows[mode, "kimi-k2.5"].slope == pytest.approx(rows[mode, "qwen3-vl"].slope / 2)
+    assert rows["full", "qwen3-vl"].pixel_bytes_per_image == 6_291_456  # 512x512
+    assert rows["full", "kimi-k2.5"].pixel_bytes_per_image == 3_396_288  # (1444, 3, 14, 14)
+    assert rows["full", "qwen3-vl"].shipped_per_rollout == 300 * MIB
+    assert "Models: each mode's retained slope" in render_markdown(report)
+    assert build_report(sample_results()).models == ()  # one model: no such table

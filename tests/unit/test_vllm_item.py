@@ -20,6 +20,7 @@ import torch
 from mmbench.world import vllm_item
 from mmbench.world.client import build_body
 from mmbench.world.codec import CodecError, decode_item, get_codec, item_wire_bytes, pixel_checksum
+from mmbench.world.geometry import MODELS
 from mmbench.world.sidecar import MMItem, MultiModalData, Placeholder
 
 
@@ -214,5 +215,5 @@ def test_engine_resolves_vllm_items_and_refuses_bad_ones() -> None:
         )
         assert refused.status_code == 400 and "unsupported dtype" in refused.json()["error"]
         models = c.get("/v1/models").json()
-        assert {m["id"] for m in models["data"]} == {"qwen3-vl", "qwen2-vl"}
+        assert {m["id"] for m in models["data"]} == set(MODELS)
         assert all(m["max_model_len"] > 0 for m in models["data"])

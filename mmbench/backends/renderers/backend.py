@@ -38,6 +38,7 @@ from mmbench.rollout.state import NO_SIDECAR, Conversation, RolloutCounters, Rol
 from mmbench.rollout.turn import Rendered, Turn
 from mmbench.world.client import EngineReply
 from mmbench.world.codec import pixel_checksum
+from mmbench.world.geometry import Geometry
 from mmbench.world.images import SourceSpec, make_source
 from mmbench.world.sidecar import MMItem, MultiModalData, Placeholder
 from mmbench.world.tokens import text_of
@@ -79,6 +80,10 @@ class LibraryBackend:
         self._checksums: dict[str, int] = {}
         self._clients: dict[int, openai.AsyncOpenAI] = {}
 
+    @property
+    def geometry(self) -> Geometry:
+        return self.parts.facts.geometry
+
     def conversation(self) -> Conversation:
         return Chat()
 
@@ -89,7 +94,7 @@ class LibraryBackend:
         """The library's lazy state (processor, tokenizer paths, the openai SDK's imports) exercised
         on a tiny image by a throwaway renderer, so that the pool's caches start empty."""
         spec = SourceSpec(64, 64, self.parts.config.image_format, "flat")
-        renderer = make_renderer(self.library.tokenizer, self.library.processor, 1)
+        renderer = make_renderer(self.library.tokenizer, self.library.processor, 1, self.geometry.name)
         message = {"role": "user", "content": [{"type": "image", "image": make_source(spec, 0, 0, 0)}]}
         rendered = renderer.render([message], add_generation_prompt=True)
         renderer.render([message], add_generation_prompt=True, process_multimodal=False)
@@ -153,14 +158,15 @@ class LibraryBackend:
         # the assistant's answer joins the chat as the library parses it
         answer = self.library.members[0].parse_response(completion, prompt_ids=native.token_ids)
         conv.messages.append({"role": "assistant", "content": answer.content})
-        prompt = replace(native, multi_modal_data=_stored(native.multi_modal_data or LibraryMM(), stored))
+        mm = native.multi_modal_data or LibraryMM()
+        prompt = replace(native, multi_modal_data=_stored(mm, stored, self.geometry.grid_key))
         return LibraryStep(len(native.token_ids), completion, logprobs, NO_SIDECAR, None, prompt)
 
     def _view(self, mm: LibraryMM) -> MultiModalData:
         """mmbench's view of the library's sidecar (arrays shared), for the transports and the body."""
         hashes = list(mm.mm_hashes.get(MODALITY, []))
         items = [
-            MMItem(item["image_grid_thw"], self._checksums[h], item.get("pixel_values"))
+            MMItem(item[self.geometry.grid_key], self._checksums[h], item.get("pixel_values"))
             for h, item in zip(hashes, mm.mm_items.get(MODALITY, []), strict=True)
         ]
         placeholders = [Placeholder(p.offset, p.length) for p in mm.mm_placeholders.get(MODALITY, [])]
@@ -264,7 +270,7 @@ def _parsed(answer: bytes) -> dict[str, Any]:
     return body if isinstance(body, dict) else {"error": "reply is not a JSON object"}
 
 
-def _stored(mm: LibraryMM, stored: MultiModalData) -> LibraryMM:
+def _stored(mm: LibraryMM, stored: MultiModalData, key: str = "image_grid_thw") -> LibraryMM:
     """The library's sidecar as the mode stores it: each item kept as the library returned it where
     the transport keeps it so, else a descriptor dict (its grid, no pixel_values; hashes and
     placeholders stay in their lists), or, for pixels re-derived for a resend that the mode keeps,
@@ -274,14 +280,10 @@ def _stored(mm: LibraryMM, stored: MultiModalData) -> LibraryMM:
     for item, want in zip(items, stored.items, strict=True):
         pv = item.get("pixel_values")
         if want.pixel_values is None:
-            out.append(item if pv is None else {"image_grid_thw": item["image_grid_thw"]})
+            out.append(item if pv is None else {key: item[key]})
         else:
             same = pv is want.pixel_values
-            out.append(
-                item
-                if same
-                else {"pixel_values": want.pixel_values, "image_grid_thw": item["image_grid_thw"]}
-            )
+            out.append(item if same else {"pixel_values": want.pixel_values, key: item[key]})
     if all(a is b for a, b in zip(out, items, strict=True)):
         return mm
     return LibraryMM(

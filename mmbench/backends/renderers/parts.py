@@ -25,47 +25,49 @@ import numpy as np
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from renderers.configs import Qwen3VLRendererConfig
 from renderers.qwen3_vl import Qwen3VLRenderer
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
+from mmbench.backends.renderers.models import KimiImageProcessor, renderer_class
 from mmbench.errors import MmbenchError
-from mmbench.world.geometry import Geometry
+from mmbench.world.geometry import DEFAULT_MODEL, NAVIT, Geometry
 from mmbench.world.renderer import Pool
 from mmbench.world.sidecar import MMItem
-from mmbench.world.tokens import SPECIAL_TOKENS, TEMPLATE_WORDS, TEXT_VOCAB, UNK
+from mmbench.world.tokens import TEXT_VOCAB, UNK, vocabulary
 from mmbench.world.wire import IMAGE_PAD_TOKEN
 
 
-def build_tokenizer() -> PreTrainedTokenizerFast:
+def build_tokenizer(preset: str = DEFAULT_MODEL) -> PreTrainedTokenizerFast:
+    special, words = vocabulary(preset)  # Qwen's special tokens, or Kimi K2.5's
     vocab = {f"t{i}": i for i in range(TEXT_VOCAB)}
-    vocab.update(SPECIAL_TOKENS)
-    vocab.update(TEMPLATE_WORDS)
+    vocab.update(special)
+    vocab.update(words)
     model = Tokenizer(models.WordLevel(vocab, unk_token=UNK))
     model.pre_tokenizer = pre_tokenizers.Whitespace()  # type: ignore[assignment]
     return PreTrainedTokenizerFast(
         tokenizer_object=model, unk_token=UNK, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-        additional_special_tokens=list(SPECIAL_TOKENS),
+        additional_special_tokens=list(special),
     )  # fmt: skip
 
 
-def load_tokenizer(directory: str) -> Any:
+def load_tokenizer(directory: str, model: str = DEFAULT_MODEL) -> Any:
     """A local Hugging Face tokenizer directory; never downloads."""
     try:
         tok = AutoTokenizer.from_pretrained(directory, local_files_only=True)
     except (OSError, ValueError) as exc:
         raise MmbenchError(f"--tokenizer {directory}: cannot load a tokenizer there ({exc})") from None
-    pad = tok.convert_tokens_to_ids("<|image_pad|>")
+    name = "<|media_pad|>" if "<|media_pad|>" in vocabulary(model)[0] else "<|image_pad|>"
+    pad = tok.convert_tokens_to_ids(name)
     if pad != IMAGE_PAD_TOKEN:
         raise MmbenchError(
-            f"--tokenizer {directory}: <|image_pad|> is id {pad}; the engine expands id {IMAGE_PAD_TOKEN}"
+            f"--tokenizer {directory}: {name} is id {pad}; the engine expands id {IMAGE_PAD_TOKEN}"
         )
     return tok
 
 
-def make_tokenizer(directory: str = "") -> Any:
-    return load_tokenizer(directory) if directory else build_tokenizer()
+def make_tokenizer(directory: str = "", model: str = DEFAULT_MODEL) -> Any:
+    return load_tokenizer(directory, model) if directory else build_tokenizer(model)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +78,8 @@ class Processor:
 
 
 def make_processor(geometry: Geometry) -> Processor:
+    if geometry.resize == NAVIT:  # Kimi K2.5: its processor is remote code; mmbench's port
+        return Processor(KimiImageProcessor(geometry))
     # transformers without torchvision resolves Qwen2VLImageProcessor to this PIL class (with a
     # warning): named directly, the same class is used whether or not torchvision is installed.
     from transformers import Qwen2VLImageProcessorPil
@@ -90,10 +94,14 @@ def make_processor(geometry: Geometry) -> Processor:
     return Processor(image_processor)
 
 
-def make_renderer(tokenizer: Any, processor: Processor, image_cache_max: int) -> Qwen3VLRenderer:
-    return Qwen3VLRenderer(
-        tokenizer, Qwen3VLRendererConfig(image_cache_max=image_cache_max), processor=processor
-    )
+def make_renderer(
+    tokenizer: Any, processor: Processor, image_cache_max: int, model: str = DEFAULT_MODEL
+) -> Qwen3VLRenderer:
+    """The library's renderer of this preset (mmbench.backends.renderers.models); every one of them
+    has Qwen3VLRenderer's interface (render, bridge_to_next_turn, parse_response, _image_cache)."""
+    cls, config = renderer_class(model)
+    renderer: Qwen3VLRenderer = cls(tokenizer, config(image_cache_max=image_cache_max), processor=processor)
+    return renderer
 
 
 def image_cache(renderer: Qwen3VLRenderer) -> dict[str, tuple[Any, int]]:
@@ -110,10 +118,14 @@ class LibraryPool(Pool[Qwen3VLRenderer]):
     def __init__(
         self, geometry: Geometry, pool_size: int, image_cache_max: int, tokenizer_dir: str = ""
     ) -> None:
-        self.tokenizer = make_tokenizer(tokenizer_dir)
+        self.geometry = geometry
+        self.tokenizer = make_tokenizer(tokenizer_dir, geometry.name)
         self.processor = make_processor(geometry)
         super().__init__(
-            [make_renderer(self.tokenizer, self.processor, image_cache_max) for _ in range(pool_size)]
+            [
+                make_renderer(self.tokenizer, self.processor, image_cache_max, geometry.name)
+                for _ in range(pool_size)
+            ]
         )
 
     @staticmethod
@@ -131,4 +143,4 @@ class LibraryPool(Pool[Qwen3VLRenderer]):
         """The caches' pixels as items, for the ledger (which counts each buffer once)."""
         for renderer in self.members:
             for out, _ in image_cache(renderer).values():
-                yield MMItem(np.asarray(out["image_grid_thw"]), 0, out["pixel_values"])
+                yield MMItem(np.asarray(out[self.geometry.grid_key]), 0, out["pixel_values"])

@@ -12,7 +12,7 @@ import numpy as np
 from mmbench.config import PointConfig
 from mmbench.facts import Mode, mode_of
 from mmbench.world.codec import get_codec, item_wire_bytes
-from mmbench.world.geometry import ImageLayout
+from mmbench.world.geometry import ImageLayout, grid_key
 from mmbench.world.sidecar import MMItem, MultiModalData, Placeholder
 from mmbench.world.wire import request_object
 
@@ -72,7 +72,7 @@ def descriptor_bytes_per_rollout(config: PointConfig, mode: Mode) -> int:
 def other_bytes_per_rollout(config: PointConfig, layout: ImageLayout) -> int:
     """The token stream (8 bytes a token, with the array's growth), completions and logprobs."""
     s, n, m, c = _SIZE, config.turns, config.images_per_turn, config.completion_tokens
-    tokens = n * (config.text_tokens_per_turn + m * layout.tokens + c)
+    tokens = n * (config.text_tokens_per_turn + m * layout.placeholder_tokens + c)
     per_step = 72 + 2 * _list_bytes(c) + c * (s["int"] + s["float"])
     return int(8 * tokens * 1.07) + 80 + _list_bytes(n * m) + n * per_step
 
@@ -85,7 +85,10 @@ class BodySize:
         self.config = config
         self.layout = layout
         # one full item's text, given how many full items its request carries (vLLM's items list them all)
-        self.item_text = partial(item_wire_bytes, layout.pixel_shape, itemsize, config.dtype, config.codec)
+        self.item_text = partial(
+            item_wire_bytes, layout.pixel_shape, itemsize, config.dtype, config.codec,
+            grid_key=grid_key(config.model),
+        )  # fmt: skip
         self.wire = self.item_text(1)
         c = config.completion_tokens
         self.empty = len(codec.dumps(request_object(config.model, [], [], [], [], c)))
@@ -95,7 +98,7 @@ class BodySize:
         """Turn `turn` (1-based) carries `items` images, `full` of them in full, the rest null."""
         cfg = self.config
         text = turn * cfg.text_tokens_per_turn + (turn - 1) * cfg.completion_tokens
-        pads = items * self.layout.tokens
+        pads = items * self.layout.placeholder_tokens  # Kimi: one per image
         elements = text + pads + 3 * items
         body = (
             self.empty

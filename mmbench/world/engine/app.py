@@ -187,7 +187,9 @@ class Engine:
         del buf[size:]  # a body cut short (the client went away): what arrived, as before
         return buf
 
-    def _resolve(self, mm_hash: str, kw: bytes | None, placeholder_len: int) -> DecodedItem | Response:
+    def _resolve(
+        self, mm_hash: str, kw: bytes | None, placeholder_len: int, single_placeholder: bool = False
+    ) -> DecodedItem | Response:
         if kw is None:
             self.counters.items_null += 1
             cached = self.cache.get(mm_hash)
@@ -200,7 +202,10 @@ class Engine:
         except CodecError as exc:
             return _error(400, f"item for mm_hash {mm_hash}: {exc}")
         _, gh, gw = (int(x) for x in item.image_grid_thw[0])
-        if gh * gw != item.pixel_values.shape[0] or placeholder_len * MERGE_TOKENS != gh * gw:
+        # Qwen-VL prompts hold every image token; Kimi's one <|media_pad|> per image, which the
+        # engine expands (as vLLM's Kimi K2.5 processor does)
+        expected = 1 if single_placeholder else gh * gw // MERGE_TOKENS
+        if gh * gw != item.pixel_values.shape[0] or gh * gw % MERGE_TOKENS or placeholder_len != expected:
             return _error(
                 400,
                 f"item for mm_hash {mm_hash}: grid {gh}x{gw}, {item.pixel_values.shape[0]} pixel rows "
@@ -278,8 +283,10 @@ class Engine:
         if req.media:
             return self._generate_raw(req)
         checksums: list[int] = []
+        geometry = MODELS.get(req.model)
+        single = geometry is not None and geometry.single_placeholder
         for mm_hash, kw, (_, length) in zip(req.hashes, req.kwargs, req.placeholders, strict=True):
-            item = self._resolve(mm_hash, kw, length)
+            item = self._resolve(mm_hash, kw, length, single)
             if isinstance(item, Response):
                 return item
             checksums.append(item.checksum)

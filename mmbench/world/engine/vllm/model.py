@@ -22,8 +22,8 @@ from typing import Any
 
 from mmbench.errors import MmbenchError
 from mmbench.world.engine.vllm.env import SITE_DIR, VllmEnv
-from mmbench.world.geometry import get_geometry
-from mmbench.world.tokens import SPECIAL_TOKENS, TEMPLATE_WORDS, TEXT_VOCAB, UNK
+from mmbench.world.geometry import NAVIT, get_geometry
+from mmbench.world.tokens import TEXT_VOCAB, UNK, vocabulary
 
 # Room for the longest prompt a sweep of this machine makes (2048x2048, N = 8 is ~33k tokens); the
 # point's own --max-model-len is what vLLM allocates for.
@@ -39,14 +39,17 @@ def cache_root() -> Path:
 def spec(preset: str) -> dict[str, Any]:
     """Everything the written model depends on (its directory is named by a digest of it)."""
     g = get_geometry(preset)
+    special, words = vocabulary(preset)
+    geometry: dict[str, Any] = {
+        "patch_size": g.patch_size, "temporal_patch_size": g.temporal_patch_size,
+        "merge_size": g.merge_size, "min_pixels": g.min_pixels, "max_pixels": g.max_pixels,
+        "image_mean": list(g.image_mean), "image_std": list(g.image_std),
+    }  # fmt: skip
+    if g.resize == NAVIT:  # Kimi K2.5's media_proc_cfg limits
+        geometry |= {"max_patches": g.max_patches, "max_patches_per_side": g.max_patches_per_side}
     return {
-        "family": preset,
-        "geometry": {
-            "patch_size": g.patch_size, "temporal_patch_size": g.temporal_patch_size,
-            "merge_size": g.merge_size, "min_pixels": g.min_pixels, "max_pixels": g.max_pixels,
-            "image_mean": list(g.image_mean), "image_std": list(g.image_std),
-        },
-        "text_vocab": TEXT_VOCAB, "special_tokens": SPECIAL_TOKENS, "template_words": TEMPLATE_WORDS,
+        "family": preset, "geometry": geometry,
+        "text_vocab": TEXT_VOCAB, "special_tokens": special, "template_words": words,
         "unk": UNK, "max_model_len": MAX_POSITIONS,
     }  # fmt: skip
 
