@@ -45,7 +45,7 @@ class SimBackend:
         new_h: list[str] = []
         new_p: list[Placeholder] = []
         new_i: list[MMItem] = []
-        n = self.parts.facts.layout.tokens
+        n = self.parts.facts.layout.placeholder_tokens  # Kimi: one, the engine expands it
         for i in range(cfg.images_per_turn):
             source = await asyncio.to_thread(self.parts.sources.get, turn.rollout, turn.index, i)
             conv.sources.append(source)
