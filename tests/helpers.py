@@ -16,6 +16,16 @@ from mmbench.results import PointRecord
 from mmbench.rollout import RolloutDriver, Trajectory
 from mmbench.transports import TRANSPORTS, make_transport
 
+# A point's traffic figures (dotted record paths) that depend on neither timing nor which engine or
+# machine served it: the same point gives them to the byte.
+TRAFFIC_FIGURES = (
+    "traffic.bytes_shipped",
+    "traffic.bytes_per_turn",
+    "traffic.requests",
+    "traffic.full_items_sent",
+    "traffic.null_items_sent",
+    "traffic.wrong_results",
+)
 PROCESSED_MODES = tuple(m for m, t in TRANSPORTS.items() if t.renders)
 RAW_MODES = tuple(m for m, t in TRANSPORTS.items() if not t.renders)
 

@@ -29,7 +29,7 @@ from mmbench.results import PointRecord, load, read_points_log
 from mmbench.sweep.loop import PlannedPoint, plan, run_sweep
 from mmbench.sweep.scenarios import Scenario
 from tests.cluster_measures import environment_probe, stand_in, trivial
-from tests.helpers import wait_for
+from tests.helpers import TRAFFIC_FIGURES, wait_for
 
 # Its own tier (make test-cluster, which CI also runs): dask's scheduler and worker processes cost
 # ~30 s of a 2-core machine, an eighth of make test's budget.
@@ -221,14 +221,7 @@ def test_ctrl_c_cancels_what_runs_keeps_what_finished_and_resume_completes_the_p
 
 BASELINE = ROOT / "results" / "ci-baseline"
 # Figures that do not depend on timing: a clustered point must give them to the byte.
-EXACT = (
-    "traffic.bytes_shipped",
-    "traffic.bytes_per_turn",
-    "traffic.requests",
-    "traffic.full_items_sent",
-    "traffic.null_items_sent",
-    "traffic.wrong_results",
-)
+EXACT = TRAFFIC_FIGURES
 
 
 def test_sweep_cluster_local_gives_the_local_sweeps_points(tmp_path: Path) -> None:

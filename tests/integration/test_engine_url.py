@@ -29,6 +29,7 @@ from mmbench.world.engine.__main__ import _server_config
 from mmbench.world.engine.app import EngineConfig, create_app
 from mmbench.world.engine.standalone import listen, url_of
 from mmbench.world.wire import GENERATE_PATH
+from tests.helpers import TRAFFIC_FIGURES
 
 slow = pytest.mark.slow
 SCENARIO = {
@@ -36,14 +37,7 @@ SCENARIO = {
     "turns": 2, "image_size": 64, "codec": "vllm",
 }  # fmt: skip
 # What must not depend on which engine served the points.
-TRAFFIC = (
-    "traffic.bytes_shipped",
-    "traffic.bytes_per_turn",
-    "traffic.requests",
-    "traffic.full_items_sent",
-    "traffic.null_items_sent",
-    "traffic.wrong_results",
-)
+TRAFFIC = TRAFFIC_FIGURES
 
 
 def _start_engine() -> tuple[subprocess.Popen[str], str]:
