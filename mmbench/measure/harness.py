@@ -6,6 +6,7 @@ recorded as failed with its cause, and the engine is always stopped.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -17,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 import psutil
 
@@ -27,7 +28,7 @@ from mmbench.errors import MmbenchError
 from mmbench.facts import facts_of
 from mmbench.launch import DEFAULT_START_METHOD, PARENT_PID, Process, StartMethod, launch, prestart
 from mmbench.measure.assemble import engine_figures, point_record
-from mmbench.measure.engine_pool import EnginePool, Lease
+from mmbench.measure.engine_pool import EnginePool, Lease, WarmUp, engine_pool
 from mmbench.measure.engines import Embedded, EngineChoice, EngineHandle, Vllm
 from mmbench.measure.model import Prediction, predict
 from mmbench.measure.overhead import HarnessStamps, overhead
@@ -78,9 +79,12 @@ class HarnessOptions:
     # The engine every point runs on: the embedded one or a real vLLM started for it, or an external
     # one by URL (mmbench.measure.engines.choose_engine makes it, checked).
     engine: EngineChoice = field(default_factory=Embedded)
-    # The sweep's engines, kept between its points (None: every point starts and stops its own;
-    # mmbench.sweep.loop makes one with --reuse-engine).
+    # The sweep's engines, kept between its points (None: a real engine is started and stopped
+    # for every point; mmbench.sweep.loop makes one unless --fresh-engine).
     engine_pool: EnginePool | None = None
+    # A real engine serves a small point of each mode before the first point of that mode's baseline
+    # (mmbench.measure.engine_pool says why); off for `mmbench compat`, which asks only what works.
+    warm_engine: bool = True
 
 
 @lru_cache(maxsize=64)
@@ -191,13 +195,18 @@ def prepare_sources(config: PointConfig, cache: Path) -> None:
 
 @contextmanager
 def _engine_for(
-    opts: HarnessOptions, config: PointConfig, method: StartMethod, tmp: Path, file_assets: bool
-) -> Iterator[Lease]:
-    """The point's engine, ready: the sweep's pool's (started once for the points that share its
-    configuration, reset between them), or one of its own, started and stopped around the point."""
-    if opts.engine_pool is not None and isinstance(opts.engine, Vllm):
-        with opts.engine_pool.lease(opts.engine, config, file_assets) as lease:
-            yield lease
+    opts: HarnessOptions, config: PointConfig, method: StartMethod, tmp: Path, file_assets: bool,
+    sources: Path,
+) -> Iterator[Lease]:  # fmt: skip
+    """The point's engine, ready: a real one from the sweep's pool (started once for the points
+    that share its configuration, warmed for each mode, reset between points) or from a pool of
+    its own that starts it for this point alone; mmbench's own engine started and stopped around it."""
+    if isinstance(opts.engine, Vllm):
+        warm_up = _warm_up(opts, method, sources, tmp) if opts.warm_engine else None
+        with contextlib.ExitStack() as stack:
+            pool = opts.engine_pool or stack.enter_context(engine_pool(fresh=True))
+            with pool.lease(opts.engine, config, file_assets, warm_up) as lease:
+                yield lease
         return
     assets = Path(tmp, "assets") if file_assets else None
     if assets is not None:
@@ -206,6 +215,42 @@ def _engine_for(
     t0 = time.monotonic()
     with engine:
         yield Lease(engine, assets, reused=0, setup_s=time.monotonic() - t0)
+
+
+def _spawn(job: Path, out: Path, err_file: BinaryIO, config: PointConfig, method: StartMethod) -> Process:
+    """A worker for `job`, writing its result to `out` and its stderr to `err_file`."""
+    return launch(
+        WORKER_ENTRY, [str(job), str(out), PARENT_PID], method=method, preload=WORKER_PRELOAD,
+        env=worker_env(config), stderr=err_file,
+    )  # fmt: skip
+
+
+WARM_UP_TURNS = 2  # a second turn, for hash-only's null slots served from the engine's cache
+
+
+def _warm_up(opts: HarnessOptions, method: StartMethod, sources: Path, tmp: Path) -> WarmUp:
+    """A warm-up: one rollout of WARM_UP_TURNS turns of the point's own mode and geometry, served
+    by the engine and measured by nobody; None once it is served, else why it was not."""
+
+    def serve(engine: EngineHandle, config: PointConfig, assets: Path | None) -> str | None:
+        small = replace(config, rollouts=1, turns=min(config.turns, WARM_UP_TURNS))
+        prepare_sources(small, sources)
+        job, out, err = Path(tmp, "warm-up.json"), Path(tmp, "warm-up-out.json"), Path(tmp, "warm-up.txt")
+        assert engine.url is not None
+        job.write_bytes(
+            WorkerJob(small, engine.url, str(sources), None, False, str(assets) if assets else None).encode()
+        )
+        with open(err, "wb") as err_file:
+            proc = _spawn(job, out, err_file, small, method)
+            try:
+                cause = _watch(proc, opts, err, engine.pids)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+        return f"the engine's warm-up failed: {cause}" if cause is not None else None
+
+    return serve
 
 
 def _final_engine_stats(engine: EngineHandle, ready: EngineStats | None) -> EngineStats | None:
@@ -273,7 +318,7 @@ def _measure_point(
             memray_path.unlink(missing_ok=True)
         # raw-file: the asset directory the client writes each image to once and the engine reads
         file_assets = facts_of(config).mode.media == "file"
-        with _engine_for(opts, config, method, Path(tmp), file_assets) as lease:
+        with _engine_for(opts, config, method, Path(tmp), file_assets, sources) as lease:
             engine, assets = lease.engine, lease.assets
             assert engine.url is not None
             ready = engine.stats()  # ready, before the worker starts (None: an engine without stats)
@@ -285,10 +330,7 @@ def _measure_point(
             ).encode())  # fmt: skip
             with open(err, "wb") as err_file:
                 stamps.spawn = time.monotonic()
-                proc = launch(
-                    WORKER_ENTRY, [str(job), str(out), PARENT_PID], method=method, preload=WORKER_PRELOAD,
-                    env=worker_env(config), stderr=err_file,
-                )  # fmt: skip
+                proc = _spawn(job, out, err_file, config, method)
                 sampler = TimelineSampler(proc.pid, engine.pids).start()
                 try:
                     if opts.on_worker_start:
@@ -325,6 +367,7 @@ def _measure_point(
     )  # fmt: skip
     engine_record = replace(
         served_by, reused=lease.reused if opts.engine.started else None, flags=engine.flags,
+        warmed=lease.warmed if isinstance(opts.engine, Vllm) else None,
         failure=engine_failure if worker is None else None,
         figures=engine_figures(engine_stats, ready, engine_peak(timeline, engine_hwm)),
     )  # fmt: skip

@@ -1,12 +1,13 @@
 """`mmbench compat`: which transport modes survive which engine configuration.
 
-A small point of every mode runs against each configuration, every point on a fresh engine: the
-embedded engine, and a real vLLM as deployed by default, with its multimodal processor cache off,
-with the shared-memory cache, and behind two API servers. Each cell is what the engine did with
-that mode: it works, the client falls back (a null slot the engine could not serve, resent in full),
-a request fails (the engine answered an error the mode cannot recover from), or the engine dies
-(it no longer serves: its own last error). The answer to "can I turn hash-only on for my engine?"
-before a rollout.
+A small point of every mode runs against each configuration (a vLLM is started once per
+configuration and reset between its points; a point that kills it leaves the next a fresh one; no
+warm-up: the question is what works, not what memory it takes): the embedded engine, and a real vLLM
+as deployed by default, with its multimodal processor cache off, with the shared-memory cache, and
+behind two API servers. Each cell is what the engine did with that mode: it works, the client falls
+back (a null slot the engine could not serve, resent in full), a request fails (the engine answered
+an error the mode cannot recover from), or the engine dies (it no longer serves: its own last
+error). The answer to "can I turn hash-only on for my engine?" before a rollout.
 
 The points are ordinary sweeps' records, in two results directories under the output directory:
 `embedded/` and `vllm/` (the vLLM configurations differ by point parameters, so one directory
@@ -148,7 +149,8 @@ def run_compat(
             on_engine(engine)
         scenario = scenario_for(setups, modes, engine)
         where = out_dir / engine if out_dir is not None else None
-        records += run_sweep(scenario, where, HarnessOptions(engine=served_by), on_start, on_done).points
+        options = HarnessOptions(engine=served_by, warm_engine=False)
+        records += run_sweep(scenario, where, options, on_start, on_done).points
     cells, versions = [], {}
     for record in records:
         name = setup_of(record, setups)

@@ -19,7 +19,7 @@ from mmbench.backends import check_runnable
 from mmbench.config import PointConfig
 from mmbench.errors import MmbenchError
 from mmbench.facts import facts_of
-from mmbench.measure.engine_pool import EnginePool, OnEngineStart
+from mmbench.measure.engine_pool import OnEngineStart, engine_pool
 from mmbench.measure.engines import Vllm
 from mmbench.measure.environment import environment
 from mmbench.measure.harness import HarnessOptions, measure_point
@@ -90,24 +90,24 @@ def run_sweep(
     finished: list[PointRecord] | None = None,
     runner: Runner = run_locally,
     on_begin: OnBegin | None = None,
-    reuse_engine: bool = False,
+    fresh_engine: bool = False,
     on_engine_start: OnEngineStart | None = None,
 ) -> ResultsFile:
     """Measure every planned point not already in `finished`; as each one ends, append it to the log
     and rewrite the results files, so that an interrupted sweep loses at most the points in flight.
     `on_begin` is called once every point is checked, before the first runs (a CLI says then what
-    it will do: a bad point or engine is its one line of output). With `reuse_engine`, a real
-    engine is started once for the points that share its configuration and reset between them
-    (mmbench.measure.engine_pool); `on_engine_start` is told of each start."""
+    it will do: a bad point or engine is its one line of output). A real engine is started once for
+    the points that share its configuration and reset between them, or with `fresh_engine` once
+    per point (mmbench.measure.engine_pool); `on_engine_start` is told of each start."""
     with tempfile.TemporaryDirectory(prefix="mmbench-sources-") as tmp, contextlib.ExitStack() as stack:
         opts = options or HarnessOptions()
         if opts.source_cache is None:
             opts = replace(opts, source_cache=Path(tmp))
         if opts.timeline_dir is None and out_dir is not None:
             opts = replace(opts, timeline_dir=out_dir / TIMELINES_DIR)
-        if reuse_engine and opts.engine_pool is None and isinstance(opts.engine, Vllm):
-            pool = EnginePool(on_engine_start)
-            stack.callback(pool.close)  # stopped however the sweep ends, Ctrl-C included
+        if opts.engine_pool is None and isinstance(opts.engine, Vllm):
+            # stopped however the sweep ends, Ctrl-C included
+            pool = stack.enter_context(engine_pool(on_engine_start, fresh=fresh_engine))
             opts = replace(opts, engine_pool=pool)
         return _run(scenario, out_dir, opts, on_start, on_done, finished or [], runner, on_begin)
 
@@ -159,7 +159,7 @@ def _run(
         )
     records: dict[tuple[object, ...], PointRecord] = {r.key(): r for r in finished}
     todo = [p for p in planned if p.key not in records]
-    if options.engine_pool is not None and isinstance(options.engine, Vllm):
+    if options.engine_pool is not None and not options.engine_pool.fresh and isinstance(options.engine, Vllm):
         todo = _by_engine(todo, options.engine)
     # Every point fits the engine: checked here, once for the sweep before the first point runs (an
     # external engine probed, vLLM's environment found), and not again per point by the harness.

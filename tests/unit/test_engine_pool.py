@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from mmbench.config import PointConfig
+from mmbench.errors import MmbenchError
 from mmbench.measure.engine_pool import EnginePool
 
 
@@ -107,3 +108,83 @@ def test_raw_files_asset_directory_lives_with_its_engine_and_is_emptied_between_
         assert second.assets == first.assets and list(second.assets.iterdir()) == []
     pool.close()
     assert not first.assets.exists()
+
+
+# --- warm-ups: an engine serves each mode once before that mode's first point (see the module)
+
+
+def warm_lease(pool: EnginePool, choice: FakeChoice, mode: str, warm_up: Any, gb: float = 4.0) -> Any:
+    return pool.lease(choice, PointConfig(mode=mode, engine_cache_gb=gb), False, warm_up)  # type: ignore[arg-type]
+
+
+def recording_warm_up(choice: FakeChoice, cause: str | None = None, kills: bool = False) -> Any:
+    def warm_up(engine: FakeEngine, config: PointConfig, assets: Path | None) -> str | None:
+        choice.log.append(f"warm {config.mode}")
+        if kills:
+            engine.alive_now = False
+        return cause
+
+    return warm_up
+
+
+def test_an_engine_is_warmed_once_per_mode_then_reset_before_the_baseline() -> None:
+    choice = FakeChoice()
+    pool = EnginePool()
+    warm_up = recording_warm_up(choice)
+    seen = []
+    for mode in ("full", "full", "raw", "full"):
+        with warm_lease(pool, choice, mode, warm_up) as got:
+            seen.append((got.reused, got.warmed))
+    pool.close()
+    assert seen == [(0, True), (1, True), (2, True), (3, True)]
+    assert choice.log == [
+        "start 4", "warm full", "reset 4",  # warmed for full, reset before the first point's baseline
+        "reset 4",  # the second full point: reset only
+        "reset 4", "warm raw", "reset 4",  # raw's first point: reset, warmed for raw, reset
+        "reset 4", "stop 4",
+    ]  # fmt: skip
+
+
+def test_a_fresh_pool_starts_warms_and_stops_an_engine_for_every_point() -> None:
+    choice = FakeChoice()
+    pool = EnginePool(fresh=True)
+    warm_up = recording_warm_up(choice)
+    for _ in range(2):
+        with warm_lease(pool, choice, "full", warm_up) as got:
+            assert (got.reused, got.warmed) == (0, True)
+    assert choice.log == ["start 4", "warm full", "reset 4", "stop 4"] * 2
+
+
+def test_a_failed_warm_up_leaves_the_point_on_an_engine_not_warmed() -> None:
+    choice = FakeChoice()
+    pool = EnginePool()
+    with warm_lease(pool, choice, "hash-only", recording_warm_up(choice, cause="worker exited")) as got:
+        assert not got.warmed
+    pool.close()
+    assert choice.log == ["start 4", "warm hash-only", "reset 4", "stop 4"]
+
+
+def test_a_warm_up_that_kills_the_engine_gets_the_point_a_new_one() -> None:
+    choice = FakeChoice()
+    pool = EnginePool()
+    warm_up = recording_warm_up(choice, cause="engine died", kills=True)
+    with warm_lease(pool, choice, "hash-only", warm_up) as got:
+        assert got.engine is choice.opened[-1] and got.engine.alive() and not got.warmed
+    pool.close()
+    assert choice.log == ["start 4", "warm hash-only", "stop 4", "start 4", "stop 4"]
+
+
+def test_an_engine_whose_reset_fails_is_replaced() -> None:
+    choice = FakeChoice()
+    pool = EnginePool()
+    with lease(pool, choice, 4.0):
+        pass
+
+    def broken_reset() -> None:
+        raise MmbenchError("vLLM answered POST /reset_mm_cache with 500")
+
+    choice.opened[-1].reset = broken_reset  # type: ignore[method-assign]
+    with lease(pool, choice, 4.0) as got:
+        assert got.reused == 0 and got.engine is choice.opened[-1]
+    pool.close()
+    assert choice.log == ["start 4", "stop 4", "start 4", "stop 4"]

@@ -2,9 +2,10 @@
 
 Needs the vLLM environment (`make vllm`; MMBENCH_VLLM_PYTHON names it, as make test-vllm sets it).
 Each vLLM takes ~40 s to start here, so the tier is a handful of points: one small point of every
-mode (each started, asked until ready, measured as a process tree and stopped; no process may be
-left after any test), each crash case of the compatibility matrix on a fresh engine, and the
-one-line errors of a bad model directory and of a vLLM that never becomes ready.
+mode at K = 1 and 2 on two reused engines (each started, asked until ready, warmed, reset between
+points, measured as a process tree and stopped; no process may be left after any test), each crash
+case of the compatibility matrix (a fresh engine each: the point kills it), and the one-line errors
+of a bad model directory and of a vLLM that never becomes ready.
 """
 
 from __future__ import annotations
@@ -49,58 +50,48 @@ def no_vllm_left() -> Iterator[None]:
     assert left == [], f"processes left behind: {[p.pid for p in left]}"
 
 
-def test_a_reused_vllm_serves_the_points_that_share_its_configuration(tmp_path: Path) -> None:
-    """--reuse-engine: one vLLM for full at K = 1, 2 and one for raw-file (its own asset directory),
-    reset between points; each point's counters are its own."""
-    grid = {**SMALL, "mode": ["full", "raw-file"], "rollouts": [1, 2]}
+def test_every_mode_on_two_reused_vllms_with_bytes_counted_on_vllms_side(tmp_path: Path) -> None:
+    """One small point of every mode at K = 1 and 2: one vLLM for the modes
+    that send media inline and one for raw-file (its own asset directory), each warmed for a mode
+    before that mode's first point and reset between points; each point's counters are its own."""
     started: list[str] = []
-    results = run_sweep(
-        Scenario("reuse", "two engines, two points each", grid), tmp_path / "out",
-        HarnessOptions(engine=Vllm()), reuse_engine=True, on_engine_start=started.append,
-    )  # fmt: skip
-    assert len(started) == 2
-    assert [(r.config.mode, r.config.rollouts, r.engine.reused) for r in results.points] == [
-        ("full", 1, 0), ("full", 2, 1), ("raw-file", 1, 0), ("raw-file", 2, 1),
-    ]  # fmt: skip
-    for r in results.points:
-        assert r.status == "ok" and r.traffic.wrong_results is None, r.cause
-        # counted from the point's start, not the engine's: what this point's client sent
-        assert r.engine.figures.bytes_received == r.traffic.bytes_shipped
-        assert r.engine.figures.status_counts == f"200:{r.traffic.requests}"
-        assert r.engine.figures.rss_baseline_bytes and r.engine.figures.peak_rss_bytes
-
-
-def test_one_point_of_every_mode_with_bytes_counted_on_vllms_side(tmp_path: Path) -> None:
-    scenario = Scenario("vllm-modes", "one small point per mode", {"mode": list(MODES), **SMALL})
-    results = run_sweep(scenario, tmp_path / "out", HarnessOptions(engine=Vllm()))
-    by_mode = {r.config.mode: r for r in results.points}
-    assert set(by_mode) == set(MODES)
-    for mode, r in by_mode.items():
-        assert r.status == "ok", (mode, r.cause)
-        assert r.engine.kind == VLLM and r.engine.version
+    grid = Scenario(
+        "vllm-modes", "every mode at K = 1, 2", {**SMALL, "mode": list(MODES), "rollouts": [1, 2]}
+    )
+    points = run_sweep(
+        grid, tmp_path / "out", HarnessOptions(engine=Vllm()), on_engine_start=started.append
+    ).points
+    assert len(started) == 2  # one per engine configuration: inline media, and raw-file's
+    by_point = {(r.config.mode, r.config.rollouts): r for r in points}
+    for (mode, k), r in by_point.items():
+        assert r.status == "ok", (mode, k, r.cause)
+        assert r.engine.kind == VLLM and r.engine.version and r.engine.warmed, (mode, k)
         assert r.engine.flags is not None and "--enable-scale-out" in r.engine.flags
-        assert r.traffic.bytes_shipped == r.engine.figures.bytes_received, (
-            mode
-        )  # what vLLM's API server received
+        # counted from the point's start, not the engine's: what this point's client sent, as vLLM's
+        # API server received it
+        assert r.traffic.bytes_shipped == r.engine.figures.bytes_received, (mode, k)
+        assert r.engine.figures.status_counts == f"200:{r.traffic.requests}", (mode, k)
         assert r.engine.figures.rss_baseline_bytes and r.engine.figures.peak_rss_bytes
-        assert (
-            r.engine.figures.peak_rss_bytes >= r.engine.figures.rss_baseline_bytes > 1 << 30
-        )  # ~4 GiB idle here
+        assert r.engine.figures.peak_rss_bytes >= r.engine.figures.rss_baseline_bytes > 1 << 30  # ~4 GiB idle
         # the tree was read: its API server, engine core and worker each have a peak of their own
         kinds = r.engine.figures.processes or {}
         assert all(kinds[k].peak_rss_bytes for k in ("api_server", "engine_core", "worker")), kinds
         assert r.engine.figures.cpu_s is not None and r.engine.figures.cpu_s > 0
-        assert r.engine.figures.status_counts == "200:2", (mode, r.engine.figures.status_counts)
         assert r.traffic.wrong_results is None  # vLLM returns no checksums: unknown, never 0
-    assert by_mode["hash-only"].traffic.null_items_sent == 1 and by_mode["hash-only"].traffic.fallbacks == 0
-    # vLLM's cache counters count the requests it preprocesses (raw media), not `features`
-    assert (
-        by_mode["raw"].engine.figures.mm_cache_queries == 3 and by_mode["raw"].engine.figures.cache_hits == 1
-    )
-    assert by_mode["full"].engine.figures.mm_cache_queries == 0
+    # each engine counts the points it served before each one: 10 on the first, 2 on raw-file's
+    served = sorted(r.engine.reused or 0 for r in points if r.config.mode != "raw-file")
+    assert served == list(range(10))
+    assert sorted(r.engine.reused or 0 for r in points if r.config.mode == "raw-file") == [0, 1]
+    hash_only = by_point[("hash-only", 1)]
+    assert hash_only.traffic.null_items_sent == 1 and hash_only.traffic.fallbacks == 0
+    # vLLM's cache counters count the requests it preprocesses (raw media), not `features`; the
+    # warm-up's are not the point's (reset, and counted from the point's start)
+    raw = by_point[("raw", 1)].engine.figures
+    assert raw.mm_cache_queries == 3 and raw.cache_hits == 1
+    assert by_point[("full", 1)].engine.figures.mm_cache_queries == 0
 
 
-def test_each_crash_case_of_the_matrix_on_a_fresh_engine(tmp_path: Path) -> None:
+def test_each_crash_case_of_the_compat_matrix(tmp_path: Path) -> None:
     setups = choose_setups(["vllm-cache-0", "vllm-shm", "vllm-api-servers-2"])
     result = run_compat(tmp_path / "compat", setups, ("hash-only",), Vllm())
     verdicts = {c.setup: c for c in result.cells}
