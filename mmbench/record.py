@@ -131,17 +131,22 @@ class ProcessFigures:
     """One kind of process of a real engine (api_server, engine_core, worker), summed over its
     processes: RSS once ready and at the end, VmHWM during the point, CPU seconds in between."""
 
-    baseline_rss_bytes: int | None = None
+    baseline_rss_bytes: int | None = None  # the engine's, warm and idle (EngineFigures says which)
     rss_bytes: int | None = None
     peak_rss_bytes: int | None = None
     cpu_s: float | None = None
+    start_rss_bytes: int | None = None  # at the point's start (a reused engine: after earlier points)
 
 
 @dataclass(frozen=True, slots=True)
 class EngineFigures:
     """What one engine measured during the point (its counters count from the point's start)."""
 
-    rss_baseline_bytes: int | None = None  # once ready, before the worker starts
+    # What "above its baseline" is measured from: the engine once ready, before the point's worker
+    # starts. A real engine mmbench starts: once ready, warmed and reset, before its first point, so
+    # that a reused engine's figures mean what a fresh one's do (mmbench.measure.engine_pool).
+    rss_baseline_bytes: int | None = None
+    rss_start_bytes: int | None = None  # at the point's start (a reused engine: after earlier points)
     rss_bytes: int | None = None  # at the end
     rss_trimmed_bytes: int | None = None  # at the end after gc + malloc_trim
     peak_rss_bytes: int | None = None  # VmHWM (or the timeline's peak) during the point

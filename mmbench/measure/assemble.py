@@ -60,31 +60,41 @@ def _status_text(counts: dict[str, int] | None) -> str | None:
     return ",".join(f"{status}:{n}" for status, n in sorted(counts.items()))
 
 
-def _process_kinds(ready: EngineStats, final: EngineStats) -> dict[str, ProcessFigures] | None:
-    """A real vLLM's tree per process kind: RSS once ready and at the end, VmHWM during the point,
-    CPU seconds in between (None: an engine that does not report its processes)."""
+def _process_kinds(
+    ready: EngineStats, final: EngineStats, base: EngineStats
+) -> dict[str, ProcessFigures] | None:
+    """A real vLLM's tree per process kind: RSS at its baseline (`base`), at the point's start
+    (`ready`) and at the end, VmHWM during the point, CPU seconds in between (None: an engine that
+    does not report its processes)."""
     if not ready.kinds or not final.kinds:
         return None
     out = {}
     for kind, now in sorted(final.kinds.items()):
-        before = ready.kinds.get(kind)
+        before, baseline = ready.kinds.get(kind), (base.kinds or {}).get(kind)
         out[kind] = ProcessFigures(
-            baseline_rss_bytes=before.rss_bytes if before else None, rss_bytes=now.rss_bytes,
+            baseline_rss_bytes=baseline.rss_bytes if baseline else None, rss_bytes=now.rss_bytes,
             peak_rss_bytes=(final.peaks or {}).get(kind), cpu_s=now.cpu_s - (before.cpu_s if before else 0.0),
+            start_rss_bytes=before.rss_bytes if before else None,
         )  # fmt: skip
     return out
 
 
-def engine_figures(final: EngineStats | None, ready: EngineStats | None, peak: int | None) -> EngineFigures:
+def engine_figures(
+    final: EngineStats | None, ready: EngineStats | None, peak: int | None, base: EngineStats | None = None
+) -> EngineFigures:
     """The engine's figures: its stats at the end of the point (`final`, counters already counted
-    from `ready`; trimmed, with the RSS before the trim), its RSS once ready and its peak during
-    the point."""
-    baseline = ready.rss_bytes if ready is not None else None
-    if final is None or ready is None:
-        return EngineFigures(rss_baseline_bytes=baseline, peak_rss_bytes=peak)
+    from `ready`, its stats at the point's start; trimmed, with the RSS before the trim), its
+    baseline (`base`: a reused engine's once warm, before its first point; else `ready`) and its
+    peak during the point."""
+    base = base if base is not None else ready
+    baseline = base.rss_bytes if base is not None else None
+    start = ready.rss_bytes if ready is not None else None
+    if final is None or ready is None or base is None:
+        return EngineFigures(rss_baseline_bytes=baseline, rss_start_bytes=start, peak_rss_bytes=peak)
     untrimmed = final.rss_untrimmed_bytes
     return EngineFigures(
         rss_baseline_bytes=baseline,
+        rss_start_bytes=start,
         rss_bytes=untrimmed if untrimmed is not None else final.rss_bytes,
         rss_trimmed_bytes=final.rss_bytes,
         peak_rss_bytes=peak,
@@ -101,7 +111,7 @@ def engine_figures(final: EngineStats | None, ready: EngineStats | None, peak: i
         injected_errors=final.injected_errors,
         injected_evictions=final.injected_evictions,
         cpu_s=final.cpu_s,
-        processes=_process_kinds(ready, final),
+        processes=_process_kinds(ready, final, base),
     )
 
 

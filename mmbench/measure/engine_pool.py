@@ -16,7 +16,17 @@ Every point's engine is in the same state when its baseline is read, whichever e
   geometry, run by the harness: `WarmUp`), fresh engines included;
 - **reset:** its caches emptied, idle, every process collected and trimmed
   (mmbench.world.engine.vllm.server.VllmEngine.reset), after a warm-up and between two points;
-- then the harness reads its baseline and resets its peaks.
+- then the harness reads its RSS at the point's start and resets its peaks.
+
+Its memory figures are measured above one baseline per engine: its RSS once started, warmed for
+its first mode and reset, before its first point (`Lease.baseline`; per process kind too). A
+fresh engine's baseline is the same reading. Above each point's own start instead, a reused engine
+showed far less than a fresh one (hash-only K=1: the engine core +36 MiB against +102, the worker
++21 against +100): the state its first points built (vLLM's buffers grow with the load it has
+served and stay, and the reset's trim cannot give back memory still in use) is in a reused
+engine's start, and a fresh engine builds it during the point. Above the engine's warm baseline,
+both count it. So that a point does not count state only a larger earlier load built, a sweep
+serves each engine's points in ascending load (mmbench.sweep.loop).
 
 An engine found dead, whose reset fails, or that a point's failure leaves in doubt, is stopped and
 the next point gets a fresh one. The pool stops its engine when the sweep ends, also on failure
@@ -40,6 +50,7 @@ from pathlib import Path
 from mmbench.config import PointConfig
 from mmbench.errors import MmbenchError
 from mmbench.measure.engines import EngineHandle, ReusableHandle, Vllm
+from mmbench.world.engine.stats import EngineStats
 
 # Told of every engine the pool starts: its description (for a sweep's progress).
 OnEngineStart = Callable[[str], None]
@@ -64,6 +75,7 @@ class Lease:
     reused: int
     setup_s: float  # what getting it ready took: a start, a warm-up, a reset
     warmed: bool = False  # it had served this point's mode before the baseline (see the module)
+    baseline: EngineStats | None = None  # the engine once warm and reset, before its first point
     keep: bool = True  # False: the point left the engine in doubt; the pool stops it
 
 
@@ -76,6 +88,7 @@ class EnginePool:
         self._dir: tempfile.TemporaryDirectory[str] | None = None
         self._served = 0
         self._warm: set[Hashable] = set()
+        self._baseline: EngineStats | None = None
         self.starts = 0  # engines started, over the pool's life
         self.start_s = 0.0  # and the seconds they took
 
@@ -100,7 +113,9 @@ class EnginePool:
                 self.close()
                 raise
         warmed = wanted in self._warm
-        lease = Lease(self._engine, self._assets, self._served, time.monotonic() - t0, warmed)
+        if self._baseline is None:  # once per engine: started, warmed for its first mode, reset
+            self._baseline = self._engine.stats()
+        lease = Lease(self._engine, self._assets, self._served, time.monotonic() - t0, warmed, self._baseline)
         try:
             yield lease
         except BaseException:
@@ -159,7 +174,7 @@ class EnginePool:
             raise
         self.starts += 1
         self.start_s += time.monotonic() - t0
-        self._engine, self._key, self._served, self._warm = engine, key, 0, set()
+        self._engine, self._key, self._served, self._warm, self._baseline = engine, key, 0, set(), None
 
     def _clear_assets(self) -> None:
         """The next point's client writes its own images: none of the last point's stay."""

@@ -369,7 +369,7 @@ def _measure_point(
         served_by, reused=lease.reused if opts.engine.started else None, flags=engine.flags,
         warmed=lease.warmed if isinstance(opts.engine, Vllm) else None,
         failure=engine_failure if worker is None else None,
-        figures=engine_figures(engine_stats, ready, engine_peak(timeline, engine_hwm)),
+        figures=engine_figures(engine_stats, ready, engine_peak(timeline, engine_hwm), lease.baseline),
     )  # fmt: skip
     if worker is None:
         return point_record(

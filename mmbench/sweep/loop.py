@@ -113,13 +113,20 @@ def run_sweep(
 
 
 def _by_engine(todo: list[PlannedPoint], engine: Vllm) -> list[PlannedPoint]:
-    """The points grouped by the engine they need, in plan order within a group and by first
-    appearance across groups: each engine configuration is then started once."""
+    """The points grouped by the engine they need, by first appearance across groups, so that each
+    engine configuration is started once; within a group in ascending load (rollouts x turns x
+    images), then plan order: an engine keeps state that the largest load it served built, so a
+    point never follows a larger one on the same engine (mmbench.measure.engine_pool)."""
     first: dict[Hashable, int] = {}
     keys = [engine.key(p.config, facts_of(p.config).mode.media == "file") for p in todo]
     for i, key in enumerate(keys):
         first.setdefault(key, i)
-    return [p for _, p in sorted(zip(keys, todo, strict=True), key=lambda kp: first[kp[0]])]
+
+    def order(i: int) -> tuple[int, int, int]:
+        c = todo[i].config
+        return first[keys[i]], c.rollouts * c.turns * c.images_per_turn, i
+
+    return [todo[i] for i in sorted(range(len(todo)), key=order)]
 
 
 def _ordered(scenario: Scenario, by_key: dict[tuple[object, ...], PointRecord]) -> list[PointRecord]:

@@ -16,7 +16,7 @@ from mmbench.measure.engine_pool import EnginePool
 
 class FakeEngine:
     def __init__(self, log: list[str], name: str) -> None:
-        self.log, self.name, self.alive_now = log, name, True
+        self.log, self.name, self.alive_now, self.readings = log, name, True, 0
 
     def __enter__(self) -> FakeEngine:
         self.log.append(f"start {self.name}")
@@ -30,6 +30,10 @@ class FakeEngine:
 
     def alive(self) -> bool:
         return self.alive_now
+
+    def stats(self) -> Any:
+        self.readings += 1
+        return ("stats of", self.name, self.readings)
 
 
 class FakeChoice:
@@ -188,3 +192,18 @@ def test_an_engine_whose_reset_fails_is_replaced() -> None:
         assert got.reused == 0 and got.engine is choice.opened[-1]
     pool.close()
     assert choice.log == ["start 4", "stop 4", "start 4", "stop 4"]
+
+
+def test_an_engine_has_one_baseline_read_once_warm_before_its_first_point() -> None:
+    choice = FakeChoice()
+    pool = EnginePool()
+    warm_up = recording_warm_up(choice)
+    baselines = []
+    for mode in ("full", "raw", "full"):
+        with warm_lease(pool, choice, mode, warm_up) as got:
+            baselines.append(got.baseline)
+    with warm_lease(pool, choice, "full", warm_up, gb=1.0) as got:  # another engine, its own baseline
+        baselines.append(got.baseline)
+    pool.close()
+    assert baselines == [("stats of", "4", 1)] * 3 + [("stats of", "1", 1)]
+    assert choice.log[:3] == ["start 4", "warm full", "reset 4"]  # read after these
