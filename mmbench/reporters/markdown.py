@@ -176,7 +176,8 @@ def system_note(report: Report) -> str:
     return (
         "Both sides of each mode's trade at the largest K measured (median of the repeats): client "
         "retained live and raw and its peak (VmHWM) above its baseline; engine RSS above its baseline "
-        "(once ready, before the worker started) and what its mm cache holds; system total = client "
+        "(once ready, before the worker started; a real engine: once warm, before its first point) "
+        "and what its mm cache holds; system total = client "
         f"retained ({report.metric}) + engine above baseline, and vs full: full's total / this mode's; "
         "bytes shipped per rollout over every K; CPU seconds (user + system) of the client during the "
         "rollouts and of the engine while the worker ran, per rollout; p95 of the request latency the "
