@@ -23,6 +23,7 @@ from typing import Any
 
 from mmbench.config import PointConfig
 from mmbench.errors import MmbenchError
+from mmbench.measure.engine_pool import engine_pool
 from mmbench.measure.engines import VLLM, Embedded, Vllm
 from mmbench.measure.harness import HarnessOptions
 from mmbench.results import PointRecord
@@ -149,8 +150,9 @@ def run_compat(
             on_engine(engine)
         scenario = scenario_for(setups, modes, engine)
         where = out_dir / engine if out_dir is not None else None
-        options = HarnessOptions(engine=served_by, warm_engine=False)
-        records += run_sweep(scenario, where, options, on_start, on_done).points
+        with engine_pool(share_modes=True) as pool:  # what works, not what memory it takes
+            options = HarnessOptions(engine=served_by, warm_engine=False, engine_pool=pool)
+            records += run_sweep(scenario, where, options, on_start, on_done).points
     cells, versions = [], {}
     for record in records:
         name = setup_of(record, setups)

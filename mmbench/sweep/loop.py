@@ -19,7 +19,7 @@ from mmbench.backends import check_runnable
 from mmbench.config import PointConfig
 from mmbench.errors import MmbenchError
 from mmbench.facts import facts_of
-from mmbench.measure.engine_pool import OnEngineStart, engine_pool
+from mmbench.measure.engine_pool import EnginePool, OnEngineStart, engine_pool
 from mmbench.measure.engines import Vllm
 from mmbench.measure.environment import environment
 from mmbench.measure.harness import HarnessOptions, measure_point
@@ -112,13 +112,13 @@ def run_sweep(
         return _run(scenario, out_dir, opts, on_start, on_done, finished or [], runner, on_begin)
 
 
-def _by_engine(todo: list[PlannedPoint], engine: Vllm) -> list[PlannedPoint]:
+def _by_engine(todo: list[PlannedPoint], engine: Vllm, pool: EnginePool) -> list[PlannedPoint]:
     """The points grouped by the engine they need, by first appearance across groups, so that each
     engine configuration is started once; within a group in ascending load (rollouts x turns x
     images), then plan order: an engine keeps state that the largest load it served built, so a
     point never follows a larger one on the same engine (mmbench.measure.engine_pool)."""
     first: dict[Hashable, int] = {}
-    keys = [engine.key(p.config, facts_of(p.config).mode.media == "file") for p in todo]
+    keys = [pool.key(engine, p.config, facts_of(p.config).mode.media == "file") for p in todo]
     for i, key in enumerate(keys):
         first.setdefault(key, i)
 
@@ -167,7 +167,7 @@ def _run(
     records: dict[tuple[object, ...], PointRecord] = {r.key(): r for r in finished}
     todo = [p for p in planned if p.key not in records]
     if options.engine_pool is not None and not options.engine_pool.fresh and isinstance(options.engine, Vllm):
-        todo = _by_engine(todo, options.engine)
+        todo = _by_engine(todo, options.engine, options.engine_pool)
     # Every point fits the engine: checked here, once for the sweep before the first point runs (an
     # external engine probed, vLLM's environment found), and not again per point by the harness.
     options.engine.check([p.config for p in todo])

@@ -133,7 +133,7 @@ def recording_warm_up(choice: FakeChoice, cause: str | None = None, kills: bool 
 
 def test_an_engine_is_warmed_once_per_mode_then_reset_before_the_baseline() -> None:
     choice = FakeChoice()
-    pool = EnginePool()
+    pool = EnginePool(share_modes=True)  # an engine for every mode: warmed for each
     warm_up = recording_warm_up(choice)
     seen = []
     for mode in ("full", "full", "raw", "full"):
@@ -207,3 +207,14 @@ def test_an_engine_has_one_baseline_read_once_warm_before_its_first_point() -> N
     pool.close()
     assert baselines == [("stats of", "4", 1)] * 3 + [("stats of", "1", 1)]
     assert choice.log[:3] == ["start 4", "warm full", "reset 4"]  # read after these
+
+
+def test_an_engine_serves_one_mode_unless_the_pool_shares_it_between_modes() -> None:
+    for share, starts in ((False, ["start 4", "start 4"]), (True, ["start 4"])):
+        choice = FakeChoice()
+        pool = EnginePool(share_modes=share)
+        for mode in ("full", "full", "raw", "raw"):
+            with pool.lease(choice, PointConfig(mode=mode), False):  # type: ignore[arg-type]
+                pass
+        pool.close()
+        assert [e for e in choice.log if e.startswith("start")] == starts, share

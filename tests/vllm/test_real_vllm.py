@@ -50,10 +50,10 @@ def no_vllm_left() -> Iterator[None]:
     assert left == [], f"processes left behind: {[p.pid for p in left]}"
 
 
-def test_every_mode_on_two_reused_vllms_with_bytes_counted_on_vllms_side(tmp_path: Path) -> None:
-    """One small point of every mode at K = 1 and 2: one vLLM for the modes
-    that send media inline and one for raw-file (its own asset directory), each warmed for a mode
-    before that mode's first point and reset between points; each point's counters are its own."""
+def test_every_mode_on_a_reused_vllm_of_its_own_with_bytes_counted_on_vllms_side(tmp_path: Path) -> None:
+    """One small point of every mode at K = 1 and 2: one vLLM per mode (raw-file's with its asset
+    directory), warmed before its first point and reset between points; each point's counters are
+    its own, and its memory is measured above the engine's one warm baseline."""
     started: list[str] = []
     grid = Scenario(
         "vllm-modes", "every mode at K = 1, 2", {**SMALL, "mode": list(MODES), "rollouts": [1, 2]}
@@ -61,7 +61,7 @@ def test_every_mode_on_two_reused_vllms_with_bytes_counted_on_vllms_side(tmp_pat
     points = run_sweep(
         grid, tmp_path / "out", HarnessOptions(engine=Vllm()), on_engine_start=started.append
     ).points
-    assert len(started) == 2  # one per engine configuration: inline media, and raw-file's
+    assert len(started) == len(MODES)  # one per engine configuration and mode
     by_point = {(r.config.mode, r.config.rollouts): r for r in points}
     for (mode, k), r in by_point.items():
         assert r.status == "ok", (mode, k, r.cause)
@@ -78,10 +78,13 @@ def test_every_mode_on_two_reused_vllms_with_bytes_counted_on_vllms_side(tmp_pat
         assert all(kinds[k].peak_rss_bytes for k in ("api_server", "engine_core", "worker")), kinds
         assert r.engine.figures.cpu_s is not None and r.engine.figures.cpu_s > 0
         assert r.traffic.wrong_results is None  # vLLM returns no checksums: unknown, never 0
-    # each engine counts the points it served before each one: 10 on the first, 2 on raw-file's
-    served = sorted(r.engine.reused or 0 for r in points if r.config.mode != "raw-file")
-    assert served == list(range(10))
-    assert sorted(r.engine.reused or 0 for r in points if r.config.mode == "raw-file") == [0, 1]
+    # each engine counts the points it served before each one, in ascending load: K = 1, then 2;
+    # the second point's baseline is its engine's, read before the first
+    for mode in MODES:
+        first, second = by_point[(mode, 1)], by_point[(mode, 2)]
+        assert (first.engine.reused, second.engine.reused) == (0, 1), mode
+        assert first.engine.figures.rss_baseline_bytes == second.engine.figures.rss_baseline_bytes, mode
+        assert second.engine.figures.rss_start_bytes is not None, mode
     hash_only = by_point[("hash-only", 1)]
     assert hash_only.traffic.null_items_sent == 1 and hash_only.traffic.fallbacks == 0
     # vLLM's cache counters count the requests it preprocesses (raw media), not `features`; the
