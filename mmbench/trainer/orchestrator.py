@@ -17,10 +17,10 @@ import msgspec
 import numpy as np
 
 from mmbench.launch.lifecycle import set_process_name
-from mmbench.measure import probes
 from mmbench.trainer.packing import PIXELS, Deriver, SampleBuilder, deal, first_fit, payload_of, rank_batch
 from mmbench.trainer.traces import read_traces
 from mmbench.trainer.wire import OrchestratorJob, OrchestratorResult, RankBatch
+from mmbench.world import procmem
 from mmbench.world.geometry import get_geometry
 from mmbench.world.images import SourceSpec, make_source
 
@@ -64,13 +64,13 @@ def warm_up(job: OrchestratorJob) -> None:
 def run(job: OrchestratorJob) -> OrchestratorResult:
     warm_up(job)
     gc.collect()
-    probes.malloc_trim()
-    baseline = probes.rss_bytes()
+    procmem.malloc_trim()
+    baseline = procmem.rss_bytes()
     traces_path = Path(job.traces)
     traces = read_traces(traces_path)
     gc.collect()
-    held = probes.rss_bytes() - baseline
-    probes.reset_peak()
+    held = procmem.rss_bytes() - baseline
+    procmem.reset_peak()
     cpu0 = cpu_s()
     derive = Deriver(get_geometry(job.model), job.dtype)
     payload = payload_of(job.mode, job.rederive_at)
@@ -101,8 +101,8 @@ def run(job: OrchestratorJob) -> OrchestratorResult:
         encode_s += enc
         ship_s += wrote
     cpu = cpu_s() - cpu0
-    hwm = probes.hwm_bytes()
-    peak = (hwm if hwm is not None else probes.rss_bytes()) - baseline
+    hwm = procmem.hwm_bytes()
+    peak = (hwm if hwm is not None else procmem.rss_bytes()) - baseline
 
     images = sum(len(t.images) for t in traces)
     unique = len({im.mm_hash for t in traces for im in t.images})
@@ -110,9 +110,9 @@ def run(job: OrchestratorJob) -> OrchestratorResult:
     micro_batches = len(bins)
     del samples, bins, per_rank, batches, builder
     gc.collect()
-    retained = probes.rss_bytes() - baseline
-    probes.malloc_trim()
-    retained_trimmed = probes.rss_bytes() - baseline
+    retained = procmem.rss_bytes() - baseline
+    procmem.malloc_trim()
+    retained_trimmed = procmem.rss_bytes() - baseline
     return OrchestratorResult(
         samples=len(traces), micro_batches=micro_batches, images=images, unique_images=unique,
         pixel_bytes=pixel_bytes if payload == PIXELS else 0, ref_bytes=ref_bytes, bytes_per_rank=sizes,

@@ -24,7 +24,6 @@ import msgspec
 import numpy as np
 
 from mmbench.launch.lifecycle import set_process_name
-from mmbench.measure import probes
 from mmbench.trainer.wire import (
     EncodedTensor,
     MicroBatch,
@@ -34,6 +33,7 @@ from mmbench.trainer.wire import (
     TrainerJob,
     UniqueImage,
 )
+from mmbench.world import procmem
 from mmbench.world.codec import pixel_checksum
 from mmbench.world.geometry import Geometry, get_geometry
 from mmbench.world.images import SourceSpec, make_source
@@ -158,9 +158,9 @@ def run(job: TrainerJob) -> RankResult:
     forward = Forward()
     warm_up(job, forward)
     gc.collect()
-    probes.malloc_trim()
-    baseline = probes.rss_bytes()
-    probes.reset_peak()
+    procmem.malloc_trim()
+    baseline = procmem.rss_bytes()
+    procmem.reset_peak()
     cpu0 = time.process_time()
     raw = Path(job.batch).read_bytes()
     received = len(raw)
@@ -194,8 +194,8 @@ def run(job: TrainerJob) -> RankResult:
             use(images)
             del images
     cpu = time.process_time() - cpu0
-    hwm = probes.hwm_bytes()
-    peak = (hwm if hwm is not None else probes.rss_bytes()) - baseline
+    hwm = procmem.hwm_bytes()
+    peak = (hwm if hwm is not None else procmem.rss_bytes()) - baseline
     return RankResult(
         rank=job.rank, policy=job.policy, bytes_received=received, micro_batches=len(batch.micro_batches),
         images=len(checksums), baseline_rss_bytes=baseline, peak_bytes=peak, held_pixel_bytes=held_max,
