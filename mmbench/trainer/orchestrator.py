@@ -64,6 +64,7 @@ def warm_up(job: OrchestratorJob) -> None:
 def run(job: OrchestratorJob) -> OrchestratorResult:
     warm_up(job)
     gc.collect()
+    gc.freeze()  # what is alive now (modules, the warm-up's state) is out of the collector's way
     procmem.malloc_trim()
     baseline = procmem.rss_bytes()
     traces_path = Path(job.traces)

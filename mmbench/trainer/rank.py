@@ -158,6 +158,7 @@ def run(job: TrainerJob) -> RankResult:
     forward = Forward()
     warm_up(job, forward)
     gc.collect()
+    gc.freeze()  # what is alive now (modules, the warm-up's state) is out of the collector's way
     procmem.malloc_trim()
     baseline = procmem.rss_bytes()
     procmem.reset_peak()

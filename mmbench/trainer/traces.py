@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -70,22 +70,26 @@ def trace_of(t: Trajectory, config: PointConfig) -> Trace:
     return Trace(t.rollout, t.rollout // config.group_size, tokens, images)
 
 
-def write_traces(trajectories: list[Trajectory], config: PointConfig, path: Path) -> int:
-    """The completed trajectories to `path`, one trace at a time; returns the bytes written."""
+def write_records(traces: Iterable[Trace], path: Path) -> int:
+    """Traces to `path` as they come, one encoded at a time; returns the bytes written."""
     encoder = msgspec.msgpack.Encoder()
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     written = 0
     with open(tmp, "wb") as f:
-        for t in trajectories:
-            if t.counters.failed or not t.steps:
-                continue
-            payload = encoder.encode(trace_of(t, config))
+        for trace in traces:
+            payload = encoder.encode(trace)
             f.write(_LEN.pack(len(payload)))
             f.write(payload)
             written += _LEN.size + len(payload)
             del payload
     os.replace(tmp, path)
     return written
+
+
+def write_traces(trajectories: list[Trajectory], config: PointConfig, path: Path) -> int:
+    """The completed trajectories to `path` (a failed rollout trains on nothing)."""
+    done = (t for t in trajectories if not t.counters.failed and t.steps)
+    return write_records((trace_of(t, config) for t in done), path)
 
 
 def _records(f: BinaryIO) -> Iterator[bytes]:
