@@ -39,10 +39,12 @@ from matplotlib.typing import RcKeyType
 
 from mmbench.analysis.fits import Stat, group, mode_fits
 from mmbench.analysis.ledger import CacheTradeoff, cache_tradeoffs, ledger
+from mmbench.analysis.system import SystemRow, system_rows
 from mmbench.config import field_names
 from mmbench.errors import MmbenchError
 from mmbench.measure.machines import machines, machines_differ, split_key
 from mmbench.measure.timeline import load_timeline
+from mmbench.reporters.system_plot import draw_system
 from mmbench.results import PointRecord, ResultsFile
 from mmbench.transports.registry import MODES
 from mmbench.units import GIB, MIB
@@ -173,10 +175,12 @@ class PlotData:
     tradeoff: CacheTradeoff | None = None  # the first, where the results vary engine_cache_gb
     tradeoff_note: str | None = None  # when there are others, not drawn
     costs: tuple[ModeCost, ...] = ()
+    system: tuple[SystemRow, ...] = ()  # points that ran the trainer stage (every combination)
 
     @property
     def empty(self) -> bool:
-        return not (self.retained or self.shipped or self.per_turn or self.peak or self.tradeoff)
+        drawn = (self.retained, self.shipped, self.per_turn, self.peak, self.tradeoff, self.system)
+        return not any(drawn)
 
 
 def mode_colours(modes: Sequence[str]) -> dict[str, str]:
@@ -426,6 +430,7 @@ def plot_data(results: ResultsFile, results_dir: Path | None = None) -> PlotData
         tradeoff=tradeoff,
         tradeoff_note=tradeoff_note,
         costs=_costs(records, modes),
+        system=tuple(system_rows(results.points)),
     )
 
 
@@ -727,6 +732,14 @@ def _draw_costs(data: PlotData, colours: dict[str, str]) -> Figure | None:
     return fig
 
 
+def _draw_system(data: PlotData, colours: dict[str, str]) -> Figure | None:
+    """The whole system per point: env worker, engine, orchestrator and trainer ranks (issue 31)."""
+    if not data.system:
+        return None
+    fig, axes = _figure(data, "The whole system: each stage after the rollout", ncols=3, sharey=True)
+    return draw_system(list(data.system), fig, list(axes))
+
+
 FIGURES: tuple[tuple[str, Callable[[PlotData, dict[str, str]], Figure | None]], ...] = (
     ("retained-vs-k", _draw_retained),
     ("shipped-per-rollout", _draw_shipped),
@@ -735,6 +748,7 @@ FIGURES: tuple[tuple[str, Callable[[PlotData, dict[str, str]], Figure | None]], 
     ("memory-timeline", _draw_timeline),
     ("engine-cache", _draw_tradeoff),
     ("modes", _draw_costs),
+    ("system", _draw_system),
 )
 
 
