@@ -50,13 +50,7 @@ def test_a_row_per_point_that_ran_the_stage_with_the_whole_systems_peak() -> Non
     rows = system_rows([record(), record(trainer="off")])
     assert len(rows) == 1
     row = rows[0]
-    assert [s.stage for s in row.stages] == [
-        "env worker",
-        "engine",
-        "orchestrator",
-        "trainer eager",
-        "trainer lazy",
-    ]
+    assert tuple(s.stage for s in row.stages) == STAGES
     assert row.stage("engine").peak_bytes == 300 * MIB  # type: ignore[union-attr]
     # env worker + engine + orchestrator + both ranks
     assert row.system_peak_bytes("eager") == (300 + 300 + 50 + 350) * MIB
