@@ -5,6 +5,7 @@ every mode a planted one-pixel difference is caught), packing, dedup, the model,
 from __future__ import annotations
 
 import hashlib
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -192,3 +193,20 @@ def test_group_members_share_their_first_turns_images_only() -> None:
 def test_the_stage_knobs_are_checked(fields: dict[str, object], message: str) -> None:
     with pytest.raises(MmbenchError, match=message):
         PointConfig(**fields)  # type: ignore[arg-type]
+
+
+def test_the_asset_store_takes_one_image_from_many_threads_at_once(tmp_path: Path) -> None:
+    """A group's rollouts put the same first image at the same time (raw-file, G > 1)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    image = b"\x89PNG" + bytes(1 << 20)
+    store = AssetStore(tmp_path)
+    start = threading.Barrier(8)
+
+    def put(_: int) -> str:
+        start.wait()  # all at once
+        return store.put(image, "png")
+
+    with ThreadPoolExecutor(8) as pool:
+        urls = set(pool.map(put, range(8)))
+    assert len(urls) == 1 and store.bytes_written == len(image)
