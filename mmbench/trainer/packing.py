@@ -111,8 +111,9 @@ class SampleBuilder:
             for im in t.images:
                 if im.pixels is not None:
                     self.held.setdefault(im.mm_hash, im)
-        self.derived: dict[str, np.ndarray] = {}  # dedup: derived once per distinct image
-        self.unique: dict[str, UniqueImage] = {}  # dedup: each distinct image's payload, made once
+        # dedup: each distinct image's payload, made (and its pixels derived) once; the derived array
+        # itself is not kept beside its encoded bytes
+        self.unique: dict[str, UniqueImage] = {}
 
     def _pixels(self, im: TraceImage) -> np.ndarray:
         held = im if im.pixels is not None else self.held.get(im.mm_hash)
@@ -120,10 +121,6 @@ class SampleBuilder:
             return np.frombuffer(held.pixels, dtype=self.np_dtype).reshape(held.shape)  # no copy
         if im.source is None:
             raise ValueError(f"image {im.mm_hash} has neither pixels nor a source to derive them from")
-        if self.dedup:
-            if im.mm_hash not in self.derived:
-                self.derived[im.mm_hash] = self.derive(im.source, im.grid)
-            return self.derived[im.mm_hash]
         return self.derive(im.source, im.grid)
 
     def _ref(self, im: TraceImage) -> MMImageRef:
