@@ -44,7 +44,7 @@ from mmbench.config import field_names
 from mmbench.errors import MmbenchError
 from mmbench.measure.machines import machines, machines_differ, split_key
 from mmbench.measure.timeline import load_timeline
-from mmbench.reporters.system_plot import draw_system
+from mmbench.reporters.system_plot import STAGE_COLOURS, draw_system
 from mmbench.results import PointRecord, ResultsFile
 from mmbench.transports.registry import MODES
 from mmbench.units import GIB, MIB
@@ -737,7 +737,11 @@ def _draw_system(data: PlotData, colours: dict[str, str]) -> Figure | None:
     if not data.system:
         return None
     fig, axes = _figure(data, "The whole system: each stage after the rollout", ncols=3, sharey=True)
-    return draw_system(list(data.system), fig, list(axes))
+    draw_system(list(data.system), list(axes))
+    keys: list[Any] = [matplotlib.patches.Patch(facecolor=c, label=s) for s, c in STAGE_COLOURS.items()]
+    keys.append(Line2D([], [], marker="x", color="black", linestyle="", label="predicted"))
+    fig.legend(handles=keys, loc="outside lower center", ncols=len(keys))
+    return fig
 
 
 FIGURES: tuple[tuple[str, Callable[[PlotData, dict[str, str]], Figure | None]], ...] = (

@@ -1,15 +1,12 @@
 """The whole-system figure of the trainer stage (issue 31): per point, each stage's peak memory,
 CPU seconds and the bytes it sends on, stacked by stage, with the model's prediction marked.
-Drawn by mmbench.reporters.plot (which owns matplotlib's set-up) from mmbench.analysis.system rows.
+Drawn on the axes mmbench.reporters.plot makes (the one module that imports matplotlib) from
+mmbench.analysis.system rows.
 """
 
 from __future__ import annotations
 
-import matplotlib.patches
-from matplotlib.artist import Artist
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
+from typing import Any
 
 from mmbench.analysis.system import SystemRow
 from mmbench.units import GIB, MIB
@@ -37,10 +34,10 @@ def _parts(row: SystemRow, policy: str) -> list[tuple[str, float, float, float |
     return out
 
 
-def draw_system(rows: list[SystemRow], fig: Figure, axes: list[Axes]) -> Figure | None:
-    """Three panels on `axes`: memory (every process at its peak, eager ranks), CPU, bytes to ranks."""
-    if not rows:
-        return None
+def draw_system(rows: list[SystemRow], axes: list[Any]) -> None:
+    """Three panels on matplotlib `axes`: memory (every process at its peak, eager ranks where they
+    ran), CPU, bytes to the ranks; a black x marks the model's figure. The legend is the caller's
+    (STAGE_COLOURS)."""
     mem, cpu, wire = axes
     y = list(range(len(rows)))
     for i, row in enumerate(rows):
@@ -69,7 +66,3 @@ def draw_system(rows: list[SystemRow], fig: Figure, axes: list[Axes]) -> Figure 
         ax.set_xlim(left=0)
     mem.set_yticks(y, labels, fontsize=7)  # the panels share the axis: labelled once, on the left
     mem.invert_yaxis()
-    keys: list[Artist] = [matplotlib.patches.Patch(facecolor=c, label=s) for s, c in STAGE_COLOURS.items()]
-    keys.append(Line2D([], [], marker="x", color="black", linestyle="", label="predicted"))
-    fig.legend(handles=keys, loc="outside lower center", ncols=len(keys))
-    return fig
