@@ -94,6 +94,39 @@ def dedup_cells(plain: SystemRow, dedup: SystemRow) -> list[str]:
     ]  # fmt: skip
 
 
+COMPACT_COLUMNS = (
+    "point", "env worker", "engine", "orchestrator", "rank eager", "rank lazy", "system eager / lazy",
+    "CPU s client / engine / orch. / ranks", "to ranks",
+)  # fmt: skip
+
+
+def compact_cells(row: SystemRow) -> list[str]:
+    """The whole system on one line: each stage's peak (measured, and predicted in brackets)."""
+
+    def peak(name: str) -> str:
+        s = row.stage(name)
+        if s is None:
+            return "-"
+        return f"{fmt_bytes(s.peak_bytes)} ({fmt_bytes(s.predicted_peak_bytes)})"
+
+    def cpu(name: str) -> str:
+        s = row.stage(name)
+        return "-" if s is None or s.cpu_s is None else f"{s.cpu_s:.1f}"
+
+    system = " / ".join(fmt_bytes(row.system_peak_bytes(p)) for p in ("eager", "lazy"))
+    cpus = " / ".join(cpu(n) for n in ("env worker", "engine", "orchestrator", "trainer eager"))
+    o = row.record.trainer.orchestrator
+    return [
+        row.label, peak("env worker"), peak("engine"), peak("orchestrator"), peak("trainer eager"),
+        peak("trainer lazy"), system, cpus, fmt_bytes(o.bytes_shipped),
+    ]  # fmt: skip
+
+
+def compact_markdown(rows: list[SystemRow]) -> str:
+    """One line per point (docs/trainer.md): peaks measured (predicted), CPU, bytes to the ranks."""
+    return _md(COMPACT_COLUMNS, [compact_cells(r) for r in rows]) + "\n"
+
+
 def _rich(title: str, columns: tuple[str, ...], rows: list[list[str]], caption: str | None = None) -> Table:
     table = Table(title=title, header_style="bold", highlight=False, caption=caption, caption_justify="left")
     for i, name in enumerate(columns):
