@@ -14,6 +14,7 @@ engine-cache trade-off (the hash-only modes against engine_cache_gb, from every 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import statistics
 import tempfile
@@ -736,7 +737,9 @@ def _draw_system(data: PlotData, colours: dict[str, str]) -> Figure | None:
     """The whole system per point: env worker, engine, orchestrator and trainer ranks (issue 31)."""
     if not data.system:
         return None
-    fig, axes = _figure(data, "The whole system: each stage after the rollout", ncols=3, sharey=True)
+    # every combination is drawn here: the note naming the one the other figures draw does not apply
+    whole = dataclasses.replace(data, note=None)
+    fig, axes = _figure(whole, "The whole system: each stage after the rollout", ncols=3, sharey=True)
     draw_system(list(data.system), list(axes))
     keys: list[Any] = [matplotlib.patches.Patch(facecolor=c, label=s) for s, c in STAGE_COLOURS.items()]
     keys.append(Line2D([], [], marker="x", color="black", linestyle="", label="predicted"))
