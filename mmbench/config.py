@@ -21,6 +21,14 @@ DTYPES = ("float32", "bfloat16")
 # Who renders each turn: mmbench's simulation, or the real `renderers` library (mmbench[renderers]).
 RENDERERS = ("sim", "renderers")
 MAX_TURNS = 10_000
+# The stage after the rollouts (issue 31, mmbench.trainer): off, or the trainer ranks' materialization
+# policy: eager (the whole step's pixels up front: prime-rl main), lazy (per micro-batch: prime-rl
+# PR #3320), or both (each rank's batch materialized once per policy, in separate processes).
+TRAINER_POLICIES = ("off", "eager", "lazy", "both")
+REDERIVE_PLACES = ("orchestrator", "trainer")  # ephemeral modes: where pixels are derived again
+DEDUP_CHOICES = ("off", "on")
+# Fields added to schema 6 after files were written with it: a point that lacks one ran with its default.
+LATER_FIELDS = ("trainer", "rederive_at", "dp_ranks", "group_size", "dedup", "seq_len", "model_parallel")
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +67,14 @@ class PointConfig:
     tokenizer: str = ""  # renderers: a local Hugging Face tokenizer directory ("" = one built in code)
     # --- a real engine (issue 19): extra `vllm serve` flags, shell-quoted ("" = none; --engine vllm only)
     engine_args: str = ""
+    # --- after the rollout (issue 31): an orchestrator and one trainer stand-in per DP rank
+    trainer: str = "off"  # off, eager, lazy, both (see TRAINER_POLICIES)
+    rederive_at: str = "orchestrator"  # ephemeral modes: orchestrator (ships pixels) or trainer (refs)
+    dp_ranks: int = 2  # trainer data-parallel ranks, one process each
+    group_size: int = 1  # G rollouts of a group share their first turn's images (GRPO)
+    dedup: str = "off"  # on: the orchestrator ships each distinct image once per rank
+    seq_len: int = 0  # a micro-batch's token cap (first-fit packing); 0: the longest sample's length
+    model_parallel: int = 8  # TP x CP x EP ranks per DP rank: extrapolated, never run
 
     def __post_init__(self) -> None:
         validate(self)
@@ -158,6 +174,26 @@ def validate(c: PointConfig) -> None:
         raise MmbenchError(f"unknown dtype {c.dtype!r}; choose one of: {', '.join(DTYPES)}")
     _validate_renderer(c)
     engine_arg_list(c.engine_args)
+    _validate_trainer(c)
+
+
+def _validate_trainer(c: PointConfig) -> None:
+    for name, value, choices in (
+        ("trainer", c.trainer, TRAINER_POLICIES), ("rederive_at", c.rederive_at, REDERIVE_PLACES),
+        ("dedup", c.dedup, DEDUP_CHOICES),
+    ):  # fmt: skip
+        if value not in choices:
+            raise MmbenchError(f"unknown {name} {value!r}; choose one of: {', '.join(choices)}")
+    _at_least("dp_ranks", c.dp_ranks, 1, 64)
+    _at_least("group_size", c.group_size, 1, MAX_ROLLOUTS)
+    _at_least("seq_len", c.seq_len, 0, 10_000_000)
+    _at_least("model_parallel", c.model_parallel, 1, 4096)
+    if c.rederive_at != "orchestrator" and not c.mode.startswith("ephemeral"):
+        raise MmbenchError(
+            f"rederive_at applies to the ephemeral modes only (mode {c.mode} keeps what the trainer gets)"
+        )
+    if c.trainer != "off" and c.renderer != "sim":
+        raise MmbenchError("the trainer stage reads the sim renderer's trajectories; use --renderer sim")
 
 
 def engine_arg_list(text: str) -> list[str]:
@@ -190,4 +226,4 @@ def _validate_renderer(c: PointConfig) -> None:
             )
 
 
-__all__ = ["MODES", "PointConfig", "coerce", "field_names", "validate"]
+__all__ = ["LATER_FIELDS", "MODES", "PointConfig", "coerce", "field_names", "validate"]

@@ -8,6 +8,8 @@ One `PointRecord` per point: its parameters (`config`, `repeat`), how it ended (
 - `traffic`: what crossed the wire and whether it was right;
 - `engine`: which engine served the point (kind, URL, version, flags) and its figures, per
   process kind where it has several;
+- `trainer`: after the rollout, what the orchestrator and the trainer ranks paid for the point's
+  trajectories (None where that stage is off);
 - `prediction`: the model's figures for the same point, and measured/predicted ratios;
 - `timing`: wall time, and where the point's time went besides its rollouts;
 - `machine`: the machine that measured it (and the cluster worker, where one did).
@@ -26,7 +28,7 @@ from typing import Any, get_type_hints
 
 import msgspec
 
-from mmbench.config import PointConfig, field_names
+from mmbench.config import LATER_FIELDS, PointConfig, field_names
 from mmbench.errors import MmbenchError
 
 STATUSES = ("ok", "failed", "skipped", "extrapolated")
@@ -187,6 +189,97 @@ class EngineRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class OrchestratorFigures:
+    """The orchestrator stand-in's step (one process, mmbench.trainer.orchestrator): the training
+    samples it built from the point's trajectories, packed per DP rank, encoded and shipped. Memory
+    is above its baseline (imports and warm-up, before it read the trajectories)."""
+
+    samples: int | None = None  # one per rollout branch
+    micro_batches: int | None = None  # packed bins, over all ranks
+    images: int | None = None  # image slots over all samples
+    unique_images: int | None = None  # distinct images (by hash) among them
+    pixel_bytes: int | None = None  # pixel tensors it packed (0 where it ships refs)
+    ref_bytes: int | None = None  # image references it packed (data: or file:// URLs)
+    bytes_per_rank: list[int] = field(default_factory=list)  # the encoded batch each DP rank receives
+    bytes_shipped: int | None = None  # summed over the ranks
+    traces_bytes: int | None = None  # the trajectories as the env worker handed them over
+    baseline_rss_bytes: int | None = None
+    held_traces_bytes: int | None = None  # RSS the received trajectories take
+    peak_bytes: int | None = None  # VmHWM while building, packing, encoding and shipping
+    retained_bytes: int | None = None  # after the step (the trajectories still held)
+    retained_trimmed_bytes: int | None = None  # the same after gc + malloc_trim
+    cpu_s: float | None = None  # user + system: building, packing, encoding, shipping
+    build_s: float | None = None  # wall seconds of each phase
+    pack_s: float | None = None
+    encode_s: float | None = None
+    ship_s: float | None = None
+    rederive_cpu_s: float | None = None  # of cpu_s, deriving pixels again (ephemeral at the orchestrator)
+    processor_runs: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TrainerRanks:
+    """The trainer stand-ins under one materialization policy: one process per DP rank, one entry
+    per rank in each list. Memory is above each process's baseline (imports and warm-up)."""
+
+    bytes_received: list[int] = field(default_factory=list)
+    micro_batches: list[int] = field(default_factory=list)
+    images: list[int] = field(default_factory=list)  # pixel tensors materialized
+    baseline_rss_bytes: list[int] = field(default_factory=list)
+    peak_bytes: list[int] = field(default_factory=list)  # VmHWM over receive, materialize, forward
+    held_pixel_bytes: list[int] = field(default_factory=list)  # most pixel bytes alive at once (counted)
+    cpu_s: list[float] = field(default_factory=list)  # user + system over the step
+    materialize_cpu_s: list[float] = field(default_factory=list)  # of cpu_s, making pixel tensors
+    forward_cpu_s: list[float] = field(default_factory=list)  # of cpu_s, the forward stand-in
+    processor_runs: list[int] = field(default_factory=list)  # images it derived pixels of
+    disk_bytes_read: list[int] = field(default_factory=list)  # raw-file: media read from the shared directory
+
+
+@dataclass(frozen=True, slots=True)
+class TrainerPrediction:
+    """The trainer model's figures for the point (mmbench.trainer.model)."""
+
+    bytes_shipped: int | None = None  # orchestrator -> all ranks
+    pixel_bytes: int | None = None  # what the orchestrator packs
+    orchestrator_peak_bytes: int | None = None
+    eager_peak_bytes: int | None = None  # the largest rank's
+    lazy_peak_bytes: int | None = None
+    orchestrator_processor_runs: int | None = None
+    eager_processor_runs: int | None = None  # over all ranks
+    lazy_processor_runs: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TrainerExtrapolated:
+    """Arithmetic on the measured figures where a process would add nothing: no process ran these."""
+
+    model_parallel: int | None = None  # TP x CP x EP ranks per DP rank (config.model_parallel)
+    bytes_shipped: int | None = None  # every model-parallel rank receives its own copy
+    trainer_processor_runs: int | None = None  # every model-parallel rank derives the pixels again
+    trainer_rederive_cpu_s: float | None = None
+    eager_peak_queued_bytes: int | None = None  # the largest eager rank with the next step queued
+    bytes_per_rank_at_double_ranks: int | None = None  # the largest rank's bytes at 2 x dp_ranks
+
+
+@dataclass(frozen=True, slots=True)
+class TrainerFigures:
+    """After the rollout (issue 31, mmbench.trainer): the orchestrator and the trainer ranks on the
+    point's own trajectories. All None where the stage is off (config.trainer)."""
+
+    transport: str | None = None  # how batches reach the ranks: files (one per rank, temp + rename)
+    wall_s: float | None = None  # the stage, its processes' starts included
+    checked: int | None = None  # pixel tensors the trainer ranks used, checked against the engine's
+    wrong: int | None = None  # of them, different from the engine's (0, or the point fails)
+    client_processor_runs: int | None = None  # where each image was processed: the client ...
+    engine_processor_runs: int | None = None  # ... the engine (raw media)
+    orchestrator: OrchestratorFigures = OrchestratorFigures()
+    eager: TrainerRanks = TrainerRanks()
+    lazy: TrainerRanks = TrainerRanks()
+    prediction: TrainerPrediction = TrainerPrediction()
+    extrapolated: TrainerExtrapolated = TrainerExtrapolated()
+
+
+@dataclass(frozen=True, slots=True)
 class PredictionFigures:
     """The model's figures for the point (mmbench.measure.model), and measured over predicted."""
 
@@ -252,6 +345,7 @@ class PointRecord:
     client: ClientFigures = ClientFigures()
     traffic: Traffic = Traffic()
     engine: EngineRecord = EngineRecord()
+    trainer: TrainerFigures = TrainerFigures()
     prediction: PredictionFigures = PredictionFigures()
     timing: Timing = Timing()
     machine: Machine = Machine()
@@ -337,7 +431,7 @@ def _from_dict(data: Any, where: str) -> PointRecord:
     config = data.get("config")
     if not isinstance(config, dict):
         raise MmbenchError(f"{where}: missing field 'config' (the point's parameters)")
-    missing = [k for k in field_names() if k not in config]
+    missing = [k for k in field_names() if k not in config and k not in LATER_FIELDS]
     if missing:
         raise MmbenchError(f"{where}: missing field 'config.{missing[0]}'")
     if data.get("status", "ok") not in STATUSES:

@@ -107,6 +107,14 @@ POINT_HELP = {
     "renderer": f"who renders: {_choices(RENDERERS)} (the real library, pip install "
     "'mmbench\\[renderers]') (sim)",
     "tokenizer": "renderers: a local Hugging Face tokenizer directory (default: one built in code)",
+    "trainer": "after the rollouts, an orchestrator and trainer ranks: off, eager (pixels up front), lazy "
+    "(per micro-batch), both (off)",
+    "rederive_at": "ephemeral modes: re-derive pixels at the orchestrator or the trainer (orchestrator)",
+    "dp_ranks": "trainer data-parallel ranks, one process each (2)",
+    "group_size": "G: rollouts of a group share their first turn's images (1)",
+    "dedup": "the orchestrator ships each distinct image once per rank: on, off (off)",
+    "seq_len": "trainer micro-batch token cap, 0 = the longest sample (0)",
+    "model_parallel": "TP x CP x EP ranks per DP rank, extrapolated (8)",
 }
 Model = Annotated[str | None, _opt(POINT_HELP["model"])]  # mmbench engine's --model too
 

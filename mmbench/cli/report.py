@@ -9,10 +9,12 @@ from typing import Annotated
 import typer
 
 from mmbench.analysis.report import METRICS, build_report
+from mmbench.analysis.system import system_rows
 from mmbench.cli import common as c
 from mmbench.errors import MmbenchError
 from mmbench.reporters.markdown import render_csv, render_json, render_markdown
 from mmbench.reporters.report_table import report_tables
+from mmbench.reporters.system_table import system_markdown, system_tables
 from mmbench.results import load
 
 FORMATS = ("table", "markdown", "csv", "json")
@@ -58,16 +60,20 @@ def report(
     _check("--format", fmt, FORMATS)
     _check("--metric", metric, list(METRICS))
     try:
-        built = build_report(load(results_dir), metric)
+        results = load(results_dir)
+        built = build_report(results, metric)
     except MmbenchError as exc:
         text = str(exc)
         # load() names the file already; build_report's own complaints do not.
         raise MmbenchError(text if text.startswith(str(results_dir)) else f"{results_dir}: {text}") from None
+    system = system_rows(results.points)  # points that ran the trainer stage (issue 31)
     if fmt == "table":
-        for table in report_tables(built):
+        for table in [*report_tables(built), *system_tables(system)]:
             c.console.print(table)
+    elif fmt == "markdown":
+        typer.echo(render_markdown(built) + ("\n" + system_markdown(system) if system else ""), nl=False)
     else:
-        render = {"markdown": render_markdown, "csv": render_csv, "json": render_json}[fmt]
+        render = {"csv": render_csv, "json": render_json}[fmt]
         typer.echo(render(built), nl=False)
     if summary:
-        _append_summary(render_markdown(built))
+        _append_summary(render_markdown(built) + ("\n" + system_markdown(system) if system else ""))

@@ -7,11 +7,13 @@ from typing import Annotated
 
 import typer
 
+from mmbench.analysis.system import system_rows
 from mmbench.cli import common as c
 from mmbench.errors import MmbenchError
 from mmbench.measure.environment import environment
 from mmbench.measure.harness import HarnessOptions, measure_point
 from mmbench.measure.timeline import TIMELINES_DIR
+from mmbench.reporters.system_table import system_tables
 from mmbench.reporters.table import point_table
 from mmbench.results import ResultsFile, atomic_write, to_json
 
@@ -51,6 +53,8 @@ def run(
     if record.status == "skipped":
         raise MmbenchError(f"{record.cause}; use a smaller point, or --force to run it anyway")
     c.console.print(point_table(record))
+    for table in system_tables(system_rows([record])):  # with the trainer stage
+        c.console.print(table)
     if json_out is not None:
         results = ResultsFile(
             environment(), {"name": "run", "description": "one point from mmbench run"}, [record]

@@ -19,12 +19,14 @@ from rich.progress import (
 from rich.table import Table
 
 from mmbench.analysis.report import build_report
+from mmbench.analysis.system import system_rows
 from mmbench.cli import common as c
 from mmbench.cluster.address import ClusterSpec, parse_cluster
 from mmbench.errors import MmbenchError
 from mmbench.launch import DEFAULT_START_METHOD, check_start_method
 from mmbench.measure.harness import HarnessOptions
 from mmbench.reporters.report_table import per_mode_table
+from mmbench.reporters.system_table import system_tables
 from mmbench.reporters.table import fits_table, sweep_table
 from mmbench.reporters.timings import timings_table
 from mmbench.results import POINTS_LOG, RESULTS_JSON, PointRecord, ResultsFile, read_points_log
@@ -194,6 +196,8 @@ def sweep(
     fits = fits_table(results.points)
     if fits is not None:
         c.console.print(fits)
+    for table in system_tables(system_rows(results.points)):  # points that ran the trainer stage
+        c.console.print(table)
     if timings:
         c.console.print(timings_table(results.points, title="where the time went"))
     note = warm_engine_note(results.points)

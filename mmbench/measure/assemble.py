@@ -9,6 +9,7 @@ read off the type it is defined in.
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from mmbench.config import PointConfig
 from mmbench.measure.model import Prediction
@@ -22,7 +23,11 @@ from mmbench.record import (
     ProcessFigures,
     Timing,
     Traffic,
+    TrainerFigures,
 )
+
+if TYPE_CHECKING:
+    from mmbench.trainer.stage import StageOutcome
 from mmbench.units import RSS_NOISE_FLOOR_BYTES
 from mmbench.world.engine.stats import EngineStats
 
@@ -118,18 +123,21 @@ def engine_figures(
 def point_record(
     config: PointConfig, repeat: int, per_image: float, pred: Prediction, *, status: str = "ok",
     cause: str | None = None, worker: WorkerResult | None = None, engine: EngineRecord | None = None,
-    timing: Timing | None = None, asset_disk_bytes: int | None = None,
+    timing: Timing | None = None, asset_disk_bytes: int | None = None, stage: StageOutcome | None = None,
 ) -> PointRecord:  # fmt: skip
     """The record of a point, whatever became of it: a worker's result makes it measured (failed
-    where a rollout failed), none leaves only the prediction and what the engine showed."""
+    where a rollout failed, or where the trainer stage failed or saw pixels other than the
+    engine's), none leaves only the prediction and what the engine showed."""
     client = worker.client if worker is not None else ClientFigures()
     traffic = worker.traffic if worker is not None else Traffic()
     if asset_disk_bytes is not None:
         traffic = replace(traffic, asset_disk_bytes=asset_disk_bytes)
     if worker is not None and traffic.failed_rollouts:
         status, cause = "failed", f"{traffic.failed_rollouts} rollout(s) failed: {worker.failures[0]}"
+    elif stage is not None and stage.failure is not None:
+        status, cause = "failed", stage.failure
     return PointRecord(
         config=config, repeat=repeat, status=status, cause=cause, client=client, traffic=traffic,
-        engine=engine or EngineRecord(), prediction=predicted(pred, per_image, client, traffic),
-        timing=timing or Timing(),
+        engine=engine or EngineRecord(), trainer=stage.figures if stage is not None else TrainerFigures(),
+        prediction=predicted(pred, per_image, client, traffic), timing=timing or Timing(),
     )  # fmt: skip

@@ -36,6 +36,7 @@ from mmbench.measure.preflight import preflight
 from mmbench.measure.timeline import TimelineSampler, engine_peak, keep_timeline
 from mmbench.measure.worker_io import WorkerJob, WorkerResult
 from mmbench.record import EngineRecord, PointRecord, Timing
+from mmbench.trainer.stage import run_stage
 from mmbench.units import fmt_bytes
 from mmbench.world.engine.remote import EMBEDDED
 from mmbench.world.engine.stats import EngineStats
@@ -76,6 +77,8 @@ class HarnessOptions:
     # How the worker and the engine start: forked from a fork server that imported their modules
     # (fork), or as fresh interpreters (exec). Points tracked by memray always use exec.
     start_method: StartMethod = DEFAULT_START_METHOD
+    # A test's hook: the trainer stage's rank 0 changes one pixel, which its check must catch.
+    plant_trainer_difference: bool = False
     # The engine every point runs on: the embedded one or a real vLLM started for it, or an external
     # one by URL (mmbench.measure.engines.choose_engine makes it, checked).
     engine: EngineChoice = field(default_factory=Embedded)
@@ -185,7 +188,7 @@ def prepare_sources(config: PointConfig, cache: Path) -> None:
     """Make the point's source images into `cache` before its worker starts, where an earlier point
     of the sweep has not: making them is the environment's work, not the client's, and must not
     run (and be timed) in the rollout window. The worker reads them back as its environment."""
-    store = SourceStore(_spec(config), cache)
+    store = SourceStore(_spec(config), cache, config.group_size)
     wanted = [(r, t, i) for r in range(config.rollouts) for t in range(config.turns)
               for i in range(config.images_per_turn)]  # fmt: skip
     # PIL and numpy release the GIL while they encode and draw: one thread per core.
@@ -308,6 +311,7 @@ def _measure_point(
         prestart(WORKER_ENTRY, preload=WORKER_PRELOAD, env=worker_env(config))
     with tempfile.TemporaryDirectory(prefix="mmbench-point-") as tmp:
         job, out, err = Path(tmp, "job.json"), Path(tmp, "out.json"), Path(tmp, "stderr.txt")
+        traces = Path(tmp, "traces.bin")
         sources = opts.source_cache or Path(tmp, "sources")
         prepare_sources(config, sources)
         stamps.sources_ready = time.monotonic()
@@ -327,6 +331,7 @@ def _measure_point(
             job.write_bytes(WorkerJob(
                 config, engine.url, str(sources), str(memray_path) if memray_path else None,
                 opts.memray_native, str(assets) if assets else None,
+                str(traces) if config.trainer != "off" else None,
             ).encode())  # fmt: skip
             with open(err, "wb") as err_file:
                 stamps.spawn = time.monotonic()
@@ -358,6 +363,15 @@ def _measure_point(
             except (OSError, MmbenchError):
                 cause = "worker wrote no result"
                 engine_stats = None
+        stage = None
+        if worker is not None and config.trainer != "off" and not worker.traffic.failed_rollouts:
+            # after the rollout: the orchestrator and the trainer ranks on the point's trajectories
+            # (the engine is stopped; raw-file's shared directory is still there)
+            stage = run_stage(
+                config, traces, Path(tmp, "trainer"), assets, per_image, opts.timeout_s,
+                plant=opts.plant_trainer_difference, client_runs=worker.client.rendering.cache_misses,
+                engine_runs=engine_stats.preprocess_calls if engine_stats is not None else None,
+            )  # fmt: skip
     rollout_s = worker.rollout_wall_s if worker is not None else None
     turn_ends = worker.turn_ends if worker is not None else []
     timing = Timing(
@@ -377,5 +391,5 @@ def _measure_point(
         )
     return point_record(
         config, repeat, per_image, pred, worker=worker, engine=engine_record, timing=timing,
-        asset_disk_bytes=asset_bytes,
+        asset_disk_bytes=asset_bytes, stage=stage,
     )  # fmt: skip

@@ -12,26 +12,11 @@ from dataclasses import dataclass
 
 import psutil
 
-from mmbench.world.procmem import _status_kb, libc, malloc_trim, rss_bytes
+from mmbench.world.procmem import _status_kb, hwm_bytes, libc, malloc_trim, reset_peak, rss_bytes
 
-__all__ = ["malloc_trim", "rss_bytes"]
+__all__ = ["hwm_bytes", "malloc_trim", "reset_peak", "rss_bytes"]
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-
-
-def hwm_bytes() -> int | None:
-    """The RSS high-water mark (VmHWM) since start or the last reset_peak()."""
-    return _status_kb("VmHWM")
-
-
-def reset_peak() -> bool:
-    """Reset VmHWM to the current RSS (write 5 to clear_refs). False where that is not allowed."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
 
 
 def uss_bytes() -> int | None:

@@ -34,6 +34,7 @@ from mmbench.measure.fingerprint import fingerprint
 from mmbench.measure.worker_io import WorkerJob, WorkerPhases, WorkerResult
 from mmbench.record import Accounting, Allocator, ClientFigures, Rendering, RssReadings, Traffic
 from mmbench.rollout import Totals
+from mmbench.trainer.traces import write_traces
 from mmbench.transports import make_transport
 from mmbench.world.client import build_body, build_raw_body, tls_context
 from mmbench.world.codec import CODECS, get_codec
@@ -108,6 +109,7 @@ def measure(
     memray_native: bool = False,
     started: float | None = None,
     asset_dir: str | None = None,
+    traces_path: str | None = None,
 ) -> WorkerResult:
     phases = {"main": time.monotonic() if started is None else started}
     cache = Path(source_cache) if source_cache else None
@@ -153,6 +155,10 @@ def measure(
         shape = fingerprint(trajectories)
         media_checks = world.media_checks(trajectories)
         tracking.close()
+        if traces_path and not totals.failed_rollouts:
+            # the hand-over to the orchestrator (mmbench.trainer), after every client reading but
+            # the released ones, which are taken once the trajectories are gone
+            write_traces(trajectories, config, Path(traces_path))
         del trajectories
         rss_released = _settle()
         rss_released_trimmed = _trimmed(freeze_thresholds=True)
@@ -232,8 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     job = WorkerJob.decode(Path(args[0]).read_bytes())
     np.random.seed(job.config.seed)
     result = measure(
-        job.config, job.url, job.memray_path, job.source_cache, job.memray_native, started, job.asset_dir
-    )
+        job.config, job.url, job.memray_path, job.source_cache, job.memray_native, started, job.asset_dir,
+        job.traces_path,
+    )  # fmt: skip
     out = Path(args[1])
     tmp = out.with_suffix(".tmp")
     tmp.write_bytes(result.encode())

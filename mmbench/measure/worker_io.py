@@ -31,6 +31,8 @@ class WorkerJob:
     memray_path: str | None = None  # capture the rollouts with memray, to this file
     memray_native: bool = False  # ... with native (C/C++) frames
     asset_dir: str | None = None  # raw-file: the directory the client writes each image to once
+    # the trainer stage: hand the trajectories over here, after every reading (mmbench.trainer)
+    traces_path: str | None = None
 
     def encode(self) -> bytes:
         return msgspec.json.encode(self)

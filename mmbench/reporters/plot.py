@@ -14,6 +14,7 @@ engine-cache trade-off (the hash-only modes against engine_cache_gb, from every 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import statistics
 import tempfile
@@ -39,10 +40,12 @@ from matplotlib.typing import RcKeyType
 
 from mmbench.analysis.fits import Stat, group, mode_fits
 from mmbench.analysis.ledger import CacheTradeoff, cache_tradeoffs, ledger
+from mmbench.analysis.system import SystemRow, system_rows
 from mmbench.config import field_names
 from mmbench.errors import MmbenchError
 from mmbench.measure.machines import machines, machines_differ, split_key
 from mmbench.measure.timeline import load_timeline
+from mmbench.reporters.system_plot import STAGE_COLOURS, draw_system
 from mmbench.results import PointRecord, ResultsFile
 from mmbench.transports.registry import MODES
 from mmbench.units import GIB, MIB
@@ -173,10 +176,12 @@ class PlotData:
     tradeoff: CacheTradeoff | None = None  # the first, where the results vary engine_cache_gb
     tradeoff_note: str | None = None  # when there are others, not drawn
     costs: tuple[ModeCost, ...] = ()
+    system: tuple[SystemRow, ...] = ()  # points that ran the trainer stage (every combination)
 
     @property
     def empty(self) -> bool:
-        return not (self.retained or self.shipped or self.per_turn or self.peak or self.tradeoff)
+        drawn = (self.retained, self.shipped, self.per_turn, self.peak, self.tradeoff, self.system)
+        return not any(drawn)
 
 
 def mode_colours(modes: Sequence[str]) -> dict[str, str]:
@@ -426,6 +431,7 @@ def plot_data(results: ResultsFile, results_dir: Path | None = None) -> PlotData
         tradeoff=tradeoff,
         tradeoff_note=tradeoff_note,
         costs=_costs(records, modes),
+        system=tuple(system_rows(results.points)),
     )
 
 
@@ -727,6 +733,20 @@ def _draw_costs(data: PlotData, colours: dict[str, str]) -> Figure | None:
     return fig
 
 
+def _draw_system(data: PlotData, colours: dict[str, str]) -> Figure | None:
+    """The whole system per point: env worker, engine, orchestrator and trainer ranks (issue 31)."""
+    if not data.system:
+        return None
+    # every combination is drawn here: the note naming the one the other figures draw does not apply
+    whole = dataclasses.replace(data, note=None)
+    fig, axes = _figure(whole, "The whole system: each stage after the rollout", ncols=3, sharey=True)
+    draw_system(list(data.system), list(axes))
+    keys: list[Any] = [matplotlib.patches.Patch(facecolor=c, label=s) for s, c in STAGE_COLOURS.items()]
+    keys.append(Line2D([], [], marker="x", color="black", linestyle="", label="predicted"))
+    fig.legend(handles=keys, loc="outside lower center", ncols=len(keys))
+    return fig
+
+
 FIGURES: tuple[tuple[str, Callable[[PlotData, dict[str, str]], Figure | None]], ...] = (
     ("retained-vs-k", _draw_retained),
     ("shipped-per-rollout", _draw_shipped),
@@ -735,6 +755,7 @@ FIGURES: tuple[tuple[str, Callable[[PlotData, dict[str, str]], Figure | None]], 
     ("memory-timeline", _draw_timeline),
     ("engine-cache", _draw_tradeoff),
     ("modes", _draw_costs),
+    ("system", _draw_system),
 )
 
 

@@ -64,9 +64,8 @@ class RolloutDriver:
         self.transport = transport
         w, h = config.image_wh
         self.source_spec = SourceSpec(w, h, config.image_format, config.content, config.seed)
-        self.parts = ClientParts(
-            self.facts, get_codec(config.codec), SourceStore(self.source_spec, source_cache)
-        )
+        sources = SourceStore(self.source_spec, source_cache, config.group_size)
+        self.parts = ClientParts(self.facts, get_codec(config.codec), sources)
         self.assets = AssetStore(asset_dir) if transport.media == "file" and asset_dir is not None else None
         if transport.media == "file" and self.assets is None:
             raise ValueError(f"mode {transport.name} needs an asset directory shared with the engine")

@@ -86,26 +86,37 @@ def make_source(spec: SourceSpec, rollout: int, turn: int, index: int) -> bytes:
 class SourceStore:
     """Where the environment's images come from: made on demand, or read back from a directory
     where an earlier point of the same sweep left them (the sources are deterministic, and making
-    them is the environment's work, not the client's that mmbench measures)."""
+    them is the environment's work, not the client's that mmbench measures).
 
-    def __init__(self, spec: SourceSpec, cache_dir: Path | None = None) -> None:
+    With `group_size` G > 1 the rollouts of a group (G consecutive rollouts) share their first
+    turn's images, as a GRPO group shares its prompt: rollout r's turn-0 images are its group's
+    first rollout's."""
+
+    def __init__(self, spec: SourceSpec, cache_dir: Path | None = None, group_size: int = 1) -> None:
         self.spec = spec
+        self.group_size = group_size
         self.dir: Path | None = None
         if cache_dir is not None:
             s = spec
             self.dir = cache_dir / f"{s.width}x{s.height}-{s.fmt}-{s.content}-seed{s.seed}"
             self.dir.mkdir(parents=True, exist_ok=True)
 
+    def owner(self, rollout: int, turn: int) -> int:
+        """The rollout whose image this is (the group's first, for a shared first turn)."""
+        return rollout - rollout % self.group_size if turn == 0 else rollout
+
     def _path(self, rollout: int, turn: int, index: int) -> Path | None:
         return None if self.dir is None else self.dir / f"r{rollout}-t{turn}-i{index}.{self.spec.fmt}"
 
     def ensure(self, rollout: int, turn: int, index: int) -> None:
         """Make and store this source now unless it is stored (with a directory; else nothing)."""
+        rollout = self.owner(rollout, turn)
         path = self._path(rollout, turn, index)
         if path is not None and not path.exists():
             self.get(rollout, turn, index)
 
     def get(self, rollout: int, turn: int, index: int) -> bytes:
+        rollout = self.owner(rollout, turn)
         path = self._path(rollout, turn, index)
         if path is None:
             return make_source(self.spec, rollout, turn, index)

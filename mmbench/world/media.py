@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -49,16 +50,19 @@ class AssetStore:
         self.dir.mkdir(parents=True, exist_ok=True)
         self._written: set[str] = set()
         self.bytes_written = 0
+        # rollouts put from several threads at once; a GRPO group's rollouts put the same image
+        self._lock = threading.Lock()
 
     def put(self, source: bytes, fmt: str) -> str:
         name = f"{hashlib.blake2b(source, digest_size=16).hexdigest()}.{fmt}"
         path = self.dir / name
-        if name not in self._written:
-            tmp = self.dir / f".{name}.{os.getpid()}.tmp"
-            tmp.write_bytes(source)
-            os.replace(tmp, path)
-            self._written.add(name)
-            self.bytes_written += len(source)
+        with self._lock:
+            if name not in self._written:
+                tmp = self.dir / f".{name}.{os.getpid()}.tmp"
+                tmp.write_bytes(source)
+                os.replace(tmp, path)
+                self._written.add(name)
+                self.bytes_written += len(source)
         return path.as_uri()
 
 

@@ -37,6 +37,21 @@ def vmhwm_of(pid: int | None) -> int | None:
     return None if pid is None else _status_kb("VmHWM", pid)
 
 
+def hwm_bytes() -> int | None:
+    """The RSS high-water mark (VmHWM) since start or the last reset_peak()."""
+    return _status_kb("VmHWM")
+
+
+def reset_peak() -> bool:
+    """Reset VmHWM to the current RSS (write 5 to clear_refs). False where that is not allowed."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def rss_bytes() -> int:
     """Resident set size now (VmRSS), falling back to psutil off Linux."""
     value = _status_kb("VmRSS")

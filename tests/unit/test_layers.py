@@ -23,6 +23,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("mmbench.record", "mmbench.migrations", "mmbench.results"),
     ("mmbench.rollout",),  # the K x N driver, composing world parts and a transport
     ("mmbench.backends",),  # who renders: the sim or the real library
+    ("mmbench.trainer",),  # after the rollout: the orchestrator and trainer-rank processes
     ("mmbench.measure",),  # the instrument: worker, harness, probes, the model
     ("mmbench.analysis",),  # what reads results and computes from them
     ("mmbench.sweep",),  # scenarios and the loop over their points

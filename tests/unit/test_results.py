@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 import mmbench.results as results_mod
-from mmbench.config import PointConfig, field_names
+from mmbench.config import LATER_FIELDS, PointConfig, field_names
 from mmbench.errors import MmbenchError
 from mmbench.migrations import V5_KIND_PEAKS, V5_PATHS
 from mmbench.results import (
@@ -33,6 +33,8 @@ from mmbench.results import (
 from tests.helpers import flat_record
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "results_schema_v6.json"
+# a v6 file written before the trainer stage's parameters and section were added (issue 31)
+GOLDEN_V6_EARLY = Path(__file__).resolve().parent.parent / "golden" / "results_schema_v6_before_trainer.json"
 GOLDEN_V5 = Path(__file__).resolve().parent.parent / "golden" / "results_schema_v5.json"
 GOLDEN_V4 = Path(__file__).resolve().parent.parent / "golden" / "results_schema_v4.json"
 GOLDEN_V3 = Path(__file__).resolve().parent.parent / "golden" / "results_schema_v3.json"
@@ -90,6 +92,7 @@ SECTIONS = [
     "client",
     "traffic",
     "engine",
+    "trainer",
     "prediction",
     "timing",
     "machine",
@@ -129,6 +132,13 @@ def _config(**overrides: Any) -> PointConfig:
         "renderer": "sim",
         "tokenizer": "",
         "engine_args": "",
+        "trainer": "off",
+        "rederive_at": "orchestrator",
+        "dp_ranks": 2,
+        "group_size": 1,
+        "dedup": "off",
+        "seq_len": 0,
+        "model_parallel": 8,
     }
     values.update(overrides)
     assert set(values) == set(field_names())  # a new config field must be added here too
@@ -580,6 +590,16 @@ def test_an_older_file_is_migrated_to_the_current_schema(tmp_path: Path, old: Pa
     assert load(GOLDEN).points == migrated.points  # the current golden = the same points, migrated
 
 
+def test_a_v6_file_from_before_the_trainer_stage_loads_with_its_defaults() -> None:
+    """Its points ran without the stage: the parameters it lacks take their defaults, and its
+    missing section is the empty one; otherwise the same points as the current golden."""
+    early = json.loads(GOLDEN_V6_EARLY.read_text())
+    assert "trainer" not in early["points"][0] and "trainer" not in early["points"][0]["config"]
+    points = load(GOLDEN_V6_EARLY).points
+    assert all(p.config.trainer == "off" and p.trainer.wrong is None for p in points)
+    assert points == load(GOLDEN).points
+
+
 def test_golden_has_the_current_schema_and_required_fields() -> None:
     data = json.loads(GOLDEN.read_text())
     assert data["schema_version"] == 6
@@ -642,7 +662,10 @@ def test_every_v5_figure_survives_the_migration(path: Path) -> None:
                 assert (url if kind == "external" else kind) == value
             else:  # v6 may add null figures inside (a kind's start_rss_bytes, say)
                 assert _no_nulls(_dig(data, V5_PATHS[name])) == value, name
-        # no figure invented: v6's non-null leaves are v5's, but for the engine's kind
+        # no figure invented: v6's non-null leaves are v5's, but for the engine's kind and the
+        # parameters added to schema 6 later (their defaults: how v5's points ran)
+        for name in LATER_FIELDS:
+            data["config"].pop(name)
         before = sorted(x for x in _leaves(old) if x != "null")
         after = [x for x in _leaves(data) if x != "null"]
         if old.get("engine") not in (None, "embedded", "vllm"):
