@@ -34,7 +34,10 @@ showed far less than a fresh one (hash-only K=1: the engine core +36 MiB against
 served and stay, and the reset's trim cannot give back memory still in use) is in a reused
 engine's start, and a fresh engine builds it during the point. Above the engine's warm baseline,
 both count it. So that a point does not count state only a larger earlier load built, a sweep
-serves each engine's points in ascending load (mmbench.sweep.loop).
+serves each engine's points in ascending load (mmbench.sweep.loop), and a point below the largest
+load its engine served gets a fresh engine (`plan --measure`'s search steps back down: there, on
+the engine of K = 14, full at K = 12 peaked at 8.4 GiB and failed its 8 GiB, where K = 13 fitted on
+fresh engines).
 
 An engine found dead, whose reset fails, or that a point's failure leaves in doubt, is stopped and
 the next point gets a fresh one. The pool stops its engine when the sweep ends, also on failure
@@ -73,6 +76,12 @@ def warm_key(config: PointConfig) -> Hashable:
     return (config.mode, config.image_format, config.dtype)
 
 
+def load(config: PointConfig) -> int:
+    """How much a point asks of its engine, for the order of an engine's points: the images its
+    rollouts send (an engine keeps state the largest load it served built)."""
+    return config.rollouts * config.turns * config.images_per_turn
+
+
 @dataclass(slots=True)
 class Lease:
     """A point's engine: started for it (reused 0) or kept from earlier points (reused N), and the
@@ -100,6 +109,7 @@ class EnginePool:
         self._served = 0
         self._warm: set[Hashable] = set()
         self._baseline: EngineStats | None = None
+        self._load = 0  # the largest load its engine served
         self.starts = 0  # engines started, over the pool's life
         self.start_s = 0.0  # and the seconds they took
 
@@ -112,7 +122,7 @@ class EnginePool:
         has not served that mode. Kept for the next point unless the point leaves it in doubt."""
         key = self.key(choice, config, file_assets)
         t0 = time.monotonic()
-        if not self._reset(key):
+        if load(config) < self._load or not self._reset(key):
             self.close()
             self._start(choice, config, file_assets, key)
         assert self._engine is not None
@@ -133,6 +143,7 @@ class EnginePool:
             self.close()
             raise
         self._served += 1
+        self._load = max(self._load, load(config))
         self._warm.add(wanted)  # a point of this mode warms its engine as a warm-up would
         if self.fresh or not lease.keep or not self._alive():
             self.close()
@@ -192,6 +203,7 @@ class EnginePool:
         self.starts += 1
         self.start_s += time.monotonic() - t0
         self._engine, self._key, self._served, self._warm, self._baseline = engine, key, 0, set(), None
+        self._load = 0
 
     def _clear_assets(self) -> None:
         """The next point's client writes its own images: none of the last point's stay."""

@@ -72,6 +72,7 @@ def summary_cells(row: SystemRow) -> list[str]:
 
 def dedup_pairs(rows: list[SystemRow]) -> list[tuple[SystemRow, SystemRow]]:
     """(without, with dedup) for every point measured both ways, all else equal."""
+
     def key(r: SystemRow) -> tuple[object, ...]:
         c = r.record.config
         return (c.mode, c.rederive_at, c.group_size, c.image_size, c.rollouts, c.turns, c.trainer)

@@ -19,7 +19,7 @@ from mmbench.backends import check_runnable
 from mmbench.config import PointConfig
 from mmbench.errors import MmbenchError
 from mmbench.facts import facts_of
-from mmbench.measure.engine_pool import EnginePool, OnEngineStart, engine_pool
+from mmbench.measure.engine_pool import EnginePool, OnEngineStart, engine_pool, load
 from mmbench.measure.engines import Vllm
 from mmbench.measure.environment import environment
 from mmbench.measure.harness import HarnessOptions, measure_point
@@ -123,8 +123,7 @@ def _by_engine(todo: list[PlannedPoint], engine: Vllm, pool: EnginePool) -> list
         first.setdefault(key, i)
 
     def order(i: int) -> tuple[int, int, int]:
-        c = todo[i].config
-        return first[keys[i]], c.rollouts * c.turns * c.images_per_turn, i
+        return first[keys[i]], load(todo[i].config), i
 
     return [todo[i] for i in sorted(range(len(todo)), key=order)]
 

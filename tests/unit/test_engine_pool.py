@@ -218,3 +218,13 @@ def test_an_engine_serves_one_mode_unless_the_pool_shares_it_between_modes() -> 
                 pass
         pool.close()
         assert [e for e in choice.log if e.startswith("start")] == starts, share
+
+
+def test_a_point_below_the_largest_load_its_engine_served_gets_a_fresh_engine() -> None:
+    choice = FakeChoice()
+    pool = EnginePool()
+    for k in (2, 4, 4, 3):  # a search that steps back down
+        with pool.lease(choice, PointConfig(rollouts=k), False):  # type: ignore[arg-type]
+            pass
+    pool.close()
+    assert choice.log == ["start 4", "reset 4", "reset 4", "stop 4", "start 4", "stop 4"]
