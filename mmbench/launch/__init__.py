@@ -25,6 +25,7 @@ import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import IO, Literal, Protocol
 
 from mmbench.errors import MmbenchError
@@ -177,3 +178,12 @@ def _forget_in_child() -> None:
 
 atexit.register(shutdown)
 os.register_at_fork(after_in_child=_forget_in_child)
+
+
+def write_result(path: str, data: bytes) -> None:
+    """A child's result, for its parent to read once the child has exited: written whole or not at
+    all (a temporary file beside it, then renamed)."""
+    out = Path(path)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, out)

@@ -27,6 +27,7 @@ import numpy as np
 from mmbench.backends import make_driver
 from mmbench.config import PointConfig
 from mmbench.facts import facts_of
+from mmbench.launch import write_result
 from mmbench.launch.lifecycle import die_with_parent, set_process_name
 from mmbench.measure import probes
 from mmbench.measure.accounting import account
@@ -241,10 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         job.config, job.url, job.memray_path, job.source_cache, job.memray_native, started, job.asset_dir,
         job.traces_path,
     )  # fmt: skip
-    out = Path(args[1])
-    tmp = out.with_suffix(".tmp")
-    tmp.write_bytes(result.encode())
-    os.replace(tmp, out)
+    write_result(args[1], result.encode())
     return 0
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import msgspec
 import numpy as np
 
+from mmbench.launch import write_result
 from mmbench.launch.lifecycle import set_process_name
 from mmbench.trainer.packing import PIXELS, Deriver, SampleBuilder, deal, first_fit, payload_of, rank_batch
 from mmbench.trainer.traces import read_traces
@@ -134,10 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:  # a trajectory it cannot train on: one line, for the point's cause
         print(f"orchestrator: {exc}", file=sys.stderr)
         return 2
-    out = Path(args[1])
-    tmp = out.with_suffix(".tmp")
-    tmp.write_bytes(msgspec.json.encode(result))
-    os.replace(tmp, out)
+    write_result(args[1], msgspec.json.encode(result))
     return 0
 
 

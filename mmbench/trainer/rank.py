@@ -23,6 +23,7 @@ from pathlib import Path
 import msgspec
 import numpy as np
 
+from mmbench.launch import write_result
 from mmbench.launch.lifecycle import set_process_name
 from mmbench.trainer.wire import (
     EncodedTensor,
@@ -214,10 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:  # pixels it cannot train on (a media error is a ValueError too)
         print(f"trainer rank {job.rank}: {exc}", file=sys.stderr)
         return 2
-    out = Path(args[1])
-    tmp = out.with_suffix(".tmp")
-    tmp.write_bytes(msgspec.json.encode(result))
-    os.replace(tmp, out)
+    write_result(args[1], msgspec.json.encode(result))
     return 0
 
 
