@@ -21,6 +21,22 @@ DTYPES = ("float32", "bfloat16")
 # Who renders each turn: mmbench's simulation, or the real `renderers` library (mmbench[renderers]).
 RENDERERS = ("sim", "renderers")
 MAX_TURNS = 10_000
+# --- a fleet (issue 30): replicas behind a router that mmbench starts for the point
+MAX_REPLICAS = 16
+ROUTERS = ("vllm-router",)  # PyPI vllm-router (vllm-project/router), pinned in pyproject.toml
+# vllm-router 0.1.17's policies that apply to independent replicas (kv_aware needs vLLM's KV events
+# and a text-only model; it is left out)
+ROUTER_POLICIES = (
+    "round_robin", "random", "power_of_two", "cache_aware", "consistent_hash", "sticky_least_loaded",
+)  # fmt: skip
+ON_OFF = ("on", "off")
+# Point parameters added within results schema 6, with the value every point written before them ran
+# with: a file that lacks them still loads (mmbench.record fills them in).
+ADDED_WITHIN_V6 = {"replicas": 0, "router": "vllm-router", "router_policy": "cache_aware",
+                   "session_header": "off", "router_retries": "on", "kill_replica_at_turn": 0}  # fmt: skip
+# What a fleet point sets that a single engine does not have (they need replicas >= 1).
+FLEET_ONLY = {"router": "vllm-router", "router_policy": "cache_aware", "router_retries": "on",
+              "kill_replica_at_turn": 0}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +75,15 @@ class PointConfig:
     tokenizer: str = ""  # renderers: a local Hugging Face tokenizer directory ("" = one built in code)
     # --- a real engine (issue 19): extra `vllm serve` flags, shell-quoted ("" = none; --engine vllm only)
     engine_args: str = ""
+    # --- a fleet (issue 30): `replicas` engines (embedded or vLLM) behind a router mmbench starts
+    replicas: int = 0  # 0: one engine, no router
+    router: str = "vllm-router"
+    router_policy: str = "cache_aware"  # the router's own default
+    # on: every request carries X-Session-ID = the rollout's id (as prime-rl and SkyRL send it);
+    # also to an --engine-url that is a router of the user's
+    session_header: str = "off"
+    router_retries: str = "on"  # on: the router's retries and circuit breaker as it ships them; off: neither
+    kill_replica_at_turn: int = 0  # replica 1 is killed once the rollouts reach this turn (0: never)
 
     def __post_init__(self) -> None:
         validate(self)
@@ -158,6 +183,24 @@ def validate(c: PointConfig) -> None:
         raise MmbenchError(f"unknown dtype {c.dtype!r}; choose one of: {', '.join(DTYPES)}")
     _validate_renderer(c)
     engine_arg_list(c.engine_args)
+    _validate_fleet(c)
+
+
+def _validate_fleet(c: PointConfig) -> None:
+    _at_least("replicas", c.replicas, 0, MAX_REPLICAS)
+    for name, choices in (("router", ROUTERS), ("router_policy", ROUTER_POLICIES),
+                          ("session_header", ON_OFF), ("router_retries", ON_OFF)):  # fmt: skip
+        if getattr(c, name) not in choices:
+            raise MmbenchError(f"unknown {name} {getattr(c, name)!r}; choose one of: {', '.join(choices)}")
+    _at_least("kill_replica_at_turn", c.kill_replica_at_turn, 0, c.turns)
+    if c.replicas == 0:
+        given = [name for name, default in FLEET_ONLY.items() if getattr(c, name) != default]
+        if given:
+            raise MmbenchError(
+                f"{given[0]} is a setting of a fleet; add --replicas R (R >= 1 engines behind the router)"
+            )
+    if c.kill_replica_at_turn and c.replicas < 2:
+        raise MmbenchError("kill_replica_at_turn needs replicas >= 2 (one must survive to serve on)")
 
 
 def engine_arg_list(text: str) -> list[str]:

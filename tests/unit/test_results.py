@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 import mmbench.results as results_mod
-from mmbench.config import PointConfig, field_names
+from mmbench.config import ADDED_WITHIN_V6, PointConfig, field_names
 from mmbench.errors import MmbenchError
 from mmbench.migrations import V5_KIND_PEAKS, V5_PATHS
 from mmbench.results import (
@@ -129,6 +129,12 @@ def _config(**overrides: Any) -> PointConfig:
         "renderer": "sim",
         "tokenizer": "",
         "engine_args": "",
+        "replicas": 0,
+        "router": "vllm-router",
+        "router_policy": "cache_aware",
+        "session_header": "off",
+        "router_retries": "on",
+        "kill_replica_at_turn": 0,
     }
     values.update(overrides)
     assert set(values) == set(field_names())  # a new config field must be added here too
@@ -436,6 +442,16 @@ def test_load_point_missing_config_field(tmp_path: Path) -> None:
     assert "missing field 'config.turns'" in message
 
 
+def test_a_point_written_before_the_fleet_parameters_loads_with_their_defaults(tmp_path: Path) -> None:
+    data = _valid_dict()
+    for key in ("replicas", "router", "router_policy", "session_header", "router_retries",
+                "kill_replica_at_turn"):  # fmt: skip
+        del data["points"][0]["config"][key]
+    _write_results_json(tmp_path, data)
+    config = load(tmp_path).points[0].config
+    assert (config.replicas, config.router_policy, config.session_header) == (0, "cache_aware", "off")
+
+
 def test_load_point_with_bad_status(tmp_path: Path) -> None:
     data = _valid_dict()
     data["points"][0]["status"] = "great"
@@ -644,6 +660,8 @@ def test_every_v5_figure_survives_the_migration(path: Path) -> None:
         peaks = [old[n] for n in V5_KIND_PEAKS if old.get(n) is not None]
         for peak in peaks:  # v5 held each kind's peak twice: in engine_processes and on its own
             after.append(json.dumps(peak))
+        for value in ADDED_WITHIN_V6.values():  # parameters added since, at what v5 points ran with
+            after.remove(json.dumps(value))
         assert sorted(after) == before
 
 

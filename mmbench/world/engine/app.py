@@ -420,6 +420,8 @@ def create_app(config: EngineConfig) -> Starlette:
             stats = replace(engine.stats(), rss_untrimmed_bytes=untrimmed)
         else:
             stats = engine.stats()
+        if request.query_params.get("keys") == "1":  # which items it holds (a fleet's duplication)
+            stats = replace(stats, cache_sizes=engine.cache.sizes())
         return Response(stats.encode(), media_type="application/json")
 
     async def health(request: Request) -> Response:

@@ -1,0 +1,146 @@
+"""The model of a fleet: R replicas behind a router, each with its own cache. What the router's
+policy does to a rollout's null slots (hash-only), to raw media's preprocessing, and to the caches.
+
+A Monte Carlo of the rollouts' requests through the router (TRIALS runs, seeded, averaged):
+- the K rollouts' turns run in lockstep, and within a turn they reach the router in a random order
+  (they are concurrent: which comes first changes from turn to turn);
+- the policy picks a replica per request: `consistent_hash` and `sticky_least_loaded` with the
+  session header keep a rollout on one replica (consistent_hash: the hash ring's pick, uniform;
+  sticky_least_loaded: the replica with fewest sessions), and so does `cache_aware` (each turn's
+  token ids extend the turn before: the prefix tree's match keeps it where it went first, the first
+  turns spread by load); `round_robin` takes the next replica in arrival order; `random`,
+  `power_of_two` and either sticky policy without a session id pick any replica (consistent_hash
+  hashes the body, which differs every turn);
+- a request with null slots misses where its replica lacks one of them; the replica answers 500.
+  With the router's retries on, it tries again up to RETRIES times, re-picking (a sticky pick
+  picks the same replica again); when every attempt misses, the client resends the turn in full
+  (the fallback), which the router routes again and the replica that serves it caches whole;
+- a replica caches every item it serves in full (the cache is taken to hold the working set) and,
+  raw media, preprocesses each image it has not seen.
+Not modelled: the circuit breaker (10 consecutive 5xx open a worker for 60 s), time (a request's
+latency), and cache_aware's balance thresholds (taken never to trigger at these loads).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from mmbench.config import PointConfig
+from mmbench.facts import facts_of
+
+TRIALS = 64
+RETRIES = 5  # vllm-router 0.1.17's --retry-max-retries default
+STICKY = ("consistent_hash", "sticky_least_loaded")
+
+
+@dataclass(frozen=True, slots=True)
+class FleetCounts:
+    """Expected counts over the run, summed over replicas."""
+
+    misses: float  # attempts a replica answered 500 for a null slot it lacks (router retries included)
+    first_misses: float  # client requests whose first replica lacked an item (before retries)
+    fallbacks: float  # client resends in full (every attempt missed)
+    router_retries: float
+    preprocess_calls: float  # raw media: images preprocessed, over replicas
+    cached_items: float  # items cached, over replicas (each replica counts its own copy)
+    unique_items: int
+    # (turn, items, full) -> expected count of the client's fallback resends
+    resend_shapes: tuple[tuple[tuple[int, int, int], float], ...]
+
+
+def sticky(config: PointConfig) -> bool:
+    """Whether the point's policy keeps a rollout on one replica."""
+    if config.router_policy == "cache_aware":
+        return True
+    return config.router_policy in STICKY and config.session_header == "on"
+
+
+def _pick_again(config: PointConfig) -> bool:
+    """Whether the router's retry re-picks (False: the same replica again): consistent_hash hashes
+    the same header or the same body again, a sticky policy keeps the session where it is."""
+    return config.router_policy != "consistent_hash" and not sticky(config)
+
+
+class _Trial:
+    def __init__(self, config: PointConfig, rng: np.random.Generator) -> None:
+        self.c = config
+        self.r = config.replicas
+        self.rng = rng
+        self.rr = 0
+        self.home: dict[int, int] = {}
+        self.sessions = [0] * self.r
+        self.cached: list[set[int]] = [set() for _ in range(self.r)]
+        self.misses = self.first_misses = self.fallbacks = self.retries = self.preprocess = 0
+        self.shapes: dict[tuple[int, int, int], int] = {}
+
+    def pick(self, rollout: int) -> int:
+        c = self.c
+        if sticky(c):
+            if rollout not in self.home:
+                if c.router_policy == "consistent_hash":
+                    self.home[rollout] = int(self.rng.integers(self.r))
+                else:  # fewest sessions (cache_aware: fewest in flight), ties to the first
+                    least = min(self.sessions)
+                    self.home[rollout] = self.sessions.index(least)
+                self.sessions[self.home[rollout]] += 1
+            return self.home[rollout]
+        if c.router_policy == "round_robin":
+            self.rr += 1
+            return (self.rr - 1) % self.r
+        return int(self.rng.integers(self.r))
+
+    def request(self, rollout: int, turn: int, items: list[int], new: int, null_slots: bool) -> None:
+        """One turn's request: `items` every image of the prompt, the last `new` of them new."""
+        where = self.pick(rollout)
+        if null_slots:
+            old = set(items[: len(items) - new])
+            attempts = 0
+            while not old <= self.cached[where]:
+                self.misses += 1
+                self.first_misses += attempts == 0
+                attempts += 1
+                if self.c.router_retries == "off" or attempts > RETRIES:
+                    self.fallbacks += 1
+                    shape = (turn, len(items), len(items))
+                    self.shapes[shape] = self.shapes.get(shape, 0) + 1
+                    # the resend is a new body: routed again, but for a sticky session
+                    where = where if sticky(self.c) else self.pick(rollout)
+                    self.cached[where].update(items)
+                    return
+                self.retries += 1
+                if _pick_again(self.c):
+                    where = self.pick(rollout)
+            self.cached[where].update(items[len(items) - new :])
+            return
+        fresh = [i for i in items if i not in self.cached[where]]
+        self.preprocess += len(fresh)
+        self.cached[where].update(items)
+
+
+def fleet_counts(config: PointConfig, trials: int = TRIALS) -> FleetCounts:
+    """The fleet's expected counts for a point with replicas >= 1."""
+    f = facts_of(config)
+    k, n, m = config.rollouts, config.turns, config.images_per_turn
+    null_slots = f.mode.renders and f.mode.needs_engine_cache
+    raw = not f.mode.renders
+    totals = np.zeros(6)
+    shapes: dict[tuple[int, int, int], float] = {}
+    for trial in range(trials):
+        rng = np.random.default_rng([config.seed, trial, 30])
+        t = _Trial(config, rng)
+        for turn in range(1, n + 1):
+            for rollout in rng.permutation(k):
+                ids = [int(rollout) * n * m + j for j in range(turn * m)]
+                t.request(int(rollout), turn, ids, m, null_slots and turn > 1)
+        cached = sum(len(s) for s in t.cached)
+        totals += (t.misses, t.first_misses, t.fallbacks, t.retries, t.preprocess if raw else 0, cached)
+        for shape, count in t.shapes.items():
+            shapes[shape] = shapes.get(shape, 0.0) + count / trials
+    mean = totals / trials
+    return FleetCounts(
+        misses=float(mean[0]), first_misses=float(mean[1]), fallbacks=float(mean[2]),
+        router_retries=float(mean[3]), preprocess_calls=float(mean[4]), cached_items=float(mean[5]),
+        unique_items=k * n * m, resend_shapes=tuple(sorted(shapes.items())),
+    )  # fmt: skip
