@@ -14,7 +14,8 @@ A Monte Carlo of the rollouts' requests through the router (TRIALS runs, seeded,
 - a request with null slots misses where its replica lacks one of them; the replica answers 500.
   With the router's retries on, it tries again up to RETRIES times, re-picking (a sticky pick
   picks the same replica again); when every attempt misses, the client resends the turn in full
-  (the fallback), which the router routes again and the replica that serves it caches whole;
+  (the fallback) after the turn's other first requests (the 500 comes back, the body is built
+  again), and the router routes it again: the replica that serves it caches it whole;
 - a replica caches every item it serves in full (the cache is taken to hold the working set) and,
   raw media, preprocesses each image it has not seen.
 Not modelled: the circuit breaker (10 consecutive 5xx open a worker for 60 s), time (a request's
@@ -91,8 +92,9 @@ class _Trial:
             return (self.rr - 1) % self.r
         return int(self.rng.integers(self.r))
 
-    def request(self, rollout: int, turn: int, items: list[int], new: int, null_slots: bool) -> None:
-        """One turn's request: `items` every image of the prompt, the last `new` of them new."""
+    def request(self, rollout: int, turn: int, items: list[int], new: int, null_slots: bool) -> bool:
+        """One turn's request: `items` every image of the prompt, the last `new` of them new. False
+        where every attempt missed: the client resends it in full (`resend`), later in the turn."""
         where = self.pick(rollout)
         if null_slots:
             old = set(items[: len(items) - new])
@@ -103,20 +105,22 @@ class _Trial:
                 attempts += 1
                 if self.c.router_retries == "off" or attempts > RETRIES:
                     self.fallbacks += 1
-                    shape = (turn, len(items), len(items))
-                    self.shapes[shape] = self.shapes.get(shape, 0) + 1
-                    # the resend is a new body: routed again, but for a sticky session
-                    where = where if sticky(self.c) else self.pick(rollout)
-                    self.cached[where].update(items)
-                    return
+                    return False
                 self.retries += 1
                 if _pick_again(self.c):
                     where = self.pick(rollout)
             self.cached[where].update(items[len(items) - new :])
-            return
+            return True
         fresh = [i for i in items if i not in self.cached[where]]
         self.preprocess += len(fresh)
         self.cached[where].update(items)
+        return True
+
+    def resend(self, rollout: int, turn: int, items: list[int]) -> None:
+        """The client's resend in full: a new body, routed again (a sticky session stays), served."""
+        shape = (turn, len(items), len(items))
+        self.shapes[shape] = self.shapes.get(shape, 0) + 1
+        self.cached[self.pick(rollout)].update(items)
 
 
 def fleet_counts(config: PointConfig, trials: int = TRIALS) -> FleetCounts:
@@ -131,9 +135,14 @@ def fleet_counts(config: PointConfig, trials: int = TRIALS) -> FleetCounts:
         rng = np.random.default_rng([config.seed, trial, 30])
         t = _Trial(config, rng)
         for turn in range(1, n + 1):
+            resends = []
             for rollout in rng.permutation(k):
                 ids = [int(rollout) * n * m + j for j in range(turn * m)]
-                t.request(int(rollout), turn, ids, m, null_slots and turn > 1)
+                if not t.request(int(rollout), turn, ids, m, null_slots and turn > 1):
+                    resends.append((int(rollout), ids))
+            # a resend follows its 500 and a new build: after the turn's other first requests
+            for i in rng.permutation(len(resends)):
+                t.resend(resends[i][0], turn, resends[i][1])
         cached = sum(len(s) for s in t.cached)
         totals += (t.misses, t.first_misses, t.fallbacks, t.retries, t.preprocess if raw else 0, cached)
         for shape, count in t.shapes.items():
