@@ -193,7 +193,8 @@ class RouterFigures:
     peak_rss_bytes: int | None = None
     requests: int | None = None  # generate requests it received (its own count)
     retries: int | None = None  # attempts it sent again (its own count)
-    retried_bytes: int | None = None  # bytes the replicas received beyond what the client shipped
+    # bytes the replicas received beyond what the client shipped (None where a replica died)
+    retried_bytes: int | None = None
     # its own Prometheus counters and gauges during the point ("name{labels}" -> value)
     counters: dict[str, float] | None = None
 
@@ -208,7 +209,9 @@ class FleetFigures:
     unique_cache_bytes: int | None = None  # the distinct items cached, each counted once
     duplication: float | None = None  # cache_bytes / unique_cache_bytes (1.0: no item cached twice)
     balance: float | None = None  # max / min generate requests per replica (inf where one got none)
-    misses: int | None = None  # null slots a replica could not serve, summed (before retries)
+    # the replicas' cache misses, summed: null slots a replica could not serve (every attempt, the
+    # router's retries included), or, raw media, images a replica preprocessed
+    misses: int | None = None
     # an engine URL that turns out to be several engines: the share of the client's bytes that the
     # engine's own counts cover (below 0.9: its figures are one replica's, and not shown as the engine's)
     covered_share: float | None = None

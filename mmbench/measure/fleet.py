@@ -384,7 +384,10 @@ def sections(
     replicas = reading.replicas
     received = [r.bytes_received for r in replicas]
     router = reading.router
-    if traffic.bytes_shipped is not None and all(b is not None for b in received):
+    # a dead replica's bytes after its last reading are unknown: so are the retried bytes then
+    if traffic.bytes_shipped is not None and all(b is not None for b in received) and not any(
+        r.died for r in replicas
+    ):
         total = sum(b for b in received if b is not None)
         router = replace(router, retried_bytes=total - traffic.bytes_shipped)
     requests = [r.requests for r in replicas if r.requests is not None and not r.died]

@@ -63,6 +63,9 @@ from mmbench.measure.model.simulation import (
 )
 from mmbench.measure.model.vllm import VLLM, vllm_engine_peak
 
+# vllm-router's RSS (0.1.17, measured here: ~40 MiB idle, ~100-200 MiB at its peak under full-mode
+# bodies of 512x512 images, which it parses and re-serializes): what a fleet's engine peak adds.
+ROUTER_BYTES = 200 * 1024**2
 # The item the timing constants are measured at: 512x512, float32 (Qwen3-VL: 1024 rows of 1536).
 TIMING_PIXELS = 512 * 512
 TIMING_ITEM_BYTES = 1024 * 1536 * 4
@@ -143,6 +146,10 @@ def explain(
         peak = vllm_engine_peak(inputs, prediction.engine_cache_bytes, constants)
         prediction = replace(prediction, engine_peak_bytes=peak)
         engine_floor = constants.vllm_baseline
+    if config.replicas:  # an upper bound: every replica at one engine's peak, and the router
+        r = config.replicas
+        prediction = replace(prediction, engine_peak_bytes=r * prediction.engine_peak_bytes + ROUTER_BYTES)
+        engine_floor += (r - 1) * (constants.vllm_baseline if engine == VLLM else constants.engine_baseline)
     shares = constants.typical_shares(f.mode.renders, engine == VLLM)
     return _with_typical(prediction, shares[0], engine_floor, shares[1]), inputs
 
@@ -156,7 +163,9 @@ def _in_fleet(f: PointFacts, p: Prediction) -> Prediction:
     resent = round(sum(count * body(*shape) for shape, count in fc.resend_shapes)) if f.mode.renders else 0
     shipped = p.bytes_shipped + resent
     return replace(
-        p, fleet_misses=round(fc.misses), router_retries=round(fc.router_retries),
+        p, router_retries=round(fc.router_retries),
+        # the replicas' cache misses: null slots they lacked, or (raw media) images they preprocessed
+        fleet_misses=round(fc.misses) if f.mode.renders else round(fc.preprocess_calls),
         fallbacks=p.fallbacks + round(fc.fallbacks), bytes_shipped=shipped,
         bytes_shipped_per_rollout=shipped // f.config.rollouts,
         engine_cache_bytes=round(fc.cached_items * f.cache_item_bytes),
