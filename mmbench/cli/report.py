@@ -11,6 +11,7 @@ import typer
 from mmbench.analysis.report import METRICS, build_report
 from mmbench.cli import common as c
 from mmbench.errors import MmbenchError
+from mmbench.reporters.fleet_report import fleet_markdown, fleet_table
 from mmbench.reporters.markdown import render_csv, render_json, render_markdown
 from mmbench.reporters.report_table import report_tables
 from mmbench.results import load
@@ -58,7 +59,8 @@ def report(
     _check("--format", fmt, FORMATS)
     _check("--metric", metric, list(METRICS))
     try:
-        built = build_report(load(results_dir), metric)
+        loaded = load(results_dir)
+        built = build_report(loaded, metric)
     except MmbenchError as exc:
         text = str(exc)
         # load() names the file already; build_report's own complaints do not.
@@ -66,8 +68,13 @@ def report(
     if fmt == "table":
         for table in report_tables(built):
             c.console.print(table)
+        fleet = fleet_table(loaded.points)
+        if fleet is not None:
+            c.console.print(fleet)
     else:
         render = {"markdown": render_markdown, "csv": render_csv, "json": render_json}[fmt]
         typer.echo(render(built), nl=False)
+        if fmt == "markdown" and fleet_markdown(loaded.points):
+            typer.echo("\n## The fleet\n\n" + fleet_markdown(loaded.points), nl=False)
     if summary:
         _append_summary(render_markdown(built))
