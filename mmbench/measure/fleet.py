@@ -233,7 +233,7 @@ class FleetHandle:
         with self._lock:
             for r in self._replicas:
                 if self._replica_alive(r):
-                    with contextlib.suppress(MmbenchError, httpx.HTTPError):
+                    with contextlib.suppress(Exception):  # a replica that died answers nothing
                         r.last = r.handle.stats(trim=trim)
             first = self._router_ready is None
             if first:
@@ -265,7 +265,7 @@ class FleetHandle:
         """Read replica `index`'s stats, then kill its whole process tree (SIGKILL)."""
         r = self._replicas[index]
         with self._lock:
-            with contextlib.suppress(MmbenchError, httpx.HTTPError):
+            with contextlib.suppress(Exception):  # a replica that died answers nothing
                 r.last = r.handle.stats()
             r.sizes = _cache_sizes(r.url)
             r.killed = why
