@@ -22,7 +22,7 @@ def hash_only(**fleet: object) -> PointConfig:
     return PointConfig(mode="hash-only", rollouts=K, turns=N, **fleet)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("policy", ["consistent_hash", "sticky_least_loaded", "cache_aware"])
+@pytest.mark.parametrize("policy", ["consistent_hash", "sticky_least_loaded"])
 @pytest.mark.parametrize("retries", ["on", "off"])
 def test_a_sticky_session_never_misses(policy: str, retries: str) -> None:
     c = fleet_counts(hash_only(replicas=2, router_policy=policy, session_header="on", router_retries=retries))
@@ -39,12 +39,26 @@ def test_round_robin_misses_about_r_minus_1_over_r_of_the_later_turns(replicas: 
     assert c.cached_items > c.unique_items  # the resends cache items a second time
 
 
+def test_cache_aware_keeps_no_rollout_in_place_as_measured() -> None:
+    """vllm-router 0.1.17's cache_aware spread hash-only's turns like a random pick (docs/fleet.md:
+    23 and 28 of 56 later turns fell back at K = 8, retries off): modelled as random."""
+    ca = fleet_counts(hash_only(replicas=2, router_policy="cache_aware", router_retries="off"))
+    assert 0.4 * LATER <= ca.fallbacks <= 0.6 * LATER
+
+
 def test_the_routers_retries_rescue_round_robins_misses_and_not_consistent_hashs() -> None:
     rr = fleet_counts(hash_only(replicas=2, router_policy="round_robin"))
     assert rr.first_misses > 0 and rr.fallbacks < 0.1 * rr.first_misses  # the retry finds the other replica
     ch = fleet_counts(hash_only(replicas=2, router_policy="consistent_hash"))  # no header: the body's hash
-    assert ch.fallbacks == ch.first_misses > 0  # every retry goes to the same replica
-    assert ch.router_retries == pytest.approx(5 * ch.first_misses)
+    assert ch.fallbacks > 0.5 * ch.first_misses  # its retries go to the same replica
+    assert ch.router_retries > 3 * ch.fallbacks
+
+
+def test_over_four_replicas_the_routers_retries_rescue_most_of_round_robins_misses() -> None:
+    on = fleet_counts(hash_only(replicas=4, router_policy="round_robin"))
+    off = fleet_counts(hash_only(replicas=4, router_policy="round_robin", router_retries="off"))
+    assert off.router_retries == 0 and on.router_retries > 0
+    assert on.fallbacks < off.fallbacks
 
 
 def test_raw_media_is_preprocessed_once_per_replica_that_sees_it() -> None:

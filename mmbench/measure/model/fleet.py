@@ -6,20 +6,23 @@ A Monte Carlo of the rollouts' requests through the router (TRIALS runs, seeded,
   (they are concurrent: which comes first changes from turn to turn);
 - the policy picks a replica per request: `consistent_hash` and `sticky_least_loaded` with the
   session header keep a rollout on one replica (consistent_hash: the hash ring's pick, uniform;
-  sticky_least_loaded: the replica with fewest sessions), and so does `cache_aware` (each turn's
-  token ids extend the turn before: the prefix tree's match keeps it where it went first, the first
-  turns spread by load); `round_robin` takes the next replica in arrival order; `random`,
-  `power_of_two` and either sticky policy without a session id pick any replica (consistent_hash
-  hashes the body, which differs every turn);
+  sticky_least_loaded: the replica with fewest sessions); `round_robin` takes the next replica in
+  arrival order; `random`, `power_of_two`, `cache_aware` and either sticky policy without a session
+  id pick any replica (consistent_hash hashes the body, which differs every turn);
 - a request with null slots misses where its replica lacks one of them; the replica answers 500.
   With the router's retries on, it tries again up to RETRIES times, re-picking (a sticky pick
   picks the same replica again); when every attempt misses, the client resends the turn in full
   (the fallback) after the turn's other first requests (the 500 comes back, the body is built
   again), and the router routes it again: the replica that serves it caches it whole;
+- with the retries on, the circuit breaker too: a replica whose answers fail 10 times in a row is
+  taken out of rotation for the rest of the point (60 s, longer than these points), and its sessions
+  move to another replica (whose cache lacks their items);
+- `cache_aware` spreads a rollout's turns like a random pick: measured (docs/fleet.md), its routing
+  of /inference/v1/generate keeps no rollout in place (0.1.17), so it is modelled as `random`;
 - a replica caches every item it serves in full (the cache is taken to hold the working set) and,
   raw media, preprocesses each image it has not seen.
-Not modelled: the circuit breaker (10 consecutive 5xx open a worker for 60 s), time (a request's
-latency), and cache_aware's balance thresholds (taken never to trigger at these loads).
+Not modelled: time (a request's latency: which requests are in flight together), a replica killed
+mid-point, and the breaker's half-open probes after 60 s.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from mmbench.facts import facts_of
 
 TRIALS = 64
 RETRIES = 5  # vllm-router 0.1.17's --retry-max-retries default
+BREAKER = 10  # its --cb-failure-threshold: consecutive failures that open a worker's circuit
 STICKY = ("consistent_hash", "sticky_least_loaded")
 
 
@@ -53,8 +57,6 @@ class FleetCounts:
 
 def sticky(config: PointConfig) -> bool:
     """Whether the point's policy keeps a rollout on one replica."""
-    if config.router_policy == "cache_aware":
-        return True
     return config.router_policy in STICKY and config.session_header == "on"
 
 
@@ -75,22 +77,34 @@ class _Trial:
         self.cached: list[set[int]] = [set() for _ in range(self.r)]
         self.misses = self.first_misses = self.fallbacks = self.retries = self.preprocess = 0
         self.shapes: dict[tuple[int, int, int], int] = {}
+        # the circuit breaker (with the router's retries on): consecutive failures per replica, and
+        # the replicas whose circuit opened (for the rest of the point: it stays open 60 s)
+        self.failures = [0] * self.r
+        self.open = [False] * self.r
+
+    def _up(self) -> list[int]:
+        up = [i for i in range(self.r) if not self.open[i]]
+        return up or list(range(self.r))  # every circuit open: the model lets them all serve
+
+    def _failed(self, where: int) -> None:
+        self.failures[where] += 1
+        if self.c.router_retries == "on" and self.failures[where] >= BREAKER:
+            self.open[where] = True
 
     def pick(self, rollout: int) -> int:
-        c = self.c
+        c, up = self.c, self._up()
         if sticky(c):
-            if rollout not in self.home:
+            if rollout not in self.home or self.open[self.home[rollout]]:  # new, or its circuit opened
                 if c.router_policy == "consistent_hash":
-                    self.home[rollout] = int(self.rng.integers(self.r))
-                else:  # fewest sessions (cache_aware: fewest in flight), ties to the first
-                    least = min(self.sessions)
-                    self.home[rollout] = self.sessions.index(least)
+                    self.home[rollout] = up[int(self.rng.integers(len(up)))]
+                else:  # fewest sessions, ties to the first
+                    self.home[rollout] = min(up, key=lambda i: (self.sessions[i], i))
                 self.sessions[self.home[rollout]] += 1
             return self.home[rollout]
         if c.router_policy == "round_robin":
             self.rr += 1
-            return (self.rr - 1) % self.r
-        return int(self.rng.integers(self.r))
+            return up[(self.rr - 1) % len(up)]
+        return up[int(self.rng.integers(len(up)))]
 
     def request(self, rollout: int, turn: int, items: list[int], new: int, null_slots: bool) -> bool:
         """One turn's request: `items` every image of the prompt, the last `new` of them new. False
@@ -100,6 +114,7 @@ class _Trial:
             old = set(items[: len(items) - new])
             attempts = 0
             while not old <= self.cached[where]:
+                self._failed(where)
                 self.misses += 1
                 self.first_misses += attempts == 0
                 attempts += 1
@@ -109,6 +124,7 @@ class _Trial:
                 self.retries += 1
                 if _pick_again(self.c):
                     where = self.pick(rollout)
+            self.failures[where] = 0  # consecutive failures: a success closes the count
             self.cached[where].update(items[len(items) - new :])
             return True
         fresh = [i for i in items if i not in self.cached[where]]
@@ -120,7 +136,9 @@ class _Trial:
         """The client's resend in full: a new body, routed again (a sticky session stays), served."""
         shape = (turn, len(items), len(items))
         self.shapes[shape] = self.shapes.get(shape, 0) + 1
-        self.cached[self.pick(rollout)].update(items)
+        where = self.pick(rollout)
+        self.failures[where] = 0
+        self.cached[where].update(items)
 
 
 def fleet_counts(config: PointConfig, trials: int = TRIALS) -> FleetCounts:
