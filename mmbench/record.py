@@ -193,7 +193,8 @@ class RouterFigures:
     peak_rss_bytes: int | None = None
     requests: int | None = None  # generate requests it received (its own count)
     retries: int | None = None  # attempts it sent again (its own count)
-    # bytes the replicas received beyond what the client shipped (None where a replica died)
+    # bytes the replicas received beyond what the client shipped (None where a replica died;
+    # negative where the router answered requests itself, e.g. 503 with every circuit open)
     retried_bytes: int | None = None
     # its own Prometheus counters and gauges during the point ("name{labels}" -> value)
     counters: dict[str, float] | None = None
