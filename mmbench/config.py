@@ -28,7 +28,23 @@ TRAINER_POLICIES = ("off", "eager", "lazy", "both")
 REDERIVE_PLACES = ("orchestrator", "trainer")  # ephemeral modes: where pixels are derived again
 DEDUP_CHOICES = ("off", "on")
 # Fields added to schema 6 after files were written with it: a point that lacks one ran with its default.
-LATER_FIELDS = ("trainer", "rederive_at", "dp_ranks", "group_size", "dedup", "seq_len", "model_parallel")
+LATER_FIELDS = (
+    "trainer", "rederive_at", "dp_ranks", "group_size", "dedup", "seq_len", "model_parallel",  # issue 31
+    "replicas", "router", "router_policy", "session_header", "router_retries",  # issue 30
+    "kill_replica_at_turn",
+)  # fmt: skip
+# --- a fleet (issue 30): replicas behind a router that mmbench starts for the point
+MAX_REPLICAS = 16
+ROUTERS = ("vllm-router",)  # PyPI vllm-router (vllm-project/router), pinned in pyproject.toml
+# vllm-router 0.1.17's policies that apply to independent replicas (kv_aware needs vLLM's KV events
+# and a text-only model; it is left out)
+ROUTER_POLICIES = (
+    "round_robin", "random", "power_of_two", "cache_aware", "consistent_hash", "sticky_least_loaded",
+)  # fmt: skip
+ON_OFF = ("on", "off")
+# What a fleet point sets that a single engine does not have (they need replicas >= 1).
+FLEET_ONLY = {"router": "vllm-router", "router_policy": "cache_aware", "router_retries": "on",
+              "kill_replica_at_turn": 0}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +91,15 @@ class PointConfig:
     dedup: str = "off"  # on: the orchestrator ships each distinct image once per rank
     seq_len: int = 0  # a micro-batch's token cap (first-fit packing); 0: the longest sample's length
     model_parallel: int = 8  # TP x CP x EP ranks per DP rank: extrapolated, never run
+    # --- a fleet (issue 30): `replicas` engines (embedded or vLLM) behind a router mmbench starts
+    replicas: int = 0  # 0: one engine, no router
+    router: str = "vllm-router"
+    router_policy: str = "cache_aware"  # the router's own default
+    # on: every request carries X-Session-ID = the rollout's id (as prime-rl and SkyRL send it);
+    # also to an --engine-url that is a router of the user's
+    session_header: str = "off"
+    router_retries: str = "on"  # on: the router's retries and circuit breaker as it ships them; off: neither
+    kill_replica_at_turn: int = 0  # replica 1 is killed once the rollouts reach this turn (0: never)
 
     def __post_init__(self) -> None:
         validate(self)
@@ -175,6 +200,7 @@ def validate(c: PointConfig) -> None:
     _validate_renderer(c)
     engine_arg_list(c.engine_args)
     _validate_trainer(c)
+    _validate_fleet(c)
 
 
 def _validate_trainer(c: PointConfig) -> None:
@@ -194,6 +220,23 @@ def _validate_trainer(c: PointConfig) -> None:
         )
     if c.trainer != "off" and c.renderer != "sim":
         raise MmbenchError("the trainer stage reads the sim renderer's trajectories; use --renderer sim")
+
+
+def _validate_fleet(c: PointConfig) -> None:
+    _at_least("replicas", c.replicas, 0, MAX_REPLICAS)
+    for name, choices in (("router", ROUTERS), ("router_policy", ROUTER_POLICIES),
+                          ("session_header", ON_OFF), ("router_retries", ON_OFF)):  # fmt: skip
+        if getattr(c, name) not in choices:
+            raise MmbenchError(f"unknown {name} {getattr(c, name)!r}; choose one of: {', '.join(choices)}")
+    _at_least("kill_replica_at_turn", c.kill_replica_at_turn, 0, c.turns)
+    if c.replicas == 0:
+        given = [name for name, default in FLEET_ONLY.items() if getattr(c, name) != default]
+        if given:
+            raise MmbenchError(
+                f"{given[0]} is a setting of a fleet; add --replicas R (R >= 1 engines behind the router)"
+            )
+    if c.kill_replica_at_turn and c.replicas < 2:
+        raise MmbenchError("kill_replica_at_turn needs replicas >= 2 (one must survive to serve on)")
 
 
 def engine_arg_list(text: str) -> list[str]:

@@ -34,7 +34,7 @@ from mmbench.errors import MmbenchError
 STATUSES = ("ok", "failed", "skipped", "extrapolated")
 # How the engine a point ran on is recorded (engine.kind): started by mmbench for the point, a
 # server it was pointed at (engine.url), or a real vLLM it started.
-ENGINE_KINDS = ("embedded", "external", "vllm")
+ENGINE_KINDS = ("embedded", "external", "vllm")  # a fleet: its replicas' kind (config.replicas > 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,9 +169,67 @@ class EngineFigures:
 
 
 @dataclass(frozen=True, slots=True)
+class ReplicaFigures:
+    """One engine of a fleet, as measured for the point: its counters from the point's start, its
+    process tree's RSS (retained: at the end above its baseline once ready; peak: VmHWM)."""
+
+    url: str | None = None
+    requests: int | None = None
+    bytes_received: int | None = None
+    status_counts: str | None = None  # answers by HTTP status, e.g. "200:30,500:4"
+    cache_hits: int | None = None
+    cache_misses: int | None = None  # null slots it could not serve (processed modes)
+    cache_bytes: int | None = None
+    cache_items: int | None = None
+    preprocess_calls: int | None = None  # images it preprocessed (raw modes)
+    rss_baseline_bytes: int | None = None
+    retained_bytes: int | None = None  # RSS at the end (before a trim) - baseline
+    peak_rss_bytes: int | None = None
+    died: bool = False
+    failure: str | None = None  # why it no longer serves (killed by kill_replica_at_turn, or its exit)
+
+
+@dataclass(frozen=True, slots=True)
+class RouterFigures:
+    """The router in front of a fleet (None throughout where the engine is not a fleet)."""
+
+    version: str | None = None  # e.g. "vllm-router 0.1.17"
+    flags: str | None = None  # its command line but workers, host and ports
+    rss_baseline_bytes: int | None = None
+    rss_bytes: int | None = None  # its process tree, at the end
+    peak_rss_bytes: int | None = None
+    requests: int | None = None  # generate requests it received (its own count)
+    retries: int | None = None  # attempts it sent again (its own count)
+    # bytes the replicas received beyond what the client shipped (None where a replica died;
+    # negative where the router answered requests itself, e.g. 503 with every circuit open)
+    retried_bytes: int | None = None
+    # its own Prometheus counters and gauges during the point ("name{labels}" -> value)
+    counters: dict[str, float] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FleetFigures:
+    """The fleet as a whole."""
+
+    replicas: int | None = None
+    died: int | None = None  # replicas that died during the point
+    cache_bytes: int | None = None  # summed over the replicas
+    unique_cache_bytes: int | None = None  # the distinct items cached, each counted once
+    duplication: float | None = None  # cache_bytes / unique_cache_bytes (1.0: no item cached twice)
+    balance: float | None = None  # max / min generate requests per replica (inf where one got none)
+    # the replicas' cache misses, summed: null slots a replica could not serve (every attempt, the
+    # router's retries included), or, raw media, images a replica preprocessed
+    misses: int | None = None
+    # an engine URL that turns out to be several engines: the share of the client's bytes that the
+    # engine's own counts cover (below 0.9: its figures are one replica's, and not shown as the engine's)
+    covered_share: float | None = None
+    note: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class EngineRecord:
-    """The engine that served the point, and its figures. A fleet adds its replicas' figures and
-    the router's beside `figures` (one more section each), leaving these as they are."""
+    """The engine that served the point, and its figures. A fleet adds its replicas' figures, the
+    router's and the fleet's beside `figures` (then the replicas' sums), leaving these as they are."""
 
     kind: str | None = None  # one of ENGINE_KINDS
     url: str | None = None  # an external engine's URL
@@ -186,6 +244,9 @@ class EngineRecord:
     flags: str | None = None  # the `vllm serve` command's arguments but host, port and middleware
     failure: str | None = None  # why it no longer served at the point's end (None: it did)
     figures: EngineFigures = EngineFigures()
+    replicas: list[ReplicaFigures] | None = None  # a fleet's engines, in their order
+    router: RouterFigures = RouterFigures()
+    fleet: FleetFigures = FleetFigures()
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,6 +358,10 @@ class PredictionFigures:
     engine_cache_misses: int | None = None
     fallbacks: int | None = None
     engine_preprocess_calls: int | None = None
+    # a fleet: null slots sent to a replica that lacks the item, every attempt (router retries
+    # included; engine.fleet.misses measures it), and the router's retries (engine.router.retries)
+    fleet_misses: int | None = None
+    router_retries: int | None = None
     retained_ratio: float | None = None  # client.retained_live / retained (None below the noise floor)
     shipped_ratio: float | None = None  # traffic.bytes_shipped / bytes_shipped
 
@@ -419,6 +484,7 @@ def _to_dict(record: PointRecord) -> dict[str, Any]:
     machine, figures = out["machine"], out["engine"]["figures"]
     machine["environment"] = sorted_keys(machine["environment"])
     figures["processes"] = sorted_keys(figures["processes"])
+    out["engine"]["router"]["counters"] = sorted_keys(out["engine"]["router"]["counters"])
     return out
 
 

@@ -17,7 +17,7 @@ from typing import Annotated, Any, ParamSpec, TypeVar, get_type_hints
 import typer
 from rich.console import Console
 
-from mmbench.config import RENDERERS, PointConfig, engine_arg_list, field_names
+from mmbench.config import RENDERERS, ROUTER_POLICIES, ROUTERS, PointConfig, engine_arg_list, field_names
 from mmbench.errors import MmbenchError
 from mmbench.measure.engines import VLLM, EngineChoice, Vllm, choose_engine
 from mmbench.transports.registry import MODES
@@ -115,6 +115,12 @@ POINT_HELP = {
     "dedup": "the orchestrator ships each distinct image once per rank: on, off (off)",
     "seq_len": "trainer micro-batch token cap, 0 = the longest sample (0)",
     "model_parallel": "TP x CP x EP ranks per DP rank, extrapolated (8)",
+    "replicas": "fleet: R engines (--engine's kind) behind a router started per point, 0 = one engine (0)",
+    "router": f"fleet: the router: {_choices(ROUTERS)} (vllm-router)",
+    "router_policy": f"fleet: the router's policy: {_choices(ROUTER_POLICIES)} (cache_aware)",
+    "session_header": "X-Session-ID = the rollout's id on every request: on, off (off)",
+    "router_retries": "fleet: the router's retries and circuit breaker as shipped (on) or disabled (off)",
+    "kill_replica_at_turn": "fleet: kill replica 1 once the rollouts reach this turn, 0 = never (0)",
 }
 Model = Annotated[str | None, _opt(POINT_HELP["model"])]  # mmbench engine's --model too
 

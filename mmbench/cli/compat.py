@@ -12,7 +12,7 @@ from mmbench.errors import MmbenchError
 from mmbench.measure.engines import VLLM
 from mmbench.reporters.compat_report import markdown, messages, table
 from mmbench.results import atomic_write
-from mmbench.sweep.compat import SETUP_NAMES, choose_setups, run_compat
+from mmbench.sweep.compat import SETUP_NAMES, SETUPS, choose_setups, run_compat
 from mmbench.sweep.loop import PlannedPoint
 from mmbench.transports.registry import MODES
 
@@ -26,7 +26,11 @@ def compat(
     out: Annotated[Path | None, typer.Option(help="results directory, new [runs/compat-UTCTIME]")] = None,
     setups: Annotated[
         str | None,
-        typer.Option(help=f"engine setups, comma-separated: {', '.join(SETUP_NAMES)} (default: all)"),
+        typer.Option(
+            help=f"engine setups, comma-separated: {', '.join(SETUP_NAMES[: len(SETUPS)])} (default: "
+            "these), or a fleet's: fleet (2 embedded replicas behind vllm-router, 4 policies x the "
+            "session header on and off), vllm-fleet (the same with 2 vLLMs), or one of theirs"
+        ),
     ] = None,
     modes: Annotated[
         str | None, typer.Option("--modes", "--mode", help=f"modes: {', '.join(MODES)} (default: all)")
@@ -35,7 +39,7 @@ def compat(
     """Which modes survive which engine: a small point of every mode, on a fresh engine of each setup.
 
     The setups: the embedded engine; vLLM by default, without its processor cache, with the shm cache,
-    and behind two API servers."""
+    and behind two API servers; and, asked for, fleets behind vllm-router."""
     chosen = choose_setups([s.strip() for s in setups.split(",")] if setups else None)
     wanted = tuple(m.strip() for m in modes.split(",")) if modes else tuple(MODES)
     vllm = engine_flags.vllm_only()

@@ -12,6 +12,7 @@ from mmbench.analysis.report import METRICS, build_report
 from mmbench.analysis.system import system_rows
 from mmbench.cli import common as c
 from mmbench.errors import MmbenchError
+from mmbench.reporters.fleet_report import fleet_markdown, fleet_table
 from mmbench.reporters.markdown import render_csv, render_json, render_markdown
 from mmbench.reporters.report_table import report_tables
 from mmbench.reporters.system_table import system_markdown, system_tables
@@ -67,13 +68,22 @@ def report(
         # load() names the file already; build_report's own complaints do not.
         raise MmbenchError(text if text.startswith(str(results_dir)) else f"{results_dir}: {text}") from None
     system = system_rows(results.points)  # points that ran the trainer stage (issue 31)
+    fleet = fleet_markdown(results.points)  # points on a fleet (issue 30)
+    markdown = (
+        render_markdown(built)
+        + ("\n" + system_markdown(system) if system else "")
+        + ("\n## The fleet\n\n" + fleet if fleet else "")
+    )
     if fmt == "table":
         for table in [*report_tables(built), *system_tables(system)]:
             c.console.print(table)
+        fleet_tab = fleet_table(results.points)
+        if fleet_tab is not None:
+            c.console.print(fleet_tab)
     elif fmt == "markdown":
-        typer.echo(render_markdown(built) + ("\n" + system_markdown(system) if system else ""), nl=False)
+        typer.echo(markdown, nl=False)
     else:
         render = {"csv": render_csv, "json": render_json}[fmt]
         typer.echo(render(built), nl=False)
     if summary:
-        _append_summary(render_markdown(built) + ("\n" + system_markdown(system) if system else ""))
+        _append_summary(markdown)

@@ -25,6 +25,7 @@ from mmbench.cluster.address import ClusterSpec, parse_cluster
 from mmbench.errors import MmbenchError
 from mmbench.launch import DEFAULT_START_METHOD, check_start_method
 from mmbench.measure.harness import HarnessOptions
+from mmbench.reporters.fleet_report import fleet_table
 from mmbench.reporters.report_table import per_mode_table
 from mmbench.reporters.system_table import system_tables
 from mmbench.reporters.table import fits_table, sweep_table
@@ -198,8 +199,14 @@ def sweep(
         c.console.print(fits)
     for table in system_tables(system_rows(results.points)):  # points that ran the trainer stage
         c.console.print(table)
+    fleet = fleet_table(results.points)
+    if fleet is not None:
+        c.console.print(fleet)
     if timings:
         c.console.print(timings_table(results.points, title="where the time went"))
+    routed = [r.engine.fleet.note for r in results.points if r.engine.fleet.note]
+    if routed:  # an --engine-url that is several engines: its figures were not shown as the engine's
+        c.console.print(f"note: {len(routed)} point(s): {routed[0]}", highlight=False)
     note = warm_engine_note(results.points)
     if note:
         c.console.print(note, highlight=False)

@@ -50,6 +50,8 @@ def predicted(
         engine_cache_misses=pred.engine_cache_misses,
         fallbacks=pred.fallbacks,
         engine_preprocess_calls=pred.engine_preprocess_calls,
+        fleet_misses=pred.fleet_misses,
+        router_retries=pred.router_retries,
         # below the noise floor of RSS readings a ratio says nothing (None, shown as "-")
         retained_ratio=live / pred.retained_bytes
         if live is not None and pred.retained_bytes >= RSS_NOISE_FLOOR_BYTES

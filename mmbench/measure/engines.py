@@ -30,6 +30,7 @@ from mmbench.errors import MmbenchError
 from mmbench.facts import facts_of
 from mmbench.launch import StartMethod
 from mmbench.measure.external import EMBEDDED_ONLY, check_engine
+from mmbench.measure.fleet import Fleet, check_fleets
 from mmbench.record import EngineRecord
 from mmbench.transports.registry import TRANSPORTS
 from mmbench.world.codec import get_codec
@@ -123,6 +124,8 @@ class Embedded:
 
     def check(self, configs: Iterable[PointConfig]) -> None:
         """Every point fits the engine, before any runs."""
+        configs = list(configs)
+        check_fleets(self, configs)  # a point with replicas runs on a fleet of these (measure.fleet)
         for config in configs:
             if config.engine_args:
                 raise MmbenchError(
@@ -152,6 +155,8 @@ class External:
     defaults: ClassVar[Mapping[str, Any]] = NO_DEFAULTS
 
     def check(self, configs: Iterable[PointConfig]) -> None:
+        configs = list(configs)
+        check_fleets(self, configs)  # no replicas: not ours to start
         check_engine(self.url, configs)  # reachable, and fit for every point
 
     def open(self, config: PointConfig, assets: Path | None, method: StartMethod) -> EngineHandle:
@@ -190,6 +195,8 @@ class Vllm:
 
     def check(self, configs: Iterable[PointConfig]) -> None:
         """Every point fits vLLM, and its environment (and model directory) is found and sound."""
+        configs = list(configs)
+        check_fleets(self, configs)
         for config in configs:
             reason = vllm_refusal(config)
             if reason is not None:
@@ -227,8 +234,9 @@ class Vllm:
         return self._vllm(config, assets)
 
 
-# Which engine a point runs on: one value, one of these (a fleet behind a router would be one more).
-EngineChoice = Embedded | External | Vllm
+# Which engine a point runs on: one value, one of these; a point with replicas runs on a Fleet of the
+# chosen kind (mmbench.measure.fleet.fleet_for).
+EngineChoice = Embedded | External | Vllm | Fleet
 
 
 def choose_engine(

@@ -30,12 +30,13 @@ from mmbench.launch import DEFAULT_START_METHOD, PARENT_PID, Process, StartMetho
 from mmbench.measure.assemble import engine_figures, point_record
 from mmbench.measure.engine_pool import EnginePool, Lease, WarmUp, engine_pool
 from mmbench.measure.engines import Embedded, EngineChoice, EngineHandle, Vllm
+from mmbench.measure.fleet import FleetHandle, fleet_for, with_fleet
 from mmbench.measure.model import Prediction, predict
 from mmbench.measure.overhead import HarnessStamps, overhead
 from mmbench.measure.preflight import preflight
 from mmbench.measure.timeline import TimelineSampler, engine_peak, keep_timeline
 from mmbench.measure.worker_io import WorkerJob, WorkerResult
-from mmbench.record import EngineRecord, PointRecord, Timing
+from mmbench.record import EngineRecord, PointRecord, Timing, Traffic
 from mmbench.trainer.stage import run_stage
 from mmbench.units import fmt_bytes
 from mmbench.world.engine.remote import EMBEDDED
@@ -275,6 +276,7 @@ def measure_point(config: PointConfig, repeat: int = 0, options: HarnessOptions 
     the first runs (mmbench.sweep.loop), and a single point is checked by who runs it (mmbench run
     and profile, mmbench.api.run_point), so an external engine is not probed again for every point."""
     opts = options or HarnessOptions()
+    opts = replace(opts, engine=fleet_for(opts.engine, config))  # a fleet where the point has replicas
     return _measure_point(config, repeat, opts, opts.engine.identity())
 
 
@@ -349,6 +351,7 @@ def _measure_point(
                     timeline, engine_hwm = sampler.stop(), engine.hwm()
             # its counters and CPU seconds while the worker ran (it serves nothing else meanwhile)
             engine_stats = _final_engine_stats(engine, ready)
+            fleet = engine.reading() if isinstance(engine, FleetHandle) and engine_stats is not None else None
             asset_bytes = disk_bytes(assets) if assets is not None else None
             engine_failure = None if engine_stats is not None else engine.failure
             if engine_stats is None and cause is None and opts.engine.started:
@@ -385,6 +388,9 @@ def _measure_point(
         failure=engine_failure if worker is None else None,
         figures=engine_figures(engine_stats, ready, engine_peak(timeline, engine_hwm), lease.baseline),
     )  # fmt: skip
+    engine_record = with_fleet(
+        engine_record, fleet, worker.traffic if worker is not None else Traffic(), config, opts.engine.started
+    )
     if worker is None:
         return point_record(
             config, repeat, per_image, pred, status="failed", cause=cause, engine=engine_record, timing=timing

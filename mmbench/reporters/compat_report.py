@@ -13,7 +13,7 @@ NOTE = (
     "Each cell: one point (K=2, N=3, 256x256, the vllm codec) on a fresh engine. works: every request "
     "answered; falls back: the engine could not serve a null slot and the client resent every image "
     "in full (how often); request fails: an error the mode cannot recover from; engine dies: it no "
-    "longer serves afterwards (its own last error)."
+    "longer serves afterwards (its own last error); a replica dies: one engine of a fleet does."
 )
 
 
@@ -22,6 +22,9 @@ def cell_text(cell: Cell | None) -> str:
         return "-"
     if cell.verdict == FALLS_BACK:
         return f"{FALLS_BACK} ({cell.record.traffic.fallbacks}/{cell.record.traffic.requests})"
+    retries = cell.record.engine.router.retries
+    if cell.verdict == WORKS and retries:
+        return f"{WORKS} ({retries} router retries)"
     return cell.verdict
 
 
@@ -40,6 +43,8 @@ def received(result: CompatResult) -> list[str]:
     out = []
     for c in result.cells:
         shipped, got = c.record.traffic.bytes_shipped, c.record.engine.figures.bytes_received
+        if c.record.engine.replicas is not None:
+            continue  # a fleet: the router adds to every body, and its retries resend some
         if shipped is None or got is None or shipped == got:
             continue
         out.append(f"{c.mode} on {c.setup}: shipped {fmt_bytes(shipped)}, "

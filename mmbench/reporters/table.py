@@ -233,6 +233,11 @@ def point_table(r: PointRecord) -> Table:
         queries = "-" if e.mm_cache_queries is None else e.mm_cache_queries
         table.add_row("engine mm cache queries / hits", f"{queries} / {hits}", "vLLM's /metrics")
         table.add_row("engine answers by status", e.status_counts or "-", "")
+    if r.engine.replicas is not None or r.engine.fleet.note is not None:
+        table.add_section()
+        for label, value, note in fleet_rows(r):
+            table.add_row(label, value, note)
+        table.add_section()
     if t.fallback_error:
         table.add_row("first fallback's cause", t.fallback_error, "")
     if r.engine.failure:
@@ -256,6 +261,48 @@ def point_table(r: PointRecord) -> Table:
     if r.cause:
         table.add_row("cause", r.cause, "")
     return table
+
+
+def _n(value: object) -> str:
+    return "-" if value is None else str(value)
+
+
+def fleet_rows(r: PointRecord) -> list[tuple[str, str, str]]:
+    """A fleet's rows of the point table: the router, each replica, the fleet, measured beside the
+    model; or, for an engine URL that is really several engines, what its counts cover."""
+    e, p, t, cfg = r.engine, r.prediction, r.traffic, r.config
+    fleet, router = e.fleet, e.router
+    if e.replicas is None:
+        return [("engine's counts / client's bytes", f"{fleet.covered_share:.0%}", fleet.note or "")]
+    rows = [(
+        "fleet", f"{cfg.replicas} x {e.kind} behind {router.version}",
+        f"policy {cfg.router_policy}, session header {cfg.session_header}, "
+        f"router retries {cfg.router_retries}",
+    )]  # fmt: skip
+    for i, rep in enumerate(e.replicas, 1):
+        state = f"DIED: {rep.failure}" if rep.died else ""
+        rows.append((
+            f"replica {i}: requests / bytes received",
+            f"{_n(rep.requests)} / {fmt_bytes(rep.bytes_received)}",
+            f"{rep.status_counts or '-'}; cache hits {_n(rep.cache_hits)}, misses {_n(rep.cache_misses)}, "
+            f"{fmt_bytes(rep.cache_bytes)}; retained {fmt_bytes(rep.retained_bytes)}, peak "
+            f"{fmt_bytes(rep.peak_rss_bytes)} {state}".rstrip(),
+        ))  # fmt: skip
+    rows += [
+        ("replica misses (null slots a replica lacked)", _n(fleet.misses),
+         f"predicted {_n(p.fleet_misses)}; preprocessing calls {_n(e.figures.preprocess_calls)}, "
+         f"predicted {_n(p.engine_preprocess_calls)}"),
+        ("client fallbacks / resent bytes", f"{_n(t.fallbacks)} / {fmt_bytes(t.extra_bytes_shipped)}",
+         f"predicted {_n(p.fallbacks)} fallbacks"),
+        ("router retries / retried bytes", f"{_n(router.retries)} / {fmt_bytes(router.retried_bytes)}",
+         f"predicted {_n(p.router_retries)}; retried bytes: replicas' received - client's shipped"),
+        ("fleet cache / unique items (duplication)", f"{fmt_bytes(fleet.cache_bytes)}",
+         f"unique {fmt_bytes(fleet.unique_cache_bytes)}, x{_n(fleet.duplication)}"),
+        ("balance (max/min requests per replica)", _n(fleet.balance), f"{_n(fleet.died)} replica(s) died"),
+        ("router RSS at end / peak", f"{fmt_bytes(router.rss_bytes)} / {fmt_bytes(router.peak_rss_bytes)}",
+         router.flags or ""),
+    ]  # fmt: skip
+    return rows
 
 
 def _seconds(value: float | None) -> str:

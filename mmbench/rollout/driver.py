@@ -18,6 +18,8 @@ driver's backend (mmbench.rollout.backend); a turn's state travels as one `Turn`
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import gc
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -49,6 +51,22 @@ HTTP_TIMEOUT_S = 600.0
 # twice as long, at most 1 s (the default budget of 8 waits 2.3 s in all, at most ~100 s at 100).
 RETRY_FIRST_S = 0.01
 RETRY_MAX_S = 1.0
+# session_header on: every request of a rollout carries its id, as prime-rl and SkyRL send it to
+# vllm-router (whose consistent_hash and sticky_least_loaded policies key on it). Set in each
+# rollout's task, read by an httpx hook, so every request a backend sends carries it (the renderers
+# library's own client too).
+SESSION_HEADER = "X-Session-ID"
+_SESSION: contextvars.ContextVar[str | None] = contextvars.ContextVar("mmbench_session", default=None)
+
+
+def session_id(rollout: int) -> str:
+    return f"rollout-{rollout}"
+
+
+async def _add_session(request: httpx.Request) -> None:
+    sid = _SESSION.get()
+    if sid is not None:
+        request.headers[SESSION_HEADER] = sid
 
 
 class RolloutDriver:
@@ -245,6 +263,22 @@ class RolloutDriver:
         return await self._raw_turn(turn, text)
 
     async def rollout(self, session: Session, r: int) -> Trajectory:
+        if self.config.session_header == "on":
+            _SESSION.set(session_id(r))  # this rollout's task (gather runs each in its own)
+        try:
+            return await self._rollout(session, r)
+        finally:
+            await self._finish_session(session, r)
+
+    async def _finish_session(self, session: Session, r: int) -> None:
+        """sticky_least_loaded keeps a session's replica for 2 h unless told it ended (prime-rl calls
+        /finish_session at a rollout's end): told, where mmbench runs that router."""
+        cfg = self.config
+        if cfg.replicas and cfg.router_policy == "sticky_least_loaded" and cfg.session_header == "on":
+            with contextlib.suppress(httpx.HTTPError):
+                await session.http.post(f"{session.url}/finish_session", params={"session_id": session_id(r)})
+
+    async def _rollout(self, session: Session, r: int) -> Trajectory:
         conv = self.backend.conversation()
         steps: list[Step] = []
         c = RolloutCounters()
@@ -265,9 +299,10 @@ class RolloutDriver:
         k = self.config.rollouts
         limits = httpx.Limits(max_connections=k, max_keepalive_connections=k)
         timeout = httpx.Timeout(HTTP_TIMEOUT_S, connect=30.0)
-        return httpx.AsyncClient(
-            verify=tls_context(), limits=limits, timeout=timeout, event_hooks=self.backend.event_hooks()
-        )
+        hooks = self.backend.event_hooks()
+        if self.config.session_header == "on":
+            hooks = {**hooks, "request": [_add_session, *hooks.get("request", [])]}
+        return httpx.AsyncClient(verify=tls_context(), limits=limits, timeout=timeout, event_hooks=hooks)
 
     async def run_async(self, url: str) -> list[Trajectory]:
         k = self.config.rollouts

@@ -9,6 +9,10 @@ back (a null slot the engine could not serve, resent in full), a request fails (
 an error the mode cannot recover from), or the engine dies (it no longer serves: its own last
 error). The answer to "can I turn hash-only on for my engine?" before a rollout.
 
+With --setups fleet (embedded) or vllm-fleet, each cell is a fleet: two replicas behind vllm-router
+(its retries and circuit breaker as shipped) under each policy a rollout framework uses, with and
+without the per-rollout X-Session-ID header; a cell where a replica died says so.
+
 The points are ordinary sweeps' records, in two results directories under the output directory:
 `embedded/` and `vllm/` (the vLLM configurations differ by point parameters, so one directory
 holds them all), each resumable and reportable like any sweep's.
@@ -30,6 +34,7 @@ from mmbench.results import PointRecord
 from mmbench.sweep.loop import OnDone, OnStart, run_sweep
 from mmbench.sweep.scenarios import Scenario, Variant
 from mmbench.transports.registry import MODES
+from mmbench.units import fmt_bytes
 
 # The point every cell measures: small, but with a null slot on every turn after the first.
 POINT: dict[str, list[Any]] = {"rollouts": [2], "turns": [3], "image_size": ["256"], "codec": ["vllm"]}
@@ -60,9 +65,38 @@ SETUPS = (
         "vLLM behind two API servers (--api-server-count 2)",
     ),
 )
-SETUP_NAMES = tuple(s.name for s in SETUPS)
-SETUP_KEYS = ("engine_cache_gb", "engine_args")  # the point parameters the setups differ by
+# A fleet (--setups fleet, vllm-fleet, or one of their names; not run by default): two replicas
+# behind vllm-router with its retries and circuit breaker as shipped, under each policy a rollout
+# framework uses, with and without the per-rollout X-Session-ID header.
+FLEET_POLICIES = ("round_robin", "cache_aware", "consistent_hash", "sticky_least_loaded")
+FLEET_REPLICAS = 2
+
+
+def _fleet_setups(engine: str, prefix: str, what: str) -> tuple[EngineSetup, ...]:
+    out = []
+    for policy in FLEET_POLICIES:
+        for header in ("on", "off"):
+            overrides: dict[str, list[Any]] = {
+                "replicas": [FLEET_REPLICAS],
+                "router_policy": [policy],
+                "session_header": [header],
+            }
+            name = f"{prefix}-{policy}{'-session' if header == 'on' else ''}"
+            text = f"{FLEET_REPLICAS} x {what} behind vllm-router, {policy}, X-Session-ID {header}"
+            out.append(EngineSetup(name, engine, overrides, text))
+    return tuple(out)
+
+
+FLEET_SETUPS = {
+    "fleet": _fleet_setups("embedded", "fleet", "embedded"),
+    "vllm-fleet": _fleet_setups(VLLM, "vllm-fleet", "vLLM (default cache)"),
+}
+ALL_SETUPS = SETUPS + FLEET_SETUPS["fleet"] + FLEET_SETUPS["vllm-fleet"]
+SETUP_NAMES = tuple(s.name for s in ALL_SETUPS)
+# the point parameters the setups differ by
+SETUP_KEYS = ("engine_cache_gb", "engine_args", "replicas", "router_policy", "session_header")
 WORKS, FALLS_BACK, FAILS, DIES = "works", "falls back", "request fails", "engine dies"
+REPLICA_DIES = "a replica dies"
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,12 +121,19 @@ class CompatResult:
 
 
 def choose_setups(names: list[str] | None) -> tuple[EngineSetup, ...]:
+    """The setups named (a fleet group's name: all of its setups); none named: the single engines."""
     if not names:
         return SETUPS
-    unknown = [n for n in names if n not in SETUP_NAMES]
-    if unknown:
-        raise MmbenchError(f"unknown engine setup {unknown[0]!r}; choose from: {', '.join(SETUP_NAMES)}")
-    return tuple(s for s in SETUPS if s.name in names)
+    wanted: set[str] = set()
+    for name in names:
+        if name in FLEET_SETUPS:
+            wanted.update(s.name for s in FLEET_SETUPS[name])
+        elif name in SETUP_NAMES:
+            wanted.add(name)
+        else:
+            choices = ", ".join([*SETUP_NAMES[: len(SETUPS)], *FLEET_SETUPS, "or a fleet setup's name"])
+            raise MmbenchError(f"unknown engine setup {name!r}; choose from: {choices}")
+    return tuple(s for s in ALL_SETUPS if s.name in wanted)
 
 
 def scenario_for(setups: tuple[EngineSetup, ...], modes: tuple[str, ...], engine: str) -> Scenario:
@@ -108,6 +149,9 @@ def verdict(record: PointRecord) -> tuple[str, str]:
     """What the engine did with the point: a verdict and its detail (the engine's own words)."""
     if record.engine.failure:
         return DIES, record.engine.failure
+    dead = [r for r in record.engine.replicas or [] if r.died]
+    if dead:
+        return REPLICA_DIES, f"{len(dead)} of {len(record.engine.replicas or [])}: {dead[0].failure}"
     if record.status == "failed":
         return FAILS, record.cause or "(no cause recorded)"
     if record.status != "ok":
@@ -115,7 +159,13 @@ def verdict(record: PointRecord) -> tuple[str, str]:
     t = record.traffic
     if t.fallbacks:
         first = f"; first: {t.fallback_error}" if t.fallback_error else ""
-        return FALLS_BACK, f"{t.fallbacks} of {t.requests} requests resent in full{first}"
+        c = record.config
+        later = c.rollouts * (c.turns - 1)
+        share = f" ({t.fallbacks / later:.0%} of later turns, {fmt_bytes(t.extra_bytes_shipped)} resent)"
+        return FALLS_BACK, f"{t.fallbacks} of {t.requests} requests resent in full{share}{first}"
+    retries = record.engine.router.retries
+    if retries:
+        return WORKS, f"the router retried {retries} time(s) (misses it rescued on another replica)"
     return WORKS, ""
 
 

@@ -42,6 +42,16 @@ SCENARIO = {"version": 1, "description": "x", "mode": ["full"], "rollouts": [1]}
          lambda: api.run_sweep(SCENARIO, engine="vllm", cluster="local:1")),
         (["sweep", "-k", "1", "--modes", "full", "--engine", "vllm", "--engine-url", URL],
          lambda: api.run_sweep(SCENARIO, engine="vllm", engine_url=URL)),
+        # a fleet: mmbench starts its replicas, so not behind an --engine-url; its knobs need replicas
+        (["run", "--replicas", "2", "--engine-url", URL], lambda: api.run_point(replicas=2, engine_url=URL)),
+        (["run", "--router-policy", "round_robin"], lambda: api.run_point(router_policy="round_robin")),
+        (["run", "--replicas", "2", "--router-policy", "least_busy"],
+         lambda: api.run_point(replicas=2, router_policy="least_busy")),
+        (["run", "--replicas", "2", "--session-header", "yes"],
+         lambda: api.run_point(replicas=2, session_header="yes")),
+        (["run", "--replicas", "1", "--kill-replica-at-turn", "2"],
+         lambda: api.run_point(replicas=1, kill_replica_at_turn=2)),
+        (["run", "--replicas", "17"], lambda: api.run_point(replicas=17)),
     ],
 )  # fmt: skip
 def test_the_api_refuses_a_mix_with_the_clis_message(

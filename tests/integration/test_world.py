@@ -153,7 +153,7 @@ def test_engine_cache_smaller_than_working_set_falls_back(engine_factory: Engine
     assert all(len(t.steps) == n for t in trajs)
     assert totals.requests == k * n + totals.fallbacks
     stats = engine.stats()
-    assert stats.status_counts.get("400") == totals.fallbacks
+    assert stats.status_counts.get("500") == totals.fallbacks
     assert stats.cache_evictions > 0
     assert stats.bytes_received == totals.bytes_shipped
 
@@ -176,7 +176,7 @@ def test_engine_cache_off_falls_back_on_every_reuse(engine_factory: EngineStarte
         assert c.bytes_per_turn[0] < 2 * ITEM_WIRE
         assert 3 * ITEM_WIRE < c.bytes_per_turn[1] < 3 * ITEM_WIRE + 2 * REQUEST_OVERHEAD_MAX
     stats = engine.stats()
-    assert stats.status_counts == {"200": k * n, "400": k * (n - 1)}
+    assert stats.status_counts == {"200": k * n, "500": k * (n - 1)}
     assert stats.bytes_received == Totals.of(trajs).bytes_shipped
 
 

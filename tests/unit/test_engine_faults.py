@@ -59,7 +59,7 @@ def test_evict_rate_one_drops_every_cached_item_before_resolving() -> None:
     with engine(evict_rate=1.0) as c:
         send_full(c, "a", 1)
         assert stats(c)["cache_items"] == 1  # cached by its own request (evictions come first)
-        assert null_status(c, "a") == 400  # dropped at the start of this request
+        assert null_status(c, "a") == 500  # dropped at the start of this request
         s = stats(c)
         assert s["injected_evictions"] == 1 and s["cache_items"] == 0
 

@@ -275,6 +275,9 @@ def test_random_configs_have_nonnegative_parts(
     )
     p = predict(config, source)
     for name, value in p.to_dict().items():
+        if name in ("fleet_misses", "router_retries"):  # a fleet's figures: none for one engine
+            assert value is None, name
+            continue
         assert value >= 0, name
     assert p.pixel_bytes_per_image > 0
     assert p.retained_bytes >= p.pixel_bytes + p.source_bytes

@@ -139,6 +139,12 @@ def _config(**overrides: Any) -> PointConfig:
         "dedup": "off",
         "seq_len": 0,
         "model_parallel": 8,
+        "replicas": 0,
+        "router": "vllm-router",
+        "router_policy": "cache_aware",
+        "session_header": "off",
+        "router_retries": "on",
+        "kill_replica_at_turn": 0,
     }
     values.update(overrides)
     assert set(values) == set(field_names())  # a new config field must be added here too
@@ -444,6 +450,16 @@ def test_load_point_missing_config_field(tmp_path: Path) -> None:
     message = str(_load_error(tmp_path))
     assert "point 0" in message
     assert "missing field 'config.turns'" in message
+
+
+def test_a_point_written_before_the_fleet_parameters_loads_with_their_defaults(tmp_path: Path) -> None:
+    data = _valid_dict()
+    for key in ("replicas", "router", "router_policy", "session_header", "router_retries",
+                "kill_replica_at_turn"):  # fmt: skip
+        del data["points"][0]["config"][key]
+    _write_results_json(tmp_path, data)
+    config = load(tmp_path).points[0].config
+    assert (config.replicas, config.router_policy, config.session_header) == (0, "cache_aware", "off")
 
 
 def test_load_point_with_bad_status(tmp_path: Path) -> None:

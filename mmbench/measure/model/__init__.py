@@ -39,6 +39,7 @@ from dataclasses import replace
 from mmbench.config import PointConfig
 from mmbench.facts import GRID_BYTES, PIXEL_ITEMSIZE, PointFacts, facts_of
 from mmbench.measure.model.constants import CONSTANTS, Constants
+from mmbench.measure.model.fleet import fleet_counts
 from mmbench.measure.model.parts import (  # the private names: for models built on these sizes
     _PAD_TOKEN_CHARS,
     _SIZE,
@@ -62,6 +63,9 @@ from mmbench.measure.model.simulation import (
 )
 from mmbench.measure.model.vllm import VLLM, vllm_engine_peak
 
+# vllm-router's RSS (0.1.17, measured here: ~40 MiB idle, ~100-200 MiB at its peak under full-mode
+# bodies of 512x512 images, which it parses and re-serializes): what a fleet's engine peak adds.
+ROUTER_BYTES = 200 * 1024**2
 # The item the timing constants are measured at: 512x512, float32 (Qwen3-VL: 1024 rows of 1536).
 TIMING_PIXELS = 512 * 512
 TIMING_ITEM_BYTES = 1024 * 1536 * 4
@@ -135,13 +139,38 @@ def explain(
     """The prediction and what its peaks are made of (mmbench.measure.model.peak)."""
     f = facts_of(config)
     prediction, inputs = _explain(f, source_bytes_per_image, constants)
+    if config.replicas:
+        prediction = _in_fleet(f, prediction)
     engine_floor = constants.engine_baseline + prediction.engine_cache_bytes
     if engine == VLLM:
         peak = vllm_engine_peak(inputs, prediction.engine_cache_bytes, constants)
         prediction = replace(prediction, engine_peak_bytes=peak)
         engine_floor = constants.vllm_baseline
+    if config.replicas:  # an upper bound: every replica at one engine's peak, and the router
+        r = config.replicas
+        prediction = replace(prediction, engine_peak_bytes=r * prediction.engine_peak_bytes + ROUTER_BYTES)
+        engine_floor += (r - 1) * (constants.vllm_baseline if engine == VLLM else constants.engine_baseline)
     shares = constants.typical_shares(f.mode.renders, engine == VLLM)
     return _with_typical(prediction, shares[0], engine_floor, shares[1]), inputs
+
+
+def _in_fleet(f: PointFacts, p: Prediction) -> Prediction:
+    """A fleet's prediction: the router's misses, retries and the client's fallbacks (each resending
+    its turn in full), the replicas' caches summed (an item cached on several replicas counts on
+    each) and, raw media, each replica's own preprocessing (mmbench.measure.model.fleet)."""
+    fc = fleet_counts(f.config)
+    body = BodySize(f.config, f.layout, f.itemsize)
+    resent = round(sum(count * body(*shape) for shape, count in fc.resend_shapes)) if f.mode.renders else 0
+    shipped = p.bytes_shipped + resent
+    return replace(
+        p, router_retries=round(fc.router_retries),
+        # the replicas' cache misses: null slots they lacked, or (raw media) images they preprocessed
+        fleet_misses=round(fc.misses) if f.mode.renders else round(fc.preprocess_calls),
+        fallbacks=p.fallbacks + round(fc.fallbacks), bytes_shipped=shipped,
+        bytes_shipped_per_rollout=shipped // f.config.rollouts,
+        engine_cache_bytes=round(fc.cached_items * f.cache_item_bytes),
+        engine_preprocess_calls=p.engine_preprocess_calls if f.mode.renders else round(fc.preprocess_calls),
+    )  # fmt: skip
 
 
 def _with_typical(p: Prediction, client_share: float, engine_floor: int, engine_share: float) -> Prediction:

@@ -2,7 +2,8 @@
 
 It does the real work the inference server's multimodal front end does for a request: parse
 the JSON body, base64-decode and deserialize every full item, resolve every null slot from
-the mm-hash cache (or fail with "Expected a cached item for mm_hash ..."), and return a small
+the mm-hash cache (or fail as vLLM 0.32 does: HTTP 500, "Expected a cached item for mm_hash ...
+(P0/P1 cache drift ...)", retryable, the engine serving on), and return a small
 completion plus a checksum of the pixels it resolved for each item, so the client can prove
 that what the engine used is what it meant to send.
 
@@ -60,6 +61,10 @@ from mmbench.world.wire import (
 )
 
 MAX_MODEL_LEN = 2**31 - 1  # what /v1/models reports: the engine bounds bodies, not prompts
+# A null slot whose hash the engine does not hold: vLLM 0.32's status and retryability (HTTP 500,
+# "P0/P1 cache drift"), with the older message that names the hash.
+MISSING_ITEM = "Expected a cached item for mm_hash"
+MISSING_ITEM_HINT = "P0/P1 cache drift: the item is not in this engine's cache; resend it with its data"
 MERGE_TOKENS = 4  # placeholder tokens per image = grid_h * grid_w / merge^2, merge 2 in both presets
 
 
@@ -194,7 +199,9 @@ class Engine:
             self.counters.items_null += 1
             cached = self.cache.get(mm_hash)
             if cached is None:
-                return _error(400, f"Expected a cached item for mm_hash {mm_hash}")
+                # as vLLM 0.32 answers it (its typed cache miss, #46747): a retryable 500, and the
+                # engine keeps serving; a router retries it on another pick, the client resends the item
+                return _error(500, f"{MISSING_ITEM} {mm_hash} ({MISSING_ITEM_HINT})")
             return cached
         self.counters.items_full += 1
         try:
@@ -413,6 +420,8 @@ def create_app(config: EngineConfig) -> Starlette:
             stats = replace(engine.stats(), rss_untrimmed_bytes=untrimmed)
         else:
             stats = engine.stats()
+        if request.query_params.get("keys") == "1":  # which items it holds (a fleet's duplication)
+            stats = replace(stats, cache_sizes=engine.cache.sizes())
         return Response(stats.encode(), media_type="application/json")
 
     async def health(request: Request) -> Response:

@@ -64,3 +64,7 @@ class MMItemCache:
 
     def keys(self) -> list[str]:
         return list(self._items)
+
+    def sizes(self) -> dict[str, int]:
+        """Every cached item's bytes by its hash (a fleet counts the items cached twice)."""
+        return {mm_hash: item.nbytes for mm_hash, item in self._items.items()}

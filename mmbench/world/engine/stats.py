@@ -51,6 +51,7 @@ class EngineStats:
     rss_untrimmed_bytes: int | None = None  # with a trim: the RSS before it, in the same answer
     peaks: dict[str, int] | None = None  # a real vLLM's VmHWM per process kind
     kinds: dict[str, KindUsage] | None = None  # a real vLLM's RSS and CPU per process kind
+    cache_sizes: dict[str, int] | None = None  # GET /stats?keys=1: each cached item's bytes by hash
 
     def encode(self) -> bytes:
         return msgspec.json.encode(self)

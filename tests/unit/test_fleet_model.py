@@ -1,0 +1,101 @@
+"""The fleet's model (mmbench.measure.model.fleet) and its arithmetic (mmbench.measure.fleet): what
+each router policy does to hash-only's null slots, raw media's preprocessing and the caches."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from mmbench.config import PointConfig
+from mmbench.measure.fleet import covered, sum_stats
+from mmbench.measure.model import predict
+from mmbench.measure.model.fleet import fleet_counts
+from mmbench.record import EngineFigures, Traffic
+from mmbench.world.engine.stats import EngineStats, KindUsage
+
+K, N = 8, 8
+LATER = K * (N - 1)  # requests that carry null slots
+
+
+def hash_only(**fleet: object) -> PointConfig:
+    return PointConfig(mode="hash-only", rollouts=K, turns=N, **fleet)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("policy", ["consistent_hash", "sticky_least_loaded"])
+@pytest.mark.parametrize("retries", ["on", "off"])
+def test_a_sticky_session_never_misses(policy: str, retries: str) -> None:
+    c = fleet_counts(hash_only(replicas=2, router_policy=policy, session_header="on", router_retries=retries))
+    assert c.misses == c.fallbacks == c.router_retries == 0
+    assert c.cached_items == c.unique_items == K * N  # each item cached once
+
+
+@pytest.mark.parametrize("replicas", [2, 4])
+def test_round_robin_misses_about_r_minus_1_over_r_of_the_later_turns(replicas: int) -> None:
+    c = fleet_counts(hash_only(replicas=replicas, router_policy="round_robin", router_retries="off"))
+    expected = LATER * (replicas - 1) / replicas
+    assert 0.8 * expected <= c.misses <= 1.2 * expected  # more: a resend scatters its items further
+    assert c.fallbacks == c.misses and c.router_retries == 0  # without retries, each miss is a resend
+    assert c.cached_items > c.unique_items  # the resends cache items a second time
+
+
+def test_cache_aware_keeps_no_rollout_in_place_as_measured() -> None:
+    """vllm-router 0.1.17's cache_aware spread hash-only's turns like a random pick (docs/fleet.md:
+    23 and 28 of 56 later turns fell back at K = 8, retries off): modelled as random."""
+    ca = fleet_counts(hash_only(replicas=2, router_policy="cache_aware", router_retries="off"))
+    assert 0.4 * LATER <= ca.fallbacks <= 0.6 * LATER
+
+
+def test_the_routers_retries_rescue_round_robins_misses_and_not_consistent_hashs() -> None:
+    rr = fleet_counts(hash_only(replicas=2, router_policy="round_robin"))
+    assert rr.first_misses > 0 and rr.fallbacks < 0.1 * rr.first_misses  # the retry finds the other replica
+    ch = fleet_counts(hash_only(replicas=2, router_policy="consistent_hash"))  # no header: the body's hash
+    assert ch.fallbacks > 0.5 * ch.first_misses  # its retries go to the same replica
+    assert ch.router_retries > 3 * ch.fallbacks
+
+
+def test_over_four_replicas_the_routers_retries_rescue_most_of_round_robins_misses() -> None:
+    on = fleet_counts(hash_only(replicas=4, router_policy="round_robin"))
+    off = fleet_counts(hash_only(replicas=4, router_policy="round_robin", router_retries="off"))
+    assert off.router_retries == 0 and on.router_retries > 0
+    assert on.fallbacks < off.fallbacks
+
+
+def test_raw_media_is_preprocessed_once_per_replica_that_sees_it() -> None:
+    config = PointConfig(mode="raw", rollouts=K, turns=N, replicas=2, router_policy="round_robin")
+    c = fleet_counts(config)
+    assert c.misses == c.fallbacks == 0
+    assert K * N < c.preprocess_calls <= 2 * K * N
+    sticky = fleet_counts(PointConfig(mode="raw", rollouts=K, turns=N, replicas=2,
+                                      router_policy="sticky_least_loaded", session_header="on"))  # fmt: skip
+    assert sticky.preprocess_calls == K * N
+
+
+def test_the_prediction_adds_the_resends_to_the_bytes_shipped() -> None:
+    one = predict(hash_only(), 100_000.0)
+    fleet = predict(hash_only(replicas=2, router_policy="round_robin", router_retries="off"), 100_000.0)
+    assert one.fleet_misses is None and fleet.fleet_misses is not None and fleet.fleet_misses > 0
+    assert fleet.fallbacks == fleet.fleet_misses
+    assert fleet.bytes_shipped > one.bytes_shipped
+    sticky = predict(hash_only(replicas=2, router_policy="consistent_hash", session_header="on"), 100_000.0)
+    assert sticky.bytes_shipped == one.bytes_shipped and sticky.fallbacks == 0
+
+
+def test_replicas_stats_add_up() -> None:
+    a = EngineStats(rss_bytes=100, requests=3, bytes_received=10, cache_bytes=5, status_counts={"200": 3},
+                    kinds={"worker": KindUsage(7, 1.0)})  # fmt: skip
+    b = EngineStats(rss_bytes=200, requests=2, bytes_received=20, cache_bytes=None,
+                    status_counts={"200": 1, "500": 1}, kinds={"worker": KindUsage(8, 2.0)})  # fmt: skip
+    s = sum_stats([a, b])
+    assert (s.rss_bytes, s.requests, s.bytes_received, s.cache_bytes) == (300, 5, 30, 5)
+    assert s.status_counts == {"200": 4, "500": 1}
+    assert s.kinds == {"worker": KindUsage(15, 3.0)} and s.pid is None
+
+
+def test_an_engine_whose_counts_cover_half_the_clients_bytes_is_not_one_engine() -> None:
+    half = covered(EngineFigures(bytes_received=50), Traffic(bytes_shipped=100), "http://x")
+    assert half.covered_share == 0.5 and half.note is not None and "not one engine" in half.note
+    whole = covered(EngineFigures(bytes_received=100), Traffic(bytes_shipped=100), "http://x")
+    assert whole.covered_share == 1.0 and whole.note is None
+    assert covered(EngineFigures(), Traffic(bytes_shipped=100), "http://x").covered_share is None
+    assert not math.isnan(half.covered_share or 0.0)
