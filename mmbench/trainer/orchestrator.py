@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import gc
 import os
-import sys
 import time
 from pathlib import Path
 
 import msgspec
 import numpy as np
 
-from mmbench.launch import write_result
-from mmbench.launch.lifecycle import set_process_name
+from mmbench.trainer.entry import exit_now, serve
 from mmbench.trainer.packing import PIXELS, Deriver, SampleBuilder, deal, first_fit, payload_of, rank_batch
 from mmbench.trainer.traces import read_traces
 from mmbench.trainer.wire import OrchestratorJob, OrchestratorResult, RankBatch
@@ -126,20 +124,9 @@ def run(job: OrchestratorJob) -> OrchestratorResult:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    set_process_name(PROCESS_NAME)
-    job = msgspec.json.decode(Path(args[0]).read_bytes(), type=OrchestratorJob)
     np.random.seed(0)
-    try:
-        result = run(job)
-    except ValueError as exc:  # a trajectory it cannot train on: one line, for the point's cause
-        print(f"orchestrator: {exc}", file=sys.stderr)
-        return 2
-    write_result(args[1], msgspec.json.encode(result))
-    return 0
+    return serve(argv, PROCESS_NAME, OrchestratorJob, run, lambda job: "orchestrator")
 
 
 if __name__ == "__main__":
-    code = main()
-    sys.stderr.flush()
-    os._exit(code)
+    exit_now(main())

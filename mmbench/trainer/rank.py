@@ -14,8 +14,6 @@ a data: URL decoded, a file:// URL read from the shared media directory.
 from __future__ import annotations
 
 import gc
-import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +21,7 @@ from pathlib import Path
 import msgspec
 import numpy as np
 
-from mmbench.launch import write_result
-from mmbench.launch.lifecycle import set_process_name
+from mmbench.trainer.entry import exit_now, serve
 from mmbench.trainer.wire import (
     EncodedTensor,
     MicroBatch,
@@ -207,19 +204,8 @@ def run(job: TrainerJob) -> RankResult:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    set_process_name(PROCESS_NAME)
-    job = msgspec.json.decode(Path(args[0]).read_bytes(), type=TrainerJob)
-    try:
-        result = run(job)
-    except ValueError as exc:  # pixels it cannot train on (a media error is a ValueError too)
-        print(f"trainer rank {job.rank}: {exc}", file=sys.stderr)
-        return 2
-    write_result(args[1], msgspec.json.encode(result))
-    return 0
+    return serve(argv, PROCESS_NAME, TrainerJob, run, lambda job: f"trainer rank {job.rank}")
 
 
 if __name__ == "__main__":
-    code = main()
-    sys.stderr.flush()
-    os._exit(code)
+    exit_now(main())
