@@ -362,6 +362,7 @@ class PredictionFigures:
     # included; engine.fleet.misses measures it), and the router's retries (engine.router.retries)
     fleet_misses: int | None = None
     router_retries: int | None = None
+    failed_rollouts: int | None = None  # a fleet: rollouts that fail (traffic.failed_rollouts measures it)
     retained_ratio: float | None = None  # client.retained_live / retained (None below the noise floor)
     shipped_ratio: float | None = None  # traffic.bytes_shipped / bytes_shipped
 

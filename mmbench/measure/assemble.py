@@ -52,6 +52,7 @@ def predicted(
         engine_preprocess_calls=pred.engine_preprocess_calls,
         fleet_misses=pred.fleet_misses,
         router_retries=pred.router_retries,
+        failed_rollouts=pred.failed_rollouts,
         # below the noise floor of RSS readings a ratio says nothing (None, shown as "-")
         retained_ratio=live / pred.retained_bytes
         if live is not None and pred.retained_bytes >= RSS_NOISE_FLOOR_BYTES

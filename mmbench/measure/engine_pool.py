@@ -61,6 +61,7 @@ from pathlib import Path
 from mmbench.config import PointConfig
 from mmbench.errors import MmbenchError
 from mmbench.measure.engines import EngineHandle, ReusableHandle, Vllm
+from mmbench.measure.fleet import ReplicaSet
 from mmbench.world.engine.stats import EngineStats
 
 # Told of every engine the pool starts: its description (for a sweep's progress).
@@ -149,9 +150,10 @@ class EnginePool:
             self.close()
 
     def key(self, choice: Vllm, config: PointConfig, file_assets: bool) -> Hashable:
-        """Which engine a point needs: its configuration's (`vllm serve` flags), and its mode's
-        unless the pool shares an engine between modes."""
-        key = choice.key(config, file_assets)
+        """Which engine a point needs: its configuration's (`vllm serve` flags, and how many replicas
+        a fleet has: its router is the point's own), and its mode's unless the pool shares an
+        engine between modes."""
+        key = (choice.key(config, file_assets), config.replicas)
         return key if self.share_modes else (key, config.mode)
 
     def _reset(self, key: Hashable) -> bool:
@@ -191,9 +193,14 @@ class EnginePool:
     def _start(self, choice: Vllm, config: PointConfig, file_assets: bool, key: Hashable) -> None:
         if file_assets:  # one directory for the engine's life, emptied between points
             self._dir = tempfile.TemporaryDirectory(prefix="mmbench-assets-")
-        engine = choice.open_reusable(config, self._assets)
+        engine: ReusableHandle
+        if config.replicas:  # a fleet's replicas, kept together; each point starts its own router
+            engine = ReplicaSet([choice.open_reusable(config, self._assets) for _ in range(config.replicas)])
+        else:
+            engine = choice.open_reusable(config, self._assets)
         if self._on_start is not None:
-            self._on_start(choice.describe())
+            what = choice.describe()
+            self._on_start(f"{config.replicas} x {what}" if config.replicas else what)
         t0 = time.monotonic()
         try:
             engine.__enter__()

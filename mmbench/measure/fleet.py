@@ -120,14 +120,106 @@ class FleetReading:
     cache_sizes: list[dict[str, int] | None] = field(default_factory=list)
 
 
+class ReplicaSet:
+    """A fleet's replicas as one engine the sweep's pool can keep between points (real vLLMs:
+    mmbench.measure.engine_pool): started together, reset together, alive while every one is.
+    A point's FleetHandle puts its own router in front of them."""
+
+    restarts: int | None = None
+    pid: int | None = None  # many processes: pids()
+
+    def __init__(self, handles: list[Any]) -> None:
+        self.handles = handles
+        self._entered: list[Any] = []
+
+    def __enter__(self) -> ReplicaSet:
+        def enter(handle: Any) -> None:
+            handle.__enter__()
+            self._entered.append(handle)
+
+        # in parallel: a vLLM takes half a minute to start
+        with ThreadPoolExecutor(max_workers=len(self.handles)) as pool:
+            errors = [f.exception() for f in [pool.submit(enter, h) for h in self.handles]]
+        failed = [e for e in errors if e is not None]
+        if failed:
+            self.__exit__(None, None, None)
+            raise failed[0]
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        entered, self._entered = self._entered, []
+        for handle in entered:
+            with contextlib.suppress(Exception):
+                handle.__exit__(None, None, None)
+
+    @property
+    def urls(self) -> list[str]:
+        return [str(h.url) for h in self.handles]
+
+    @property
+    def url(self) -> str | None:
+        return None  # a router's, per point (FleetHandle)
+
+    @property
+    def flags(self) -> str | None:
+        return self.handles[0].flags if self.handles else None
+
+    @property
+    def failure(self) -> str | None:
+        for i, h in enumerate(self.handles, 1):
+            if not h.alive():
+                return f"replica {i}: {h.failure or 'it exited'}"
+        return None
+
+    def alive(self) -> bool:
+        return all(h.alive() for h in self.handles)
+
+    def pids(self) -> list[int]:
+        return [pid for h in self.handles for pid in h.pids()]
+
+    def reset(self) -> None:
+        """Every replica reset as one engine between two points (a dead one: MmbenchError, and the
+        pool starts a new set)."""
+        if not self.alive():
+            raise MmbenchError(f"a replica no longer serves ({self.failure})")
+        with ThreadPoolExecutor(max_workers=len(self.handles)) as pool:
+            errors = [f.exception() for f in [pool.submit(h.reset) for h in self.handles]]
+        failed = [e for e in errors if e is not None]
+        if failed:
+            raise failed[0]
+
+    def stats(self, trim: bool = False) -> EngineStats | None:
+        known = [s for s in (h.stats(trim=trim) for h in self.handles) if s is not None]
+        return sum_stats(known) if known else None
+
+    def reset_peaks(self) -> None:
+        for h in self.handles:
+            h.reset_peaks()
+
+    def hwm(self) -> int | None:
+        peaks = [p for p in (h.hwm() for h in self.handles) if p is not None]
+        return sum(peaks) if peaks else None
+
+
 class FleetHandle:
-    """The harness's handle on a fleet (the EngineHandle protocol)."""
+    """The harness's handle on a fleet (the EngineHandle protocol): a router started for the point
+    in front of its replicas, which are the point's own (started and stopped with it) or a set the
+    sweep's pool keeps between points (`given`)."""
 
     restarts: int | None = None
 
-    def __init__(self, replica: Any, config: PointConfig, assets: Path | None, method: StartMethod) -> None:
+    def __init__(
+        self, replica: Any, config: PointConfig, assets: Path | None, method: StartMethod,
+        given: ReplicaSet | None = None,
+    ) -> None:  # fmt: skip
         self.config = config
-        self._replicas = [_Replica(replica.open(config, assets, method)) for _ in range(config.replicas)]
+        self._own = given is None
+        self._set = given or ReplicaSet(
+            [replica.open(config, assets, method) for _ in range(config.replicas)]
+        )
+        self._replicas = [_Replica(h) for h in self._set.handles]
         self.router = VllmRouter([], config.router_policy, retries=config.router_retries == "on")
         self._router_ready: dict[str, float] | None = None
         self._router_rss0: int | None = None
@@ -135,34 +227,25 @@ class FleetHandle:
         self._watcher: threading.Thread | None = None
         self._lock = threading.Lock()
 
+    @classmethod
+    def over(cls, replicas: ReplicaSet, config: PointConfig) -> FleetHandle:
+        """A point's router in front of replicas the pool keeps (not stopped with the point)."""
+        return cls(None, config, None, "fork", given=replicas)
+
     # --- start and stop ------------------------------------------------------------------
 
     def __enter__(self) -> FleetHandle:
         try:
-            self._start()
+            if self._own:
+                self._set.__enter__()
+            for r in self._replicas:
+                r.url = r.handle.url
+            self.router.workers = [str(r.url) for r in self._replicas]
+            self.router.start()
         except BaseException:
             self._close()
             raise
         return self
-
-    def _start(self) -> None:
-        started: list[_Replica] = []
-
-        def enter(r: _Replica) -> None:
-            r.handle.__enter__()
-            started.append(r)
-
-        with ThreadPoolExecutor(max_workers=len(self._replicas)) as pool:
-            futures = [pool.submit(enter, r) for r in self._replicas]
-            errors = [f.exception() for f in futures]
-        self._entered = started
-        failed = [e for e in errors if e is not None]
-        if failed:
-            raise failed[0]
-        for r in self._replicas:
-            r.url = r.handle.url
-        self.router.workers = [str(r.url) for r in self._replicas]
-        self.router.start()
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -174,9 +257,8 @@ class FleetHandle:
         if self._watcher is not None:
             self._watcher.join(timeout=5)
         self.router.stop()
-        for r in getattr(self, "_entered", []):
-            with contextlib.suppress(Exception):
-                r.handle.__exit__(None, None, None)
+        if self._own:
+            self._set.__exit__(None, None, None)
 
     # --- what the harness asks of every engine --------------------------------------------
 

@@ -30,7 +30,7 @@ from mmbench.launch import DEFAULT_START_METHOD, PARENT_PID, Process, StartMetho
 from mmbench.measure.assemble import engine_figures, point_record
 from mmbench.measure.engine_pool import EnginePool, Lease, WarmUp, engine_pool
 from mmbench.measure.engines import Embedded, EngineChoice, EngineHandle, Vllm
-from mmbench.measure.fleet import FleetHandle, fleet_for, with_fleet
+from mmbench.measure.fleet import Fleet, FleetHandle, ReplicaSet, fleet_for, with_fleet
 from mmbench.measure.model import Prediction, predict
 from mmbench.measure.overhead import HarnessStamps, overhead
 from mmbench.measure.preflight import preflight
@@ -205,12 +205,17 @@ def _engine_for(
     """The point's engine, ready: a real one from the sweep's pool (started once for the points
     that share its configuration, warmed for each mode, reset between points) or from a pool of
     its own that starts it for this point alone; mmbench's own engine started and stopped around it."""
-    if isinstance(opts.engine, Vllm):
+    real = _real(opts.engine)
+    if real is not None:
         warm_up = _warm_up(opts, method, sources, tmp) if opts.warm_engine else None
         with contextlib.ExitStack() as stack:
             pool = opts.engine_pool or stack.enter_context(engine_pool(fresh=True))
-            with pool.lease(opts.engine, config, file_assets, warm_up) as lease:
-                yield lease
+            with pool.lease(real, config, file_assets, warm_up) as lease:
+                if not isinstance(lease.engine, ReplicaSet):
+                    yield lease
+                    return
+                with FleetHandle.over(lease.engine, config) as fleet:  # the point's own router
+                    yield replace(lease, engine=fleet)
         return
     assets = Path(tmp, "assets") if file_assets else None
     if assets is not None:
@@ -229,6 +234,14 @@ def _spawn(job: Path, out: Path, err_file: BinaryIO, config: PointConfig, method
     )  # fmt: skip
 
 
+def _real(choice: EngineChoice) -> Vllm | None:
+    """The real engine a point's engine (or its fleet's replicas) comes from, if it is one: served
+    from the sweep's pool (mmbench.measure.engine_pool)."""
+    if isinstance(choice, Fleet):
+        choice = choice.replica
+    return choice if isinstance(choice, Vllm) else None
+
+
 WARM_UP_TURNS = 2  # a second turn, for hash-only's null slots served from the engine's cache
 
 
@@ -240,19 +253,24 @@ def _warm_up(opts: HarnessOptions, method: StartMethod, sources: Path, tmp: Path
         small = replace(config, rollouts=1, turns=min(config.turns, WARM_UP_TURNS))
         prepare_sources(small, sources)
         job, out, err = Path(tmp, "warm-up.json"), Path(tmp, "warm-up-out.json"), Path(tmp, "warm-up.txt")
-        assert engine.url is not None
-        job.write_bytes(
-            WorkerJob(small, engine.url, str(sources), None, False, str(assets) if assets else None).encode()
-        )
-        with open(err, "wb") as err_file:
-            proc = _spawn(job, out, err_file, small, method)
-            try:
-                cause = _watch(proc, opts, err, engine.pids)
-            finally:
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait()
-        return f"the engine's warm-up failed: {cause}" if cause is not None else None
+        # a fleet's replicas: each serves a warm-up of its own
+        urls = engine.urls if isinstance(engine, ReplicaSet) else [engine.url]
+        for url in urls:
+            assert url is not None
+            job.write_bytes(
+                WorkerJob(small, url, str(sources), None, False, str(assets) if assets else None).encode()
+            )
+            with open(err, "wb") as err_file:
+                proc = _spawn(job, out, err_file, small, method)
+                try:
+                    cause = _watch(proc, opts, err, engine.pids)
+                finally:
+                    if proc.poll() is None:
+                        proc.kill()
+                        proc.wait()
+            if cause is not None:
+                return f"the engine's warm-up failed: {cause}"
+        return None
 
     return serve
 
@@ -384,7 +402,7 @@ def _measure_point(
     )  # fmt: skip
     engine_record = replace(
         served_by, reused=lease.reused if opts.engine.started else None, flags=engine.flags,
-        warmed=lease.warmed if isinstance(opts.engine, Vllm) else None,
+        warmed=lease.warmed if _real(opts.engine) is not None else None,
         failure=engine_failure if worker is None else None,
         figures=engine_figures(engine_stats, ready, engine_peak(timeline, engine_hwm), lease.baseline),
     )  # fmt: skip

@@ -10,13 +10,14 @@ from mmbench.units import fmt_bytes
 
 HEADER = (
     "R", "mode", "policy", "session", "retries", "kill", "status", "fallbacks (pred.)", "resent",
-    "misses (pred.)", "router retries (pred.)", "duplication", "balance", "died",
+    "misses (pred.)", "router retries (pred.)", "failed rollouts (pred.)", "duplication", "balance", "died",
 )  # fmt: skip
 CAPTION = (
     "R: replicas; session: X-Session-ID = the rollout's id; retries: the router's retries and circuit "
     "breaker (on: as shipped); kill: the turn replica 1 was killed at; fallbacks: the client's resends "
     "in full (resent: their bytes and any retries'); misses: the replicas' cache misses (null slots a "
-    "replica lacked, every attempt; raw: images preprocessed); duplication: the replicas' cache bytes "
+    "replica lacked, every attempt; raw: images preprocessed); failed rollouts: those that gave up (a dead "
+    "replica, every circuit open); duplication: the replicas' cache bytes "
     "/ the distinct items'; balance: max/min requests per replica; (pred.): the model's."
 )
 
@@ -38,7 +39,8 @@ def fleet_rows(records: list[PointRecord]) -> list[list[str]]:
             str(c.replicas), c.mode, c.router_policy, c.session_header, c.router_retries,
             str(c.kill_replica_at_turn or "-"), status, f"{_n(t.fallbacks)} ({_n(p.fallbacks)})",
             fmt_bytes(t.extra_bytes_shipped), f"{_n(e.fleet.misses)} ({_n(p.fleet_misses)})",
-            f"{_n(e.router.retries)} ({_n(p.router_retries)})", _n(e.fleet.duplication),
+            f"{_n(e.router.retries)} ({_n(p.router_retries)})",
+            f"{_n(t.failed_rollouts)} ({_n(p.failed_rollouts)})", _n(e.fleet.duplication),
             _n(e.fleet.balance), _n(e.fleet.died),
         ])  # fmt: skip
     return rows

@@ -293,7 +293,8 @@ def fleet_rows(r: PointRecord) -> list[tuple[str, str, str]]:
          f"predicted {_n(p.fleet_misses)}; preprocessing calls {_n(e.figures.preprocess_calls)}, "
          f"predicted {_n(p.engine_preprocess_calls)}"),
         ("client fallbacks / resent bytes", f"{_n(t.fallbacks)} / {fmt_bytes(t.extra_bytes_shipped)}",
-         f"predicted {_n(p.fallbacks)} fallbacks"),
+         f"predicted {_n(p.fallbacks)} fallbacks; failed rollouts {_n(t.failed_rollouts)}, predicted "
+         f"{_n(p.failed_rollouts)}"),
         ("router retries / retried bytes", f"{_n(router.retries)} / {fmt_bytes(router.retried_bytes)}",
          f"predicted {_n(p.router_retries)}; retried bytes: replicas' received - client's shipped"),
         ("fleet cache / unique items (duplication)", f"{fmt_bytes(fleet.cache_bytes)}",

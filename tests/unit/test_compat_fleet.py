@@ -62,14 +62,15 @@ def test_the_fleet_table_has_a_row_per_fleet_point_measured_beside_predicted() -
     from mmbench.record import FleetFigures, PredictionFigures
     from mmbench.reporters.fleet_report import fleet_markdown, fleet_rows
 
-    fleet = _fleet(Traffic(requests=7, fallbacks=2, extra_bytes_shipped=2048), [ReplicaFigures()] * 2)
+    traffic = Traffic(requests=7, fallbacks=2, extra_bytes_shipped=2048, failed_rollouts=1)
+    fleet = _fleet(traffic, [ReplicaFigures()] * 2)
     fleet = PointRecord(
         config=fleet.config, traffic=fleet.traffic,
         engine=EngineRecord(kind="embedded", fleet=FleetFigures(misses=2, duplication=1.5, balance=1.25)),
-        prediction=PredictionFigures(fallbacks=3, fleet_misses=3, router_retries=0),
+        prediction=PredictionFigures(fallbacks=3, fleet_misses=3, router_retries=0, failed_rollouts=0),
     )  # fmt: skip
     single = PointRecord(config=PointConfig())
     (row,) = fleet_rows([fleet, single])
     assert row[:5] == ["2", "hash-only", "round_robin", "off", "on"]
-    assert row[7:11] == ["2 (3)", "2.0 KiB", "2 (3)", "- (0)"] and row[11:13] == ["1.50", "1.25"]
+    assert row[7:12] == ["2 (3)", "2.0 KiB", "2 (3)", "- (0)", "1 (0)"] and row[12:14] == ["1.50", "1.25"]
     assert fleet_markdown([single]) == "" and "| 2 | hash-only |" in fleet_markdown([fleet])

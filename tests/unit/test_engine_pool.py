@@ -3,6 +3,7 @@ points, stopped when the configuration changes, when it dies, on failure and at 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
@@ -228,3 +229,44 @@ def test_a_point_below_the_largest_load_its_engine_served_gets_a_fresh_engine() 
             pass
     pool.close()
     assert choice.log == ["start 4", "reset 4", "reset 4", "stop 4", "start 4", "stop 4"]
+
+
+class FakeReplica(FakeEngine):
+    def stats(self, trim: bool = False) -> Any:
+        from mmbench.world.engine.stats import EngineStats
+
+        return EngineStats(rss_bytes=100)
+
+
+class FakeReplicas(FakeChoice):
+    def open_reusable(self, config: PointConfig, assets: Path | None) -> FakeEngine:
+        engine = FakeReplica(self.log, f"r{len(self.opened) + 1}")
+        self.opened.append(engine)
+        return engine
+
+
+def test_a_fleets_replicas_are_kept_together_and_reset_together_between_points() -> None:
+    """A fleet's replicas are one engine for the pool (each point starts its own router in front of
+    them: mmbench.measure.fleet.FleetHandle.over); a dead replica gets the next point a new set."""
+    from mmbench.measure.fleet import ReplicaSet
+
+    choice, started = FakeReplicas(), []
+    pool = EnginePool(on_start=started.append)
+    fleet = PointConfig(replicas=2, router_policy="round_robin")
+    for expected in (0, 1):
+        with pool.lease(choice, fleet, False) as got:  # type: ignore[arg-type]
+            assert isinstance(got.engine, ReplicaSet) and got.reused == expected
+            assert got.baseline.rss_bytes == 200  # both replicas'
+    choice.opened[0].alive_now = False  # a replica killed by its point
+    with pool.lease(choice, fleet, False) as got:  # type: ignore[arg-type]
+        assert got.reused == 0 and [h.name for h in got.engine.handles] == ["r3", "r4"]
+    with pool.lease(choice, PointConfig(), False) as got:  # type: ignore[arg-type]
+        assert not isinstance(got.engine, ReplicaSet)  # one engine: another key
+    pool.close()
+    # the replicas start and reset in parallel: within a run of one verb, in any order
+    runs = [sorted(g) for _, g in itertools.groupby(choice.log, key=lambda e: e.split()[0])]
+    assert [e for run in runs for e in run] == [
+        "start r1", "start r2", "reset r1", "reset r2", "stop r1", "stop r2", "start r3", "start r4",
+        "stop r3", "stop r4", "start r5", "stop r5",
+    ]  # fmt: skip
+    assert started == ["2 x fake", "2 x fake", "fake"]

@@ -61,6 +61,51 @@ def test_over_four_replicas_the_routers_retries_rescue_most_of_round_robins_miss
     assert on.fallbacks < off.fallbacks
 
 
+def test_round_robins_retries_land_on_any_replica() -> None:
+    """The router's round-robin counter is shared by the concurrent requests: a retry takes it where
+    they left it, so at R = 2 it misses again half the time (measured: 44 and 53 misses of 25-28
+    first misses, docs/fleet.md), where "the other replica" would miss once."""
+    rr = fleet_counts(hash_only(replicas=2, router_policy="round_robin"))
+    assert 1.6 * rr.first_misses <= rr.misses <= 2.4 * rr.first_misses
+    assert rr.router_retries == pytest.approx(rr.misses - rr.fallbacks)
+
+
+def test_a_killed_replica_moves_its_sessions_once_its_circuit_opens() -> None:
+    """As measured (results/fleet/kill): replica 1 of 2 killed at turn 4, sticky sessions with the
+    header. Its 4 rollouts' requests fail there until 10 failures open its circuit (2 requests x 5
+    attempts: the router's --retry-max-retries 5 counts attempts), then move: hash-only resends each
+    in full (4 fallbacks, 10 misses, 16 router retries); full retries the 2 the router gave up on
+    (2 client retries); no rollout fails."""
+    kill = {"replicas": 2, "router_policy": "sticky_least_loaded", "session_header": "on",
+            "kill_replica_at_turn": 4}  # fmt: skip
+    h = fleet_counts(hash_only(**kill))
+    assert (h.fallbacks, h.misses, h.router_retries, h.failed_rollouts) == (4, 10, 16, 0)
+    full = fleet_counts(PointConfig(mode="full", rollouts=K, turns=N, **kill))  # type: ignore[arg-type]
+    assert (full.client_retries, full.router_retries, full.failed_rollouts) == (2, 8, 0)
+
+
+def test_without_the_breaker_a_killed_replicas_sessions_fail() -> None:
+    """--router-retries off disables the circuit breaker too: the dead replica stays in rotation and
+    the sessions it held fail once the client's retry budget is spent (measured: 4 of 8 rollouts
+    failed, full and hash-only; the router's health check, slower than the point, is not modelled)."""
+    off = fleet_counts(hash_only(replicas=2, router_policy="sticky_least_loaded", session_header="on",
+                                 router_retries="off", kill_replica_at_turn=4))  # fmt: skip
+    assert off.failed_rollouts == K / 2
+    rr = fleet_counts(hash_only(replicas=2, router_policy="round_robin", router_retries="off",
+                                kill_replica_at_turn=4))  # fmt: skip
+    assert rr.failed_rollouts < 1  # round robin's next pick is the survivor
+
+
+def test_every_circuit_open_fails_rollouts_only_with_the_breaker() -> None:
+    """consistent_hash without the header, retries on, R = 4: every circuit opened and the point failed
+    (measured); the model predicts failed rollouts there, and none with the breaker off."""
+    on = fleet_counts(hash_only(replicas=4, router_policy="consistent_hash", router_retries="on"))
+    off = fleet_counts(hash_only(replicas=4, router_policy="consistent_hash", router_retries="off"))
+    assert on.failed_rollouts > 1 and off.failed_rollouts == 0
+    sticky = fleet_counts(hash_only(replicas=4, router_policy="consistent_hash", session_header="on"))
+    assert sticky.failed_rollouts == 0
+
+
 def test_raw_media_is_preprocessed_once_per_replica_that_sees_it() -> None:
     config = PointConfig(mode="raw", rollouts=K, turns=N, replicas=2, router_policy="round_robin")
     c = fleet_counts(config)

@@ -163,7 +163,7 @@ def _in_fleet(f: PointFacts, p: Prediction) -> Prediction:
     resent = round(sum(count * body(*shape) for shape, count in fc.resend_shapes)) if f.mode.renders else 0
     shipped = p.bytes_shipped + resent
     return replace(
-        p, router_retries=round(fc.router_retries),
+        p, router_retries=round(fc.router_retries), failed_rollouts=round(fc.failed_rollouts),
         # the replicas' cache misses: null slots they lacked, or (raw media) images they preprocessed
         fleet_misses=round(fc.misses) if f.mode.renders else round(fc.preprocess_calls),
         fallbacks=p.fallbacks + round(fc.fallbacks), bytes_shipped=shipped,

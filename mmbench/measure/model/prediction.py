@@ -37,9 +37,11 @@ class Prediction:
     # images the engine preprocesses: none where the client ships processed items
     engine_preprocess_calls: int = 0
     # --- a fleet (replicas >= 1; None otherwise): null slots sent to a replica that lacks an item,
-    # every attempt counted (the router's retries included), and the router's retries
+    # every attempt counted (the router's retries included), the router's retries, and the rollouts
+    # that fail (their requests met a dead replica or every circuit open, retry_budget times over)
     fleet_misses: int | None = None
     router_retries: int | None = None
+    failed_rollouts: int | None = None
     # --- typical peaks: the bounds above scaled, above the live data (client) and above baseline
     # and cache (engine), to the median of what the calibration points measured (Constants.typical)
     typical_peak_bytes: int = 0
