@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
+import socket
+import subprocess
 import sys
+import time
+from collections.abc import Callable
 from types import TracebackType
 from typing import Self
+
+from mmbench.errors import MmbenchError
+
+LOOPBACK = "127.0.0.1"
 
 PR_SET_PDEATHSIG = 1
 
@@ -54,3 +63,50 @@ class Started:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    """A port free on `host` now (the kernel's pick), for a server mmbench starts."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def wait_ready(
+    proc: subprocess.Popen[bytes], ready: Callable[[], bool], what: str, timeout_s: float,
+    last_words: Callable[[], str], first_delay_s: float = 0.05, max_delay_s: float = 1.0, probe: str = "",
+) -> None:  # fmt: skip
+    """Ask `ready` until it says yes, with a back-off between the probes; a one-line MmbenchError
+    (with `last_words`: the end of its log) where the process exits first or `timeout_s` passes.
+    `ready` answers False for a probe that failed (connection refused while it starts); `probe`
+    names it in the error."""
+    deadline = time.monotonic() + timeout_s
+    delay = first_delay_s
+    while True:
+        if proc.poll() is not None:
+            code = proc.returncode
+            raise MmbenchError(f"{what} exited with code {code} before it was ready: {last_words()}")
+        if ready():
+            return
+        if time.monotonic() > deadline:
+            asked = f" ({probe})" if probe else ""
+            raise MmbenchError(f"{what} was not ready within {timeout_s:.0f} s{asked}: {last_words()}")
+        time.sleep(delay)  # back-off between readiness probes, not a stand-in for one
+        delay = min(delay * 2, max_delay_s)
+
+
+def stop_session(
+    proc: subprocess.Popen[bytes], grace_s: float, stragglers: Callable[[], None] | None = None
+) -> None:
+    """Stop a process started in a session of its own, with its whole tree: SIGTERM to the session,
+    `grace_s` to exit, then SIGKILL to the session (and `stragglers`: those that left it)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=grace_s)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    if stragglers is not None:
+        stragglers()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=grace_s)

@@ -18,11 +18,9 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from importlib import metadata
 
@@ -30,7 +28,7 @@ import httpx
 import psutil
 
 from mmbench.errors import MmbenchError
-from mmbench.launch.lifecycle import Started
+from mmbench.launch.lifecycle import Started, free_port, stop_session, wait_ready
 from mmbench.world.procmem import vmhwm_of
 
 HOST = "127.0.0.1"
@@ -62,14 +60,6 @@ def router_version() -> str:
             f"--replicas needs {PACKAGE} {PINNED} in mmbench's environment: make install (or "
             f"pip install {PACKAGE}=={PINNED})"
         ) from None
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
 
 
 def router_flags(policy: str, retries: bool) -> list[str]:
@@ -143,22 +133,15 @@ class VllmRouter(Started):
     def _wait_ready(self) -> None:
         """Poll GET /readiness until every worker is healthy (the router answers 503 before)."""
         assert self.proc is not None
-        deadline = time.monotonic() + self.ready_timeout_s
-        delay = 0.02
-        while True:
-            if self.proc.poll() is not None:
-                code = self.proc.returncode
-                raise MmbenchError(f"vllm-router exited ({code}) before it was ready: {self.log_tail()}")
+
+        def ready() -> bool:
             with contextlib.suppress(httpx.HTTPError, ValueError):
                 reply = self._http.get(f"{self.url}/readiness", timeout=2.0)
-                if reply.status_code == 200 and reply.json().get("healthy_workers") == len(self.workers):
-                    return
-            if time.monotonic() > deadline:
-                raise MmbenchError(
-                    f"vllm-router was not ready within {self.ready_timeout_s:.0f} s: {self.log_tail()}"
-                )
-            time.sleep(delay)  # back-off between readiness probes, not a stand-in for one
-            delay = min(delay * 2, 0.2)
+                return reply.status_code == 200 and reply.json().get("healthy_workers") == len(self.workers)
+            return False
+
+        timeout, tail = self.ready_timeout_s, self.log_tail
+        wait_ready(self.proc, ready, "vllm-router", timeout, tail, 0.02, 0.2, probe="GET /readiness")
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -167,14 +150,7 @@ class VllmRouter(Started):
         """SIGTERM to its session, then SIGKILL; idempotent."""
         proc = self.proc
         if proc is not None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=STOP_GRACE_S)
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=STOP_GRACE_S)
+            stop_session(proc, STOP_GRACE_S)
             self.proc = None
         self._http.close()
         with contextlib.suppress(ValueError):

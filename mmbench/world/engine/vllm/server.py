@@ -22,7 +22,6 @@ import os
 import re
 import shlex
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -34,7 +33,7 @@ import httpx
 import psutil
 
 from mmbench.errors import MmbenchError
-from mmbench.launch.lifecycle import Started
+from mmbench.launch.lifecycle import Started, free_port, stop_session, wait_ready
 from mmbench.world.engine.stats import EngineStats, KindUsage
 from mmbench.world.engine.vllm.env import SITE_DIR, VllmEnv
 from mmbench.world.engine.vllm.metrics import vllm_counters
@@ -51,14 +50,6 @@ MIDDLEWARE = "mmbench_vllm_stats.Counter"
 OWN_FLAGS = ("--host", "--port", "--served-model-name", "--middleware", "--uds")
 # The process kinds of a vLLM tree, by the title vLLM gives each process (the rest: the API server).
 KINDS = {"VLLM::EngineCore": "engine_core", "VLLM::Worker": "worker", "VLLM::APIServer": "api_server"}
-
-
-def free_port() -> int:
-    """A port the OS calls free now on 127.0.0.1 (vLLM binds it a moment later; a race lost to
-    another process shows as vLLM exiting before it was ready, with its bind error)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
 
 
 def check_engine_args(args: list[str]) -> None:
@@ -198,43 +189,32 @@ class VllmEngine(Started):
             return ""
 
     def _wait_ready(self) -> None:
+        """GET /health until it answers 200 (a port lost to another process between free_port and
+        vLLM's bind shows as vLLM exiting before it was ready, with its bind error)."""
         assert self.proc is not None
-        deadline = time.monotonic() + self.ready_timeout_s
-        delay = 0.05
-        while True:
-            if self.proc.poll() is not None:
-                raise MmbenchError(
-                    f"vLLM exited with code {self.proc.returncode} before it was ready: "
-                    f"{_last_error_line(self.log_tail())}"
-                )
+
+        def ready() -> bool:
             with contextlib.suppress(httpx.HTTPError):
                 if self._http.get(f"{self.url}/health", timeout=5.0).status_code == 200:
                     self.tree()  # every process it runs with, before any is measured
-                    return
-            if time.monotonic() > deadline:
-                raise MmbenchError(
-                    f"vLLM was not ready within {self.ready_timeout_s:.0f} s (GET /health); its log ends: "
-                    f"{_last_error_line(self.log_tail())}"
-                )
-            time.sleep(delay)  # back-off between readiness probes, not a stand-in for one
-            delay = min(delay * 2, 1.0)
+                    return True
+            return False
+
+        last_words = lambda: f"its log ends: {_last_error_line(self.log_tail())}"  # noqa: E731
+        wait_ready(self.proc, ready, "vLLM", self.ready_timeout_s, last_words, probe="GET /health")
 
     def stop(self) -> None:
         """SIGTERM to its session, then SIGKILL to the session and every process seen; idempotent."""
         proc = self.proc
         if proc is not None:
             self.tree()
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=STOP_GRACE_S)
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            for p in self._seen.values():  # any that left the session
-                with contextlib.suppress(psutil.Error):
-                    p.kill()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=STOP_GRACE_S)
+
+            def stragglers() -> None:  # any that left the session
+                for p in self._seen.values():
+                    with contextlib.suppress(psutil.Error):
+                        p.kill()
+
+            stop_session(proc, STOP_GRACE_S, stragglers)
             psutil.wait_procs([p for p in self._seen.values() if p.pid != proc.pid], timeout=STOP_GRACE_S)
             self.proc = None
         self._http.close()
