@@ -200,8 +200,9 @@ class RouterFigures:
     peak_rss_bytes: int | None = None
     requests: int | None = None  # generate requests it received (its own count)
     retries: int | None = None  # attempts it sent again (its own count)
-    # bytes the replicas received beyond what the client shipped (None where a replica died;
-    # negative where the router answered requests itself, e.g. 503 with every circuit open)
+    # bytes the replicas received beyond what the client shipped (None where a replica died, or
+    # where they received fewer: the router answered requests itself, e.g. 503 with every circuit
+    # open, and what its retries added is unknown)
     retried_bytes: int | None = None
     # its own Prometheus counters and gauges during the point ("name{labels}" -> value)
     counters: dict[str, float] | None = None

@@ -473,7 +473,10 @@ def sections(
         and not any(r.died for r in replicas)
     ):
         total = sum(b for b in received if b is not None)
-        router = replace(router, retried_bytes=total - traffic.bytes_shipped)
+        # fewer than the client shipped: the router answered some requests itself (503, every
+        # circuit open), and what its retries added is unknown
+        extra = total - traffic.bytes_shipped
+        router = replace(router, retried_bytes=extra if extra >= 0 else None)
     requests = [r.requests for r in replicas if r.requests is not None and not r.died]
     balance = None
     if len(requests) == len(replicas) and requests:
