@@ -149,6 +149,15 @@ class EnginePool:
         if self.fresh or not lease.keep or not self._alive():
             self.close()
 
+    def held_bytes(self) -> int:
+        """What the kept engine holds now (its process tree's RSS; 0 without one): the next point
+        has it, by this engine or by the one that replaces it."""
+        if not self._alive():
+            return 0
+        assert self._engine is not None
+        stats = self._engine.stats()
+        return stats.rss_bytes if stats is not None else 0
+
     def key(self, choice: Vllm, config: PointConfig, file_assets: bool) -> Hashable:
         """Which engine a point needs: its configuration's (`vllm serve` flags, and how many replicas
         a fleet has: its router is the point's own), and its mode's unless the pool shares an

@@ -309,8 +309,9 @@ def _measure_point(
     check_runnable(config)
     # the engine the model predicts for: the one started (an external engine's memory is not ours)
     served = opts.engine.served
+    held = opts.engine_pool.held_bytes() if opts.engine_pool is not None and not opts.force else 0
     if not opts.force:
-        quick = preflight(config, budget=budget, engine=served)  # no sources: the hopeless at once
+        quick = preflight(config, budget=budget, engine=served, held=held)  # no sources: the hopeless
         if not quick.fits:
             estimate = estimated_source_bytes_per_image(_spec(config))
             guess = predict(config, estimate, engine=served)
@@ -319,7 +320,7 @@ def _measure_point(
             )
     per_image, pred = prediction_for(config, served)
     if not opts.force:
-        check = preflight(config, per_image, budget, served)
+        check = preflight(config, per_image, budget, served, held)
         if not check.fits:
             return point_record(
                 config, repeat, per_image, pred, status="skipped", cause=check.reason, engine=served_by

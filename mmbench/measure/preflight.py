@@ -52,17 +52,21 @@ def with_margin(p: Prediction) -> int:
 
 def preflight(
     config: PointConfig, source_bytes_per_image: float | None = None, budget: int | None = None,
-    engine: str = "embedded",
+    engine: str = "embedded", held: int = 0,
 ) -> Preflight:  # fmt: skip
-    """Compare the predicted system peak, plus the margin, with the memory available now (or with
-    `budget` where that is less).
+    """Compare the predicted system peak, plus the margin, with the memory available now and
+    `held` (or with `budget` where that is less).
 
-    `engine` is the one that serves it (embedded, or vllm: its own memory counts).
+    `engine` is the one that serves it (embedded, or vllm: its own memory counts). `held` is what
+    the sweep's kept engine holds now (mmbench.measure.engine_pool): the point's prediction counts
+    its engine whole, baseline included, and the kept engine either is that engine or is stopped
+    before it starts, so its memory is the point's to use (not counting it twice refused 2 kept
+    vLLM replicas' points: 7 GiB counted as taken and again as needed).
     Without a source size the sources count as nothing, which is the most lenient estimate: a
     point refused then is refused with any source size, and it costs no image generation.
     """
     prediction = predict(config, source_bytes_per_image or 0.0, engine=engine)
-    available = available_bytes()
+    available = available_bytes() + held
     if budget:
         available = min(available, budget)
     need = with_margin(prediction)

@@ -270,3 +270,14 @@ def test_a_fleets_replicas_are_kept_together_and_reset_together_between_points()
         "stop r3", "stop r4", "start r5", "stop r5",
     ]  # fmt: skip
     assert started == ["2 x fake", "2 x fake", "fake"]
+
+
+def test_the_pool_says_what_its_kept_engine_holds() -> None:
+    choice = FakeReplicas()
+    pool = EnginePool()
+    assert pool.held_bytes() == 0
+    with pool.lease(choice, PointConfig(replicas=2), False):  # type: ignore[arg-type]
+        pass
+    assert pool.held_bytes() == 200  # both replicas' RSS, kept for the next point
+    pool.close()
+    assert pool.held_bytes() == 0

@@ -83,3 +83,15 @@ def test_preflight_refuses_what_cannot_fit(monkeypatch: pytest.MonkeyPatch) -> N
         pf.preflight(PointConfig(mode="full", rollouts=1, image_size="256"), 1e6).need_bytes
         > small.need_bytes
     )
+
+
+def test_preflight_counts_what_the_kept_engine_holds_as_the_points(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kept engine's memory is the point's (it serves it, or is stopped for the one that does):
+    counted as available, never as taken and needed at once; a budget still bounds the point."""
+    monkeypatch.setattr(pf, "available_bytes", lambda: 1024**3)
+    config = PointConfig(mode="full", rollouts=8, image_size="512")
+    need = pf.preflight(config).need_bytes
+    assert not pf.preflight(config).fits
+    held = pf.preflight(config, held=need)
+    assert held.fits and held.available_bytes == 1024**3 + need
+    assert not pf.preflight(config, budget=1024**3, held=need).fits
