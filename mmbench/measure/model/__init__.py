@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from mmbench.config import PointConfig
+from mmbench.config import FLEET_ONLY, PointConfig
 from mmbench.facts import GRID_BYTES, PIXEL_ITEMSIZE, PointFacts, facts_of
 from mmbench.measure.model.constants import CONSTANTS, Constants
 from mmbench.measure.model.fleet import fleet_counts
@@ -63,9 +63,13 @@ from mmbench.measure.model.simulation import (
 )
 from mmbench.measure.model.vllm import VLLM, vllm_engine_peak
 
-# vllm-router's RSS (0.1.17, measured here: ~40 MiB idle, ~100-200 MiB at its peak under full-mode
-# bodies of 512x512 images, which it parses and re-serializes): what a fleet's engine peak adds.
-ROUTER_BYTES = 200 * 1024**2
+# vllm-router 0.1.17's RSS, measured here (docs/fleet.md; results/fleet/matrix, 96 points): ~40 MiB
+# idle, and at its peak up to ROUTER_PER_BODY bodies as large as the point's largest per rollout in
+# flight: it parses each body and serializes it again (full, K=8, 64 MiB bodies: 509-956 MiB above
+# idle, 1.0-1.9 a rollout; hash-only, 8 MiB: 112-654, the high end the full resends; raw-media
+# JSON, 5.7 MiB: 114-153, 2.5-3.4). What a fleet's engine peak adds.
+ROUTER_IDLE_BYTES = 40 * 1024**2
+ROUTER_PER_BODY = {True: 2.0, False: 3.5}  # processed items (True), raw media (False)
 # The item the timing constants are measured at: 512x512, float32 (Qwen3-VL: 1024 rows of 1536).
 TIMING_PIXELS = 512 * 512
 TIMING_ITEM_BYTES = 1024 * 1536 * 4
@@ -141,17 +145,54 @@ def explain(
     prediction, inputs = _explain(f, source_bytes_per_image, constants)
     if config.replicas:
         prediction = _in_fleet(f, prediction)
-    engine_floor = constants.engine_baseline + prediction.engine_cache_bytes
-    if engine == VLLM:
-        peak = vllm_engine_peak(inputs, prediction.engine_cache_bytes, constants)
-        prediction = replace(prediction, engine_peak_bytes=peak)
-        engine_floor = constants.vllm_baseline
-    if config.replicas:  # an upper bound: every replica at one engine's peak, and the router
-        r = config.replicas
-        prediction = replace(prediction, engine_peak_bytes=r * prediction.engine_peak_bytes + ROUTER_BYTES)
-        engine_floor += (r - 1) * (constants.vllm_baseline if engine == VLLM else constants.engine_baseline)
+        fleet = _fleet_engine(f, prediction, inputs, source_bytes_per_image, constants, engine)
+        prediction, engine_floor = fleet
+    else:
+        engine_floor = constants.engine_baseline + prediction.engine_cache_bytes
+        if engine == VLLM:
+            peak = vllm_engine_peak(inputs, prediction.engine_cache_bytes, constants)
+            prediction = replace(prediction, engine_peak_bytes=peak)
+            engine_floor = constants.vllm_baseline
     shares = constants.typical_shares(f.mode.renders, engine == VLLM)
     return _with_typical(prediction, shares[0], engine_floor, shares[1]), inputs
+
+
+def _fleet_engine(
+    f: PointFacts, p: Prediction, inputs: PeakInputs, source_bytes_per_image: float, constants: Constants,
+    engine: str,
+) -> tuple[Prediction, int]:  # fmt: skip
+    """A fleet's engine peak (its replicas' peaks summed, and the router's) and floor: each replica
+    at one engine's peak serving its share of the rollouts (K / R, rounded up) with its share of the
+    fleet's cache (each item counted on every replica that holds it), and the router holding the
+    bodies in flight. Where the client falls back, a share of the requests are full resends: the
+    replicas and the router hold bodies like full mode's, in that share (fallbacks over the later
+    turns' requests). Not a bound under an uneven policy (consistent_hash's ring put 3/4 of the
+    rollouts on one of 2 replicas); the sum of R single-engine peaks at K was one, and over-predicted
+    an even pair of vLLMs by 37 % (12.9 GiB against 9.4 measured, full, K = 8)."""
+    c, r = f.config, f.config.replicas
+    alone = replace(c, replicas=0, session_header="off", **FLEET_ONLY)  # type: ignore[arg-type]  # one engine's
+    share = replace(alone, rollouts=-(-c.rollouts // r))
+    cache = p.engine_cache_bytes // r
+
+    def replica_and_router(config: PointConfig, largest_body: int) -> tuple[float, float]:
+        one, one_inputs = _explain(facts_of(config), source_bytes_per_image, constants)
+        if engine == VLLM:
+            replica = vllm_engine_peak(one_inputs, cache, constants)
+        else:
+            replica = one.engine_peak_bytes - one.engine_cache_bytes + cache
+        bodies = ROUTER_PER_BODY[f.mode.renders] * c.rollouts * largest_body
+        return float(replica), ROUTER_IDLE_BYTES + bodies
+
+    replica, router = replica_and_router(share, inputs.largest_body)
+    resent = min(1.0, p.fallbacks / max(1, c.rollouts * (c.turns - 1))) if f.mode.renders else 0.0
+    if resent:
+        _, full_inputs = _explain(facts_of(replace(alone, mode="full")), source_bytes_per_image, constants)
+        full_replica, full_router = replica_and_router(replace(share, mode="full"), full_inputs.largest_body)
+        replica += resent * max(0.0, full_replica - replica)
+        router += resent * max(0.0, full_router - router)
+    baseline = constants.vllm_baseline if engine == VLLM else constants.engine_baseline
+    floor = r * baseline + (0 if engine == VLLM else p.engine_cache_bytes)
+    return replace(p, engine_peak_bytes=int(r * replica + router)), floor + ROUTER_IDLE_BYTES
 
 
 def _in_fleet(f: PointFacts, p: Prediction) -> Prediction:
