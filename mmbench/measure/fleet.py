@@ -43,6 +43,7 @@ from mmbench.errors import MmbenchError
 from mmbench.launch import StartMethod
 from mmbench.record import EngineFigures, EngineRecord, FleetFigures, ReplicaFigures, RouterFigures, Traffic
 from mmbench.world.engine.stats import SUMMED, EngineStats, KindUsage
+from mmbench.world.engine.vllm.server import VllmEngine
 from mmbench.world.router import VllmRouter, counted, router_version, since
 
 KILL_POLL_S = 0.02
@@ -118,6 +119,9 @@ class FleetReading:
     replicas: list[ReplicaFigures]
     router: RouterFigures
     cache_sizes: list[dict[str, int] | None] = field(default_factory=list)
+    # per replica, the null slots it lacked, every attempt: the embedded engine counts them as cache
+    # misses; vLLM counts no miss of its own for them and answers each with a 500 (P0/P1 cache drift)
+    null_misses: list[int | None] = field(default_factory=list)
 
 
 class ReplicaSet:
@@ -362,6 +366,7 @@ class FleetHandle:
         """Each replica's figures and the router's, from the point's start (call after stats())."""
         replicas = []
         sizes: list[dict[str, int] | None] = []
+        null_misses: list[int | None] = []
         for r in self._replicas:
             alive = self._replica_alive(r)
             if alive:
@@ -369,6 +374,12 @@ class FleetHandle:
             sizes.append(r.sizes)
             final = r.last.since(r.ready) if r.last is not None and r.ready is not None else None
             replicas.append(replica_figures(r, final, alive))
+            if final is None:
+                null_misses.append(None)
+            elif isinstance(r.handle, VllmEngine):
+                null_misses.append(final.status_counts.get("500", 0))
+            else:
+                null_misses.append(final.cache_misses)
         now = self.router.counters()
         counters = since(now, self._router_ready or {})
         rss = self.router.rss_bytes()
@@ -378,7 +389,7 @@ class FleetHandle:
             requests=round(counted(counters, "vllm_router_requests", "inference")),
             retries=round(counted(counters, "vllm_router_retries")), counters=counters,
         )  # fmt: skip
-        return FleetReading(replicas, router, sizes)
+        return FleetReading(replicas, router, sizes, null_misses)
 
 
 def _cache_sizes(url: str | None) -> dict[str, int] | None:
@@ -491,7 +502,8 @@ def sections(
         unique = sum(merged.values())
     sized = [sum((s or {}).values()) for s in reading.cache_sizes] if reading.cache_sizes else []
     held = sum(sized) if sized and unique is not None else cache_bytes
-    misses = [r.preprocess_calls if _raw(config) else r.cache_misses for r in replicas]
+    null = reading.null_misses or [r.cache_misses for r in replicas]
+    misses = [r.preprocess_calls for r in replicas] if _raw(config) else null
     fleet = FleetFigures(
         replicas=len(replicas), died=sum(r.died for r in replicas), cache_bytes=cache_bytes,
         unique_cache_bytes=unique,

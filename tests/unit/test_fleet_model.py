@@ -144,3 +144,35 @@ def test_an_engine_whose_counts_cover_half_the_clients_bytes_is_not_one_engine()
     assert whole.covered_share == 1.0 and whole.note is None
     assert covered(EngineFigures(), Traffic(bytes_shipped=100), "http://x").covered_share is None
     assert not math.isnan(half.covered_share or 0.0)
+
+
+def test_replicas_that_answer_slowly_let_a_turns_failures_open_their_circuits() -> None:
+    """vLLM on these CPUs serves in seconds, after a turn's failed retries: measured, round robin
+    over 2 vLLMs opened both circuits and 4 rollouts failed, where embedded replicas (0.1 s a
+    success) never opened one. The model's `slow` counts a turn's failures before its successes."""
+    config = hash_only(replicas=2, router_policy="round_robin")
+    fast, slow = fleet_counts(config), fleet_counts(config, slow=True)
+    assert fast.failed_rollouts < 0.1 and slow.failed_rollouts > fast.failed_rollouts
+    assert predict(config, 100_000.0, engine="vllm").failed_rollouts == round(slow.failed_rollouts)
+
+
+def test_with_every_circuit_open_the_routers_attempts_still_count_as_retries() -> None:
+    """Measured: 333 and 368 router retries where every circuit opened (vLLM at R = 2, embedded at 4):
+    the router makes its attempts with no worker to send them to, and the client retries each."""
+    c = fleet_counts(hash_only(replicas=4, router_policy="consistent_hash"), trials=16)
+    assert c.failed_rollouts > 0 and c.router_retries > 4 * c.client_retries * 0.9
+
+
+def test_a_vllm_replicas_misses_are_its_500_answers() -> None:
+    """vLLM counts no cache miss of its own for a null slot it lacks (it answers 500): the fleet's
+    misses are what each replica reported, whichever way it counts them."""
+    from mmbench.measure.fleet import FleetReading, sections
+    from mmbench.record import ReplicaFigures, RouterFigures
+
+    replicas = [ReplicaFigures(requests=10, cache_misses=0), ReplicaFigures(requests=12, cache_misses=0)]
+    reading = FleetReading(replicas, RouterFigures(), [None, None], null_misses=[3, 4])
+    _, _, fleet = sections(reading, Traffic(bytes_shipped=1), hash_only(replicas=2))
+    assert fleet.misses == 7
+    plain = FleetReading(replicas, RouterFigures())
+    _, _, fleet = sections(plain, Traffic(bytes_shipped=1), hash_only(replicas=2))
+    assert fleet.misses == 0  # older readings: the replicas' own cache misses

@@ -144,7 +144,7 @@ def explain(
     f = facts_of(config)
     prediction, inputs = _explain(f, source_bytes_per_image, constants)
     if config.replicas:
-        prediction = _in_fleet(f, prediction)
+        prediction = _in_fleet(f, prediction, engine)
         fleet = _fleet_engine(f, prediction, inputs, source_bytes_per_image, constants, engine)
         prediction, engine_floor = fleet
     else:
@@ -195,11 +195,11 @@ def _fleet_engine(
     return replace(p, engine_peak_bytes=int(r * replica + router)), floor + ROUTER_IDLE_BYTES
 
 
-def _in_fleet(f: PointFacts, p: Prediction) -> Prediction:
+def _in_fleet(f: PointFacts, p: Prediction, engine: str) -> Prediction:
     """A fleet's prediction: the router's misses, retries and the client's fallbacks (each resending
     its turn in full), the replicas' caches summed (an item cached on several replicas counts on
     each) and, raw media, each replica's own preprocessing (mmbench.measure.model.fleet)."""
-    fc = fleet_counts(f.config)
+    fc = fleet_counts(f.config, slow=engine == VLLM)
     body = BodySize(f.config, f.layout, f.itemsize)
     resent = round(sum(count * body(*shape) for shape, count in fc.resend_shapes)) if f.mode.renders else 0
     shipped = p.bytes_shipped + resent

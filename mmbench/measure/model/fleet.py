@@ -29,9 +29,13 @@ A Monte Carlo of the rollouts' requests through the router (TRIALS runs, seeded,
   (retry_budget times, the same body), then its rollout fails;
 - the circuit breaker (with the router's retries on): a replica that failed BREAKER times in a row
   is taken out of rotation for the rest of the point (60 s, longer than these points). A failure
-  comes back at once and a success only once the replica has served the request, so the failures of
-  a turn's burst count up before its successes reset the count: successes reset it at the turn's end.
-  Where every circuit is open, the router answers 503 itself and the rollouts fail;
+  comes back at once and a success only once the replica has served the request. An embedded
+  replica serves in about 0.1 s, within a failed request's retries (about 0.4 s of back-off): the
+  turn's earlier successes land between two requests' failures, and a request's failures add to
+  its replica's count only where that replica has served nothing yet in the turn. A vLLM on these
+  CPUs serves in seconds, after the turn's failures: they all count up, and its successes reset the
+  count at the turn's end (`slow`). Where every circuit is open, the router answers 503 itself and
+  the rollouts fail;
 - `kill_replica_at_turn` T: replica 1 dies as turn T begins: its cache is gone, every attempt on it
   fails (and counts to its circuit), and the rollouts it held move once its circuit opens. Without
   the breaker (retries off) it stays in rotation: the router's health check, which would take it
@@ -86,8 +90,9 @@ def sticky(config: PointConfig) -> bool:
 
 
 class _Trial:
-    def __init__(self, config: PointConfig, rng: np.random.Generator) -> None:
+    def __init__(self, config: PointConfig, rng: np.random.Generator, slow: bool) -> None:
         self.c = config
+        self.slow = slow  # successes land after the turn's failures (a vLLM replica: see above)
         self.r = config.replicas
         self.rng = rng
         self.rr = 0
@@ -161,7 +166,7 @@ class _Trial:
             return OK
         if where not in chain:  # this request's first failure here: the turn's successes landed before it
             chain.add(where)
-            if where in self.served:
+            if where in self.served and not self.slow:
                 self.failures[where] = 0
         self.failures[where] += 1
         if self.c.router_retries == "on" and self.failures[where] >= BREAKER:
@@ -174,8 +179,9 @@ class _Trial:
         outcome, chain = DOWN, set[int]()
         for attempt in range(attempts):
             where = self.pick(rollout, body, attempt)
-            if where is None:
-                return DOWN  # 503: no available workers
+            if where is None:  # no available worker: its attempts fail at once (503), retries counted
+                self.retries += attempts - 1 - attempt
+                return DOWN
             if attempt:
                 self.retries += 1
             outcome = self._attempt(where, items, new, null_slots, chain)
@@ -219,9 +225,10 @@ class _Trial:
         self.inflight = [0] * self.r
 
 
-def fleet_counts(config: PointConfig, trials: int | None = None) -> FleetCounts:
+def fleet_counts(config: PointConfig, trials: int | None = None, slow: bool = False) -> FleetCounts:
     """The fleet's expected counts for a point with replicas >= 1: the mean of `trials` runs (TRIALS
-    at K <= 8, fewer above, as a run of many rollouts averages over them itself: 4 at K = 256)."""
+    at K <= 8, fewer above, as a run of many rollouts averages over them itself: 4 at K = 256).
+    `slow`: replicas whose successes land after a turn's failures (vLLM; see the module)."""
     f = facts_of(config)
     k, n, m = config.rollouts, config.turns, config.images_per_turn
     trials = trials or max(4, TRIALS * 8 // max(8, k))
@@ -231,7 +238,7 @@ def fleet_counts(config: PointConfig, trials: int | None = None) -> FleetCounts:
     shapes: dict[tuple[int, int, int], float] = {}
     for trial in range(trials):
         rng = np.random.default_rng([config.seed, trial, 30])
-        t = _Trial(config, rng)
+        t = _Trial(config, rng, slow)
         alive = set(range(k))
         for turn in range(1, n + 1):
             if turn == config.kill_replica_at_turn:
