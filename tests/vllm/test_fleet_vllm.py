@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -23,7 +24,9 @@ from mmbench.sweep.scenarios import Scenario
 from tests.vllm.test_real_vllm import vllm_processes
 
 pytestmark = [pytest.mark.vllm, pytest.mark.timeout(1200)]
-FLEET = {"rollouts": [2], "turns": [3], "image_size": ["256"], "codec": ["vllm"], "replicas": [2]}
+FLEET: dict[str, list[Any]] = {
+    "rollouts": [2], "turns": [3], "image_size": ["256"], "codec": ["vllm"], "replicas": [2],
+}  # fmt: skip
 
 
 def routers() -> list[psutil.Process]:
@@ -73,5 +76,27 @@ def test_a_miss_is_the_same_retryable_500_on_vllm_and_embedded_replicas(tmp_path
         assert (r.traffic.fallback_error or "").startswith("HTTP 500"), (name, r.traffic.fallback_error)
         assert r.engine.replicas is not None
         assert sum("500:" in (rep.status_counts or "") for rep in r.engine.replicas) >= 1, name
+        assert (r.engine.fleet.misses or 0) >= r.traffic.fallbacks, name  # vLLM's: its 500 answers
         got[name] = r
     assert not any(rep.died for rep in got["vllm"].engine.replicas or [])  # vLLM serves on after a miss
+
+
+def test_a_sweeps_points_share_two_kept_vllm_replicas_each_behind_its_own_router(tmp_path: Path) -> None:
+    """The pool keeps the 2 vLLMs for the points of one mode (each warmed, reset together between
+    points) and every point starts its own router with its own policy."""
+    grid: dict[str, list[Any]] = {
+        **FLEET, "mode": ["hash-only"], "router_policy": ["sticky_least_loaded", "consistent_hash"],
+        "session_header": ["on"],
+    }  # fmt: skip
+    scenario = Scenario("fleet-kept", "2 kept vLLMs", grid)
+    results = run_sweep(scenario, tmp_path / "out", HarnessOptions(engine=Vllm()))
+    first, second = results.points
+    assert first.ok and second.ok, (first.cause, second.cause)
+    assert (first.engine.reused, second.engine.reused) == (0, 1)
+    assert first.engine.warmed and second.engine.warmed
+    # one baseline for the kept pair: both replicas, once warm and reset
+    assert first.engine.figures.rss_baseline_bytes == second.engine.figures.rss_baseline_bytes
+    for r in (first, second):
+        assert r.engine.router.flags and r.config.router_policy in r.engine.router.flags
+        assert r.traffic.fallbacks == 0 and r.engine.fleet.misses == 0  # sticky: no null slot missed
+        assert sum(rep.requests or 0 for rep in r.engine.replicas or []) == 6  # the point's own requests
