@@ -250,7 +250,8 @@ def _warm_up(opts: HarnessOptions, method: StartMethod, sources: Path, tmp: Path
     by the engine and measured by nobody; None once it is served, else why it was not."""
 
     def serve(engine: EngineHandle, config: PointConfig, assets: Path | None) -> str | None:
-        small = replace(config, rollouts=1, turns=min(config.turns, WARM_UP_TURNS))
+        # sent to each engine directly: a fleet's kill is the point's, not its warm-up's
+        small = replace(config, rollouts=1, turns=min(config.turns, WARM_UP_TURNS), kill_replica_at_turn=0)
         prepare_sources(small, sources)
         job, out, err = Path(tmp, "warm-up.json"), Path(tmp, "warm-up-out.json"), Path(tmp, "warm-up.txt")
         # a fleet's replicas: each serves a warm-up of its own

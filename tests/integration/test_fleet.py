@@ -119,6 +119,20 @@ def test_a_replica_killed_mid_point_is_recorded_and_nothing_is_left_behind() -> 
     assert preprocess[1] >= 3
 
 
+def test_a_replicas_warm_up_is_a_small_point_of_its_own_without_the_kill(tmp_path: Any) -> None:
+    """Each kept replica serves a warm-up (1 rollout, 2 turns, sent to it directly): a point's
+    --kill-replica-at-turn (4 here, past the warm-up's 2 turns) is not the warm-up's."""
+    from mmbench.measure.harness import _warm_up
+
+    config = PointConfig(mode="hash-only", rollouts=8, turns=8, image_size="256", replicas=2,
+                         router_policy="round_robin", kill_replica_at_turn=4)  # fmt: skip
+    warm = _warm_up(HarnessOptions(), "fork", tmp_path / "sources", tmp_path)
+    with Embedded().open(config, None, "fork") as engine:
+        assert warm(engine, config, None) is None
+        stats = engine.stats()
+        assert stats is not None and stats.requests == 2 and engine.alive()
+
+
 def test_a_fleet_that_cannot_start_stops_every_replica(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("mmbench.world.router.router_flags", lambda policy, retries: ["--policy", "nope"])
     handle = Fleet(Embedded()).open(PointConfig(**SMALL), None, "fork")
