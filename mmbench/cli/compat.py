@@ -36,10 +36,11 @@ def compat(
         str | None, typer.Option("--modes", "--mode", help=f"modes: {', '.join(MODES)} (default: all)")
     ] = None,
 ) -> None:
-    """Which modes survive which engine: a small point of every mode, on a fresh engine of each setup.
+    """Which modes survive which engine: a small point of every mode on each setup's engine.
 
-    The setups: the embedded engine; vLLM by default, without its processor cache, with the shm cache,
-    and behind two API servers; and, asked for, fleets behind vllm-router."""
+    Each setup's engine is reset between its points. The setups: the embedded engine; vLLM by
+    default, without its processor cache, with the shm cache, and behind two API servers; and, asked
+    for, fleets behind vllm-router."""
     chosen = choose_setups([s.strip() for s in setups.split(",")] if setups else None)
     wanted = tuple(m.strip() for m in modes.split(",")) if modes else tuple(MODES)
     vllm = engine_flags.vllm_only()

@@ -10,7 +10,9 @@ from mmbench.units import fmt_bytes
 
 HEADING = "Which modes survive which engine"
 NOTE = (
-    "Each cell: one point (K=2, N=3, 256x256, the vllm codec) on a fresh engine. works: every request "
+    "Each cell: one point (K=2, N=3, 256x256, the vllm codec) on its setup's engine: mmbench's own "
+    "started for the cell, a vLLM (or a fleet's vLLMs) started once per setup and reset between cells "
+    "(one a point leaves dead is replaced). works: every request "
     "answered; falls back: the engine could not serve a null slot and the client resent every image "
     "in full (how often); request fails: an error the mode cannot recover from; engine dies: it no "
     "longer serves afterwards (its own last error); a replica dies: one engine of a fleet does."
