@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import Self
+from typing import IO, Self
 
 from mmbench.errors import MmbenchError
 
@@ -70,6 +70,24 @@ def free_port(host: str = LOOPBACK) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+def spawn_ready(
+    command: list[str], stdout: IO[bytes], env: dict[str, str] | None,
+    wait: Callable[[subprocess.Popen[bytes]], None], stop: Callable[[], None],
+) -> None:  # fmt: skip
+    """Start `command` in a session of its own (stopped as one), its output to `stdout`, then `wait`
+    on it until it is ready (`wait` keeps the process for `stop`); `stop` it (the whole session)
+    where it never is ready, or on Ctrl-C."""
+    proc = subprocess.Popen(
+        command, stdin=subprocess.DEVNULL, stdout=stdout, stderr=subprocess.STDOUT, env=env,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        wait(proc)
+    except BaseException:
+        stop()
+        raise
 
 
 def wait_ready(

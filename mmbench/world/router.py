@@ -28,7 +28,7 @@ import httpx
 import psutil
 
 from mmbench.errors import MmbenchError
-from mmbench.launch.lifecycle import Started, free_port, stop_session, wait_ready
+from mmbench.launch.lifecycle import Started, free_port, spawn_ready, stop_session, wait_ready
 from mmbench.world.procmem import vmhwm_of
 
 HOST = "127.0.0.1"
@@ -110,15 +110,7 @@ class VllmRouter(Started):
     def start(self) -> None:
         port, metrics_port = free_port(), free_port()
         self.url, self.metrics_url = f"http://{HOST}:{port}", f"http://{HOST}:{metrics_port}/metrics"
-        self.proc = subprocess.Popen(
-            self.command(port, metrics_port), stdin=subprocess.DEVNULL, stdout=self._log,
-            stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-        try:
-            self._wait_ready()
-        except BaseException:
-            self.stop()
-            raise
+        spawn_ready(self.command(port, metrics_port), self._log, None, self._wait_ready, self.stop)
 
     def log_tail(self, limit: int = 300) -> str:
         try:
@@ -130,9 +122,9 @@ class VllmRouter(Started):
         lines = [ln for ln in text.splitlines() if ln.strip()]
         return lines[-1][-limit:] if lines else "(no output)"
 
-    def _wait_ready(self) -> None:
+    def _wait_ready(self, proc: subprocess.Popen[bytes]) -> None:
         """Poll GET /readiness until every worker is healthy (the router answers 503 before)."""
-        assert self.proc is not None
+        self.proc = proc  # stop() stops it, ready or not
 
         def ready() -> bool:
             with contextlib.suppress(httpx.HTTPError, ValueError):
@@ -141,7 +133,7 @@ class VllmRouter(Started):
             return False
 
         timeout, tail = self.ready_timeout_s, self.log_tail
-        wait_ready(self.proc, ready, "vllm-router", timeout, tail, 0.02, 0.2, probe="GET /readiness")
+        wait_ready(proc, ready, "vllm-router", timeout, tail, 0.02, 0.2, probe="GET /readiness")
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

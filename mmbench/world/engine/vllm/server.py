@@ -33,7 +33,7 @@ import httpx
 import psutil
 
 from mmbench.errors import MmbenchError
-from mmbench.launch.lifecycle import Started, free_port, stop_session, wait_ready
+from mmbench.launch.lifecycle import Started, free_port, spawn_ready, stop_session, wait_ready
 from mmbench.world.engine.stats import EngineStats, KindUsage
 from mmbench.world.engine.vllm.env import SITE_DIR, VllmEnv
 from mmbench.world.engine.vllm.metrics import vllm_counters
@@ -172,15 +172,7 @@ class VllmEngine(Started):
         # POST /reset_mm_cache and /reset_prefix_cache, which reset() asks for between two points
         env["VLLM_SERVER_DEV_MODE"] = "1"
         with open(self._log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                self.command(port), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
-                start_new_session=True,  # its own process group: stopped as one
-            )  # fmt: skip
-        try:
-            self._wait_ready()
-        except BaseException:
-            self.stop()
-            raise
+            spawn_ready(self.command(port), log, env, self._wait_ready, self.stop)
 
     def log_tail(self) -> str:
         try:
@@ -188,10 +180,10 @@ class VllmEngine(Started):
         except OSError:
             return ""
 
-    def _wait_ready(self) -> None:
+    def _wait_ready(self, proc: subprocess.Popen[bytes]) -> None:
         """GET /health until it answers 200 (a port lost to another process between free_port and
         vLLM's bind shows as vLLM exiting before it was ready, with its bind error)."""
-        assert self.proc is not None
+        self.proc = proc  # stop() stops it, ready or not
 
         def ready() -> bool:
             with contextlib.suppress(httpx.HTTPError):
@@ -201,7 +193,7 @@ class VllmEngine(Started):
             return False
 
         last_words = lambda: f"its log ends: {_last_error_line(self.log_tail())}"  # noqa: E731
-        wait_ready(self.proc, ready, "vLLM", self.ready_timeout_s, last_words, probe="GET /health")
+        wait_ready(proc, ready, "vLLM", self.ready_timeout_s, last_words, probe="GET /health")
 
     def stop(self) -> None:
         """SIGTERM to its session, then SIGKILL to the session and every process seen; idempotent."""
